@@ -1,0 +1,403 @@
+//! `outbound.routes`: which destinations the app may call, where they are, and who they must be.
+
+use std::net::{Ipv6Addr, SocketAddr};
+
+use crate::check::{Check, at};
+use crate::listener::connectable;
+use crate::{SpiffeId, raw};
+
+/// One destination (`outbound.routes[i]`).
+#[derive(Clone, Debug)]
+pub struct Route {
+    host: String,
+    original_dst: Option<SocketAddr>,
+    address: SocketAddr,
+    identity: SpiffeId,
+    scopes: Vec<String>,
+}
+
+// === impl Route ===
+
+impl Route {
+    /// Matched against `:authority` / `Host`: a lowercase host, with `:port` when configured so.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Matched in transparent mode against `SO_ORIGINAL_DST`.
+    pub fn original_dst(&self) -> Option<SocketAddr> {
+        self.original_dst
+    }
+
+    /// The destination sidecar's inbound listener.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The SPIFFE ID the destination's certificate must carry; never a root ID.
+    pub fn identity(&self) -> &SpiffeId {
+        &self.identity
+    }
+
+    /// The most a hop token for this destination may carry; unique, in file order.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// Builds every route, then rejects a host or original destination used twice.
+    pub(crate) fn list_from_raw(
+        raw: Vec<Option<raw::Route>>,
+        check: &mut Check,
+    ) -> Option<Vec<Self>> {
+        let mut routes: Vec<(usize, Self)> = Vec::new();
+        let mut complete = true;
+        for (i, route) in raw.into_iter().enumerate() {
+            let path = format!("outbound.routes[{i}]");
+            let Some(route) = route.and_then(|r| Self::from_raw(r, &path, check)) else {
+                complete = false;
+                continue;
+            };
+            if let Some((j, _)) = routes.iter().find(|(_, r)| r.host == route.host) {
+                let message = format!(
+                    "`{}` is already routed by `outbound.routes[{j}]`",
+                    route.host
+                );
+                check.error(at(&path, "host"), message);
+                complete = false;
+            }
+            let same_dst =
+                |r: &Self| r.original_dst.is_some() && r.original_dst == route.original_dst;
+            if let (Some((j, _)), Some(dst)) =
+                (routes.iter().find(|(_, r)| same_dst(r)), route.original_dst)
+            {
+                let message = format!(
+                    "`{dst}` is already the original destination of `outbound.routes[{j}]`"
+                );
+                check.error(at(&path, "original_dst"), message);
+                complete = false;
+            }
+            routes.push((i, route));
+        }
+        complete.then(|| routes.into_iter().map(|(_, r)| r).collect())
+    }
+
+    fn from_raw(raw: raw::Route, path: &str, check: &mut Check) -> Option<Self> {
+        let host_path = at(path, "host");
+        let host = check
+            .required(raw.host, &host_path)
+            .and_then(|host| match check_host(&host) {
+                Ok(()) => Some(host),
+                Err(problem) => {
+                    check.error(&host_path, problem);
+                    None
+                }
+            });
+        let dst_path = at(path, "original_dst");
+        let original_dst = match raw.original_dst {
+            None => Some(None),
+            Some(dst) => check.parse_socket_addr(&dst, &dst_path).map(Some),
+        };
+        let address_path = at(path, "address");
+        let address = check
+            .socket_addr(raw.address, &address_path)
+            .and_then(|addr| connectable(addr, &address_path, check));
+        let identity = workload_id(raw.identity, &at(path, "identity"), check);
+        let scopes = scopes(raw.scopes.unwrap_or_default(), &at(path, "scopes"), check);
+        Some(Self {
+            host: host?,
+            original_dst: original_dst?,
+            address: address?,
+            identity: identity?,
+            scopes: scopes?,
+        })
+    }
+}
+
+/// A required SPIFFE ID with a non-root path: a root ID names a trust domain, never a workload.
+fn workload_id(raw: Option<String>, path: &str, check: &mut Check) -> Option<SpiffeId> {
+    let raw = check.required(raw, path)?;
+    match SpiffeId::parse(&raw) {
+        Ok(id) if id.is_root() => {
+            let example = format!("{id}/ns/default/sa/name");
+            check.error(
+                path,
+                format!(
+                    "`{id}` has no path; a workload's SPIFFE ID needs one, such as `{example}`"
+                ),
+            );
+            None
+        }
+        Ok(id) => Some(id),
+        Err(e) => {
+            check.error(
+                path,
+                format!("`{}` is not a SPIFFE ID: {e}", raw.escape_debug()),
+            );
+            None
+        }
+    }
+}
+
+/// Scopes are RFC 6749 scope tokens: printable ASCII without space, `"` or `\`; no repeats.
+fn scopes(raw: Vec<Option<String>>, path: &str, check: &mut Check) -> Option<Vec<String>> {
+    let mut scopes: Vec<String> = Vec::new();
+    let expected = raw.len();
+    for (i, scope) in raw.into_iter().enumerate() {
+        let Some(scope) = scope else { continue };
+        let item = format!("{path}[{i}]");
+        let shown = scope.escape_debug().to_string();
+        let bad = scope
+            .chars()
+            .find(|c| !matches!(c, '!' | '#'..='[' | ']'..='~'));
+        if scope.is_empty() {
+            check.error(item, "is empty");
+        } else if let Some(c) = bad {
+            let c = c.escape_debug();
+            let rule = "scopes are printable ASCII without spaces, `\"` or `\\`";
+            check.error(item, format!("`{shown}` holds `{c}`; {rule}"));
+        } else if scopes.contains(&scope) {
+            check.error(item, format!("`{shown}` is listed twice"));
+        } else {
+            scopes.push(scope);
+        }
+    }
+    (scopes.len() == expected).then_some(scopes)
+}
+
+/// A lowercase host name or IP, with an optional `:port`; no scheme, path or user info.
+fn check_host(host: &str) -> Result<(), String> {
+    let shown = host.escape_debug();
+    if host.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if host.contains("://") {
+        return Err(format!(
+            "`{shown}` must not have a scheme; write the host alone, such as `inference.ml`"
+        ));
+    }
+    if host.contains('/') {
+        return Err(format!(
+            "`{shown}` must not have a path; write the host alone, such as `inference.ml`"
+        ));
+    }
+    if host.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!("`{shown}` must be lowercase"));
+    }
+    let (name, port) = split_port(host)
+        .ok_or_else(|| format!("`{shown}` is not a host with an optional `:port`"))?;
+    let valid_port =
+        |p: &str| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0);
+    if let Some(port) = port.filter(|p| !valid_port(p)) {
+        return Err(format!(
+            "`{shown}` has port `{}`, which is not 1 to 65535",
+            port.escape_debug()
+        ));
+    }
+    if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return match v6.parse::<Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "`{shown}` holds `[{}]`, which is not an IPv6 address",
+                v6.escape_debug()
+            )),
+        };
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '-' | '_'))
+    {
+        return Err(format!(
+            "`{shown}` holds `{}`, which is not allowed in a host name",
+            c.escape_debug()
+        ));
+    }
+    if name.is_empty() || name.split('.').any(str::is_empty) {
+        return Err(format!("`{shown}` has an empty label"));
+    }
+    Ok(())
+}
+
+/// Splits `name[:port]` and `[v6][:port]`; `None` when the shape is neither.
+fn split_port(host: &str) -> Option<(&str, Option<&str>)> {
+    if host.starts_with('[') {
+        let end = host.find(']')?;
+        let (name, rest) = host.split_at(end + 1);
+        return match rest {
+            "" => Some((name, None)),
+            _ => rest.strip_prefix(':').map(|port| (name, Some(port))),
+        };
+    }
+    match host.split_once(':') {
+        None => Some((host, None)),
+        Some((name, port)) if !port.contains(':') => Some((name, Some(port))),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_host;
+    use crate::test_support::{Fixture, IDENTITY};
+
+    fn route(fields: &str) -> String {
+        format!("{IDENTITY}outbound:\n  listen: 127.0.0.1:15001\n  routes:\n    - {{ {fields} }}\n")
+    }
+
+    const GOOD: &str = "host: inference.ml, address: 127.0.0.1:16006, identity: spiffe://example.org/ns/ml/sa/inference";
+
+    #[test]
+    fn a_route_keeps_what_it_was_given() {
+        let fx = Fixture::new();
+        let config = fx.load(&route(&format!(
+            "{GOOD}, original_dst: 10.0.0.5:8080, scopes: [inference.generate, a:b]"
+        )));
+        let route = &config.outbound().unwrap().routes()[0];
+        assert_eq!(route.host(), "inference.ml");
+        assert_eq!(route.original_dst(), Some("10.0.0.5:8080".parse().unwrap()));
+        assert_eq!(route.address(), "127.0.0.1:16006".parse().unwrap());
+        assert_eq!(
+            route.identity().as_str(),
+            "spiffe://example.org/ns/ml/sa/inference"
+        );
+        assert_eq!(route.scopes(), ["inference.generate", "a:b"]);
+    }
+
+    #[test]
+    fn hosts_are_lowercase_names_or_ips_with_an_optional_port() {
+        for good in [
+            "inference.ml",
+            "inference.ml:8080",
+            "a_b-c.d",
+            "10.0.0.5",
+            "[::1]",
+            "[::1]:443",
+            "localhost",
+        ] {
+            assert_eq!(check_host(good), Ok(()), "{good}");
+        }
+        for (bad, message) in [
+            ("", "is empty"),
+            (
+                "http://inference.ml",
+                "`http://inference.ml` must not have a scheme; write the host alone, such as `inference.ml`",
+            ),
+            (
+                "inference.ml/v1",
+                "`inference.ml/v1` must not have a path; write the host alone, such as `inference.ml`",
+            ),
+            ("Inference.ML", "`Inference.ML` must be lowercase"),
+            (
+                "inference.ml:0",
+                "`inference.ml:0` has port `0`, which is not 1 to 65535",
+            ),
+            (
+                "inference.ml:99999",
+                "`inference.ml:99999` has port `99999`, which is not 1 to 65535",
+            ),
+            (
+                "inference.ml:+80",
+                "`inference.ml:+80` has port `+80`, which is not 1 to 65535",
+            ),
+            ("a:b:c", "`a:b:c` is not a host with an optional `:port`"),
+            ("[::1", "`[::1` is not a host with an optional `:port`"),
+            (
+                "[nope]:80",
+                "`[nope]:80` holds `[nope]`, which is not an IPv6 address",
+            ),
+            (
+                "user@inference.ml",
+                "`user@inference.ml` holds `@`, which is not allowed in a host name",
+            ),
+            ("inference..ml", "`inference..ml` has an empty label"),
+            (":8080", "`:8080` has an empty label"),
+        ] {
+            assert_eq!(check_host(bad), Err(message.to_owned()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn route_identity_must_be_a_workload_spiffe_id() {
+        let fx = Fixture::new();
+        let root = fx.errors(&route(
+            "host: a, address: 127.0.0.1:1, identity: spiffe://example.org",
+        ));
+        assert_eq!(
+            root,
+            [
+                "outbound.routes[0].identity: `spiffe://example.org` has no path; a workload's SPIFFE ID needs one, such as `spiffe://example.org/ns/default/sa/name`"
+            ]
+        );
+        let bad = fx.errors(&route(
+            "host: a, address: 127.0.0.1:1, identity: 'spiffe://example.org/a/../b'",
+        ));
+        assert_eq!(
+            bad,
+            [
+                "outbound.routes[0].identity: `spiffe://example.org/a/../b` is not a SPIFFE ID: path has a `.` or `..` segment"
+            ]
+        );
+    }
+
+    #[test]
+    fn scopes_are_non_empty_tokens_without_spaces_or_repeats() {
+        let fx = Fixture::new();
+        let errors = fx.errors(&route(&format!(
+            "{GOOD}, scopes: ['', 'read ticket', ok, ok, \"q\\\"\"]"
+        )));
+        assert_eq!(
+            errors,
+            [
+                "outbound.routes[0].scopes[0]: is empty",
+                "outbound.routes[0].scopes[1]: `read ticket` holds ` `; scopes are printable ASCII without spaces, `\"` or `\\`",
+                "outbound.routes[0].scopes[3]: `ok` is listed twice",
+                "outbound.routes[0].scopes[4]: `q\\\"` holds `\\\"`; scopes are printable ASCII without spaces, `\"` or `\\`",
+            ]
+        );
+    }
+
+    #[test]
+    fn required_fields_and_bad_addresses_are_all_reported() {
+        let fx = Fixture::new();
+        let errors = fx.errors(&route("original_dst: nowhere, address: '127.0.0.1:0'"));
+        assert_eq!(
+            errors,
+            [
+                "outbound.routes[0].host: is required",
+                "outbound.routes[0].original_dst: `nowhere` is not a socket address; expected `ip:port`",
+                "outbound.routes[0].address: `127.0.0.1:0` has port 0, which cannot be connected to",
+                "outbound.routes[0].identity: is required",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_hosts_and_original_destinations_are_errors() {
+        let fx = Fixture::new();
+        let id = "address: 127.0.0.1:1, identity: spiffe://example.org/x";
+        let yaml = format!(
+            "{IDENTITY}outbound:\n  listen: 127.0.0.1:15001\n  routes:\n    - {{ host: a.ml, original_dst: 10.0.0.5:80, {id} }}\n    - {{ host: 'a.ml:80', original_dst: 10.0.0.5:80, {id} }}\n    - {{ host: a.ml, {id} }}\n"
+        );
+        assert_eq!(
+            fx.errors(&yaml),
+            [
+                "outbound.routes[1].original_dst: `10.0.0.5:80` is already the original destination of `outbound.routes[0]`",
+                "outbound.routes[2].host: `a.ml` is already routed by `outbound.routes[0]`",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_route_of_the_wrong_type_keeps_the_indices_of_the_others() {
+        let fx = Fixture::new();
+        let yaml = format!(
+            "{IDENTITY}outbound:\n  listen: 127.0.0.1:15001\n  routes:\n    - inference.ml\n    - {{ host: b, address: 127.0.0.1:1, identity: 'spiffe://example.org' }}\n"
+        );
+        assert_eq!(
+            fx.errors(&yaml),
+            [
+                "outbound.routes[0]: expected a map, found the string `inference.ml`",
+                "outbound.routes[1].identity: `spiffe://example.org` has no path; a workload's SPIFFE ID needs one, such as `spiffe://example.org/ns/default/sa/name`",
+            ]
+        );
+    }
+}

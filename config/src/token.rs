@@ -1,0 +1,292 @@
+//! `token`: the hop token's header, lifetime and chain depth, and the issuers trusted to start a
+//! chain on behalf of an end user.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::check::{Check, at, header_name};
+use crate::{IntentConfig, raw};
+
+/// Hop token settings (`token`).
+#[derive(Clone, Debug)]
+pub struct TokenConfig {
+    header: String,
+    ttl: Duration,
+    max_depth: usize,
+    leeway: Duration,
+    origin_issuers: Vec<OriginIssuer>,
+}
+
+/// An issuer of origin tokens (`token.origin.issuers[i]`).
+#[derive(Clone, Debug)]
+pub struct OriginIssuer {
+    issuer: String,
+    jwks_file: PathBuf,
+    audience: String,
+}
+
+/// Headers the proxy strips, rewrites or reads for something else; a hop token there would be
+/// lost or confused with it.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "connection",
+    "content-length",
+    "content-type",
+    "host",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "traceparent",
+    "tracestate",
+    "transfer-encoding",
+    "upgrade",
+    "x-forwarded-client-cert",
+];
+
+// === impl TokenConfig ===
+
+impl TokenConfig {
+    /// The header carrying the hop token. Default `hop-token`.
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+
+    /// Lifetime of a minted token (capped at the SVID's notAfter at mint time). Default 60s.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The most actors a chain may hold, 1 to 64. Default 8.
+    pub fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// Clock skew allowed on `exp` and `nbf`, at most 5m. Default 5s.
+    pub fn leeway(&self) -> Duration {
+        self.leeway
+    }
+
+    /// Trusted origin token issuers, in file order; issuers are unique. Default none.
+    pub fn origin_issuers(&self) -> &[OriginIssuer] {
+        &self.origin_issuers
+    }
+
+    /// `intent` is needed to keep the token header out of the intent headers; `None` when that
+    /// section had problems of its own.
+    pub(crate) fn from_raw(
+        raw: raw::Token,
+        intent: Option<&IntentConfig>,
+        check: &mut Check,
+    ) -> Option<Self> {
+        let header = Self::header_from_raw(raw.header, intent, check);
+        let ttl = check.duration(
+            raw.ttl,
+            "token.ttl",
+            Duration::from_secs(60),
+            Duration::from_secs(1)..=Duration::from_secs(24 * 3600),
+        );
+        let max_depth = check.number(raw.max_depth, "token.max_depth", 8, 1..=64);
+        let leeway = check.duration(
+            raw.leeway,
+            "token.leeway",
+            Duration::from_secs(5),
+            Duration::ZERO..=Duration::from_secs(300),
+        );
+        let issuers = raw.origin.and_then(|o| o.issuers).unwrap_or_default();
+        let origin_issuers = OriginIssuer::list_from_raw(issuers, check);
+        Some(Self {
+            header: header?,
+            ttl: ttl?,
+            max_depth: max_depth?,
+            leeway: leeway?,
+            origin_issuers: origin_issuers?,
+        })
+    }
+
+    fn header_from_raw(
+        raw: Option<String>,
+        intent: Option<&IntentConfig>,
+        check: &mut Check,
+    ) -> Option<String> {
+        let path = "token.header";
+        let header = raw.unwrap_or_else(|| "hop-token".to_owned());
+        let problem = if let Err(problem) = header_name(&header) {
+            problem
+        } else if RESERVED_HEADERS.contains(&header.as_str()) {
+            format!("`{header}` is a header the proxy strips or sets itself; choose another")
+        } else if let Some(prefix) = intent
+            .map(IntentConfig::header_prefix)
+            .filter(|p| header.starts_with(p))
+        {
+            format!("`{header}` starts with the intent header prefix `{prefix}`; choose another")
+        } else {
+            return Some(header);
+        };
+        check.error(path, problem);
+        None
+    }
+}
+
+// === impl OriginIssuer ===
+
+impl OriginIssuer {
+    /// The `iss` claim, exactly.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The issuer's JWKS file; absolute, and readable when the config loaded.
+    pub fn jwks_file(&self) -> &Path {
+        &self.jwks_file
+    }
+
+    /// The `aud` claim an origin token must carry.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    fn list_from_raw(raw: Vec<Option<raw::OriginIssuer>>, check: &mut Check) -> Option<Vec<Self>> {
+        let mut issuers: Vec<Self> = Vec::new();
+        let expected = raw.len();
+        for (i, issuer) in raw.into_iter().enumerate() {
+            let path = format!("token.origin.issuers[{i}]");
+            let Some(issuer) = issuer.and_then(|raw| Self::from_raw(raw, &path, check)) else {
+                continue;
+            };
+            if issuers.iter().any(|other| other.issuer == issuer.issuer) {
+                check.error(
+                    at(&path, "issuer"),
+                    format!("`{}` is listed twice", issuer.issuer),
+                );
+            } else {
+                issuers.push(issuer);
+            }
+        }
+        (issuers.len() == expected).then_some(issuers)
+    }
+
+    fn from_raw(raw: raw::OriginIssuer, path: &str, check: &mut Check) -> Option<Self> {
+        let issuer_path = at(path, "issuer");
+        let issuer = check
+            .required(raw.issuer, &issuer_path)
+            .and_then(|issuer| check.parse_word(issuer, &issuer_path));
+        let jwks_file = check.file(raw.jwks_file, &at(path, "jwks_file"));
+        let audience_path = at(path, "audience");
+        let audience = check
+            .required(raw.audience, &audience_path)
+            .and_then(|audience| check.parse_word(audience, &audience_path));
+        Some(Self {
+            issuer: issuer?,
+            jwks_file: jwks_file?,
+            audience: audience?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::test_support::{Fixture, MINIMAL};
+
+    #[test]
+    fn token_defaults() {
+        let config = Fixture::new().load(MINIMAL);
+        let token = config.token();
+        assert_eq!(token.header(), "hop-token");
+        assert_eq!(token.ttl(), Duration::from_secs(60));
+        assert_eq!(token.max_depth(), 8);
+        assert_eq!(token.leeway(), Duration::from_secs(5));
+        assert!(token.origin_issuers().is_empty());
+    }
+
+    #[test]
+    fn origin_issuers_resolve_their_jwks_file() {
+        let fx = Fixture::new();
+        let config = fx.load(&format!(
+            "{MINIMAL}token:\n  origin:\n    issuers:\n      - {{ issuer: https://idp.example, jwks_file: idp-jwks.json, audience: agents }}\n"
+        ));
+        let issuer = &config.token().origin_issuers()[0];
+        assert_eq!(issuer.issuer(), "https://idp.example");
+        assert_eq!(issuer.jwks_file(), fx.dir().join("idp-jwks.json"));
+        assert_eq!(issuer.audience(), "agents");
+    }
+
+    #[test]
+    fn origin_issuer_problems_are_reported_per_item() {
+        let fx = Fixture::new();
+        let errors = fx.errors(&format!(
+            "{MINIMAL}token:\n  origin:\n    issuers:\n      - {{ issuer: a, jwks_file: idp-jwks.json, audience: x }}\n      - {{ issuer: a, jwks_file: idp-jwks.json, audience: x }}\n      - {{ jwks_file: missing.json, audience: '' }}\n"
+        ));
+        let dir = fx.dir().display();
+        assert_eq!(
+            errors,
+            [
+                "token.origin.issuers[1].issuer: `a` is listed twice".to_owned(),
+                "token.origin.issuers[2].issuer: is required".to_owned(),
+                format!(
+                    "token.origin.issuers[2].jwks_file: cannot read `{dir}/missing.json`: No such file or directory (os error 2)"
+                ),
+                "token.origin.issuers[2].audience: is empty".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn absurd_lifetimes_depths_and_leeways_are_rejected() {
+        let fx = Fixture::new();
+        let errors = fx.errors(&format!(
+            "{MINIMAL}token: {{ ttl: 0s, max_depth: 65, leeway: 6m }}\n"
+        ));
+        assert_eq!(
+            errors,
+            [
+                "token.ttl: `0s` is too short; the least allowed is `1s`",
+                "token.max_depth: `65` is out of range; allowed are 1 to 64",
+                "token.leeway: `6m` is too long; the most allowed is `5m`",
+            ]
+        );
+        let errors = fx.errors(&format!(
+            "{MINIMAL}token: {{ ttl: 25h, max_depth: 0, leeway: 0s }}\n"
+        ));
+        assert_eq!(
+            errors,
+            [
+                "token.ttl: `25h` is too long; the most allowed is `24h`",
+                "token.max_depth: `0` is out of range; allowed are 1 to 64",
+            ]
+        );
+    }
+
+    #[test]
+    fn token_header_must_be_a_free_lowercase_header_name() {
+        let fx = Fixture::new();
+        for (header, message) in [
+            ("Hop-Token", "`Hop-Token` must be lowercase"),
+            (
+                "hop token",
+                "`hop token` holds ` `, which is not allowed in a header name",
+            ),
+            (
+                "authorization",
+                "`authorization` is a header the proxy strips or sets itself; choose another",
+            ),
+            (
+                "intent-token",
+                "`intent-token` starts with the intent header prefix `intent-`; choose another",
+            ),
+        ] {
+            let errors = fx.errors(&format!("{MINIMAL}token: {{ header: '{header}' }}\n"));
+            assert_eq!(errors, [format!("token.header: {message}")]);
+        }
+        assert_eq!(
+            fx.load(&format!("{MINIMAL}token: {{ header: x-hop }}\n"))
+                .token()
+                .header(),
+            "x-hop"
+        );
+    }
+}
