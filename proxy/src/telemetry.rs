@@ -1,0 +1,3 @@
+//! Telemetry: the metrics registry (logs, spans and audit records come with their issues).
+
+pub mod metrics;

@@ -1,0 +1,333 @@
+//! The metrics registry: every instrument is created once here, with labels from closed enums,
+//! so no label can take an unbounded set of values (no per-path or per-peer labels).
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Which side of the hop a request was handled on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// A call from a peer sidecar to the local app.
+    Inbound,
+    /// A call from the local app to a peer sidecar.
+    Outbound,
+}
+
+/// What became of a request, as the `decision` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecisionLabel {
+    /// Admitted and forwarded.
+    Allow,
+    /// Refused by policy.
+    Deny,
+    /// Refused by policy but let through because the listener runs in audit mode.
+    AuditDeny,
+    /// Refused before policy: a missing or invalid hop token.
+    Unauthenticated,
+}
+
+/// Why a TLS handshake failed, as the `reason` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HandshakeFailureReason {
+    /// The client sent no certificate.
+    NoClientCert,
+    /// The certificate is not a valid X.509-SVID (SAN, key usage, basic constraints, ID syntax).
+    InvalidSvid,
+    /// The SVID's trust domain is not allowed, or hopgate holds no bundle for it.
+    UntrustedDomain,
+    /// The chain does not lead to the trust domain's bundle.
+    UntrustedChain,
+    /// The certificate is outside its validity window.
+    Expired,
+    /// The handshake did not finish in time.
+    Timeout,
+    /// Any other TLS or I/O failure during the handshake.
+    Protocol,
+}
+
+/// Whether a reload applied or was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReloadResult {
+    /// The new material was valid and is now in use.
+    Ok,
+    /// The new material was invalid; the last good one stays in use.
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    direction: Direction,
+    decision: DecisionLabel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: HandshakeFailureReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: ReloadResult,
+}
+
+/// Every instrument hopgate exports on `/metrics`.
+pub struct ProxyMetrics {
+    registry: Registry,
+    // The request-path instruments are resolved once, indexed by their closed label enums, so a
+    // request never hashes a label set or takes the family's lock.
+    requests: [[Counter; DecisionLabel::ALL.len()]; Direction::ALL.len()],
+    request_duration: [Histogram; Direction::ALL.len()],
+    handshake_failures: Family<ReasonLabels, Counter>,
+    svid_expiry: Gauge,
+    identity_reloads: Family<ResultLabels, Counter>,
+}
+
+// === impl Direction ===
+
+impl Direction {
+    /// Every value, in discriminant order.
+    pub const ALL: [Self; 2] = [Self::Inbound, Self::Outbound];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+// === impl DecisionLabel ===
+
+impl DecisionLabel {
+    /// Every value, in discriminant order.
+    pub const ALL: [Self; 4] = [
+        Self::Allow,
+        Self::Deny,
+        Self::AuditDeny,
+        Self::Unauthenticated,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::AuditDeny => "audit_deny",
+            Self::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
+impl EncodeLabelValue for DecisionLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+// === impl HandshakeFailureReason ===
+
+impl HandshakeFailureReason {
+    /// Every value.
+    pub const ALL: [Self; 7] = [
+        Self::NoClientCert,
+        Self::InvalidSvid,
+        Self::UntrustedDomain,
+        Self::UntrustedChain,
+        Self::Expired,
+        Self::Timeout,
+        Self::Protocol,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoClientCert => "no_client_cert",
+            Self::InvalidSvid => "invalid_svid",
+            Self::UntrustedDomain => "untrusted_domain",
+            Self::UntrustedChain => "untrusted_chain",
+            Self::Expired => "expired",
+            Self::Timeout => "timeout",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+impl EncodeLabelValue for HandshakeFailureReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+// === impl ReloadResult ===
+
+impl ReloadResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl EncodeLabelValue for ReloadResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+// === impl ProxyMetrics ===
+
+impl ProxyMetrics {
+    /// Creates and registers every instrument.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hopgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests handled, by direction and decision",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<DirectionLabels, Histogram>::new_with_constructor(duration_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head, by direction",
+            request_duration.clone(),
+        );
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Inbound TLS handshakes that failed, by reason",
+            handshake_failures.clone(),
+        );
+        let svid_expiry = Gauge::default();
+        registry.register(
+            "svid_expiry_timestamp_seconds",
+            "notAfter of the SVID in use, as a Unix timestamp",
+            svid_expiry.clone(),
+        );
+        let identity_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "identity_reloads",
+            "SVID and bundle reloads, by result",
+            identity_reloads.clone(),
+        );
+        // Every series exists from the start at zero, so dashboards and alerts see the metric
+        // before the first event (a counter that appears out of nowhere has no rate).
+        let request_counters = Direction::ALL.map(|direction| {
+            DecisionLabel::ALL.map(|decision| {
+                requests
+                    .get_or_create(&RequestLabels {
+                        direction,
+                        decision,
+                    })
+                    .clone()
+            })
+        });
+        let durations = Direction::ALL.map(|direction| {
+            request_duration
+                .get_or_create(&DirectionLabels { direction })
+                .clone()
+        });
+        for reason in HandshakeFailureReason::ALL {
+            let _ = handshake_failures.get_or_create(&ReasonLabels { reason });
+        }
+        for result in [ReloadResult::Ok, ReloadResult::Error] {
+            let _ = identity_reloads.get_or_create(&ResultLabels { result });
+        }
+        Self {
+            registry,
+            requests: request_counters,
+            request_duration: durations,
+            handshake_failures,
+            svid_expiry,
+            identity_reloads,
+        }
+    }
+
+    /// Counts one finished request and records how long it took.
+    pub fn record_request(&self, direction: Direction, decision: DecisionLabel, elapsed: Duration) {
+        let d = direction as usize;
+        if let Some(counter) = self
+            .requests
+            .get(d)
+            .and_then(|row| row.get(decision as usize))
+        {
+            counter.inc();
+        }
+        if let Some(histogram) = self.request_duration.get(d) {
+            histogram.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts one failed inbound handshake.
+    pub fn record_handshake_failure(&self, reason: HandshakeFailureReason) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one SVID/bundle reload.
+    pub fn record_identity_reload(&self, result: ReloadResult) {
+        self.identity_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Publishes the notAfter of the SVID now in use.
+    pub fn set_svid_expiry(&self, not_after: SystemTime) {
+        let secs = not_after
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.svid_expiry.set(secs);
+    }
+
+    /// Renders every instrument in the Prometheus text format.
+    ///
+    /// # Errors
+    /// Only if formatting into the string fails, which `String` never does.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for ProxyMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyMetrics").finish_non_exhaustive()
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    // 50 µs to ~13 s: a sidecar's own overhead sits at the low end, app time at the high end.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_05, 2.0, 19,
+    ))
+}

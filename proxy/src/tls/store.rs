@@ -1,0 +1,227 @@
+//! `IdentityStore`: the live identity snapshot and inbound server config, reloaded from files.
+//!
+//! A reload reads every file and builds the new [`Identity`] and `ServerConfig` off the hot
+//! path, then publishes both with one atomic swap; readers see the old pair or the new pair,
+//! never a mix. A bad file keeps the last good pair in use and is reported (log, metric,
+//! [`IdentityStore::last_reload`]). The acceptor takes [`IdentityStore::server_config`] per
+//! accepted connection, so a rotation applies to new handshakes while connections already
+//! established keep the config they were accepted with.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use hopgate_config::{FileIdentity, TrustDomain};
+use rustls::ServerConfig;
+
+use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
+use crate::tls::{Identity, TlsError, WatcherGuard, inbound_server_config};
+
+/// The current identity and inbound TLS config, swapped whole on reload.
+pub struct IdentityStore {
+    files: IdentityFiles,
+    allowed: Vec<TrustDomain>,
+    metrics: Arc<ProxyMetrics>,
+    published: ArcSwap<Published>,
+    last_reload: ArcSwap<ReloadStatus>,
+    // INVARIANT: held for the whole of a reload, so two reloads (watcher, SIGHUP) cannot
+    // publish out of order.
+    reloading: Mutex<()>,
+}
+
+/// When the identity was last (re)loaded and how that went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadStatus {
+    at: SystemTime,
+    outcome: ReloadOutcome,
+}
+
+/// How a (re)load went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The files were valid and are in use.
+    Applied,
+    /// The files were refused; the previous identity stays in use.
+    Failed {
+        /// Why, naming the file at fault.
+        error: String,
+    },
+}
+
+/// The files an identity is read from.
+#[derive(Clone, Debug)]
+pub(crate) struct IdentityFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) bundles: BTreeMap<TrustDomain, PathBuf>,
+}
+
+/// What readers see: an identity and the server config built from it.
+struct Published {
+    identity: Arc<Identity>,
+    server_config: Arc<ServerConfig>,
+}
+
+// === impl IdentityStore ===
+
+impl IdentityStore {
+    /// Loads the identity files and builds the inbound config accepting the `allowed` domains.
+    ///
+    /// # Errors
+    /// Any [`Identity::load`] or [`inbound_server_config`] error: at startup a bad file is fatal.
+    pub fn load(
+        files: &FileIdentity,
+        allowed: Vec<TrustDomain>,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let files = IdentityFiles {
+            cert: files.cert().to_owned(),
+            key: files.key().to_owned(),
+            bundles: files.bundles().clone(),
+        };
+        Self::from_files(files, allowed, metrics)
+    }
+
+    pub(crate) fn from_files(
+        files: IdentityFiles,
+        allowed: Vec<TrustDomain>,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let published = Published::build(&files, &allowed)?;
+        metrics.set_svid_expiry(published.identity.svid().not_after());
+        Ok(Arc::new(Self {
+            files,
+            allowed,
+            metrics,
+            published: ArcSwap::from_pointee(published),
+            last_reload: ArcSwap::from_pointee(ReloadStatus::now(ReloadOutcome::Applied)),
+            reloading: Mutex::new(()),
+        }))
+    }
+
+    /// The identity in use now.
+    pub fn current(&self) -> Arc<Identity> {
+        Arc::clone(&self.published.load().identity)
+    }
+
+    /// The inbound server config in use now; take it once per accepted connection.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.published.load().server_config)
+    }
+
+    /// Re-reads every file; on success publishes the new identity and server config together,
+    /// on failure keeps the last good pair, logs a warning and counts the failure.
+    ///
+    /// # Errors
+    /// The [`TlsError`] that made the new files unusable (the store is unchanged).
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let _reloading = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match Published::build(&self.files, &self.allowed) {
+            Ok(published) => {
+                let svid = published.identity.svid();
+                tracing::info!(svid.id = %svid.id(), svid.not_after = ?svid.not_after(), "identity reloaded");
+                self.metrics.set_svid_expiry(svid.not_after());
+                self.metrics.record_identity_reload(ReloadResult::Ok);
+                self.published.store(Arc::new(published));
+                self.last_reload
+                    .store(Arc::new(ReloadStatus::now(ReloadOutcome::Applied)));
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "identity reload failed; keeping the last good identity");
+                self.metrics.record_identity_reload(ReloadResult::Error);
+                self.last_reload
+                    .store(Arc::new(ReloadStatus::now(ReloadOutcome::Failed {
+                        error: error.to_string(),
+                    })));
+                Err(error)
+            }
+        }
+    }
+
+    /// The time and outcome of the last load or reload.
+    pub fn last_reload(&self) -> ReloadStatus {
+        ReloadStatus::clone(&self.last_reload.load())
+    }
+
+    /// Watches the folders holding the SVID and bundle files (not the files: Kubernetes swaps
+    /// a `..data` link inside the folder) and reloads ~250 ms after the last change.
+    /// Dropping the guard stops watching.
+    ///
+    /// # Errors
+    /// [`TlsError::Watch`] naming the folder that could not be watched.
+    pub fn spawn_watcher(self: &Arc<Self>) -> Result<WatcherGuard, TlsError> {
+        let files = [&self.files.cert, &self.files.key]
+            .into_iter()
+            .chain(self.files.bundles.values())
+            .cloned()
+            .collect::<Vec<_>>();
+        let store = Arc::clone(self);
+        WatcherGuard::spawn(&files, move || {
+            // The outcome is logged, counted and kept in `last_reload` by `reload` itself.
+            let _ = store.reload();
+        })
+    }
+}
+
+impl fmt::Debug for IdentityStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityStore")
+            .field("files", &self.files)
+            .field("allowed", &self.allowed)
+            .field("identity", &self.current())
+            .field("last_reload", &self.last_reload())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Published ===
+
+impl Published {
+    fn build(files: &IdentityFiles, allowed: &[TrustDomain]) -> Result<Self, TlsError> {
+        let identity = Identity::load(&files.cert, &files.key, &files.bundles)?;
+        let server_config = inbound_server_config(&identity, allowed)?;
+        Ok(Self {
+            identity: Arc::new(identity),
+            server_config,
+        })
+    }
+}
+
+// === impl ReloadStatus ===
+
+impl ReloadStatus {
+    fn now(outcome: ReloadOutcome) -> Self {
+        Self {
+            at: SystemTime::now(),
+            outcome,
+        }
+    }
+
+    /// When the load or reload ran.
+    pub fn at(&self) -> SystemTime {
+        self.at
+    }
+
+    /// How it went.
+    pub fn outcome(&self) -> &ReloadOutcome {
+        &self.outcome
+    }
+
+    /// The error that refused the files, if it failed.
+    pub fn error(&self) -> Option<&str> {
+        match &self.outcome {
+            ReloadOutcome::Applied => None,
+            ReloadOutcome::Failed { error } => Some(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
