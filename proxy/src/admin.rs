@@ -1,0 +1,199 @@
+//! The admin listener: `/live`, `/ready`, `/metrics`, `/identity` (and `/policy` once policies
+//! exist). Plain HTTP/1.1 on loopback by default; every endpoint is read-only.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::http::{Body, full_body};
+use crate::shutdown;
+use crate::telemetry::metrics::ProxyMetrics;
+use crate::tls::IdentityStore;
+
+/// The admin server, bound and ready.
+#[derive(Debug)]
+pub struct Admin {
+    listener: TcpListener,
+    state: Arc<AdminState>,
+}
+
+/// What the endpoints report on.
+#[derive(Debug)]
+struct AdminState {
+    identity: Arc<IdentityStore>,
+    metrics: Arc<ProxyMetrics>,
+    draining: shutdown::Draining,
+}
+
+// === impl Admin ===
+
+impl Admin {
+    /// Binds the admin listener.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn bind(
+        addr: SocketAddr,
+        identity: Arc<IdentityStore>,
+        metrics: Arc<ProxyMetrics>,
+        draining: shutdown::Draining,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self {
+            listener,
+            state: Arc::new(AdminState {
+                identity,
+                metrics,
+                draining,
+            }),
+        })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// Never, for a bound listener.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the task is dropped. It keeps serving through the drain, so `/ready`
+    /// can answer 503 `draining` and probes see the sidecar leaving rather than vanishing.
+    pub async fn serve(self) {
+        let builder = auto::Builder::new(TokioExecutor::new());
+        loop {
+            let (stream, _) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let state = Arc::clone(&self.state);
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, Infallible>(state.route(&req)) }
+                });
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+}
+
+// === impl AdminState ===
+
+impl AdminState {
+    fn route(&self, req: &Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method_not_allowed"}),
+            );
+        }
+        match req.uri().path() {
+            "/live" => json_response(StatusCode::OK, &json!({"live": true})),
+            "/ready" => self.ready(),
+            "/metrics" => self.metrics(),
+            "/identity" => self.identity(),
+            _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
+        }
+    }
+
+    fn ready(&self) -> Response<Body> {
+        let identity = self.identity.current();
+        let reason = if self.draining.is_draining() {
+            Some("draining")
+        } else if identity.svid().not_after() <= SystemTime::now() {
+            Some("svid_expired")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "reason": reason}),
+            ),
+            // Without a policy section hopgate admits every verified peer of an allowed trust
+            // domain; /ready says so, as the startup log does.
+            None => json_response(
+                StatusCode::OK,
+                &json!({"ready": true, "policy": "identity_only"}),
+            ),
+        }
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        match self.metrics.encode() {
+            Ok(text) => {
+                let mut rsp = Response::new(full_body(text));
+                rsp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                rsp
+            }
+            Err(_) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "metrics"}),
+            ),
+        }
+    }
+
+    fn identity(&self) -> Response<Body> {
+        let identity = self.identity.current();
+        let svid = identity.svid();
+        let not_after = unix_seconds(svid.not_after());
+        let last = self.identity.last_reload();
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "spiffe_id": svid.id().as_str(),
+                "not_after": rfc3339(svid.not_after()),
+                "not_after_unix": not_after,
+                "trust_domains": identity.bundles().trust_domains().iter().map(|td| td.as_str()).collect::<Vec<_>>(),
+                "last_reload": {
+                    "at": rfc3339(last.at()),
+                    "result": if last.error().is_some() { "error" } else { "ok" },
+                    "error": last.error(),
+                },
+            }),
+        )
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut rsp = Response::new(full_body(body.to_string()));
+    *rsp.status_mut() = status;
+    rsp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    rsp
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An RFC 3339 UTC timestamp, for humans reading `/identity`.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

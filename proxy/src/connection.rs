@@ -1,0 +1,175 @@
+//! Serving one accepted, authenticated connection: HTTP/1.1 or HTTP/2 on the same port, with the
+//! limits that keep a misbehaving client from holding resources (SECURITY-RULES D.4).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hopgate_config::{InboundLimits, InboundTimeouts};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::http::Body;
+use crate::shutdown;
+
+/// The server half of hyper, configured once per listener.
+#[derive(Clone, Debug)]
+pub struct ConnectionServer {
+    builder: auto::Builder<TokioExecutor>,
+    idle_timeout: Duration,
+}
+
+pin_project! {
+    /// An I/O stream that notes when bytes move, for the idle timeout.
+    #[derive(Debug)]
+    struct Activity<T> {
+        #[pin]
+        inner: T,
+        active: Arc<AtomicBool>,
+    }
+}
+
+// === impl ConnectionServer ===
+
+impl ConnectionServer {
+    /// Builds the HTTP/1.1 + HTTP/2 server with the listener's timeouts and limits.
+    pub fn new(timeouts: &InboundTimeouts, limits: &InboundLimits) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let header_bytes = limits.max_header_bytes();
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // Slowloris (DOS-01): the whole head must arrive within this time.
+            .header_read_timeout(timeouts.header_read())
+            // DOS-06: the read buffer bounds the request head (hyper answers 431 past it).
+            .max_buf_size(header_bytes.max(8192))
+            .max_headers(100);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams())
+            // Rapid Reset (DOS-07) and MadeYouReset (DOS-09): GOAWAY past these counts.
+            .max_pending_accept_reset_streams(limits.max_pending_resets())
+            .max_local_error_reset_streams(Some(1024))
+            // HPACK bomb and CONTINUATION flood (DOS-08, DOS-10): bound the decoded list.
+            .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Self {
+            builder,
+            idle_timeout: timeouts.idle(),
+        }
+    }
+
+    /// Serves `io` until the client closes, the connection idles out or shutdown is signaled;
+    /// on shutdown, in-flight requests finish first (HTTP/2 sends GOAWAY).
+    pub async fn serve<I, S>(&self, io: I, service: S, mut drain: shutdown::Watch)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Body>,
+                Error = std::convert::Infallible,
+            > + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let active = Arc::new(AtomicBool::new(true));
+        let io = TokioIo::new(Activity {
+            inner: io,
+            active: Arc::clone(&active),
+        });
+        let conn = self.builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        let mut idle = tokio::time::interval(self.idle_timeout);
+        idle.tick().await;
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(err) = res {
+                        tracing::debug!(error = %err, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = drain.signaled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = idle.tick(), if !closing => {
+                    // No bytes moved for a whole interval: the connection is idle (DOS-02).
+                    if !active.swap(false, Ordering::Relaxed) {
+                        tracing::debug!("closing idle connection");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}
+
+// === impl Activity ===
+
+impl<T: AsyncRead> AsyncRead for Activity<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if buf.filled().len() != before {
+            this.active.store(true, Ordering::Relaxed);
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Activity<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.active.store(true, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.active.store(true, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,83 @@
+//! The identity header the local app receives: `x-forwarded-client-cert` (XFCC).
+//!
+//! SECURITY-SENSITIVE. The app trusts this header to say who called, so a caller must never be
+//! able to set it: every client-supplied copy is removed, under any spelling the app might fold
+//! into the same name (`x_forwarded_client_cert`), and then one value is set from the verified
+//! TLS connection, in Envoy's `SANITIZE_SET` format: `By=<own ID>;Hash=<hex SHA-256 of the peer
+//! certificate>;URI=<peer ID>` (SECURITY-RULES HDR-01, HDR-02).
+
+use hopgate_config::SpiffeId;
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+
+use crate::tls::PeerIdentity;
+
+/// The header name, as Envoy and Istio spell it.
+pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// Removes every caller-supplied XFCC and sets the one derived from `peer`.
+///
+/// Returns `false` only if the value cannot be a header value, which a canonical SPIFFE ID and a
+/// hex hash never produce; the caller must then refuse the request rather than forward it.
+pub fn set_client_cert_header(
+    headers: &mut HeaderMap,
+    own: &SpiffeId,
+    peer: &PeerIdentity,
+) -> bool {
+    strip_client_cert_headers(headers);
+    let value = format!(
+        "By={own};Hash={hash};URI={peer}",
+        hash = peer.cert_sha256_hex(),
+        peer = peer.id(),
+    );
+    match HeaderValue::try_from(value) {
+        Ok(value) => {
+            headers.insert(XFCC, value);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Removes XFCC and any name that folds into it once `_` is read as `-`.
+pub fn strip_client_cert_headers(headers: &mut HeaderMap) {
+    headers.remove(&XFCC);
+    let spoofs: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.contains('_') && name.replace('_', "-") == XFCC.as_str()
+        })
+        .cloned()
+        .collect();
+    for name in spoofs {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_a_spoofed_header_is_removed() {
+        // HDR-01, HDR-02
+        let mut map = HeaderMap::new();
+        map.append(
+            "X-Forwarded-Client-Cert",
+            HeaderValue::from_static("URI=spiffe://evil/x"),
+        );
+        map.append(
+            "x-forwarded-client-cert",
+            HeaderValue::from_static("URI=spiffe://evil/y"),
+        );
+        map.append(
+            "x_forwarded_client_cert",
+            HeaderValue::from_static("URI=spiffe://evil/z"),
+        );
+        map.append("x-app", HeaderValue::from_static("kept"));
+        strip_client_cert_headers(&mut map);
+        assert_eq!(map.len(), 1);
+        assert!(map.contains_key("x-app"));
+    }
+}

@@ -1,0 +1,149 @@
+//! Hop-by-hop header hygiene (RFC 9110 §7.6.1, SECURITY-RULES D.3).
+//!
+//! A proxy must parse `Connection`, remove every field it nominates, then remove the fixed set of
+//! hop-by-hop fields. This runs on requests (client → app) and on responses (app → client).
+
+use http::HeaderMap;
+use http::header::{CONNECTION, HeaderName, TE};
+
+/// Fields that describe one connection, never the message: removed both ways.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// Fields `Connection` must never nominate: dropping them would change how the message is
+/// framed or routed (SMG-22).
+const NOT_NOMINABLE: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+
+/// Why a request's connection-level headers cannot be forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HopByHopError {
+    /// `Connection` nominates a framing or routing field.
+    NominatesFramingField,
+    /// `Connection` is not a comma-separated list of header names.
+    MalformedConnection,
+}
+
+/// Removes every hop-by-hop field from `headers`.
+///
+/// `TE: trailers` is kept: it is the one TE value an HTTP/2 or gRPC peer needs end to end.
+///
+/// # Errors
+/// [`HopByHopError`] when `Connection` nominates `Host`, `Content-Length` or
+/// `Transfer-Encoding`, or is not a list of header names: a request must then be refused.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Result<(), HopByHopError> {
+    // Everything strippable is stripped even when the result is an error, so a caller that
+    // forwards anyway (a response from the app) still sends no hop-by-hop field.
+    let mut result = Ok(());
+    let mut nominated: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(CONNECTION) {
+        let Ok(value) = value.to_str() else {
+            result = Err(HopByHopError::MalformedConnection);
+            continue;
+        };
+        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            match HeaderName::from_bytes(token.as_bytes()) {
+                Ok(name) if NOT_NOMINABLE.contains(&name.as_str()) => {
+                    result = Err(HopByHopError::NominatesFramingField);
+                }
+                Ok(name) => nominated.push(name),
+                Err(_) => result = Err(HopByHopError::MalformedConnection),
+            }
+        }
+    }
+    for name in &nominated {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let te_trailers_only = headers
+        .get_all(TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers_only {
+        headers.remove(TE);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn fixed_hop_by_hop_fields_are_removed() {
+        // HDR-05
+        let mut map = headers(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("transfer-encoding", "chunked"),
+            ("x-app", "kept"),
+        ]);
+        strip_hop_by_hop(&mut map).unwrap();
+        assert_eq!(map.len(), 1);
+        assert_eq!(map["x-app"], "kept");
+    }
+
+    #[test]
+    fn fields_named_in_connection_are_removed() {
+        let mut map = headers(&[
+            ("connection", "close, X-Secret"),
+            ("connection", "x-other"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-app", "kept"),
+        ]);
+        strip_hop_by_hop(&mut map).unwrap();
+        assert_eq!(map.len(), 1);
+    }
+
+    #[test]
+    fn te_trailers_is_kept() {
+        let mut map = headers(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut map).unwrap();
+        assert_eq!(map["te"], "trailers");
+    }
+
+    #[test]
+    fn connection_nominating_framing_fields_is_rejected() {
+        // SMG-22
+        for field in ["content-length", "Transfer-Encoding", "host"] {
+            let mut map = HeaderMap::new();
+            map.insert(CONNECTION, HeaderValue::from_str(field).unwrap());
+            assert_eq!(
+                strip_hop_by_hop(&mut map),
+                Err(HopByHopError::NominatesFramingField)
+            );
+        }
+    }
+
+    #[test]
+    fn connection_with_a_non_token_is_rejected() {
+        let mut map = headers(&[("connection", "a b")]);
+        assert_eq!(
+            strip_hop_by_hop(&mut map),
+            Err(HopByHopError::MalformedConnection)
+        );
+    }
+}

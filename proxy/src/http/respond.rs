@@ -1,0 +1,172 @@
+//! The one place where a failed request becomes an HTTP response.
+//!
+//! Every [`RequestError`] variant is matched without a wildcard, so a new failure cannot reach
+//! the wire without someone deciding its status and body. Bodies are generic JSON: the details
+//! stay in the logs (and, with the policy issue, the audit record), never in the response.
+
+use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+use thiserror::Error;
+
+use super::{Body, full_body};
+
+/// Why hopgate answered a request itself instead of forwarding it. Named by who is at fault:
+/// the client (`BadRequest`, `Unauthenticated`, `Forbidden`, `NoRoute`), the upstream
+/// (`UpstreamConnect`, `UpstreamTimeout`) or hopgate (`Overloaded`, `Internal`).
+#[derive(Debug, Error)]
+pub enum RequestError {
+    /// The request is malformed in a way a proxy must not forward (SECURITY-RULES D.2).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The hop token is missing or invalid; the reason is a stable code from DESIGN.md.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// Policy denied the request.
+    #[error("forbidden by decision `{0}`")]
+    Forbidden(String),
+    /// No outbound route matches the destination.
+    #[error("no route to the destination")]
+    NoRoute,
+    /// The upstream could not be reached.
+    #[error("upstream unreachable: {0}")]
+    UpstreamConnect(#[source] BoxError),
+    /// The upstream did not answer in time.
+    #[error("upstream did not answer within the response timeout")]
+    UpstreamTimeout,
+    /// Too many requests are in flight.
+    #[error("overloaded: too many requests in flight")]
+    Overloaded,
+    /// A bug or an unexpected local failure.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// A type-erased error, as tower and hyper use them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+// === impl RequestError ===
+
+impl RequestError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::NoRoute => StatusCode::FORBIDDEN,
+            Self::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The generic JSON body of the response.
+    fn body(&self) -> String {
+        match self {
+            Self::BadRequest(_) => json_error("bad_request"),
+            Self::Unauthenticated(reason) => {
+                format!(r#"{{"error":"unauthenticated","reason":"{reason}"}}"#)
+            }
+            // The decision id is a UUID hopgate made itself: nothing in it needs escaping.
+            Self::Forbidden(decision_id) => {
+                format!(r#"{{"error":"forbidden","decision_id":"{decision_id}"}}"#)
+            }
+            Self::NoRoute => json_error("no_route"),
+            Self::UpstreamConnect(_) => json_error("upstream_unavailable"),
+            Self::UpstreamTimeout => json_error("upstream_timeout"),
+            Self::Overloaded => json_error("overloaded"),
+            Self::Internal(_) => json_error("internal"),
+        }
+    }
+
+    /// Turns the error into the response sent to the client.
+    pub fn into_response(self) -> Response<Body> {
+        let mut rsp = Response::new(full_body(self.body()));
+        *rsp.status_mut() = self.status();
+        let headers = rsp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if matches!(self, Self::Unauthenticated(_)) {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("hop-token"));
+        }
+        rsp
+    }
+}
+
+fn json_error(code: &str) -> String {
+    format!(r#"{{"error":"{code}"}}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn body_of(err: RequestError) -> (StatusCode, String) {
+        let rsp = err.into_response();
+        let status = rsp.status();
+        let bytes = rsp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn bad_request_is_400() {
+        assert_eq!(
+            body_of(RequestError::BadRequest("x")).await.0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_is_401_with_reason_and_challenge() {
+        let rsp = RequestError::Unauthenticated("binding").into_response();
+        assert_eq!(rsp.status(), StatusCode::UNAUTHORIZED);
+        assert!(rsp.headers().contains_key(WWW_AUTHENTICATE));
+        let (_, body) = body_of(RequestError::Unauthenticated("binding")).await;
+        assert_eq!(body, r#"{"error":"unauthenticated","reason":"binding"}"#);
+    }
+
+    #[tokio::test]
+    async fn forbidden_is_403_with_decision_id() {
+        let (status, body) = body_of(RequestError::Forbidden("abc".into())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body, r#"{"error":"forbidden","decision_id":"abc"}"#);
+    }
+
+    #[tokio::test]
+    async fn no_route_is_403() {
+        let (status, body) = body_of(RequestError::NoRoute).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body, r#"{"error":"no_route"}"#);
+    }
+
+    #[tokio::test]
+    async fn upstream_connect_is_502() {
+        let err = RequestError::UpstreamConnect("refused".into());
+        assert_eq!(body_of(err).await.0, StatusCode::BAD_GATEWAY);
+    }
+
+    #[tokio::test]
+    async fn upstream_timeout_is_504() {
+        assert_eq!(
+            body_of(RequestError::UpstreamTimeout).await.0,
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+
+    #[tokio::test]
+    async fn overloaded_is_503() {
+        assert_eq!(
+            body_of(RequestError::Overloaded).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn internal_is_500() {
+        assert_eq!(
+            body_of(RequestError::Internal("x")).await.0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}
