@@ -1,0 +1,62 @@
+//! The command line: `hopgate run`, `check-config`, `demo`, `policy`, `token` and `dev-ca`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// hopgate: a sidecar that enforces SPIFFE identity on every hop of a call chain.
+#[derive(Debug, Parser)]
+#[command(name = "hopgate", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the sidecar.
+    Run {
+        /// The config file (YAML).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// Load and validate a config and the files it names; print every problem with its path.
+    CheckConfig {
+        /// The config file (YAML).
+        file: PathBuf,
+    },
+    /// A development CA and SVIDs, for trying hopgate without SPIRE.
+    #[command(subcommand)]
+    DevCa(DevCaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DevCaCommand {
+    /// Create a CA for one trust domain in DIR (ca.pem, ca_key.pem, bundle.pem).
+    Init(DevCaInit),
+    /// Issue an X.509-SVID for SPIFFE_ID from the CA in DIR.
+    Issue(DevCaIssue),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevCaInit {
+    /// The folder to create the CA in.
+    pub(crate) dir: PathBuf,
+    /// The trust domain the CA signs for, such as `example.org`.
+    #[arg(long)]
+    pub(crate) trust_domain: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevCaIssue {
+    /// The folder holding the CA (from `dev-ca init`).
+    pub(crate) dir: PathBuf,
+    /// The SPIFFE ID to issue, such as `spiffe://example.org/ns/prod/sa/api`.
+    pub(crate) spiffe_id: String,
+    /// Where to write svid.pem, svid_key.pem and bundle.pem (default: `DIR/<last path segment>`).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// How long the SVID is valid, such as `24h` or `30m` (default 24h).
+    #[arg(long, default_value = "24h")]
+    pub(crate) ttl: String,
+}

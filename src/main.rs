@@ -1,0 +1,193 @@
+//! The `hopgate` binary: parse the command line, dispatch, map failures to exit codes
+//! (0 ok, 1 runtime error, 78 configuration error, as sysexits' `EX_CONFIG`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use hopgate_config::{Config, ConfigError, IdentitySource, LogFormat, SpiffeId, TrustDomain};
+use hopgate_proxy::Proxy;
+use hopgate_proxy::tls::{Svid, TrustBundles};
+
+mod cli;
+mod dev_ca;
+
+use cli::{Cli, Command, DevCaCommand};
+
+/// `EX_CONFIG` from sysexits.h: the configuration is wrong.
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::DevCa(DevCaCommand::Init(args)) => dev_ca_init(&args),
+        Command::DevCa(DevCaCommand::Issue(args)) => dev_ca_issue(&args),
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match hopgate_config::load(path) {
+        Ok(config) => config,
+        Err(err) => return report_config_error(path, &err),
+    };
+    init_logging(config.telemetry().log_format());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let proxy = match Proxy::build(&config).await {
+        Ok(proxy) => proxy,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start");
+            eprintln!("error: {err}");
+            return if err.is_config() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    let identity = proxy.identity();
+    tokio::spawn(async move {
+        // SIGHUP re-reads the SVID and bundles, as the file watcher does on its own.
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading identity");
+            // The reload reads files: keep it off the runtime's workers. A failure keeps the
+            // last good identity and is logged and counted by the store itself.
+            let identity = std::sync::Arc::clone(&identity);
+            let _ = tokio::task::spawn_blocking(move || identity.reload()).await;
+        }
+    });
+    proxy.run(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutdown requested");
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HOPGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let config = match hopgate_config::load(path) {
+        Ok(config) => config,
+        Err(err) => return report_config_error(path, &err),
+    };
+    let mut problems = Vec::new();
+    if let IdentitySource::Files(files) = config.identity().source() {
+        if let Err(err) = Svid::load(files.cert(), files.key()) {
+            problems.push(format!("identity.svid: {err}"));
+        }
+        if let Err(err) = TrustBundles::load(files.bundles()) {
+            problems.push(format!("identity.bundles: {err}"));
+        }
+    }
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        ExitCode::SUCCESS
+    } else {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        eprintln!("{}: {} problem(s)", path.display(), problems.len());
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+fn report_config_error(path: &Path, err: &ConfigError) -> ExitCode {
+    match err {
+        ConfigError::Invalid(errors) => {
+            for error in errors {
+                eprintln!("error: {error}");
+            }
+            eprintln!("{}: {} problem(s)", path.display(), errors.len());
+        }
+        ConfigError::Read { .. } => eprintln!("error: {err}"),
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn dev_ca_init(args: &cli::DevCaInit) -> ExitCode {
+    let result = TrustDomain::parse(&args.trust_domain)
+        .with_context(|| format!("--trust-domain `{}`", args.trust_domain))
+        .and_then(|td| dev_ca::init(&args.dir, &td).map_err(anyhow::Error::from));
+    match result {
+        Ok(files) => {
+            println!("{files}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(&err),
+    }
+}
+
+fn dev_ca_issue(args: &cli::DevCaIssue) -> ExitCode {
+    let result = SpiffeId::parse(&args.spiffe_id)
+        .with_context(|| format!("SPIFFE ID `{}`", args.spiffe_id))
+        .and_then(|id| {
+            let ttl = dev_ca::parse_ttl(&args.ttl)?;
+            Ok(dev_ca::issue(&args.dir, &id, args.out.as_deref(), ttl)?)
+        });
+    match result {
+        Ok(files) => {
+            println!("{files}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(&err),
+    }
+}
+
+/// Bad input (a malformed ID, a foreign trust domain, a bad ttl) exits 78; anything else 1.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {err:#}");
+    let code = if let Some(err) = err.downcast_ref::<dev_ca::DevCaError>() {
+        err.exit_code()
+    } else if err
+        .downcast_ref::<hopgate_config::SpiffeIdError>()
+        .is_some()
+    {
+        EXIT_CONFIG
+    } else {
+        1
+    };
+    ExitCode::from(code)
+}
