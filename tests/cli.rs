@@ -1,0 +1,633 @@
+//! Tests of the `hopgate` binary's command line, run as a real process.
+//!
+//! Certificate properties are checked with the `openssl` command when it is installed; without
+//! it those checks are skipped (with a note on stderr), the rest still run.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failed step fails the test"
+)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const ID: &str = "spiffe://example.org/ns/prod/sa/api";
+
+fn hopgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hopgate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn path_arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn init_ca(dir: &Path) {
+    let out = hopgate(&[
+        "dev-ca",
+        "init",
+        path_arg(dir),
+        "--trust-domain",
+        "example.org",
+    ]);
+    assert!(out.status.success(), "init failed: {}", stderr(&out));
+}
+
+fn issue(dir: &Path, id: &str) -> Output {
+    hopgate(&["dev-ca", "issue", path_arg(dir), id])
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// `openssl` with `args`, or `None` when openssl is not installed.
+fn openssl(args: &[&str]) -> Option<String> {
+    match Command::new("openssl").args(args).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                stderr(&out)
+            );
+            Some(String::from_utf8(out.stdout).unwrap())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("openssl not installed; skipping certificate checks");
+            None
+        }
+        Err(e) => panic!("cannot run openssl: {e}"),
+    }
+}
+
+/// The line after the one containing `header` in `openssl x509 -text` output.
+fn value_after<'a>(text: &'a str, header: &str) -> &'a str {
+    let mut lines = text.lines();
+    lines.find(|l| l.contains(header)).unwrap_or_else(|| {
+        panic!("no `{header}` in:\n{text}");
+    });
+    lines.next().unwrap().trim()
+}
+
+#[test]
+fn dev_ca_init_creates_ca_and_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("nested/ca");
+    init_ca(&dir);
+
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(std::fs::read_to_string(dir.join("bundle.pem")).unwrap(), ca);
+    let key = std::fs::read_to_string(dir.join("ca_key.pem")).unwrap();
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("trust_domain")).unwrap(),
+        "example.org\n"
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&dir.join("ca_key.pem")), 0o600);
+
+    let Some(text) = openssl(&[
+        "x509",
+        "-noout",
+        "-text",
+        "-in",
+        path_arg(&dir.join("ca.pem")),
+    ]) else {
+        return;
+    };
+    assert_eq!(
+        value_after(&text, "X509v3 Basic Constraints: critical"),
+        "CA:TRUE, pathlen:0"
+    );
+    assert_eq!(
+        value_after(&text, "X509v3 Key Usage: critical"),
+        "Certificate Sign, CRL Sign"
+    );
+    assert_eq!(
+        value_after(&text, "X509v3 Subject Alternative Name"),
+        "URI:spiffe://example.org"
+    );
+}
+
+#[test]
+fn dev_ca_init_rejects_an_invalid_trust_domain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = hopgate(&[
+        "dev-ca",
+        "init",
+        path_arg(tmp.path()),
+        "--trust-domain",
+        "Example.org",
+    ]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("`Example.org`"), "{}", stderr(&out));
+    assert!(!tmp.path().join("ca.pem").exists());
+}
+
+#[test]
+fn dev_ca_init_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+    let before = std::fs::read(tmp.path().join("ca_key.pem")).unwrap();
+
+    let out = hopgate(&[
+        "dev-ca",
+        "init",
+        path_arg(tmp.path()),
+        "--trust-domain",
+        "example.org",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("ca_key.pem` already exists"), "{err}");
+    assert_eq!(
+        std::fs::read(tmp.path().join("ca_key.pem")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn dev_ca_issue_writes_a_chain_key_and_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+
+    let out = issue(tmp.path(), ID);
+    assert!(out.status.success(), "issue failed: {}", stderr(&out));
+    let svid_dir = tmp.path().join("api");
+    let chain = std::fs::read_to_string(svid_dir.join("svid.pem")).unwrap();
+    assert_eq!(chain.matches("-----BEGIN CERTIFICATE-----").count(), 1);
+    let key = std::fs::read_to_string(svid_dir.join("svid_key.pem")).unwrap();
+    assert!(
+        key.starts_with("-----BEGIN PRIVATE KEY-----"),
+        "not PKCS#8: {key}"
+    );
+    assert_eq!(
+        std::fs::read(svid_dir.join("bundle.pem")).unwrap(),
+        std::fs::read(tmp.path().join("ca.pem")).unwrap()
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&svid_dir.join("svid_key.pem")), 0o600);
+
+    let (svid, bundle, key) = (
+        svid_dir.join("svid.pem"),
+        svid_dir.join("bundle.pem"),
+        svid_dir.join("svid_key.pem"),
+    );
+    let Some(verified) = openssl(&["verify", "-CAfile", path_arg(&bundle), path_arg(&svid)]) else {
+        return;
+    };
+    assert!(verified.trim_end().ends_with("OK"), "{verified}");
+    let cert_pub = openssl(&["x509", "-noout", "-pubkey", "-in", path_arg(&svid)]).unwrap();
+    let key_pub = openssl(&["pkey", "-pubout", "-in", path_arg(&key)]).unwrap();
+    assert_eq!(
+        cert_pub, key_pub,
+        "the key does not belong to the certificate"
+    );
+}
+
+#[test]
+fn dev_ca_issue_writes_a_strict_x509_svid() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+    let out_dir = tmp.path().join("elsewhere");
+    let out = hopgate(&[
+        "dev-ca",
+        "issue",
+        path_arg(tmp.path()),
+        ID,
+        "--out",
+        path_arg(&out_dir),
+        "--ttl",
+        "30m",
+    ]);
+    assert!(out.status.success(), "issue failed: {}", stderr(&out));
+
+    let svid = out_dir.join("svid.pem");
+    let Some(text) = openssl(&["x509", "-noout", "-text", "-in", path_arg(&svid)]) else {
+        return;
+    };
+    // Exactly one URI SAN, equal to the ID.
+    assert_eq!(text.matches("URI:").count(), 1, "{text}");
+    assert_eq!(
+        value_after(&text, "X509v3 Subject Alternative Name"),
+        format!("URI:{ID}")
+    );
+    assert_eq!(
+        value_after(&text, "X509v3 Key Usage: critical"),
+        "Digital Signature"
+    );
+    assert_eq!(value_after(&text, "X509v3 Basic Constraints"), "CA:FALSE");
+    assert_eq!(
+        value_after(&text, "X509v3 Extended Key Usage"),
+        "TLS Web Server Authentication, TLS Web Client Authentication"
+    );
+    assert!(text.contains("ASN1 OID: prime256v1"), "{text}");
+
+    // --ttl 30m: still valid in 25 minutes, expired in 35.
+    let checkend = |secs: &str| {
+        Command::new("openssl")
+            .args(["x509", "-noout", "-checkend", secs, "-in", path_arg(&svid)])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(checkend("1500"), "expires before its ttl");
+    assert!(!checkend("2100"), "outlives its ttl");
+}
+
+#[test]
+fn dev_ca_issue_rejects_a_foreign_trust_domain() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+    let out = issue(tmp.path(), "spiffe://other.org/api");
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`spiffe://other.org/api` is not in the CA's trust domain `example.org`"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("api").exists());
+}
+
+#[test]
+fn dev_ca_issue_rejects_a_root_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+    let out = issue(tmp.path(), "spiffe://example.org");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("has no path"), "{}", stderr(&out));
+}
+
+#[test]
+fn dev_ca_issue_rejects_a_non_canonical_id_and_a_bad_ttl() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+    let out = issue(tmp.path(), "spiffe://example.org/a/../b");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("`spiffe://example.org/a/../b`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = hopgate(&["dev-ca", "issue", path_arg(tmp.path()), ID, "--ttl", "91d"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("invalid ttl `91d`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn dev_ca_issue_without_init_names_the_missing_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = issue(tmp.path(), ID);
+    assert_eq!(out.status.code(), Some(1));
+    let expected = format!(
+        "no dev CA in `{}`: run `hopgate dev-ca init` first",
+        tmp.path().display()
+    );
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+}
+
+#[test]
+fn dev_ca_issue_again_replaces_the_svid() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+    assert!(issue(tmp.path(), ID).status.success());
+    let first = std::fs::read(tmp.path().join("api/svid.pem")).unwrap();
+    let out = issue(tmp.path(), ID);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(
+        std::fs::read(tmp.path().join("api/svid.pem")).unwrap(),
+        first
+    );
+    assert!(!tmp.path().join("api/svid.pem.tmp").exists());
+}
+
+#[test]
+fn dev_ca_svid_passes_hopgate_strict_verifiers_both_ways() {
+    use std::collections::BTreeMap;
+
+    use hopgate_config::{SpiffeId, TrustDomain};
+    use hopgate_proxy::tls::{SpiffeClientVerifier, SpiffeServerVerifier, Svid, TrustBundles};
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::server::danger::ClientCertVerifier;
+    use rustls_pki_types::{ServerName, UnixTime};
+
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+    let out = issue(tmp.path(), ID);
+    assert!(out.status.success(), "issue failed: {}", stderr(&out));
+    let dir = tmp.path().join("api");
+
+    // Svid::load applies the leaf profile (Usage::Both) and checks the key matches the leaf.
+    let svid = Svid::load(&dir.join("svid.pem"), &dir.join("svid_key.pem")).unwrap();
+    assert_eq!(svid.id().as_str(), ID);
+    let td = TrustDomain::parse("example.org").unwrap();
+    let bundles =
+        TrustBundles::load(&BTreeMap::from([(td.clone(), dir.join("bundle.pem"))])).unwrap();
+    let (leaf, intermediates) = svid.chain().split_first().unwrap();
+
+    SpiffeClientVerifier::new(&bundles, &[td])
+        .unwrap()
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
+        .unwrap();
+    SpiffeServerVerifier::new(&bundles, SpiffeId::parse(ID).unwrap())
+        .unwrap()
+        .verify_server_cert(
+            leaf,
+            intermediates,
+            &ServerName::try_from("api.example.org").unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .unwrap();
+}
+
+// === bad configs: every class of error exits 78 and names its path, for both commands ===
+
+/// A folder with a dev CA, a valid SVID and a config file.
+struct ConfigDir {
+    dir: tempfile::TempDir,
+}
+
+/// The body of a valid config, relative to a [`ConfigDir`].
+const VALID: &str = "\
+identity:
+  svid: { cert: ca/api/svid.pem, key: ca/api/svid_key.pem }
+  bundles: { example.org: ca/bundle.pem }
+inbound:
+  listen: 127.0.0.1:0
+  app: 127.0.0.1:9
+admin:
+  listen: 127.0.0.1:0
+";
+
+impl ConfigDir {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca);
+        let out = issue(&ca, ID);
+        assert!(out.status.success(), "issue failed: {}", stderr(&out));
+        Self { dir }
+    }
+
+    fn write(&self, yaml: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join("hopgate.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+}
+
+/// `hopgate run -c FILE`, killed (and the test failed) if it is still running after 20 s:
+/// a config error must stop it before it serves.
+fn run_config(path: &Path) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+        .args(["run", "-c", path_arg(path)])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("`hopgate run` was still running 20 s after start: the config was accepted");
+        }
+    }
+}
+
+/// Both `check-config` and `run -c` exit 78 on `yaml`, print each of `expected` on stderr and
+/// count exactly `problems` problems.
+fn assert_refused(yaml: &str, expected: &[&str], problems: usize) {
+    let dir = ConfigDir::new();
+    let path = dir.write(yaml);
+    for (command, out) in [
+        ("check-config", hopgate(&["check-config", path_arg(&path)])),
+        ("run -c", run_config(&path)),
+    ] {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{command}: {err}");
+        for line in expected {
+            assert!(err.contains(line), "{command}: no `{line}` in:\n{err}");
+        }
+        let count = format!("{}: {problems} problem(s)", path.display());
+        assert!(err.contains(&count), "{command}: no `{count}` in:\n{err}");
+    }
+}
+
+#[test]
+fn a_valid_config_passes_check_config() {
+    let dir = ConfigDir::new();
+    let path = dir.write(VALID);
+    let out = hopgate(&["check-config", path_arg(&path)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}: ok", path.display())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_its_path() {
+    assert_refused(
+        &VALID.replace(
+            "  listen: 127.0.0.1:0\n  app:",
+            "  lisen: 127.0.0.1:0\n  listen: 127.0.0.1:0\n  app:",
+        ),
+        &["error: inbound.lisen: unknown key"],
+        1,
+    );
+}
+
+#[test]
+fn a_duration_without_a_unit_is_refused_with_its_path() {
+    assert_refused(
+        &VALID.replace(
+            "  app: 127.0.0.1:9\n",
+            "  app: 127.0.0.1:9\n  timeouts: { idle: 10 }\n",
+        ),
+        &["error: inbound.timeouts.idle: `10` has no unit"],
+        1,
+    );
+}
+
+#[test]
+fn a_malformed_spiffe_id_in_a_route_is_refused_with_its_path() {
+    let yaml = format!(
+        "{VALID}outbound:\n  listen: 127.0.0.1:0\n  routes:\n    - host: inference.ml\n      address: 127.0.0.1:16006\n      identity: spiffe://example.org/ns//sa/inference\n"
+    );
+    assert_refused(
+        &yaml,
+        &[
+            "error: outbound.routes[0].identity: `spiffe://example.org/ns//sa/inference` is not a SPIFFE ID",
+        ],
+        1,
+    );
+}
+
+#[test]
+fn an_svid_file_that_does_not_exist_is_refused_with_its_path() {
+    assert_refused(
+        &VALID.replace("cert: ca/api/svid.pem", "cert: ca/api/missing.pem"),
+        &["error: identity.svid.cert: cannot read", "missing.pem"],
+        1,
+    );
+}
+
+#[test]
+fn a_bad_socket_address_is_refused_with_its_path() {
+    assert_refused(
+        &VALID.replace(
+            "  listen: 127.0.0.1:0\n  app:",
+            "  listen: 127.0.0.1:99999\n  app:",
+        ),
+        &["error: inbound.listen: `127.0.0.1:99999` is not a socket address"],
+        1,
+    );
+}
+
+#[test]
+fn a_yaml_syntax_error_is_refused_with_its_line() {
+    assert_refused(
+        &VALID.replace(
+            "  bundles: { example.org: ca/bundle.pem }",
+            "  bundles: { example.org: ca/bundle.pem",
+        ),
+        &["error: invalid yaml", "line "],
+        1,
+    );
+}
+
+#[test]
+fn several_errors_are_all_reported_at_once() {
+    let yaml = format!(
+        "{}outbound:\n  listen: 127.0.0.1:0\n  routes:\n    - host: inference.ml\n      address: 127.0.0.1:16006\n      identity: spiffe://Example.org/ns/ml/sa/inference\n",
+        VALID
+            .replace(
+                "  listen: 127.0.0.1:0\n  app:",
+                "  lisen: 127.0.0.1:0\n  listen: 127.0.0.1:99999\n  app:"
+            )
+            .replace(
+                "  app: 127.0.0.1:9\n",
+                "  app: 127.0.0.1:9\n  timeouts: { idle: 10 }\n"
+            )
+            .replace("cert: ca/api/svid.pem", "cert: ca/api/missing.pem")
+    );
+    assert_refused(
+        &yaml,
+        &[
+            "error: inbound.lisen: unknown key",
+            "error: inbound.listen: `127.0.0.1:99999`",
+            "error: inbound.timeouts.idle: `10`",
+            "error: identity.svid.cert: cannot read",
+            "error: outbound.routes[0].identity: `spiffe://Example.org/ns/ml/sa/inference`",
+        ],
+        5,
+    );
+}
+
+#[test]
+fn a_config_file_that_does_not_exist_exits_78() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("absent.yaml");
+    for out in [
+        hopgate(&["check-config", path_arg(&path)]),
+        run_config(&path),
+    ] {
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        assert!(stderr(&out).contains("absent.yaml"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_cert_file_that_is_not_a_certificate_is_reported_under_identity_svid() {
+    let dir = ConfigDir::new();
+    let svid = dir.dir.path().join("ca/api/svid.pem");
+    std::fs::write(&svid, "not a certificate\n").unwrap();
+    let path = dir.write(VALID);
+
+    let out = hopgate(&["check-config", path_arg(&path)]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("error: identity.svid: "), "{err}");
+    assert!(
+        err.contains(path_arg(&svid)),
+        "the file should be named: {err}"
+    );
+    assert!(err.contains("1 problem(s)"), "{err}");
+
+    // `run` finds it when loading the identity, before binding anything.
+    let out = run_config(&path);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains(path_arg(&svid)), "{}", stderr(&out));
+}
+
+#[test]
+fn a_key_that_does_not_belong_to_the_certificate_is_reported_under_identity_svid() {
+    let dir = ConfigDir::new();
+    let ca = dir.dir.path().join("ca");
+    let other = dir.dir.path().join("other");
+    let out = hopgate(&[
+        "dev-ca",
+        "issue",
+        path_arg(&ca),
+        ID,
+        "--out",
+        path_arg(&other),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::copy(other.join("svid_key.pem"), ca.join("api/svid_key.pem")).unwrap();
+    let path = dir.write(VALID);
+
+    let out = hopgate(&["check-config", path_arg(&path)]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("error: identity.svid: "), "{err}");
+    assert!(err.contains("does not match the certificate"), "{err}");
+    let out = run_config(&path);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not match the certificate"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_bundle_that_is_not_a_certificate_is_reported_under_identity_bundles() {
+    let dir = ConfigDir::new();
+    std::fs::write(dir.dir.path().join("ca/bundle.pem"), "garbage\n").unwrap();
+    let path = dir.write(VALID);
+    let out = hopgate(&["check-config", path_arg(&path)]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error: identity.bundles: "),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(run_config(&path).status.code(), Some(78));
+}

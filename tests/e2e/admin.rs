@@ -1,0 +1,92 @@
+//! The admin endpoints operators and probes rely on.
+
+use crate::support::client::Proto;
+use crate::support::proxy::{Mesh, SERVER_ID, admin_get};
+use crate::support::upstream::Upstream;
+
+#[tokio::test]
+async fn admin_reports_live_ready_and_identity() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh.proxy(app.addr).start().await;
+
+    assert_eq!(proxy.admin_get("/live").await.0, 200);
+
+    let (status, body) = proxy.admin_get("/ready").await;
+    assert_eq!(status, 200);
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["policy"], "identity_only");
+
+    let (status, body) = proxy.admin_get("/identity").await;
+    assert_eq!(status, 200);
+    let identity: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(identity["spiffe_id"], SERVER_ID);
+    assert_eq!(identity["trust_domains"][0], "example.org");
+    assert!(identity["not_after_unix"].as_u64().unwrap() > 0);
+    assert!(identity["not_after"].as_str().unwrap().ends_with('Z'));
+
+    assert_eq!(proxy.admin_get("/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn admin_metrics_expose_the_contract_names() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh.proxy(app.addr).start().await;
+    let (status, text) = proxy.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "hopgate_requests_total",
+        "hopgate_request_duration_seconds",
+        "hopgate_tls_handshake_failures_total",
+        "hopgate_svid_expiry_timestamp_seconds",
+        "hopgate_identity_reloads_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {}", name.trim_end_matches("_total"))),
+            "{name} missing:\n{text}"
+        );
+    }
+    let expiry = text
+        .lines()
+        .find(|l| l.starts_with("hopgate_svid_expiry_timestamp_seconds "))
+        .unwrap();
+    let value: f64 = expiry.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value > 1.7e9, "{expiry}");
+}
+
+#[tokio::test]
+async fn ready_turns_503_while_draining() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh
+        .proxy(app.addr)
+        .top_yaml("shutdown_grace: 10s\n")
+        .start()
+        .await;
+    let admin = proxy.admin;
+    // A slow request keeps the drain going while /ready is asked.
+    let client = mesh.client("caller", Proto::H1);
+    let inbound = proxy.inbound;
+    let slow = tokio::spawn(async move { client.get(inbound, "/slow/1500", &[]).await });
+    while app.received().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let drained = tokio::spawn(proxy.shutdown());
+    let mut status = 0;
+    for _ in 0..100 {
+        let (s, body) = admin_get(admin, "/ready").await;
+        status = s;
+        if s == 503 {
+            assert!(body.contains("draining"), "{body}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 503, "/ready never reported the drain");
+    assert_eq!(slow.await.unwrap().unwrap().status, 200);
+    assert!(drained.await.unwrap());
+    // After the drain the admin listener is gone too.
+    assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+}

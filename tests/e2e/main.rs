@@ -1,0 +1,14 @@
+//! End-to-end tests of hopgate over real loopback sockets, with PKI generated per test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod admin;
+mod curl;
+mod inbound;
+mod support;
+mod svid_matrix;

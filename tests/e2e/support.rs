@@ -1,0 +1,6 @@
+//! Shared support for the end-to-end tests: PKI, the test app, a caller, a sidecar.
+
+pub(crate) mod client;
+pub(crate) mod pki;
+pub(crate) mod proxy;
+pub(crate) mod upstream;

@@ -1,0 +1,168 @@
+//! A hopgate sidecar started in-process for a test, with its own PKI, files and ports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hopgate_proxy::Proxy;
+use hopgate_proxy::tls::IdentityStore;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::client::{Client, Proto};
+use super::pki::{Ca, Leaf};
+
+/// The sidecar's own SPIFFE ID in these tests.
+pub(crate) const SERVER_ID: &str = "spiffe://example.org/ns/test/sa/server";
+
+/// A trust domain with its CA and a folder for the sidecar's files.
+pub(crate) struct Mesh {
+    pub(crate) ca: Ca,
+    pub(crate) dir: TempDir,
+}
+
+impl Mesh {
+    pub(crate) fn new() -> Self {
+        Self {
+            ca: Ca::new("example.org"),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A caller's SVID for `spiffe://example.org/ns/test/sa/<name>`.
+    pub(crate) fn leaf(&self, name: &str) -> Leaf {
+        self.ca
+            .leaf(&format!("spiffe://example.org/ns/test/sa/{name}"))
+            .build()
+    }
+
+    /// A client holding a fresh SVID named `name`.
+    pub(crate) fn client(&self, name: &str, proto: Proto) -> Client {
+        let leaf = self.leaf(name);
+        Client::with_svid(&leaf.chain_pem, &leaf.key_pem, proto)
+    }
+
+    /// A sidecar in front of `app`.
+    pub(crate) fn proxy(&self, app: SocketAddr) -> ProxyBuilder<'_> {
+        ProxyBuilder {
+            mesh: self,
+            app,
+            inbound_extra: String::new(),
+            top_extra: String::new(),
+        }
+    }
+
+    /// Where the sidecar's SVID files live.
+    pub(crate) fn svid_dir(&self) -> PathBuf {
+        self.dir.path().join("server")
+    }
+
+    /// Writes the sidecar's config and SVID and returns the config path (for the binary).
+    pub(crate) fn write_config(
+        &self,
+        app: SocketAddr,
+        inbound_extra: &str,
+        top_extra: &str,
+    ) -> PathBuf {
+        let svid_dir = self.svid_dir();
+        std::fs::create_dir_all(&svid_dir).unwrap();
+        self.ca.leaf(SERVER_ID).build().write(&svid_dir);
+        std::fs::write(self.dir.path().join("bundle.pem"), self.ca.bundle_pem()).unwrap();
+        let yaml = format!(
+            "identity:\n  svid: {{ cert: server/svid.pem, key: server/svid_key.pem }}\n  bundles: {{ example.org: bundle.pem }}\n\
+             inbound:\n  listen: 127.0.0.1:0\n  app: {app}\n{inbound_extra}\
+             admin:\n  listen: 127.0.0.1:0\n{top_extra}"
+        );
+        let path = self.dir.path().join("hopgate.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+}
+
+/// Options for a test sidecar.
+pub(crate) struct ProxyBuilder<'a> {
+    mesh: &'a Mesh,
+    app: SocketAddr,
+    inbound_extra: String,
+    top_extra: String,
+}
+
+impl ProxyBuilder<'_> {
+    /// Extra `inbound:` keys, as indented YAML lines (`"  timeouts: { app_response: 200ms }\n"`).
+    pub(crate) fn inbound_yaml(mut self, yaml: &str) -> Self {
+        self.inbound_extra.push_str(yaml);
+        self
+    }
+
+    /// Extra top-level keys, as YAML lines.
+    pub(crate) fn top_yaml(mut self, yaml: &str) -> Self {
+        self.top_extra.push_str(yaml);
+        self
+    }
+
+    pub(crate) async fn start(self) -> TestProxy {
+        let path = self
+            .mesh
+            .write_config(self.app, &self.inbound_extra, &self.top_extra);
+        let config = hopgate_config::load(&path).unwrap();
+        let proxy = Proxy::build(&config).await.unwrap();
+        let inbound = proxy.inbound_addr().unwrap();
+        let admin = proxy.admin_addr().unwrap();
+        let identity = proxy.identity();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(proxy.run(async move {
+            let _ = stopped.await;
+        }));
+        TestProxy {
+            inbound,
+            admin,
+            identity,
+            stop: Some(stop),
+            done,
+        }
+    }
+}
+
+/// A running sidecar.
+pub(crate) struct TestProxy {
+    pub(crate) inbound: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) identity: Arc<IdentityStore>,
+    stop: Option<oneshot::Sender<()>>,
+    done: JoinHandle<bool>,
+}
+
+impl TestProxy {
+    /// Signals shutdown and waits for the drain; returns whether it finished in time.
+    pub(crate) async fn shutdown(mut self) -> bool {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.done).await.unwrap()
+    }
+
+    /// GET on the admin listener: (status, body).
+    pub(crate) async fn admin_get(&self, path: &str) -> (u16, String) {
+        admin_get(self.admin, path).await
+    }
+}
+
+/// A plain HTTP/1.1 GET, for admin endpoints.
+pub(crate) async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "admin")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let rsp = sender.send_request(req).await.unwrap();
+    let status = rsp.status().as_u16();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
