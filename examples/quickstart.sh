@@ -48,6 +48,7 @@ class Echo(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
 PY
 pids+=($!)
+for _ in $(seq 50); do curl -sf "127.0.0.1:$app_port/" >/dev/null && break; sleep 0.1; done
 
 echo "== hopgate run"
 $bin run -c "$work/hopgate.yaml" > "$work/hopgate.log" 2>&1 &
