@@ -176,6 +176,10 @@ impl Conn {
     }
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test caller does not check the server: these tests are about what the inbound side admits"
+)]
 fn builder() -> rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     ClientConfig::builder_with_provider(provider)
