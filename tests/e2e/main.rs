@@ -10,5 +10,8 @@
 mod admin;
 mod curl;
 mod inbound;
+mod reload;
+mod rotation;
+mod shutdown;
 mod support;
 mod svid_matrix;

@@ -1,0 +1,380 @@
+//! The real binary's signal handling: SIGTERM and SIGINT stop accepting, let in-flight requests
+//! finish within `shutdown_grace` and exit 0; SIGHUP re-reads the SVID and bundles.
+//!
+//! The binary runs as a child process on a config with port 0; its ports are read from the
+//! `"message":"listening"` log lines on stdout. Signals are sent with the `kill` command (the
+//! workspace forbids `unsafe`, which `libc::kill` would need).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use tokio::sync::mpsc;
+
+use crate::support::client::Proto;
+use crate::support::pki::Ca;
+use crate::support::proxy::{Mesh, admin_get};
+use crate::support::upstream::Upstream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let config = mesh.write_config(app.addr, "", "shutdown_grace: 10s\n");
+    let mut sidecar = Sidecar::start(&config).await;
+    let client = mesh.client("caller", Proto::H1);
+
+    let slow = {
+        let client = client.clone();
+        let inbound = sidecar.inbound;
+        tokio::spawn(async move { client.get(inbound, "/slow/1500", &[]).await })
+    };
+    wait_until_received(&app, "/slow/1500").await;
+    let signaled = Instant::now();
+    sidecar.signal("TERM");
+    sidecar.wait_for_log("shutting down").await;
+
+    // The listener closes at once while the slow request is still being served.
+    wait_until_refused(sidecar.inbound).await;
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before the listener closed"
+    );
+
+    let reply = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request must complete");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(&reply.body[..], b"slow done");
+    let status = sidecar.wait_for_exit(Duration::from_secs(10)).await;
+    eprintln!("exited {:?} after SIGTERM", signaled.elapsed());
+    assert_eq!(status.code(), Some(0), "{}", sidecar.output());
+    assert!(sidecar.logged("drained"), "{}", sidecar.output());
+    assert!(
+        client.get(sidecar.inbound, "/after", &[]).await.is_err(),
+        "a connection after the drain was served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_and_exits_zero_too() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let config = mesh.write_config(app.addr, "", "shutdown_grace: 10s\n");
+    let mut sidecar = Sidecar::start(&config).await;
+    let client = mesh.client("caller", Proto::H2);
+    let reply = client.get(sidecar.inbound, "/before", &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+
+    let slow = {
+        let client = client.clone();
+        let inbound = sidecar.inbound;
+        tokio::spawn(async move { client.get(inbound, "/slow/500", &[]).await })
+    };
+    wait_until_received(&app, "/slow/500").await;
+    sidecar.signal("INT");
+    let reply = slow
+        .await
+        .unwrap()
+        .expect("the in-flight HTTP/2 request must complete");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(&reply.body[..], b"slow done");
+    let status = sidecar.wait_for_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", sidecar.output());
+    assert!(
+        sidecar.logged(r#""signal":"SIGINT""#),
+        "{}",
+        sidecar.output()
+    );
+    assert!(client.get(sidecar.inbound, "/after", &[]).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_answers_503_draining_while_requests_drain() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let config = mesh.write_config(app.addr, "", "shutdown_grace: 10s\n");
+    let mut sidecar = Sidecar::start(&config).await;
+    let (status, body) = admin_get(sidecar.admin, "/ready").await;
+    assert_eq!(status, 200, "{body}");
+
+    let client = mesh.client("caller", Proto::H1);
+    let slow = {
+        let inbound = sidecar.inbound;
+        tokio::spawn(async move { client.get(inbound, "/slow/3000", &[]).await })
+    };
+    wait_until_received(&app, "/slow/3000").await;
+    sidecar.signal("TERM");
+    sidecar.wait_for_log("shutting down").await;
+
+    // A probe arriving during the drain (a kubelet opens a new connection per probe) must be
+    // told the sidecar is draining, so the endpoint is removed before in-flight work ends. The
+    // "shutting down" line is logged just before the drain begins, hence the (bounded) poll.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let probe = tokio::net::TcpStream::connect(sidecar.admin).await;
+        assert!(
+            probe.is_ok(),
+            "the admin listener closed during the drain: /ready cannot answer 503 ({:?})",
+            probe.err()
+        );
+        drop(probe);
+        let (status, body) = admin_get(sidecar.admin, "/ready").await;
+        if status == 503 {
+            let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(ready["reason"], "draining", "{body}");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "/ready still 200 2 s into the drain: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before /ready turned 503"
+    );
+
+    let reply = slow.await.unwrap().unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        sidecar.wait_for_exit(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_identity_files_of_the_running_binary() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let config = mesh.write_config(app.addr, "", "shutdown_grace: 10s\n");
+    let mut sidecar = Sidecar::start(&config).await;
+    assert_eq!(reloads(sidecar.admin, "ok").await, 0.0);
+
+    // Unchanged files: only SIGHUP can cause this reload.
+    sidecar.signal("HUP");
+    sidecar.wait_for_log("SIGHUP: reloading identity").await;
+    sidecar.wait_for_log("identity reloaded").await;
+    // The line is logged just before the counter moves, hence the (bounded) poll.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while reloads(sidecar.admin, "ok").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the SIGHUP reload was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(reloads(sidecar.admin, "ok").await, 1.0);
+    assert_eq!(reloads(sidecar.admin, "error").await, 0.0);
+
+    // A bundle that adds a second CA: its callers are admitted once reloaded.
+    let new_ca = Ca::new("example.org");
+    let bundle = mesh.dir.path().join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        format!("{}{}", mesh.ca.bundle_pem(), new_ca.bundle_pem()),
+    )
+    .unwrap();
+    sidecar.signal("HUP");
+    let leaf = new_ca
+        .leaf("spiffe://example.org/ns/test/sa/new-ca-caller")
+        .build();
+    let client =
+        crate::support::client::Client::with_svid(&leaf.chain_pem, &leaf.key_pem, Proto::H1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // Before the reload the handshake is refused; that is the point of the poll.
+        if let Ok(reply) = client.get(sidecar.inbound, "/new-ca", &[]).await {
+            assert_eq!(reply.status, StatusCode::OK);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new bundle was not applied: {}",
+            sidecar.output()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let old = mesh.client("old-ca-caller", Proto::H1);
+    assert_eq!(
+        old.get(sidecar.inbound, "/old-ca", &[])
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+
+    sidecar.signal("TERM");
+    assert_eq!(
+        sidecar.wait_for_exit(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+}
+
+// === the binary as a child process ===
+
+/// `hopgate run -c FILE` as a child, with its stdout and stderr collected.
+struct Sidecar {
+    child: Child,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+    lines: mpsc::UnboundedReceiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sidecar {
+    /// Starts the binary and waits (bounded) for both listeners to be logged.
+    async fn start(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+            .args(["run", "-c"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut lines) = mpsc::unbounded_channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (tx, log) = (tx.clone(), Arc::clone(&log));
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    log.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let (mut inbound, mut admin) = (None, None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while inbound.is_none() || admin.is_none() {
+            let line = tokio::time::timeout_at(deadline, lines.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no listening lines in 20 s: {:#?}", log.lock().unwrap())
+                })
+                .unwrap_or_else(|| panic!("the binary exited early: {:#?}", log.lock().unwrap()));
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if json["message"] != "listening" {
+                continue;
+            }
+            let addr: SocketAddr = json["addr"].as_str().unwrap().parse().unwrap();
+            match json["listener"].as_str() {
+                Some("inbound") => inbound = Some(addr),
+                Some("admin") => admin = Some(addr),
+                other => panic!("unknown listener {other:?}"),
+            }
+        }
+        Self {
+            child,
+            inbound: inbound.unwrap(),
+            admin: admin.unwrap(),
+            lines,
+            log,
+        }
+    }
+
+    /// Sends `SIG<name>` with the `kill` command.
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (bounded) for a log line containing `needle` from now on.
+    async fn wait_for_log(&mut self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) if line.contains(needle) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("output ended before `{needle}`: {}", self.output()),
+                Err(_) => panic!("no `{needle}` in 10 s: {}", self.output()),
+            }
+        }
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Everything the binary printed so far, for failure messages.
+    fn output(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) for the process to exit.
+    async fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running {limit:?} after the signal: {}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        // A failed test must not leave its sidecar running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits (bounded) until the app has received a request for `path`.
+async fn wait_until_received(app: &Upstream, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !app.received().iter().any(|r| r.path == path) {
+        assert!(Instant::now() < deadline, "the app never received {path}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (bounded) until a TCP connect to `addr` is refused.
+async fn wait_until_refused(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            other => assert!(
+                Instant::now() < deadline,
+                "the listener still accepts: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `hopgate_identity_reloads_total{result=...}` from the binary's `/metrics`.
+async fn reloads(admin: SocketAddr, result: &str) -> f64 {
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    let sample = format!(r#"hopgate_identity_reloads_total{{result="{result}"}}"#);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(sample.as_str())?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in:\n{metrics}"))
+}
