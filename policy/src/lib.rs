@@ -1,6 +1,65 @@
 //! hopgate's Cedar authorization: load → validate → snapshot → authorize → reload.
 //!
-//! This crate holds the policy engine once the per-hop Cedar milestone lands. Until then hopgate
-//! runs identity-only: every verified peer of an allowed trust domain is admitted, and the
-//! sidecar says so at startup and on `/ready`. It lives in its own crate so that Cedar's long
-//! compile is not repeated when the data path changes.
+//! ```text
+//!  policies/ (schema.cedarschema, *.cedar, entities.json)
+//!      │ PolicySnapshot::load: parse, re-key by @id, strict validation, entities, slice index
+//!      ▼
+//!  PolicyStore ── ArcSwap<PolicySnapshot> ◀── reload (PolicyWatcher: folder events, debounced)
+//!      │ current()
+//!      ▼
+//!  HopRequest (peer, destination, action, http, intent, token facts)
+//!      │ PolicySnapshot::authorize: sync, no I/O, no panics
+//!      ▼
+//!  Decision { effect, reason, policies, errors, id (UUID v4), action }
+//! ```
+//!
+//! # The Cedar model (DESIGN.md "Cedar model")
+//!
+//! - principal `Hop::Workload::"<peer SPIFFE ID>"`, resource `Hop::Workload::"<destination>"`,
+//!   each with `trust_domain` and `path` attributes and `Hop::TrustDomain::"<td>"` as parent,
+//!   plus the groups and attributes entities.json gives it;
+//! - action `Hop::Action::"<intent-action header or the default>"`; an action the schema does not
+//!   declare is denied with `unknown_action` and nothing is evaluated;
+//! - context `{ direction, http: { method, path, host }, intent: { ... }, token: { present,
+//!   sub?, iss?, txn?, scope?, actors?, depth?, origin? } }`. `intent` holds only the attributes
+//!   the schema declares in the action's `context.intent` record; they must be optional
+//!   `String`s (a declared attribute of another type, or a required one, fails the load), and
+//!   undeclared intent headers are dropped silently.
+//!
+//! # Safety rules (SECURITY-RULES D.6)
+//!
+//! Default deny. Any evaluation error denies (CED-01: Cedar itself skips an erring policy and
+//! may allow). An empty policy set denies (CED-02). Forbid wins (CED-03). UIDs are built through
+//! Cedar's API, never by pasting text (CED-04). Workload and trust-domain ids in policy scopes
+//! and entities.json must be canonical (CED-05, a load error). A permit that admits any principal
+//! without naming a trust domain is warned about (CED-06). Warnings never fail a load; they are in
+//! [`PolicySnapshot::warnings`] for `policy check`. A broken reload keeps the last good
+//! snapshot (CED-07). The principal is always the mTLS peer; the token's actors are context, and
+//! a permit that reads them is warned about (CED-08).
+//!
+//! This crate knows nothing of HTTP or TLS: the proxy hands it plain facts.
+
+mod engine;
+mod entities;
+mod error;
+mod policies;
+mod reload;
+mod request;
+mod schema;
+mod slice;
+mod snapshot;
+mod source;
+mod token;
+mod usage;
+
+pub use hopgate_config::SpiffeId;
+
+pub use engine::{Decision, DenyReason, Effect};
+pub use error::{PolicyError, Problem};
+pub use reload::{PolicyReloadStatus, PolicyStore, PolicyWatcher, ReloadHook};
+pub use request::{Direction, HopRequest};
+pub use snapshot::PolicySnapshot;
+pub use token::{MAX_ACTORS, TokenFacts};
+
+#[cfg(test)]
+mod tests;

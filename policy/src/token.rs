@@ -1,0 +1,203 @@
+//! `TokenFacts`: what Cedar sees of a verified hop token (`context.token`).
+//!
+//! The proxy verifies the token; this crate only reads the claims it was handed. Every value here
+//! is data: it reaches Cedar as a string or set value, never as policy text (CED-04).
+
+use hopgate_config::SpiffeId;
+use serde_json::Value;
+
+use crate::PolicyError;
+
+/// The most actors an `act` chain may hold before the claims are refused. The proxy caps chains
+/// at `token.max_depth` (default 8) long before this; the bound keeps a hostile claim set from
+/// costing more than a few hundred steps here.
+pub const MAX_ACTORS: usize = 64;
+
+/// The facts of a verified hop token that policies may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenFacts {
+    /// `sub`: the end user, or the origin workload's SPIFFE ID.
+    pub sub: String,
+    /// `iss`: the SPIFFE ID of the workload that minted the token.
+    pub iss: String,
+    /// `txn`: the transaction id, unchanged along the chain.
+    pub txn: Option<String>,
+    /// `scope`, split on spaces.
+    pub scope: Vec<String>,
+    /// The `act` chain's `sub`s, outermost (most recent actor) first.
+    pub actors: Vec<String>,
+}
+
+// === impl TokenFacts ===
+
+impl TokenFacts {
+    /// Reads the claims of a hop token (DESIGN.md "Hop token"): `sub` and `iss` (strings,
+    /// required), `txn` (string, optional), `scope` (space-separated string, optional) and `act`
+    /// (RFC 8693 nested `{ "sub": ..., "act": { ... } }`, optional). Other claims are ignored.
+    ///
+    /// # Errors
+    /// [`PolicyError::Claims`] when `claims` is not an object, `sub` or `iss` is missing or not
+    /// a string, `txn` or `scope` is not a string, an `act` level is not an object with a string
+    /// `sub`, or the chain holds more than [`MAX_ACTORS`] actors.
+    pub fn from_claims(claims: &Value) -> Result<Self, PolicyError> {
+        let object = claims
+            .as_object()
+            .ok_or_else(|| claims_error("the claims are not a JSON object"))?;
+        let sub = required_string(object.get("sub"), "sub")?;
+        let iss = required_string(object.get("iss"), "iss")?;
+        let txn = optional_string(object.get("txn"), "txn")?;
+        let scope = optional_string(object.get("scope"), "scope")?
+            .map(|scope| {
+                scope
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let actors = actors(object.get("act"))?;
+        Ok(Self {
+            sub,
+            iss,
+            txn,
+            scope,
+            actors,
+        })
+    }
+
+    /// How many actors the `act` chain holds (0 without `act`).
+    pub fn depth(&self) -> usize {
+        self.actors.len()
+    }
+
+    /// The workload that started the chain: `sub` when it is a SPIFFE ID, else the deepest
+    /// (least recent) actor; `None` when `sub` is an end user and there is no `act`.
+    pub fn origin(&self) -> Option<&str> {
+        if SpiffeId::parse(&self.sub).is_ok() {
+            return Some(&self.sub);
+        }
+        self.actors.last().map(String::as_str)
+    }
+}
+
+fn actors(mut act: Option<&Value>) -> Result<Vec<String>, PolicyError> {
+    let mut actors = Vec::new();
+    while let Some(level) = act {
+        if actors.len() == MAX_ACTORS {
+            return Err(claims_error(&format!(
+                "`act` holds more than {MAX_ACTORS} actors"
+            )));
+        }
+        let object = level.as_object().ok_or_else(|| {
+            claims_error(&format!("`act` level {} is not an object", actors.len()))
+        })?;
+        let sub = object.get("sub").and_then(Value::as_str).ok_or_else(|| {
+            claims_error(&format!("`act` level {} has no string `sub`", actors.len()))
+        })?;
+        actors.push(sub.to_owned());
+        act = object.get("act");
+    }
+    Ok(actors)
+}
+
+fn required_string(value: Option<&Value>, name: &str) -> Result<String, PolicyError> {
+    optional_string(value, name)?.ok_or_else(|| claims_error(&format!("`{name}` is missing")))
+}
+
+fn optional_string(value: Option<&Value>, name: &str) -> Result<Option<String>, PolicyError> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(claims_error(&format!("`{name}` is not a string"))),
+    }
+}
+
+fn claims_error(message: &str) -> PolicyError {
+    PolicyError::Claims(message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const AGENT: &str = "spiffe://demo.local/ns/agents/sa/support-agent";
+    const INFERENCE: &str = "spiffe://demo.local/ns/ml/sa/inference";
+
+    #[test]
+    fn design_example_gives_actors_depth_and_origin() {
+        let claims = json!({
+            "sub": "alice", "iss": INFERENCE, "txn": "t-1", "scope": "tickets.read  inference.generate",
+            "act": { "sub": INFERENCE, "act": { "sub": AGENT } },
+        });
+        let facts = TokenFacts::from_claims(&claims).unwrap();
+        assert_eq!(facts.actors, [INFERENCE, AGENT]);
+        assert_eq!(facts.depth(), 2);
+        assert_eq!(facts.origin(), Some(AGENT));
+        assert_eq!(facts.scope, ["tickets.read", "inference.generate"]);
+        assert_eq!(facts.txn.as_deref(), Some("t-1"));
+    }
+
+    #[test]
+    fn origin_is_sub_when_sub_is_a_spiffe_id() {
+        let claims = json!({ "sub": AGENT, "iss": AGENT });
+        let facts = TokenFacts::from_claims(&claims).unwrap();
+        assert_eq!(facts.depth(), 0);
+        assert_eq!(facts.origin(), Some(AGENT));
+        assert!(facts.scope.is_empty());
+    }
+
+    #[test]
+    fn origin_is_none_for_an_end_user_without_actors() {
+        let facts = TokenFacts::from_claims(&json!({ "sub": "alice", "iss": AGENT })).unwrap();
+        assert_eq!(facts.origin(), None);
+    }
+
+    #[test]
+    fn claims_of_the_wrong_shape_are_refused_with_the_claim_named() {
+        let cases = [
+            (json!([]), "not a JSON object"),
+            (json!({ "iss": AGENT }), "`sub` is missing"),
+            (json!({ "sub": 1, "iss": AGENT }), "`sub` is not a string"),
+            (
+                json!({ "sub": "a", "iss": AGENT, "scope": ["x"] }),
+                "`scope` is not a string",
+            ),
+            (
+                json!({ "sub": "a", "iss": AGENT, "act": "x" }),
+                "`act` level 0",
+            ),
+            (
+                json!({ "sub": "a", "iss": AGENT, "act": { "act": {} } }),
+                "`act` level 0 has no",
+            ),
+        ];
+        for (claims, expected) in cases {
+            let err = TokenFacts::from_claims(&claims).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} lacks {expected}");
+        }
+    }
+
+    #[test]
+    fn an_act_chain_past_the_bound_is_refused() {
+        let mut act = json!({ "sub": AGENT });
+        for _ in 0..MAX_ACTORS {
+            act = json!({ "sub": AGENT, "act": act });
+        }
+        let err = TokenFacts::from_claims(&json!({ "sub": "a", "iss": AGENT, "act": act }));
+        assert!(err.unwrap_err().to_string().contains("more than 64"));
+    }
+
+    proptest! {
+        #[test]
+        fn from_claims_does_not_panic(sub in ".*", scope in ".*", depth in 0usize..80) {
+            let mut act = Value::Null;
+            for i in 0..depth {
+                act = if i % 7 == 6 { json!({ "act": act }) } else { json!({ "sub": sub, "act": act }) };
+            }
+            let _ = TokenFacts::from_claims(&json!({ "sub": sub, "iss": "x", "scope": scope, "act": act }));
+        }
+    }
+}
