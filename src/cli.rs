@@ -25,9 +25,62 @@ pub(crate) enum Command {
         /// The config file (YAML).
         file: PathBuf,
     },
+    /// Check, explain and test Cedar policies without deploying them.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// A development CA and SVIDs, for trying hopgate without SPIRE.
     #[command(subcommand)]
     DevCa(DevCaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Parse and strictly validate the policies in DIR against its schema; report policies that
+    /// can never apply. Exit 0 when all is well, 1 otherwise.
+    Check {
+        /// The policy folder: *.cedar, schema.cedarschema, optional entities.json.
+        dir: PathBuf,
+    },
+    /// Build the request the sidecar would build and print the decision. Exit 0 allow, 1 deny.
+    Explain(PolicyExplain),
+    /// Run a file of cases against DIR and print a pass/fail row each. Exit 0 when all pass.
+    Test {
+        /// The policy folder.
+        dir: PathBuf,
+        /// The cases (YAML): a list of `{name, peer, dest, action?, method?, path?, headers?,
+        /// token_claims?, direction?, expect: allow|deny}`.
+        cases: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PolicyExplain {
+    /// The policy folder.
+    pub(crate) dir: PathBuf,
+    /// The caller's SPIFFE ID (the principal).
+    #[arg(long)]
+    pub(crate) peer: String,
+    /// The destination's SPIFFE ID (the resource).
+    #[arg(long)]
+    pub(crate) dest: String,
+    /// The Cedar action, as the `intent-action` header would carry it (default: `call`).
+    #[arg(long)]
+    pub(crate) action: Option<String>,
+    /// The HTTP method.
+    #[arg(long, default_value = "GET")]
+    pub(crate) method: String,
+    /// The HTTP path.
+    #[arg(long, default_value = "/")]
+    pub(crate) path: String,
+    /// A request header, `name: value` (repeatable), such as `intent-purpose: support`.
+    #[arg(long = "header")]
+    pub(crate) headers: Vec<String>,
+    /// The verified hop token's claims, as JSON.
+    #[arg(long)]
+    pub(crate) token_claims: Option<String>,
+    /// Which side decides.
+    #[arg(long, default_value = "inbound", value_parser = ["inbound", "outbound"])]
+    pub(crate) direction: String,
 }
 
 #[derive(Debug, Subcommand)]

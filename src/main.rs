@@ -12,17 +12,21 @@ use hopgate_proxy::tls::{Svid, TrustBundles};
 
 mod cli;
 mod dev_ca;
+mod policy_cmd;
 
-use cli::{Cli, Command, DevCaCommand};
+use cli::{Cli, Command, DevCaCommand, PolicyCommand};
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
-const EXIT_CONFIG: u8 = 78;
+pub(crate) const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Policy(PolicyCommand::Check { dir }) => policy_cmd::check(&dir),
+        Command::Policy(PolicyCommand::Explain(args)) => policy_cmd::explain(&args),
+        Command::Policy(PolicyCommand::Test { dir, cases }) => policy_cmd::test(&dir, &cases),
         Command::DevCa(DevCaCommand::Init(args)) => dev_ca_init(&args),
         Command::DevCa(DevCaCommand::Issue(args)) => dev_ca_issue(&args),
     }
@@ -61,39 +65,53 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     let identity = proxy.identity();
+    let policies = proxy.policies();
+    let shutdown = shutdown_signal();
+    // SIGHUP re-reads the SVID, bundles and policies, as the file watchers do on their own.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tokio::spawn(async move {
-        // SIGHUP re-reads the SVID and bundles, as the file watcher does on its own.
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
+        let Ok(mut hup) = hangup else {
+            tracing::error!("cannot install the SIGHUP handler; reloads follow file changes only");
             return;
         };
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading identity");
+            tracing::info!("SIGHUP: reloading identity and policies");
             // The reload reads files: keep it off the runtime's workers. A failure keeps the
             // last good identity and is logged and counted by the store itself.
             let identity = std::sync::Arc::clone(&identity);
-            let _ = tokio::task::spawn_blocking(move || identity.reload()).await;
+            let policies = policies.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = identity.reload();
+                if let Some(policies) = policies {
+                    let _ = policies.reload();
+                }
+            })
+            .await;
         }
     });
-    proxy.run(shutdown_signal()).await;
+    proxy.run(shutdown).await;
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled, so a signal right after the listeners are announced still drains.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutdown requested");
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = signals else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -120,6 +138,17 @@ fn check_config(path: &Path) -> ExitCode {
         }
         if let Err(err) = TrustBundles::load(files.bundles()) {
             problems.push(format!("identity.bundles: {err}"));
+        }
+    }
+    if let Some(policy) = config.policy() {
+        let default_action = config.intent().default_action();
+        match hopgate_policy::PolicySnapshot::load(policy.dir(), default_action) {
+            Ok(snapshot) => {
+                for warning in snapshot.warnings() {
+                    eprintln!("warning: policy.dir: {warning}");
+                }
+            }
+            Err(err) => problems.push(format!("policy.dir: {err}")),
         }
     }
     if problems.is_empty() {

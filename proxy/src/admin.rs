@@ -1,5 +1,5 @@
-//! The admin listener: `/live`, `/ready`, `/metrics`, `/identity` (and `/policy` once policies
-//! exist). Plain HTTP/1.1 on loopback by default; every endpoint is read-only.
+//! The admin listener: `/live`, `/ready`, `/metrics`, `/identity` and `/policy`. Plain HTTP on
+//! loopback by default; every endpoint is read-only.
 
 use std::convert::Infallible;
 use std::io;
@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use hopgate_policy::PolicyStore;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -31,6 +32,7 @@ pub struct Admin {
 #[derive(Debug)]
 struct AdminState {
     identity: Arc<IdentityStore>,
+    policies: Option<Arc<PolicyStore>>,
     metrics: Arc<ProxyMetrics>,
     draining: shutdown::Draining,
 }
@@ -45,6 +47,7 @@ impl Admin {
     pub async fn bind(
         addr: SocketAddr,
         identity: Arc<IdentityStore>,
+        policies: Option<Arc<PolicyStore>>,
         metrics: Arc<ProxyMetrics>,
         draining: shutdown::Draining,
     ) -> io::Result<Self> {
@@ -53,6 +56,7 @@ impl Admin {
             listener,
             state: Arc::new(AdminState {
                 identity,
+                policies,
                 metrics,
                 draining,
             }),
@@ -110,6 +114,7 @@ impl AdminState {
             "/ready" => self.ready(),
             "/metrics" => self.metrics(),
             "/identity" => self.identity(),
+            "/policy" => self.policy(),
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
         }
     }
@@ -168,6 +173,34 @@ impl AdminState {
                 "not_after": rfc3339(svid.not_after()),
                 "not_after_unix": not_after,
                 "trust_domains": identity.bundles().trust_domains().iter().map(|td| td.as_str()).collect::<Vec<_>>(),
+                "last_reload": {
+                    "at": rfc3339(last.at()),
+                    "result": if last.error().is_some() { "error" } else { "ok" },
+                    "error": last.error(),
+                },
+            }),
+        )
+    }
+}
+
+impl AdminState {
+    fn policy(&self) -> Response<Body> {
+        let Some(policies) = &self.policies else {
+            return json_response(
+                StatusCode::OK,
+                &json!({"mode": "identity_only", "policy_ids": []}),
+            );
+        };
+        let snapshot = policies.current();
+        let last = policies.last_reload();
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "mode": "enforced",
+                "digest": snapshot.digest(),
+                "loaded_at": rfc3339(snapshot.loaded_at()),
+                "policy_ids": snapshot.policy_ids(),
+                "warnings": snapshot.warnings(),
                 "last_reload": {
                     "at": rfc3339(last.at()),
                     "result": if last.error().is_some() { "error" } else { "ok" },

@@ -1,10 +1,12 @@
-//! The HTTP stages of a hop, in request order: header hygiene ([`headers`]), the identity header
-//! ([`client_cert`]), forwarding ([`forward`]) and the one error → response map ([`respond`]).
+//! The HTTP stages of a hop, in request order: header hygiene ([`headers`]), the policy decision
+//! ([`authorize`]), the identity header ([`client_cert`]), forwarding ([`forward`]) and the one
+//! error → response map ([`respond`]).
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 
+pub mod authorize;
 pub mod client_cert;
 pub mod forward;
 pub mod headers;

@@ -1,8 +1,8 @@
 //! The inbound side: a peer sidecar's call, over mTLS, to the local app.
 //!
 //! ```text
-//!  accept ─▶ TLS handshake ─▶ PeerIdentity ─▶ per request: in-flight cap
-//!  (cap)     (SPIFFE verifier)  (verified SVID)   ─▶ strip hop-by-hop ─▶ set XFCC ─▶ forward to app
+//!  accept ─▶ TLS handshake ─▶ PeerIdentity ─▶ per request: in-flight cap ─▶ strip hop-by-hop
+//!  (cap)     (SPIFFE verifier)  (verified SVID)   ─▶ Cedar decision + audit ─▶ set XFCC ─▶ forward to app
 //! ```
 
 use std::convert::Infallible;
@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hopgate_config::InboundConfig;
+use hopgate_policy::Direction as PolicyDirection;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::ConnectionServer;
+use crate::http::authorize::Authorizer;
 use crate::http::forward::Forwarder;
 use crate::http::{Body, RequestError, client_cert, headers, stream_body};
 use crate::listener::{Accepted, Listener};
@@ -38,6 +40,7 @@ pub struct Inbound {
 #[derive(Debug)]
 struct State {
     identity: Arc<IdentityStore>,
+    authorizer: Authorizer,
     forwarder: Forwarder,
     metrics: Arc<ProxyMetrics>,
     in_flight: Arc<Semaphore>,
@@ -53,6 +56,7 @@ impl Inbound {
     pub fn bind(
         config: &InboundConfig,
         identity: Arc<IdentityStore>,
+        authorizer: Authorizer,
         metrics: Arc<ProxyMetrics>,
     ) -> io::Result<Self> {
         let limits = config.limits();
@@ -75,6 +79,7 @@ impl Inbound {
             handshake_timeout: timeouts.header_read(),
             state: Arc::new(State {
                 identity,
+                authorizer,
                 forwarder,
                 metrics,
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
@@ -106,6 +111,14 @@ impl Inbound {
             tokio::spawn(conn.serve(accepted, drain.clone()));
         }
     }
+}
+
+/// A verified connection's facts, shared by its requests.
+#[derive(Debug)]
+struct Peer {
+    identity: PeerIdentity,
+    own: hopgate_config::SpiffeId,
+    xfcc: http::HeaderValue,
 }
 
 /// One accepted TCP connection on its way through the handshake to HTTP.
@@ -150,7 +163,18 @@ impl Connection {
             return;
         };
         tracing::debug!(client.addr = %remote, peer.id = %peer.id(), "connection accepted");
-        let peer = Arc::new(peer);
+        // What every request on this connection shares is worked out once: the identities on
+        // both ends (as of the handshake) and the identity header the app will receive.
+        let own = self.state.identity.current().svid().id().clone();
+        let Some(xfcc) = client_cert::client_cert_value(&own, &peer) else {
+            tracing::warn!(client.addr = %remote, "peer identity does not fit a header");
+            return;
+        };
+        let peer = Arc::new(Peer {
+            identity: peer,
+            own,
+            xfcc,
+        });
         let state = self.state;
         let service = hyper::service::service_fn(move |req| {
             let state = Arc::clone(&state);
@@ -165,25 +189,36 @@ impl Connection {
 // === impl State ===
 
 impl State {
-    async fn handle(&self, peer: &PeerIdentity, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
-        let rsp = match self.forward(peer, req).await {
-            Ok(rsp) => rsp,
+        let (rsp, decision) = match self.forward(peer, req).await {
+            Ok(forwarded) => forwarded,
             Err(err) => {
-                tracing::info!(peer.id = %peer.id(), status = err.status().as_u16(), error = %err, "request failed");
-                err.into_response()
+                tracing::info!(peer.id = %peer.identity.id(), status = err.status().as_u16(), error = %err, "request failed");
+                let decision = match err {
+                    RequestError::Unauthenticated(_) => DecisionLabel::Unauthenticated,
+                    RequestError::Forbidden(_)
+                    | RequestError::BadRequest(_)
+                    | RequestError::NoRoute => DecisionLabel::Deny,
+                    // Refused for capacity or failed upstream after admission.
+                    RequestError::UpstreamConnect(_)
+                    | RequestError::UpstreamTimeout
+                    | RequestError::Overloaded
+                    | RequestError::Internal(_) => DecisionLabel::Allow,
+                };
+                (err.into_response(), decision)
             }
         };
         self.metrics
-            .record_request(Direction::Inbound, DecisionLabel::Allow, start.elapsed());
+            .record_request(Direction::Inbound, decision, start.elapsed());
         rsp
     }
 
     async fn forward(
         &self,
-        peer: &PeerIdentity,
+        peer: &Peer,
         req: Request<Incoming>,
-    ) -> Result<Response<Body>, RequestError> {
+    ) -> Result<(Response<Body>, DecisionLabel), RequestError> {
         // Held until the response head is back: that is the work an overload must bound.
         let _permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
@@ -192,18 +227,23 @@ impl State {
         // Connection-scoped fields describe the caller's hop, not the request (RFC 9110 §7.6.1).
         headers::strip_hop_by_hop(&mut parts.headers)
             .map_err(|_| RequestError::BadRequest("connection header nominates a framing field"))?;
+        // The decision reads the head after hygiene and before anything is added, so the policy
+        // sees what the caller sent and the app will see; the snapshot is read per request.
+        let decision = self.authorizer.authorize(
+            &parts,
+            peer.identity.id(),
+            &peer.own,
+            PolicyDirection::Inbound,
+        )?;
         // The app trusts XFCC to name the caller: whatever the caller sent is replaced by the
         // identity this connection proved.
-        let identity = self.identity.current();
-        if !client_cert::set_client_cert_header(&mut parts.headers, identity.svid().id(), peer) {
-            return Err(RequestError::Internal("identity header"));
-        }
+        client_cert::set_client_cert_header(&mut parts.headers, &peer.xfcc);
         let req = Request::from_parts(parts, stream_body(body));
         let rsp = self.forwarder.forward(req).await?;
         let (mut parts, body) = rsp.into_parts();
         // The app's own hop-by-hop fields stop here too; a framing field it wrongly nominated
         // is kept, since hyper re-frames the body for the caller anyway.
         let _ = headers::strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, stream_body(body)))
+        Ok((Response::from_parts(parts, stream_body(body)), decision))
     }
 }

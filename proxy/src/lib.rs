@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hopgate_config::{Config, IdentitySource};
+use hopgate_policy::{PolicyError, PolicyStore, PolicyWatcher};
 use thiserror::Error;
 
 pub mod admin;
@@ -27,20 +28,24 @@ pub mod telemetry;
 pub mod tls;
 
 use crate::admin::Admin;
+use crate::http::authorize::Authorizer;
 use crate::inbound::Inbound;
-use crate::telemetry::metrics::ProxyMetrics;
+use crate::telemetry::audit::AuditSink;
+use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
 use crate::tls::{IdentityStore, TlsError, WatcherGuard};
 
 /// A sidecar with its identity loaded and its listeners bound.
 #[derive(Debug)]
 pub struct Proxy {
     identity: Arc<IdentityStore>,
+    policies: Option<Arc<PolicyStore>>,
     metrics: Arc<ProxyMetrics>,
     inbound: Option<Inbound>,
     admin: Admin,
     drain: (shutdown::Trigger, shutdown::Watch),
     grace: Duration,
     _watcher: WatcherGuard,
+    _policy_watcher: Option<PolicyWatcher>,
 }
 
 /// Why the sidecar could not start.
@@ -49,6 +54,9 @@ pub enum StartupError {
     /// The SVID or a bundle could not be loaded; a configuration problem.
     #[error("identity: {0}")]
     Identity(#[from] TlsError),
+    /// The policy folder could not be loaded or failed validation; a configuration problem.
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
     /// The configuration asks for something this build cannot do yet.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -71,7 +79,7 @@ impl StartupError {
     /// Whether the failure lies in the configuration (exit 78) rather than the runtime (exit 1).
     pub fn is_config(&self) -> bool {
         match self {
-            Self::Identity(_) | Self::Unsupported(_) => true,
+            Self::Identity(_) | Self::Policy(_) | Self::Unsupported(_) => true,
             Self::Bind { .. } => false,
         }
     }
@@ -85,9 +93,19 @@ impl Proxy {
     ///
     /// # Errors
     /// [`StartupError::Identity`] for unreadable or invalid SVID and bundle files,
+    /// [`StartupError::Policy`] for a policy folder that does not load or validate,
     /// [`StartupError::Unsupported`] for sections a later hopgate serves (the Workload API
     /// source, the outbound side), [`StartupError::Bind`] when an address is taken.
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
+        Self::build_with_audit(config, AuditSink::Stdout).await
+    }
+
+    /// [`Proxy::build`], with audit records going to `audit` instead of stdout (for tests that
+    /// run sidecars in-process and read their records).
+    ///
+    /// # Errors
+    /// As [`Proxy::build`].
+    pub async fn build_with_audit(config: &Config, audit: AuditSink) -> Result<Self, StartupError> {
         let files = match config.identity().source() {
             IdentitySource::Files(files) => files,
             IdentitySource::WorkloadApi(_) => {
@@ -108,23 +126,48 @@ impl Proxy {
             .unwrap_or_else(|| config.identity().trust_domains());
         let identity = IdentityStore::load(files, allowed, Arc::clone(&metrics))?;
         let watcher = identity.spawn_watcher()?;
+        let (policies, policy_watcher) = match config.policy() {
+            Some(policy) => {
+                let store = PolicyStore::load(policy.dir(), config.intent().default_action())?;
+                let counted = Arc::clone(&metrics);
+                store.set_reload_hook(Box::new(move |ok| {
+                    counted.record_policy_reload(if ok {
+                        ReloadResult::Ok
+                    } else {
+                        ReloadResult::Error
+                    });
+                }));
+                let watcher = store.spawn_watcher()?;
+                (Some(store), Some(watcher))
+            }
+            None => (None, None),
+        };
         let drain = shutdown::channel();
         let inbound = match config.inbound() {
-            Some(cfg) => Some(
-                Inbound::bind(cfg, Arc::clone(&identity), Arc::clone(&metrics)).map_err(
-                    |source| StartupError::Bind {
-                        what: "inbound",
-                        addr: cfg.listen(),
-                        source,
-                    },
-                )?,
-            ),
+            Some(cfg) => {
+                let authorizer = Authorizer::new(
+                    policies.clone(),
+                    cfg.mode(),
+                    config.intent(),
+                    Arc::clone(&metrics),
+                    audit,
+                );
+                let inbound =
+                    Inbound::bind(cfg, Arc::clone(&identity), authorizer, Arc::clone(&metrics))
+                        .map_err(|source| StartupError::Bind {
+                            what: "inbound",
+                            addr: cfg.listen(),
+                            source,
+                        })?;
+                Some(inbound)
+            }
             None => None,
         };
         let admin_addr = config.admin().listen();
         let admin = Admin::bind(
             admin_addr,
             Arc::clone(&identity),
+            policies.clone(),
             Arc::clone(&metrics),
             drain.0.draining(),
         )
@@ -136,12 +179,14 @@ impl Proxy {
         })?;
         Ok(Self {
             identity,
+            policies,
             metrics,
             inbound,
             admin,
             drain,
             grace: config.shutdown_grace(),
             _watcher: watcher,
+            _policy_watcher: policy_watcher,
         })
     }
 
@@ -160,6 +205,11 @@ impl Proxy {
         Arc::clone(&self.identity)
     }
 
+    /// The policy store, for a reload on SIGHUP (none when running identity-only).
+    pub fn policies(&self) -> Option<Arc<PolicyStore>> {
+        self.policies.clone()
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> Arc<ProxyMetrics> {
         Arc::clone(&self.metrics)
@@ -170,11 +220,22 @@ impl Proxy {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> bool {
         let (trigger, watch) = self.drain;
         let identity = self.identity.current();
-        tracing::info!(
-            spiffe.id = %identity.svid().id(),
-            policy = "identity_only",
-            "hopgate started: no policy section, every verified peer of an allowed trust domain is admitted"
-        );
+        match &self.policies {
+            Some(policies) => {
+                let snapshot = policies.current();
+                tracing::info!(
+                    spiffe.id = %identity.svid().id(),
+                    policy.digest = snapshot.digest(),
+                    policy.count = snapshot.policy_ids().len(),
+                    "hopgate started: Cedar policies enforced, default deny"
+                );
+            }
+            None => tracing::info!(
+                spiffe.id = %identity.svid().id(),
+                policy = "identity_only",
+                "hopgate started: no policy section, every verified peer of an allowed trust domain is admitted"
+            ),
+        }
         if let Some(addr) = self.inbound.as_ref().and_then(|i| i.local_addr().ok()) {
             tracing::info!(listener = "inbound", addr = %addr, "listening");
         }

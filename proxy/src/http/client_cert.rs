@@ -15,28 +15,23 @@ use crate::tls::PeerIdentity;
 /// The header name, as Envoy and Istio spell it.
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
-/// Removes every caller-supplied XFCC and sets the one derived from `peer`.
+/// The XFCC value for calls on a connection from `peer` to `own`: computed once per connection.
 ///
-/// Returns `false` only if the value cannot be a header value, which a canonical SPIFFE ID and a
-/// hex hash never produce; the caller must then refuse the request rather than forward it.
-pub fn set_client_cert_header(
-    headers: &mut HeaderMap,
-    own: &SpiffeId,
-    peer: &PeerIdentity,
-) -> bool {
-    strip_client_cert_headers(headers);
+/// `None` only if the value cannot be a header value, which a canonical SPIFFE ID and a hex hash
+/// never produce; the caller must then refuse the connection's requests rather than forward.
+pub fn client_cert_value(own: &SpiffeId, peer: &PeerIdentity) -> Option<HeaderValue> {
     let value = format!(
         "By={own};Hash={hash};URI={peer}",
         hash = peer.cert_sha256_hex(),
         peer = peer.id(),
     );
-    match HeaderValue::try_from(value) {
-        Ok(value) => {
-            headers.insert(XFCC, value);
-            true
-        }
-        Err(_) => false,
-    }
+    HeaderValue::try_from(value).ok()
+}
+
+/// Removes every caller-supplied XFCC and sets `value`, the verified one.
+pub fn set_client_cert_header(headers: &mut HeaderMap, value: &HeaderValue) {
+    strip_client_cert_headers(headers);
+    headers.insert(XFCC, value.clone());
 }
 
 /// Removes XFCC and any name that folds into it once `_` is read as `-`.

@@ -92,6 +92,8 @@ pub struct ProxyMetrics {
     handshake_failures: Family<ReasonLabels, Counter>,
     svid_expiry: Gauge,
     identity_reloads: Family<ResultLabels, Counter>,
+    policy_evaluation: Histogram,
+    policy_reloads: Family<ResultLabels, Counter>,
 }
 
 // === impl Direction ===
@@ -232,6 +234,18 @@ impl ProxyMetrics {
             "SVID and bundle reloads, by result",
             identity_reloads.clone(),
         );
+        let policy_evaluation = duration_histogram();
+        registry.register(
+            "policy_evaluation_seconds",
+            "Time to build a Cedar request and evaluate it",
+            policy_evaluation.clone(),
+        );
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy set reloads, by result",
+            policy_reloads.clone(),
+        );
         // Every series exists from the start at zero, so dashboards and alerts see the metric
         // before the first event (a counter that appears out of nowhere has no rate).
         let request_counters = Direction::ALL.map(|direction| {
@@ -254,6 +268,7 @@ impl ProxyMetrics {
         }
         for result in [ReloadResult::Ok, ReloadResult::Error] {
             let _ = identity_reloads.get_or_create(&ResultLabels { result });
+            let _ = policy_reloads.get_or_create(&ResultLabels { result });
         }
         Self {
             registry,
@@ -262,6 +277,8 @@ impl ProxyMetrics {
             handshake_failures,
             svid_expiry,
             identity_reloads,
+            policy_evaluation,
+            policy_reloads,
         }
     }
 
@@ -290,6 +307,18 @@ impl ProxyMetrics {
     /// Counts one SVID/bundle reload.
     pub fn record_identity_reload(&self, result: ReloadResult) {
         self.identity_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Records how long one policy decision took.
+    pub fn record_policy_evaluation(&self, elapsed: Duration) {
+        self.policy_evaluation.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one policy reload.
+    pub fn record_policy_reload(&self, result: ReloadResult) {
+        self.policy_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
     }

@@ -1,0 +1,203 @@
+//! Authorization: the Cedar decision for one hop, built from the request the proxy is about to
+//! forward, so the policy sees exactly the method, path and host the app will see
+//! (SECURITY-RULES PATH-01).
+//!
+//! The request facts are built here and nowhere else: `hopgate policy explain` and
+//! `hopgate policy test` call [`HttpFacts::from_parts`] too, so an offline decision is the
+//! decision the sidecar makes live.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hopgate_config::{InboundMode, IntentConfig, SpiffeId};
+use hopgate_policy::{
+    Decision, DenyReason, Direction, Effect, HopRequest, PolicyStore, TokenFacts,
+};
+use http::header::HOST;
+use http::request::Parts;
+
+use super::RequestError;
+use crate::telemetry::audit::{self, AuditRecord, AuditSink};
+use crate::telemetry::metrics::{DecisionLabel, ProxyMetrics};
+
+/// The facts of an HTTP request that policies may read, borrowed from the request head.
+#[derive(Debug)]
+pub struct HttpFacts<'a> {
+    /// The request method.
+    pub method: &'a str,
+    /// The request path, exactly as forwarded (no query).
+    pub path: &'a str,
+    /// The authority: `Host`, or the URI's authority on HTTP/2.
+    pub host: &'a str,
+    /// The `<prefix>action` header, if present.
+    pub action: Option<&'a str>,
+    /// Every `<prefix>*` header, prefix stripped (`intent-purpose` → `purpose`).
+    pub intent: Vec<(&'a str, &'a str)>,
+}
+
+/// Decides requests against the live policy set, or admits every verified peer when hopgate
+/// runs identity-only (no `policy` section).
+#[derive(Debug)]
+pub struct Authorizer {
+    policies: Option<Arc<PolicyStore>>,
+    mode: InboundMode,
+    intent_prefix: String,
+    metrics: Arc<ProxyMetrics>,
+    audit: AuditSink,
+}
+
+// === impl HttpFacts ===
+
+impl<'a> HttpFacts<'a> {
+    /// Reads the facts off a request head.
+    ///
+    /// # Errors
+    /// [`RequestError::BadRequest`] when an intent header is not UTF-8 or appears twice: a
+    /// value the policy cannot read unambiguously is refused, never guessed at.
+    pub fn from_parts(parts: &'a Parts, intent_prefix: &str) -> Result<Self, RequestError> {
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(http::uri::Authority::as_str))
+            .unwrap_or_default();
+        let mut intent: Vec<(&'a str, &'a str)> = Vec::new();
+        for (name, value) in &parts.headers {
+            let Some(key) = name.as_str().strip_prefix(intent_prefix) else {
+                continue;
+            };
+            let value = value
+                .to_str()
+                .map_err(|_| RequestError::BadRequest("intent header is not visible ASCII"))?;
+            if intent.iter().any(|(k, _)| *k == key) {
+                return Err(RequestError::BadRequest(
+                    "intent header appears more than once",
+                ));
+            }
+            intent.push((key, value));
+        }
+        let action = intent.iter().find(|(k, _)| *k == "action").map(|(_, v)| *v);
+        Ok(Self {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            host,
+            action,
+            intent,
+        })
+    }
+
+    /// The Cedar-free request the policy engine decides.
+    pub fn hop_request(
+        &'a self,
+        peer: &'a SpiffeId,
+        destination: &'a SpiffeId,
+        direction: Direction,
+        token: Option<&'a TokenFacts>,
+    ) -> HopRequest<'a> {
+        HopRequest {
+            peer,
+            destination,
+            direction,
+            action: self.action,
+            method: self.method,
+            path: self.path,
+            host: self.host,
+            intent: &self.intent,
+            token,
+        }
+    }
+}
+
+// === impl Authorizer ===
+
+impl Authorizer {
+    /// An authorizer over `policies` (none: identity-only).
+    pub fn new(
+        policies: Option<Arc<PolicyStore>>,
+        mode: InboundMode,
+        intent: &IntentConfig,
+        metrics: Arc<ProxyMetrics>,
+        audit: AuditSink,
+    ) -> Self {
+        Self {
+            policies,
+            mode,
+            intent_prefix: intent.header_prefix().to_owned(),
+            metrics,
+            audit,
+        }
+    }
+
+    /// Whether policies are enforced (false: identity-only).
+    pub fn has_policies(&self) -> bool {
+        self.policies.is_some()
+    }
+
+    /// Decides one request and writes its audit record; returns how it is to be counted.
+    ///
+    /// The snapshot is read per request, never cached per connection, so a new `forbid`
+    /// applies to the next request on an open keep-alive or HTTP/2 connection too.
+    ///
+    /// # Errors
+    /// [`RequestError::Forbidden`] with the decision id when policy denies in `enforce` mode;
+    /// [`RequestError::BadRequest`] when the intent headers are unreadable.
+    pub fn authorize(
+        &self,
+        parts: &Parts,
+        peer: &SpiffeId,
+        destination: &SpiffeId,
+        direction: Direction,
+    ) -> Result<DecisionLabel, RequestError> {
+        let Some(policies) = &self.policies else {
+            return Ok(DecisionLabel::Allow);
+        };
+        let facts = HttpFacts::from_parts(parts, &self.intent_prefix)?;
+        let start = Instant::now();
+        let snapshot = policies.current();
+        let decision = snapshot.authorize(&facts.hop_request(peer, destination, direction, None));
+        self.metrics.record_policy_evaluation(start.elapsed());
+        self.audit(&decision, parts, peer, destination, direction);
+        match (decision.effect(), self.mode) {
+            (Effect::Allow, _) => Ok(DecisionLabel::Allow),
+            (Effect::Deny, InboundMode::Audit) => Ok(DecisionLabel::AuditDeny),
+            (Effect::Deny, InboundMode::Enforce) => {
+                Err(RequestError::Forbidden(decision.id().to_owned()))
+            }
+        }
+    }
+
+    fn audit(
+        &self,
+        decision: &Decision,
+        parts: &Parts,
+        peer: &SpiffeId,
+        destination: &SpiffeId,
+        direction: Direction,
+    ) {
+        let trace_id = parts
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(audit::trace_id);
+        AuditRecord {
+            decision,
+            mode: self.mode,
+            direction,
+            principal: peer,
+            resource: destination,
+            trace_id,
+            token: None,
+            token_jti: None,
+        }
+        .emit(&self.audit);
+        if decision.effect() == Effect::Deny {
+            tracing::info!(
+                peer.id = %peer,
+                decision.id = decision.id(),
+                policy.effect = "deny",
+                reason = decision.reason().map_or("", DenyReason::as_str),
+                "request denied"
+            );
+        }
+    }
+}
