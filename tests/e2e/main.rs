@@ -15,3 +15,7 @@ mod rotation;
 mod shutdown;
 mod support;
 mod svid_matrix;
+
+mod audit;
+mod policy;
+mod policy_reload;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hopgate_proxy::Proxy;
+use hopgate_proxy::telemetry::audit::AuditSink;
 use hopgate_proxy::tls::IdentityStore;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -106,7 +107,10 @@ impl ProxyBuilder<'_> {
             .mesh
             .write_config(self.app, &self.inbound_extra, &self.top_extra);
         let config = hopgate_config::load(&path).unwrap();
-        let proxy = Proxy::build(&config).await.unwrap();
+        let audit = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let proxy = Proxy::build_with_audit(&config, AuditSink::Memory(Arc::clone(&audit)))
+            .await
+            .unwrap();
         let inbound = proxy.inbound_addr().unwrap();
         let admin = proxy.admin_addr().unwrap();
         let identity = proxy.identity();
@@ -118,6 +122,7 @@ impl ProxyBuilder<'_> {
             inbound,
             admin,
             identity,
+            audit,
             stop: Some(stop),
             done,
         }
@@ -129,6 +134,8 @@ pub(crate) struct TestProxy {
     pub(crate) inbound: SocketAddr,
     pub(crate) admin: SocketAddr,
     pub(crate) identity: Arc<IdentityStore>,
+    /// The audit lines the sidecar wrote.
+    pub(crate) audit: Arc<std::sync::Mutex<Vec<String>>>,
     stop: Option<oneshot::Sender<()>>,
     done: JoinHandle<bool>,
 }
@@ -165,4 +172,37 @@ pub(crate) async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = rsp.status().as_u16();
     let body = rsp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+// === policy folders ===
+
+/// The `policy:` section pointing the sidecar at [`Mesh::policy_dir`].
+pub(crate) const POLICY_YAML: &str = "policy:\n  dir: policies\n";
+
+/// The shipped Cedar schema (`examples/policies`): the policy tests run against what users get.
+pub(crate) const POLICY_SCHEMA: &str =
+    include_str!("../../../examples/policies/schema.cedarschema");
+
+impl Mesh {
+    /// The sidecar's policy folder, `<mesh dir>/policies` (what [`POLICY_YAML`] names).
+    pub(crate) fn policy_dir(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+
+    /// Writes `(file name, content)` pairs into the policy folder, creating it. Each file is
+    /// written beside the folder and renamed in, so a watching sidecar never reads half a file.
+    pub(crate) fn write_policies(&self, files: &[(&str, &str)]) {
+        let dir = self.policy_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, content) in files {
+            let staged = self.dir.path().join(format!(".staged-{name}"));
+            std::fs::write(&staged, content).unwrap();
+            std::fs::rename(&staged, dir.join(name)).unwrap();
+        }
+    }
+
+    /// Removes one file from the policy folder.
+    pub(crate) fn remove_policy(&self, name: &str) {
+        std::fs::remove_file(self.policy_dir().join(name)).unwrap();
+    }
 }
