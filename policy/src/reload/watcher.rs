@@ -3,13 +3,14 @@
 //! notify watches the folder itself, not the files: Kubernetes updates a mounted ConfigMap by
 //! swapping a `..data` link, and editors replace files by rename; both show up as events in the
 //! folder. Bursts (an editor's write + rename + chmod, `kubectl apply` touching several files)
-//! are debounced: the reload runs once the folder has been quiet for [`DEBOUNCE`].
+//! are debounced: the reload runs once the folder has been quiet for [`DEBOUNCE`], or at the
+//! latest [`MAX_DELAY`] after the first change.
 
 use std::path::Path;
 use std::sync::Weak;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
@@ -18,6 +19,9 @@ use crate::PolicyError;
 
 /// How long the folder must be quiet before a reload.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The longest a change waits for the folder to go quiet before it is loaded anyway.
+const MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// Keeps a folder watch and its reload thread alive; dropping it stops both.
 pub struct PolicyWatcher {
@@ -76,8 +80,15 @@ fn run(store: &Weak<PolicyStore>, events: &Events) {
         if !is_change(&event) {
             continue;
         }
+        // Wait for the folder to go quiet, but never longer than MAX_DELAY: a folder that keeps
+        // changing must not hold back a revocation indefinitely.
+        let deadline = Instant::now() + MAX_DELAY;
         loop {
-            match events.recv_timeout(DEBOUNCE) {
+            let wait = DEBOUNCE.min(deadline.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                break;
+            }
+            match events.recv_timeout(wait) {
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return,
