@@ -38,10 +38,15 @@ fn run(path: &Path) -> ExitCode {
         Err(err) => return report_config_error(path, &err),
     };
     init_logging(config.telemetry().log_format());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // On one core (a sidecar's usual CPU limit, or a pinned process) a single-threaded runtime
+    // does the same work without cross-thread wake-ups.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut builder = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the runtime: {err}");
