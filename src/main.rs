@@ -136,7 +136,10 @@ fn check_config(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(err) => return report_config_error(path, &err),
     };
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = hopgate_proxy::unsupported(&config)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     if let IdentitySource::Files(files) = config.identity().source() {
         if let Err(err) = Svid::load(files.cert(), files.key()) {
             problems.push(format!("identity.svid: {err}"));

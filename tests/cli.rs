@@ -888,3 +888,53 @@ fn policy_test_exits_78_on_a_malformed_or_missing_cases_file() {
     ]);
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
 }
+
+#[test]
+fn settings_this_build_cannot_honour_are_refused_not_ignored() {
+    // A sidecar that ignored `require_token: true` would admit calls meant to be refused.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_hopgate");
+    let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    let ca = dir.path().join("ca");
+    assert!(
+        run(&[
+            "dev-ca",
+            "init",
+            ca.to_str().unwrap(),
+            "--trust-domain",
+            "example.org"
+        ])
+        .status
+        .success()
+    );
+    assert!(
+        run(&[
+            "dev-ca",
+            "issue",
+            ca.to_str().unwrap(),
+            "spiffe://example.org/ns/a/sa/b"
+        ])
+        .status
+        .success()
+    );
+    let config = dir.path().join("hopgate.yaml");
+    std::fs::write(
+        &config,
+        "identity:\n  svid: { cert: ca/b/svid.pem, key: ca/b/svid_key.pem }\n  bundles: { example.org: ca/bundle.pem }\n\
+         inbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:9\n  require_token: true\n\
+         admin:\n  listen: 127.0.0.1:0\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["check-config", config.to_str().unwrap()],
+        vec!["run", "-c", config.to_str().unwrap()],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(78), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("inbound.require_token"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -137,7 +137,7 @@ impl AdminState {
             // domain; /ready says so, as the startup log does.
             None => json_response(
                 StatusCode::OK,
-                &json!({"ready": true, "policy": "identity_only"}),
+                &json!({"ready": true, "policy": self.policy_mode()}),
             ),
         }
     }
@@ -184,11 +184,20 @@ impl AdminState {
 }
 
 impl AdminState {
+    /// `enforced` with a policy section, `identity_only` without.
+    fn policy_mode(&self) -> &'static str {
+        if self.policies.is_some() {
+            "enforced"
+        } else {
+            "identity_only"
+        }
+    }
+
     fn policy(&self) -> Response<Body> {
         let Some(policies) = &self.policies else {
             return json_response(
                 StatusCode::OK,
-                &json!({"mode": "identity_only", "policy_ids": []}),
+                &json!({"policy": "identity_only", "policy_ids": []}),
             );
         };
         let snapshot = policies.current();
@@ -196,7 +205,7 @@ impl AdminState {
         json_response(
             StatusCode::OK,
             &json!({
-                "mode": "enforced",
+                "policy": "enforced",
                 "digest": snapshot.digest(),
                 "loaded_at": rfc3339(snapshot.loaded_at()),
                 "policy_ids": snapshot.policy_ids(),

@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::http::Body;
 use crate::shutdown;
 
+/// Far enough away to never fire (a year).
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The server half of hyper, configured once per listener.
 #[derive(Clone, Debug)]
 pub struct ConnectionServer {
@@ -60,8 +63,9 @@ impl ConnectionServer {
             .max_local_error_reset_streams(Some(1024))
             // HPACK bomb and CONTINUATION flood (DOS-08, DOS-10): bound the decoded list.
             .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(10));
+            // No server PINGs: hyper sends them even on idle connections, and their bytes would
+            // keep an idle HTTP/2 connection alive past the idle timeout forever.
+            .keep_alive_interval(None);
         Self {
             builder,
             idle_timeout: timeouts.idle(),
@@ -91,12 +95,20 @@ impl ConnectionServer {
         let mut idle = tokio::time::interval(self.idle_timeout);
         idle.tick().await;
         let mut closing = false;
+        // Armed when an idle connection is asked to close: one that still does not finish (a
+        // stream that never ends) is dropped after one more idle period.
+        let hard_stop = tokio::time::sleep(FOREVER);
+        tokio::pin!(hard_stop);
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(err) = res {
                         tracing::debug!(error = %err, "connection ended with an error");
                     }
+                    return;
+                }
+                () = &mut hard_stop => {
+                    tracing::debug!("dropping a connection that did not close when idle");
                     return;
                 }
                 () = drain.signaled(), if !closing => {
@@ -109,6 +121,9 @@ impl ConnectionServer {
                         tracing::debug!("closing idle connection");
                         closing = true;
                         conn.as_mut().graceful_shutdown();
+                        hard_stop
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + self.idle_timeout);
                     }
                 }
             }

@@ -1,15 +1,22 @@
-//! The HTTP stages of a hop, in request order: header hygiene ([`headers`]), the policy decision
+//! The HTTP stages of a hop, in request order: header and path hygiene ([`headers`], [`path`]),
+//! the policy decision
 //! ([`authorize`]), the identity header ([`client_cert`]), forwarding ([`forward`]) and the one
 //! error → response map ([`respond`]).
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
+use http_body::Frame;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use pin_project_lite::pin_project;
 
 pub mod authorize;
 pub mod client_cert;
 pub mod forward;
 pub mod headers;
+pub mod path;
 pub mod respond;
 
 pub use respond::{BoxError, RequestError};
@@ -31,4 +38,49 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed_unsync()
+}
+
+pin_project! {
+    /// A request body with its trailers dropped (SECURITY-RULES SMG-16).
+    ///
+    /// A caller could otherwise send `x-forwarded-client-cert` or the hop-token header as a
+    /// trailer, after the head was cleaned, and an HTTP/1.1 upstream would receive it.
+    #[derive(Debug)]
+    pub struct WithoutTrailers<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> WithoutTrailers<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B) -> Self {
+        Self { inner }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for WithoutTrailers<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut inner = self.project().inner;
+        loop {
+            match inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

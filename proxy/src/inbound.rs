@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::connection::ConnectionServer;
 use crate::http::authorize::Authorizer;
 use crate::http::forward::Forwarder;
-use crate::http::{Body, RequestError, client_cert, headers, stream_body};
+use crate::http::{Body, RequestError, WithoutTrailers, client_cert, headers, path, stream_body};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
 use crate::telemetry::metrics::{DecisionLabel, Direction, HandshakeFailureReason, ProxyMetrics};
@@ -41,6 +41,8 @@ pub struct Inbound {
 struct State {
     identity: Arc<IdentityStore>,
     authorizer: Authorizer,
+    /// The hop-token header (`token.header`).
+    token_header: http::HeaderName,
     forwarder: Forwarder,
     metrics: Arc<ProxyMetrics>,
     in_flight: Arc<Semaphore>,
@@ -55,6 +57,7 @@ impl Inbound {
     /// The bind error.
     pub fn bind(
         config: &InboundConfig,
+        token_header: http::HeaderName,
         identity: Arc<IdentityStore>,
         authorizer: Authorizer,
         metrics: Arc<ProxyMetrics>,
@@ -80,6 +83,7 @@ impl Inbound {
             state: Arc::new(State {
                 identity,
                 authorizer,
+                token_header,
                 forwarder,
                 metrics,
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
@@ -227,6 +231,8 @@ impl State {
         // Connection-scoped fields describe the caller's hop, not the request (RFC 9110 §7.6.1).
         headers::strip_hop_by_hop(&mut parts.headers)
             .map_err(|_| RequestError::BadRequest("connection header nominates a framing field"))?;
+        // The policy reads the path's bytes; a path the app could resolve differently is refused.
+        path::check(parts.uri.path()).map_err(RequestError::BadRequest)?;
         // The decision reads the head after hygiene and before anything is added, so the policy
         // sees what the caller sent and the app will see; the snapshot is read per request.
         let decision = self.authorizer.authorize(
@@ -238,7 +244,13 @@ impl State {
         // The app trusts XFCC to name the caller: whatever the caller sent is replaced by the
         // identity this connection proved.
         client_cert::set_client_cert_header(&mut parts.headers, &peer.xfcc);
-        let req = Request::from_parts(parts, stream_body(body));
+        // The app may relay the hop token it receives, so it must only ever receive one this
+        // sidecar verified. Until hop-token verification lands, none is passed on.
+        parts.headers.remove(&self.token_header);
+        // Trailers arrive after the head was cleaned: none reach the app, and neither does the
+        // header announcing them.
+        parts.headers.remove(http::header::TRAILER);
+        let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
         let rsp = self.forwarder.forward(req).await?;
         let (mut parts, body) = rsp.into_parts();
         // The app's own hop-by-hop fields stop here too; a framing field it wrongly nominated

@@ -73,6 +73,37 @@ pub enum StartupError {
     },
 }
 
+const WORKLOAD_API: &str = "identity.workload_api: the SPIFFE Workload API source is not supported by this build yet; use identity.svid and identity.bundles";
+
+/// Settings this build accepts in a config but cannot honour yet, each with its path.
+///
+/// Refusing them at startup (and in `check-config`) beats running without them: a sidecar that
+/// silently ignored `require_token: true` would admit calls the operator meant to refuse.
+pub fn unsupported(config: &Config) -> Vec<&'static str> {
+    let mut problems = Vec::new();
+    if matches!(config.identity().source(), IdentitySource::WorkloadApi(_)) {
+        problems.push(WORKLOAD_API);
+    }
+    if config.outbound().is_some() {
+        problems.push("outbound: the outbound side is not supported by this build yet");
+    }
+    if config
+        .inbound()
+        .is_some_and(|inbound| inbound.require_token())
+    {
+        problems.push(
+            "inbound.require_token: hop-token verification is not supported by this build yet",
+        );
+    }
+    if !config.token().origin_issuers().is_empty() {
+        problems.push("token.origin: origin credentials are not supported by this build yet");
+    }
+    if config.telemetry().otlp().is_some() {
+        problems.push("telemetry.otlp: OTLP export is not supported by this build yet");
+    }
+    problems
+}
+
 // === impl StartupError ===
 
 impl StartupError {
@@ -106,19 +137,12 @@ impl Proxy {
     /// # Errors
     /// As [`Proxy::build`].
     pub async fn build_with_audit(config: &Config, audit: AuditSink) -> Result<Self, StartupError> {
-        let files = match config.identity().source() {
-            IdentitySource::Files(files) => files,
-            IdentitySource::WorkloadApi(_) => {
-                return Err(StartupError::Unsupported(
-                    "identity.workload_api: the SPIFFE Workload API source is not supported by this build; use identity.svid and identity.bundles",
-                ));
-            }
-        };
-        if config.outbound().is_some() {
-            return Err(StartupError::Unsupported(
-                "outbound: the outbound side is not supported by this build yet",
-            ));
+        if let Some(problem) = unsupported(config).into_iter().next() {
+            return Err(StartupError::Unsupported(problem));
         }
+        let IdentitySource::Files(files) = config.identity().source() else {
+            return Err(StartupError::Unsupported(WORKLOAD_API));
+        };
         let metrics = Arc::new(ProxyMetrics::new());
         let allowed = config
             .inbound()
@@ -152,13 +176,22 @@ impl Proxy {
                     Arc::clone(&metrics),
                     audit,
                 );
-                let inbound =
-                    Inbound::bind(cfg, Arc::clone(&identity), authorizer, Arc::clone(&metrics))
-                        .map_err(|source| StartupError::Bind {
-                            what: "inbound",
-                            addr: cfg.listen(),
-                            source,
-                        })?;
+                let token_header = ::http::HeaderName::from_bytes(
+                    config.token().header().as_bytes(),
+                )
+                .map_err(|_| StartupError::Unsupported("token.header: not a header name"))?;
+                let inbound = Inbound::bind(
+                    cfg,
+                    token_header,
+                    Arc::clone(&identity),
+                    authorizer,
+                    Arc::clone(&metrics),
+                )
+                .map_err(|source| StartupError::Bind {
+                    what: "inbound",
+                    addr: cfg.listen(),
+                    source,
+                })?;
                 Some(inbound)
             }
             None => None,

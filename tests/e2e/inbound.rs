@@ -299,3 +299,51 @@ async fn inbound_stops_accepting_at_the_connection_cap_and_resumes_below_it() {
         .unwrap();
     assert_eq!(reply.status, 200);
 }
+
+#[tokio::test]
+async fn inbound_refuses_paths_the_app_could_read_differently() {
+    // SECURITY-RULES PATH-01, PATH-02: the policy reads the path's bytes, so a path an app
+    // might normalise into another one never reaches it.
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh.proxy(app.addr).start().await;
+    let client = mesh.client("caller", Proto::H2);
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/a%2Fb",
+        "//admin",
+        "/./admin",
+        "/admin;x=1",
+        "/admin%00",
+        "/%61dmin",
+    ] {
+        let reply = client.get(proxy.inbound, path, &[]).await.unwrap();
+        assert_eq!(reply.status, 400, "{path}");
+    }
+    assert!(app.received().is_empty(), "a refused path reached the app");
+    let reply = client
+        .get(proxy.inbound, "/caf%C3%A9/a%20b", &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn inbound_never_passes_an_unverified_hop_token_to_the_app() {
+    // The app relays the hop token it receives, so it may only ever see one hopgate verified.
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh.proxy(app.addr).start().await;
+    let reply = mesh
+        .client("caller", Proto::H1)
+        .get(
+            proxy.inbound,
+            "/",
+            &[("hop-token", "eyJhbGciOiJub25lIn0.e30.")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.json()["headers"].get("hop-token").is_none());
+}

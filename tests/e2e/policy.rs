@@ -105,6 +105,13 @@ permit (principal == Hop::Workload::"{}", action == Hop::Action::"call", resourc
     }
     let paths: Vec<String> = app.received().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/permitted", "/permitted"]);
+    // Probes and operators can see that policies are enforced.
+    let (_, ready) = proxy.admin_get("/ready").await;
+    assert!(ready.contains(r#""policy":"enforced""#), "{ready}");
+    let (_, policy) = proxy.admin_get("/policy").await;
+    let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
+    assert_eq!(policy["policy"], "enforced");
+    assert_eq!(policy["policy_ids"][0], "caller-may-call");
 }
 
 #[tokio::test]

@@ -102,15 +102,17 @@ fn run(store: &Weak<PolicyStore>, events: &Events) {
     }
 }
 
-/// Reads (our own reload opens every file) are not changes.
+/// Reads (our own reload opens every file) are not changes. A lost-events notice (inotify's
+/// queue overflowed) or a watch error may hide a change, so it counts as one.
 fn is_change(event: &notify::Result<Event>) -> bool {
     match event {
+        Ok(event) if event.need_rescan() => true,
         Ok(event) => match event.kind {
             EventKind::Any | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => {
                 true
             }
             EventKind::Access(_) | EventKind::Other => false,
         },
-        Err(_) => false,
+        Err(_) => true,
     }
 }

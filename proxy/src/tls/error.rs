@@ -56,6 +56,14 @@ pub enum TlsError {
         /// The key file.
         key: PathBuf,
     },
+    /// Our own certificate has expired: no peer would accept it.
+    #[error("the SVID in `{path}` expired at `{not_after}`")]
+    Expired {
+        /// The certificate file.
+        path: PathBuf,
+        /// Its notAfter, RFC 3339.
+        not_after: String,
+    },
     /// Our own certificate is not a valid X.509-SVID.
     #[error("`{path}` is not a valid X.509-SVID: {source}")]
     InvalidSvid {

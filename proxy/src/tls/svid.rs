@@ -37,7 +37,8 @@ impl Svid {
     /// # Errors
     /// [`TlsError::Read`], [`TlsError::Pem`], [`TlsError::NoCertificate`],
     /// [`TlsError::NoPrivateKey`], [`TlsError::SeveralPrivateKeys`], [`TlsError::PrivateKey`],
-    /// [`TlsError::InvalidSvid`] and [`TlsError::KeyMismatch`], each naming the file at fault.
+    /// [`TlsError::InvalidSvid`], [`TlsError::Expired`] and [`TlsError::KeyMismatch`], each
+    /// naming the file at fault.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let chain = read_certificates(cert)?;
         let leaf = chain
@@ -49,6 +50,14 @@ impl Svid {
                 source,
             }
         })?;
+        // An expired SVID would fail every handshake; a reload must keep the last good one
+        // instead (a restored backup, a stalled writer).
+        if facts.not_after <= SystemTime::now() {
+            return Err(TlsError::Expired {
+                path: cert.to_owned(),
+                not_after: crate::admin::rfc3339(facts.not_after),
+            });
+        }
         let key_der = read_pkcs8(key)?;
         let signing_key = provider()
             .key_provider

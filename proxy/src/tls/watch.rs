@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -108,11 +108,21 @@ impl fmt::Debug for WatcherGuard {
     }
 }
 
-/// Waits for a change, then for a quiet period, then calls `on_change`; until stopped.
+/// The longest a change waits for the files to go quiet before it is loaded anyway, so files
+/// that keep changing cannot hold a rotation back.
+const MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Waits for a change, then for a quiet period (at most [`MAX_DELAY`]), then calls
+/// `on_change`; until stopped.
 fn debounce(rx: &mpsc::Receiver<Signal>, on_change: &dyn Fn()) {
     while let Ok(Signal::Changed) = rx.recv() {
+        let deadline = Instant::now() + MAX_DELAY;
         loop {
-            match rx.recv_timeout(DEBOUNCE) {
+            let wait = DEBOUNCE.min(deadline.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(wait) {
                 Ok(Signal::Changed) => {}
                 Err(RecvTimeoutError::Timeout) => break,
                 Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => return,
