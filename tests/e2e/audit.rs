@@ -5,19 +5,12 @@
 //! The binary runs as a child process on a config with port 0; its ports are read from the
 //! `"message":"listening"` log lines on stdout (as in `shutdown.rs`).
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use http::StatusCode;
-use tokio::sync::mpsc;
 
 use crate::policy::{PERMIT_EXAMPLE_ORG, assert_forbidden, id};
 use crate::support::client::Proto;
 use crate::support::proxy::{Mesh, POLICY_SCHEMA, POLICY_YAML, SERVER_ID};
+use crate::support::sidecar::Sidecar;
 use crate::support::upstream::Upstream;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -170,111 +163,3 @@ async fn an_unknown_action_is_audited_with_its_reason_and_an_audit_mode_deny_as_
 }
 
 // === the binary as a child process ===
-
-/// `hopgate run -c FILE` as a child, with its stdout and stderr collected.
-struct Sidecar {
-    child: Child,
-    inbound: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Sidecar {
-    /// Starts the binary and waits (bounded) for both listeners to be logged.
-    async fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hopgate"))
-            .args(["run", "-c"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (tx, log) = (tx.clone(), Arc::clone(&log));
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
-                    log.lock().unwrap().push(line.clone());
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let (mut inbound, mut admin) = (None, None);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while inbound.is_none() || admin.is_none() {
-            let line = tokio::time::timeout_at(deadline, lines.recv())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("no listening lines in 20 s: {:#?}", log.lock().unwrap())
-                })
-                .unwrap_or_else(|| panic!("the binary exited early: {:#?}", log.lock().unwrap()));
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if json["message"] != "listening" {
-                continue;
-            }
-            let addr: SocketAddr = json["addr"].as_str().unwrap().parse().unwrap();
-            match json["listener"].as_str() {
-                Some("inbound") => inbound = Some(addr),
-                Some("admin") => admin = Some(addr),
-                other => panic!("unknown listener {other:?}"),
-            }
-        }
-        Self {
-            child,
-            inbound: inbound.unwrap(),
-            log,
-        }
-    }
-
-    /// Every `hopgate::audit` line so far, parsed.
-    fn audit_lines(&self) -> Vec<serde_json::Value> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|r| r["target"] == "hopgate::audit")
-            .collect()
-    }
-
-    /// Waits (bounded) for the first audit line that `matches`.
-    async fn wait_for_audit(
-        &self,
-        matches: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(record) = self.audit_lines().into_iter().find(|r| matches(r)) {
-                return record;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no such audit line in 5 s: {}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Everything the binary printed so far.
-    fn output(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        // A failed test must not leave its sidecar running.
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}

@@ -3,4 +3,5 @@
 pub(crate) mod client;
 pub(crate) mod pki;
 pub(crate) mod proxy;
+pub(crate) mod sidecar;
 pub(crate) mod upstream;

@@ -1,0 +1,168 @@
+//! The real `hopgate` binary as a child process, for tests of what only a process shows:
+//! signals, exit codes and the lines it prints. Its config uses port 0; the ports are read from
+//! the `"message":"listening"` log lines. Signals go through the `kill` command (the workspace
+//! forbids `unsafe`, which `libc::kill` would need).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+/// A running `hopgate run` process.
+pub(crate) struct Sidecar {
+    child: Child,
+    pub(crate) inbound: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    lines: mpsc::UnboundedReceiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sidecar {
+    /// Starts the binary and waits (bounded) for both listeners to be logged.
+    pub(crate) async fn start(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+            .args(["run", "-c"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut lines) = mpsc::unbounded_channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (tx, log) = (tx.clone(), Arc::clone(&log));
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    log.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let (mut inbound, mut admin) = (None, None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while inbound.is_none() || admin.is_none() {
+            let line = tokio::time::timeout_at(deadline, lines.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no listening lines in 20 s: {:#?}", log.lock().unwrap())
+                })
+                .unwrap_or_else(|| panic!("the binary exited early: {:#?}", log.lock().unwrap()));
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if json["message"] != "listening" {
+                continue;
+            }
+            let addr: SocketAddr = json["addr"].as_str().unwrap().parse().unwrap();
+            match json["listener"].as_str() {
+                Some("inbound") => inbound = Some(addr),
+                Some("admin") => admin = Some(addr),
+                other => panic!("unknown listener {other:?}"),
+            }
+        }
+        Self {
+            child,
+            inbound: inbound.unwrap(),
+            admin: admin.unwrap(),
+            lines,
+            log,
+        }
+    }
+
+    /// Sends `SIG<name>` with the `kill` command.
+    pub(crate) fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (bounded) for a log line containing `needle` from now on.
+    pub(crate) async fn wait_for_log(&mut self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) if line.contains(needle) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("output ended before `{needle}`: {}", self.output()),
+                Err(_) => panic!("no `{needle}` in 10 s: {}", self.output()),
+            }
+        }
+    }
+
+    pub(crate) fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Every `hopgate::audit` line so far, parsed.
+    pub(crate) fn audit_lines(&self) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["target"] == "hopgate::audit")
+            .collect()
+    }
+
+    /// Waits (bounded) for the first audit line that `matches`.
+    pub(crate) async fn wait_for_audit(
+        &self,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(record) = self.audit_lines().into_iter().find(|r| matches(r)) {
+                return record;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such audit line in 5 s: {}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Everything the binary printed so far, for failure messages.
+    pub(crate) fn output(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub(crate) async fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running {limit:?} after the signal: {}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        // A failed test must not leave its sidecar running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
