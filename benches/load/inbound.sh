@@ -173,12 +173,12 @@ awk -v d="$d50" -v s="$s50" -v n="$n50" \
 
 # STRACE=1: count hopgate's system calls over 1000 sidecar requests (to see per-request I/O).
 if [ -n "${STRACE:-}" ]; then
-  strace -f -c -p "$hopgate_pid" -o "$work/strace" &
+  strace -f ${STRACE_ARGS:--c} -p "$hopgate_pid" -o "$work/strace" &
   strace_pid=$!
   sleep 0.5
   $gen_cpu wrk -t1 -c1 -d2s "http://$front_sidecar/" | grep -E "requests in"
   kill -INT "$strace_pid"; wait "$strace_pid" || true
-  head -20 "$work/strace"
+  head -${STRACE_LINES:-20} "$work/strace"
 fi
 
 # PROFILE=out.data: one more sidecar run under `perf record` (cpu-clock, call graphs) of hopgate.
