@@ -231,8 +231,10 @@ impl State {
         // Connection-scoped fields describe the caller's hop, not the request (RFC 9110 §7.6.1).
         headers::strip_hop_by_hop(&mut parts.headers)
             .map_err(|_| RequestError::BadRequest("connection header nominates a framing field"))?;
-        // The policy reads the path's bytes; a path the app could resolve differently is refused.
+        // The policy reads the path's bytes and one authority; a path the app could resolve
+        // differently, or a request naming two hosts, is refused.
         path::check(parts.uri.path()).map_err(RequestError::BadRequest)?;
+        headers::check_authority(&parts).map_err(RequestError::BadRequest)?;
         // The decision reads the head after hygiene and before anything is added, so the policy
         // sees what the caller sent and the app will see; the snapshot is read per request.
         let decision = self.authorizer.authorize(

@@ -4,7 +4,8 @@
 //! hop-by-hop fields. This runs on requests (client → app) and on responses (app → client).
 
 use http::HeaderMap;
-use http::header::{CONNECTION, HeaderName, TE};
+use http::header::{CONNECTION, HOST, HeaderName, TE};
+use http::request::Parts;
 
 /// Fields that describe one connection, never the message: removed both ways.
 const HOP_BY_HOP: [&str; 7] = [
@@ -73,6 +74,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Result<(), HopByHopError> {
     result
 }
 
+/// Checks that the request names one authority (SECURITY-RULES SMG-17, PATH-03): at most one
+/// `Host`, readable, and equal to the request target's authority when both are present (an
+/// absolute-form HTTP/1.1 target, or `:authority` on HTTP/2). Otherwise the policy and the app
+/// could each pick a different one.
+///
+/// # Errors
+/// A short reason for the 400.
+pub fn check_authority(parts: &Parts) -> Result<(), &'static str> {
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one host header");
+    }
+    let Some(host) = host else {
+        return Ok(());
+    };
+    let host = host
+        .to_str()
+        .map_err(|_| "host header is not visible ASCII")?;
+    match parts.uri.authority() {
+        Some(authority) if !authority.as_str().eq_ignore_ascii_case(host) => {
+            Err("host header differs from the request target's authority")
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -136,6 +164,26 @@ mod tests {
                 Err(HopByHopError::NominatesFramingField)
             );
         }
+    }
+
+    #[test]
+    fn one_consistent_authority_passes_and_ambiguous_ones_do_not() {
+        // SMG-17
+        let parts = |uri: &str, hosts: &[&'static str]| {
+            let mut req = http::Request::get(uri);
+            for host in hosts {
+                req = req.header(HOST, *host);
+            }
+            req.body(()).unwrap().into_parts().0
+        };
+        assert_eq!(check_authority(&parts("/", &["a.test"])), Ok(()));
+        assert_eq!(check_authority(&parts("https://a.test/", &[])), Ok(()));
+        assert_eq!(
+            check_authority(&parts("https://a.test/", &["A.test"])),
+            Ok(())
+        );
+        assert!(check_authority(&parts("/", &["a.test", "b.test"])).is_err());
+        assert!(check_authority(&parts("https://a.test/", &["b.test"])).is_err());
     }
 
     #[test]
