@@ -26,6 +26,7 @@ pub mod listener;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod token;
 
 use crate::admin::Admin;
 use crate::http::authorize::Authorizer;

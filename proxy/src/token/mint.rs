@@ -1,0 +1,318 @@
+//! [`Minter`]: makes the hop token for one next hop, signed with this workload's SVID key.
+//!
+//! The key is parsed and the JOSE header (with `x5c`) encoded once per SVID; a rotation makes a
+//! new `Minter` (and so a fresh minted-token cache: tokens bound to the old certificate are not
+//! reused). Per token: claims → JSON → base64url → one signature.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hopgate_config::SpiffeId;
+use serde_json::{Map, Value, json};
+
+use crate::tls::Svid;
+use crate::token::cache::{MintKey, MintedCache};
+use crate::token::claims::{Claims, Cnf};
+use crate::token::jws::{HopHeader, MAX_X5C, Signer};
+use crate::token::origin::OriginClaims;
+use crate::token::verify::VerifiedClaims;
+use crate::token::{TokenError, sha256, unix_secs};
+
+/// How many minted tokens a [`Minter`] keeps for reuse.
+const CACHE_CAPACITY: usize = 1024;
+
+/// Mints hop tokens as one workload.
+pub struct Minter {
+    id: SpiffeId,
+    signer: Signer,
+    /// The encoded JOSE header, the same on every token of this SVID.
+    header: String,
+    cnf: String,
+    not_after: u64,
+    ttl: Duration,
+    cache: MintedCache,
+}
+
+/// What a token is minted from.
+#[derive(Debug)]
+pub struct MintRequest<'a> {
+    /// The next hop's SPIFFE ID (the route's `identity`).
+    pub aud: &'a SpiffeId,
+    /// The token the local app relayed, verified by [`crate::token::TokenVerifier::verify_relay`].
+    pub parent: Option<&'a VerifiedClaims>,
+    /// The end user's verified origin token, when there is no parent.
+    pub origin: Option<&'a OriginClaims>,
+    /// The most the next hop may be granted (the route's `scopes`).
+    pub route_scopes: &'a [String],
+    /// The transaction context, set at the origin only: ignored when relaying (the parent's is
+    /// copied unchanged).
+    pub tctx: Option<Map<String, Value>>,
+}
+
+/// A freshly minted (or reused) token.
+#[derive(Clone)]
+pub struct MintedToken {
+    compact: String,
+    claims: Claims,
+    hash: [u8; 32],
+}
+
+// === impl Minter ===
+
+impl Minter {
+    /// A minter signing with `svid`'s key, for tokens living at most `ttl` (and never past the
+    /// SVID's notAfter).
+    ///
+    /// # Errors
+    /// [`TokenError::NoLeaf`], [`TokenError::ChainTooLong`] for a chain longer than an `x5c` may
+    /// be, [`TokenError::UnsupportedKey`] and [`TokenError::KeyRejected`] for a key hopgate
+    /// cannot sign with, [`TokenError::Serialize`].
+    pub fn new(svid: &Svid, ttl: Duration) -> Result<Self, TokenError> {
+        let leaf = svid.leaf().ok_or(TokenError::NoLeaf)?;
+        if svid.chain().len() > MAX_X5C {
+            return Err(TokenError::ChainTooLong(svid.chain().len()));
+        }
+        let signer = Signer::from_svid(svid)?;
+        let header = HopHeader::encode(signer.alg(), svid.chain())?;
+        Ok(Self {
+            id: svid.id().clone(),
+            signer,
+            header,
+            cnf: URL_SAFE_NO_PAD.encode(sha256(leaf)),
+            not_after: unix_secs(svid.not_after()).unwrap_or(0),
+            ttl,
+            cache: MintedCache::new(CACHE_CAPACITY),
+        })
+    }
+
+    /// This workload's SPIFFE ID (`iss` of every token).
+    pub fn id(&self) -> &SpiffeId {
+        &self.id
+    }
+
+    /// [`Self::mint_at`] now.
+    ///
+    /// # Errors
+    /// As [`Self::mint_at`].
+    pub fn mint(&self, request: MintRequest<'_>) -> Result<MintedToken, TokenError> {
+        self.mint_at(request, SystemTime::now())
+    }
+
+    /// Mints the token for `request.aud` (DESIGN.md "Relay rules"):
+    ///
+    /// - relaying a parent: `sub`, `txn`, `tctx` copied; `scope` = parent ∩ route;
+    ///   `act` = `{sub: self, act: parent's act}` (or `{sub: self}` when the parent has none);
+    ///   `prv` = the parent's hash; `exp` never past the parent's;
+    /// - from an origin token: `sub` = the end user, `scope` = origin ∩ route, `act` =
+    ///   `{sub: self}`, a new `txn`;
+    /// - otherwise: `sub` = self, `scope` = the route's, no `act`, a new `txn`.
+    ///
+    /// `iat` = `nbf` = now, `exp` ≤ now + TTL and ≤ the SVID's notAfter. A token minted from the
+    /// same parent (or origin token and `tctx`), for the same destination and scope, is reused
+    /// while more than half its lifetime is left; one without either is always fresh (a new
+    /// transaction).
+    ///
+    /// # Errors
+    /// [`TokenError::Clock`], [`TokenError::NoLifetime`] when the SVID or the parent expires
+    /// now, [`TokenError::Random`], [`TokenError::Serialize`], [`TokenError::Signing`].
+    pub fn mint_at(
+        &self,
+        request: MintRequest<'_>,
+        now: SystemTime,
+    ) -> Result<MintedToken, TokenError> {
+        let now = unix_secs(now).ok_or(TokenError::Clock)?;
+        let basis = self.basis(request)?;
+        let key = basis.context.map(|context| MintKey {
+            context,
+            aud: basis.aud.clone(),
+            scope: basis.scope.clone(),
+        });
+        if let Some(hit) = key.as_ref().and_then(|key| self.cache.get(key, now)) {
+            return Ok(hit);
+        }
+        let exp = now
+            .saturating_add(self.ttl.as_secs())
+            .min(self.not_after)
+            .min(basis.parent_exp.unwrap_or(u64::MAX));
+        if exp <= now {
+            return Err(TokenError::NoLifetime(now));
+        }
+        let claims = Claims {
+            iss: self.id.as_str().to_owned(),
+            aud: basis.aud,
+            sub: basis.sub,
+            iat: now,
+            nbf: now,
+            exp,
+            jti: random_id()?,
+            txn: basis.txn,
+            scope: Some(basis.scope),
+            act: basis.act,
+            cnf: Cnf {
+                x5t_s256: self.cnf.clone(),
+            },
+            tctx: basis.tctx,
+            prv: basis.prv,
+        };
+        let token = self.sign(claims)?;
+        if let Some(key) = key {
+            // Reusable while exp − t > (exp − iat) / 2, i.e. 2t < exp + iat: the last such whole
+            // second is ⌊(exp + iat − 1) / 2⌋ (exp > iat = now here).
+            let until = (exp + now - 1) / 2;
+            self.cache.insert(key, token.clone(), until, now);
+        }
+        Ok(token)
+    }
+
+    fn basis(&self, request: MintRequest<'_>) -> Result<Basis, TokenError> {
+        let own = self.id.as_str();
+        let aud = request.aud.as_str().to_owned();
+        if let Some(parent) = request.parent {
+            let act = match parent.act() {
+                Some(prior) => json!({ "sub": own, "act": prior }),
+                None => json!({ "sub": own }),
+            };
+            return Ok(Basis {
+                aud,
+                sub: parent.sub().to_owned(),
+                txn: parent.txn().to_owned(),
+                scope: narrow(parent.scopes(), request.route_scopes),
+                act: Some(act),
+                tctx: parent.tctx().cloned(),
+                prv: Some(parent.hash_b64()),
+                parent_exp: Some(parent.claims().exp()),
+                context: Some(*parent.hash()),
+            });
+        }
+        let txn = random_id()?;
+        if let Some(origin) = request.origin {
+            let tctx = serde_json::to_vec(&request.tctx).map_err(TokenError::Serialize)?;
+            let context = sha256(&[origin.hash().as_slice(), &tctx].concat());
+            return Ok(Basis {
+                aud,
+                sub: origin.sub().to_owned(),
+                txn,
+                scope: narrow(
+                    origin.scopes().iter().map(String::as_str),
+                    request.route_scopes,
+                ),
+                // RFC 8693: act is absent only when the subject acts for itself.
+                act: (origin.sub() != own).then(|| json!({ "sub": own })),
+                tctx: request.tctx,
+                prv: None,
+                // The chain never outlives the credential that started it.
+                parent_exp: Some(origin.exp()),
+                context: Some(context),
+            });
+        }
+        Ok(Basis {
+            aud,
+            sub: own.to_owned(),
+            txn,
+            scope: narrow(
+                request.route_scopes.iter().map(String::as_str),
+                request.route_scopes,
+            ),
+            act: None,
+            tctx: request.tctx,
+            prv: None,
+            parent_exp: None,
+            context: None,
+        })
+    }
+
+    fn sign(&self, claims: Claims) -> Result<MintedToken, TokenError> {
+        let payload = serde_json::to_vec(&claims).map_err(TokenError::Serialize)?;
+        let mut compact = String::with_capacity(self.header.len() + payload.len() * 2 + 400);
+        compact.push_str(&self.header);
+        compact.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload, &mut compact);
+        let signature = self.signer.sign(compact.as_bytes())?;
+        compact.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut compact);
+        let hash = sha256(compact.as_bytes());
+        Ok(MintedToken {
+            compact,
+            claims,
+            hash,
+        })
+    }
+}
+
+impl fmt::Debug for Minter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Minter")
+            .field("id", &self.id)
+            .field("signer", &self.signer)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The claims a token takes from its parent, origin token or this workload.
+struct Basis {
+    aud: String,
+    sub: String,
+    txn: String,
+    scope: String,
+    act: Option<Value>,
+    tctx: Option<Map<String, Value>>,
+    prv: Option<String>,
+    parent_exp: Option<u64>,
+    /// What the minted-token cache keys on; `None`: never reuse.
+    context: Option<[u8; 32]>,
+}
+
+/// The entries of `granted` that `route` allows, in `granted`'s order, each once: a scope can
+/// narrow along a chain, never widen (ACT-05, DESIGN.md).
+fn narrow<'a>(granted: impl Iterator<Item = &'a str>, route: &[String]) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for scope in granted {
+        if route.iter().any(|r| r == scope) && !kept.contains(&scope) {
+            kept.push(scope);
+        }
+    }
+    kept.join(" ")
+}
+
+/// 128 random bits, base64url (`jti`, `txn`).
+fn random_id() -> Result<String, TokenError> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| TokenError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+// === impl MintedToken ===
+
+impl MintedToken {
+    /// The compact token, for the `hop-token` header. Never log it.
+    pub fn compact(&self) -> &str {
+        &self.compact
+    }
+
+    /// The claims it carries.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// SHA-256 of the compact token.
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+
+    /// [`Self::hash`] as base64url (what a child's `prv` will hold).
+    pub fn hash_b64(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.hash)
+    }
+}
+
+impl fmt::Debug for MintedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MintedToken")
+            .field("compact", &"<redacted>")
+            .field("claims", &self.claims)
+            .finish()
+    }
+}
