@@ -891,7 +891,7 @@ fn policy_test_exits_78_on_a_malformed_or_missing_cases_file() {
 
 #[test]
 fn settings_this_build_cannot_honour_are_refused_not_ignored() {
-    // A sidecar that ignored `require_token: true` would admit calls meant to be refused.
+    // A sidecar that ignored `token.origin` would start chains on behalf of no one it named.
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_hopgate");
     let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
@@ -917,11 +917,13 @@ fn settings_this_build_cannot_honour_are_refused_not_ignored() {
         .status
         .success()
     );
+    std::fs::write(dir.path().join("jwks.json"), r#"{"keys":[]}"#).unwrap();
     let config = dir.path().join("hopgate.yaml");
     std::fs::write(
         &config,
         "identity:\n  svid: { cert: ca/b/svid.pem, key: ca/b/svid_key.pem }\n  bundles: { example.org: ca/bundle.pem }\n\
-         inbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:9\n  require_token: true\n\
+         inbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:9\n\
+         token:\n  origin:\n    issuers: [{ issuer: https://idp.test, jwks_file: jwks.json, audience: agents }]\n\
          admin:\n  listen: 127.0.0.1:0\n",
     )
     .unwrap();
@@ -932,9 +934,6 @@ fn settings_this_build_cannot_honour_are_refused_not_ignored() {
         let out = run(&args);
         assert_eq!(out.status.code(), Some(78), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("inbound.require_token"),
-            "{args:?}: {stderr}"
-        );
+        assert!(stderr.contains("token.origin"), "{args:?}: {stderr}");
     }
 }

@@ -1,5 +1,5 @@
 //! The HTTP stages of a hop, in request order: header and path hygiene ([`headers`], [`path`]),
-//! the policy decision
+//! the hop token ([`authenticate`]), the policy decision
 //! ([`authorize`]), the identity header ([`client_cert`]), forwarding ([`forward`]) and the one
 //! error → response map ([`respond`]).
 
@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use pin_project_lite::pin_project;
 
+pub mod authenticate;
 pub mod authorize;
 pub mod client_cert;
 pub mod forward;

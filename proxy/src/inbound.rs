@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::ConnectionServer;
+use crate::http::authenticate::Authenticator;
 use crate::http::authorize::Authorizer;
 use crate::http::forward::Forwarder;
 use crate::http::{Body, RequestError, WithoutTrailers, client_cert, headers, path, stream_body};
@@ -40,9 +41,8 @@ pub struct Inbound {
 #[derive(Debug)]
 struct State {
     identity: Arc<IdentityStore>,
+    authenticator: Authenticator,
     authorizer: Authorizer,
-    /// The hop-token header (`token.header`).
-    token_header: http::HeaderName,
     forwarder: Forwarder,
     metrics: Arc<ProxyMetrics>,
     in_flight: Arc<Semaphore>,
@@ -57,8 +57,8 @@ impl Inbound {
     /// The bind error.
     pub fn bind(
         config: &InboundConfig,
-        token_header: http::HeaderName,
         identity: Arc<IdentityStore>,
+        authenticator: Authenticator,
         authorizer: Authorizer,
         metrics: Arc<ProxyMetrics>,
     ) -> io::Result<Self> {
@@ -82,8 +82,8 @@ impl Inbound {
             handshake_timeout: timeouts.header_read(),
             state: Arc::new(State {
                 identity,
+                authenticator,
                 authorizer,
-                token_header,
                 forwarder,
                 metrics,
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
@@ -235,6 +235,10 @@ impl State {
         // differently, or a request naming two hosts, is refused.
         path::check(parts.uri.path()).map_err(RequestError::BadRequest)?;
         headers::check_authority(&parts).map_err(RequestError::BadRequest)?;
+        // The hop token must verify against this connection's peer before anything reads it.
+        let token =
+            self.authenticator
+                .authenticate(&parts.headers, &peer.identity, &self.identity)?;
         // The decision reads the head after hygiene and before anything is added, so the policy
         // sees what the caller sent and the app will see; the snapshot is read per request.
         let decision = self.authorizer.authorize(
@@ -242,13 +246,12 @@ impl State {
             peer.identity.id(),
             &peer.own,
             PolicyDirection::Inbound,
+            token.as_ref(),
         )?;
         // The app trusts XFCC to name the caller: whatever the caller sent is replaced by the
-        // identity this connection proved.
+        // identity this connection proved. A hop token still present has just been verified
+        // (aud = this workload), so the app may relay it.
         client_cert::set_client_cert_header(&mut parts.headers, &peer.xfcc);
-        // The app may relay the hop token it receives, so it must only ever receive one this
-        // sidecar verified. Until hop-token verification lands, none is passed on.
-        parts.headers.remove(&self.token_header);
         // Trailers arrive after the head was cleaned: none reach the app, and neither does the
         // header announcing them.
         parts.headers.remove(http::header::TRAILER);

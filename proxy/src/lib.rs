@@ -29,6 +29,7 @@ pub mod tls;
 pub mod token;
 
 use crate::admin::Admin;
+use crate::http::authenticate::Authenticator;
 use crate::http::authorize::Authorizer;
 use crate::inbound::Inbound;
 use crate::telemetry::audit::AuditSink;
@@ -79,7 +80,7 @@ const WORKLOAD_API: &str = "identity.workload_api: the SPIFFE Workload API sourc
 /// Settings this build accepts in a config but cannot honour yet, each with its path.
 ///
 /// Refusing them at startup (and in `check-config`) beats running without them: a sidecar that
-/// silently ignored `require_token: true` would admit calls the operator meant to refuse.
+/// silently ignored `token.origin` would start chains on behalf of nobody the operator named.
 pub fn unsupported(config: &Config) -> Vec<&'static str> {
     let mut problems = Vec::new();
     if matches!(config.identity().source(), IdentitySource::WorkloadApi(_)) {
@@ -87,14 +88,6 @@ pub fn unsupported(config: &Config) -> Vec<&'static str> {
     }
     if config.outbound().is_some() {
         problems.push("outbound: the outbound side is not supported by this build yet");
-    }
-    if config
-        .inbound()
-        .is_some_and(|inbound| inbound.require_token())
-    {
-        problems.push(
-            "inbound.require_token: hop-token verification is not supported by this build yet",
-        );
     }
     if !config.token().origin_issuers().is_empty() {
         problems.push("token.origin: origin credentials are not supported by this build yet");
@@ -177,14 +170,13 @@ impl Proxy {
                     Arc::clone(&metrics),
                     audit,
                 );
-                let token_header = ::http::HeaderName::from_bytes(
-                    config.token().header().as_bytes(),
-                )
-                .map_err(|_| StartupError::Unsupported("token.header: not a header name"))?;
+                let authenticator =
+                    Authenticator::new(config.token(), cfg.require_token(), Arc::clone(&metrics))
+                        .map_err(|_| StartupError::Unsupported("token.header: not a header name"))?;
                 let inbound = Inbound::bind(
                     cfg,
-                    token_header,
                     Arc::clone(&identity),
+                    authenticator,
                     authorizer,
                     Arc::clone(&metrics),
                 )

@@ -331,7 +331,8 @@ async fn inbound_refuses_paths_the_app_could_read_differently() {
 
 #[tokio::test]
 async fn inbound_never_passes_an_unverified_hop_token_to_the_app() {
-    // The app relays the hop token it receives, so it may only ever see one hopgate verified.
+    // The app relays the hop token it receives, so it may only ever see one hopgate verified:
+    // an unverifiable one is a 401, never forwarded.
     let app = Upstream::start().await;
     let mesh = Mesh::new();
     let proxy = mesh.proxy(app.addr).start().await;
@@ -344,6 +345,7 @@ async fn inbound_never_passes_an_unverified_hop_token_to_the_app() {
         )
         .await
         .unwrap();
-    assert_eq!(reply.status, 200);
-    assert!(reply.json()["headers"].get("hop-token").is_none());
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.json()["error"], "unauthenticated");
+    assert!(app.received().is_empty());
 }

@@ -19,3 +19,4 @@ mod svid_matrix;
 mod audit;
 mod policy;
 mod policy_reload;
+mod token;

@@ -19,6 +19,7 @@ use http::request::Parts;
 use super::RequestError;
 use crate::telemetry::audit::{self, AuditRecord, AuditSink};
 use crate::telemetry::metrics::{DecisionLabel, ProxyMetrics};
+use crate::token::VerifiedClaims;
 
 /// The facts of an HTTP request that policies may read, borrowed from the request head.
 #[derive(Debug)]
@@ -33,6 +34,16 @@ pub struct HttpFacts<'a> {
     pub action: Option<&'a str>,
     /// Every `<prefix>*` header, prefix stripped (`intent-purpose` → `purpose`).
     pub intent: Vec<(&'a str, &'a str)>,
+}
+
+/// Who called whom, for the audit record.
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    peer: &'a SpiffeId,
+    destination: &'a SpiffeId,
+    direction: Direction,
+    token: Option<&'a TokenFacts>,
+    token_jti: Option<&'a str>,
 }
 
 /// Decides requests against the live policy set, or admits every verified peer when hopgate
@@ -147,16 +158,26 @@ impl Authorizer {
         peer: &SpiffeId,
         destination: &SpiffeId,
         direction: Direction,
+        token: Option<&VerifiedClaims>,
     ) -> Result<DecisionLabel, RequestError> {
         let Some(policies) = &self.policies else {
             return Ok(DecisionLabel::Allow);
         };
         let facts = HttpFacts::from_parts(parts, &self.intent_prefix)?;
         let start = Instant::now();
+        let token_facts = token.map(VerifiedClaims::facts);
         let snapshot = policies.current();
-        let decision = snapshot.authorize(&facts.hop_request(peer, destination, direction, None));
+        let request = facts.hop_request(peer, destination, direction, token_facts.as_ref());
+        let decision = snapshot.authorize(&request);
         self.metrics.record_policy_evaluation(start.elapsed());
-        self.audit(&decision, parts, peer, destination, direction);
+        let subject = Subject {
+            peer,
+            destination,
+            direction,
+            token: token_facts.as_ref(),
+            token_jti: token.map(VerifiedClaims::jti),
+        };
+        self.audit(&decision, parts, &subject);
         match (decision.effect(), self.mode) {
             (Effect::Allow, _) => Ok(DecisionLabel::Allow),
             (Effect::Deny, InboundMode::Audit) => Ok(DecisionLabel::AuditDeny),
@@ -166,14 +187,14 @@ impl Authorizer {
         }
     }
 
-    fn audit(
-        &self,
-        decision: &Decision,
-        parts: &Parts,
-        peer: &SpiffeId,
-        destination: &SpiffeId,
-        direction: Direction,
-    ) {
+    fn audit(&self, decision: &Decision, parts: &Parts, subject: &Subject<'_>) {
+        let Subject {
+            peer,
+            destination,
+            direction,
+            token,
+            token_jti,
+        } = *subject;
         let trace_id = parts
             .headers
             .get("traceparent")
@@ -186,8 +207,8 @@ impl Authorizer {
             principal: peer,
             resource: destination,
             trace_id,
-            token: None,
-            token_jti: None,
+            token,
+            token_jti,
         }
         .emit(&self.audit);
         if decision.effect() == Effect::Deny {

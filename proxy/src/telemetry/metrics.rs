@@ -82,6 +82,9 @@ struct ResultLabels {
     result: ReloadResult,
 }
 
+/// The reason code of a call without a hop token where `inbound.require_token` demands one.
+pub const MISSING_TOKEN: &str = "missing";
+
 /// Every instrument hopgate exports on `/metrics`.
 pub struct ProxyMetrics {
     registry: Registry,
@@ -94,6 +97,12 @@ pub struct ProxyMetrics {
     identity_reloads: Family<ResultLabels, Counter>,
     policy_evaluation: Histogram,
     policy_reloads: Family<ResultLabels, Counter>,
+    token_rejections: Family<TokenReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TokenReasonLabels {
+    reason: String,
 }
 
 // === impl Direction ===
@@ -246,6 +255,12 @@ impl ProxyMetrics {
             "Policy set reloads, by result",
             policy_reloads.clone(),
         );
+        let token_rejections = Family::<TokenReasonLabels, Counter>::default();
+        registry.register(
+            "token_rejections",
+            "Hop tokens refused, by reason code",
+            token_rejections.clone(),
+        );
         // Every series exists from the start at zero, so dashboards and alerts see the metric
         // before the first event (a counter that appears out of nowhere has no rate).
         let request_counters = Direction::ALL.map(|direction| {
@@ -266,6 +281,12 @@ impl ProxyMetrics {
         for reason in HandshakeFailureReason::ALL {
             let _ = handshake_failures.get_or_create(&ReasonLabels { reason });
         }
+        let reasons = crate::token::RejectReason::ALL.map(crate::token::RejectReason::as_str);
+        for reason in reasons.into_iter().chain([MISSING_TOKEN]) {
+            let _ = token_rejections.get_or_create(&TokenReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
         for result in [ReloadResult::Ok, ReloadResult::Error] {
             let _ = identity_reloads.get_or_create(&ResultLabels { result });
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
@@ -279,6 +300,7 @@ impl ProxyMetrics {
             identity_reloads,
             policy_evaluation,
             policy_reloads,
+            token_rejections,
         }
     }
 
@@ -320,6 +342,16 @@ impl ProxyMetrics {
     pub fn record_policy_reload(&self, result: ReloadResult) {
         self.policy_reloads
             .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts one refused hop token; `reason` is one of the stable codes of DESIGN.md, a
+    /// closed set.
+    pub fn record_token_rejection(&self, reason: &'static str) {
+        self.token_rejections
+            .get_or_create(&TokenReasonLabels {
+                reason: reason.to_owned(),
+            })
             .inc();
     }
 

@@ -18,7 +18,7 @@ use hopgate_config::{FileIdentity, TrustDomain};
 use rustls::ServerConfig;
 
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
-use crate::tls::{Identity, TlsError, WatcherGuard, inbound_server_config};
+use crate::tls::{Identity, SpiffeClientVerifier, TlsError, WatcherGuard, inbound_server_config};
 
 /// The current identity and inbound TLS config, swapped whole on reload.
 pub struct IdentityStore {
@@ -63,6 +63,8 @@ pub(crate) struct IdentityFiles {
 struct Published {
     identity: Arc<Identity>,
     server_config: Arc<ServerConfig>,
+    /// The same SVID rules as the handshake, for certificates outside it (a hop token's x5c).
+    client_verifier: Arc<SpiffeClientVerifier>,
 }
 
 // === impl IdentityStore ===
@@ -110,6 +112,12 @@ impl IdentityStore {
     /// The inbound server config in use now; take it once per accepted connection.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.published.load().server_config)
+    }
+
+    /// The SVID verifier of the current bundles and allowed trust domains: a hop token's x5c
+    /// chain is judged by it. A new one after every bundle reload.
+    pub fn client_verifier(&self) -> Arc<SpiffeClientVerifier> {
+        Arc::clone(&self.published.load().client_verifier)
     }
 
     /// Re-reads every file; on success publishes the new identity and server config together,
@@ -187,9 +195,11 @@ impl Published {
     fn build(files: &IdentityFiles, allowed: &[TrustDomain]) -> Result<Self, TlsError> {
         let identity = Identity::load(&files.cert, &files.key, &files.bundles)?;
         let server_config = inbound_server_config(&identity, allowed)?;
+        let client_verifier = Arc::new(SpiffeClientVerifier::new(identity.bundles(), allowed)?);
         Ok(Self {
             identity: Arc::new(identity),
             server_config,
+            client_verifier,
         })
     }
 }

@@ -1,0 +1,114 @@
+//! Authentication of the hop token (SECURITY-SENSITIVE): the caller's `hop-token`, if any, must
+//! verify against the mTLS peer of this very connection before anything else reads it.
+//!
+//! A token that fails any rule is a 401 with its stable reason code; a call without one is a
+//! 401 `missing` when `inbound.require_token` is on. Only a verified token reaches the policy
+//! (`context.token`) and the app (which may relay it): an unverifiable one is never passed on.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use hopgate_config::{SpiffeId, TokenConfig};
+use http::{HeaderMap, HeaderName};
+
+use super::RequestError;
+use crate::telemetry::metrics::{MISSING_TOKEN, ProxyMetrics};
+use crate::tls::{IdentityStore, PeerIdentity, SpiffeClientVerifier};
+use crate::token::{Limits, TokenVerifier, VerifiedClaims};
+
+/// Verifies hop tokens on the inbound side.
+#[derive(Debug)]
+pub struct Authenticator {
+    header: HeaderName,
+    require: bool,
+    limits: Limits,
+    metrics: Arc<ProxyMetrics>,
+    // The verifier belongs to one set of bundles (its chain cache must not outlive them): it is
+    // rebuilt when the identity store publishes a new SVID verifier.
+    current: ArcSwapOption<Current>,
+}
+
+#[derive(Debug)]
+struct Current {
+    chains: Arc<SpiffeClientVerifier>,
+    verifier: TokenVerifier,
+}
+
+// === impl Authenticator ===
+
+impl Authenticator {
+    /// An authenticator for `token.header`, requiring a token when `require` is set.
+    ///
+    /// # Errors
+    /// When `token.header` is not a header name (the config crate already refuses that).
+    pub fn new(
+        config: &TokenConfig,
+        require: bool,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Result<Self, http::header::InvalidHeaderName> {
+        Ok(Self {
+            header: HeaderName::from_bytes(config.header().as_bytes())?,
+            require,
+            limits: Limits::from(config),
+            metrics,
+            current: ArcSwapOption::empty(),
+        })
+    }
+
+    /// Verifies the request's hop token against `peer`, the verified client of this connection.
+    ///
+    /// # Errors
+    /// [`RequestError::Unauthenticated`] with the reason code: every code of
+    /// [`crate::token::RejectReason`], `malformed` for several token headers or a non-text
+    /// one, and `missing` when a token is required and absent.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: &PeerIdentity,
+        identity: &IdentityStore,
+    ) -> Result<Option<VerifiedClaims>, RequestError> {
+        let mut values = headers.get_all(&self.header).iter();
+        let Some(value) = values.next() else {
+            return if self.require {
+                Err(self.reject(MISSING_TOKEN))
+            } else {
+                Ok(None)
+            };
+        };
+        if values.next().is_some() {
+            return Err(self.reject("malformed"));
+        }
+        let compact = value.to_str().map_err(|_| self.reject("malformed"))?;
+        let current = self.current(identity);
+        current
+            .verifier
+            .verify_inbound(compact, peer, SystemTime::now())
+            .map(Some)
+            .map_err(|reason| self.reject(reason.as_str()))
+    }
+
+    /// The token header's name.
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    fn reject(&self, reason: &'static str) -> RequestError {
+        self.metrics.record_token_rejection(reason);
+        RequestError::Unauthenticated(reason)
+    }
+
+    fn current(&self, identity: &IdentityStore) -> Arc<Current> {
+        let chains = identity.client_verifier();
+        if let Some(current) = self.current.load_full()
+            && Arc::ptr_eq(&current.chains, &chains)
+        {
+            return current;
+        }
+        let own: SpiffeId = identity.current().svid().id().clone();
+        let verifier = TokenVerifier::new(own, Arc::clone(&chains), self.limits);
+        let fresh = Arc::new(Current { chains, verifier });
+        self.current.store(Some(Arc::clone(&fresh)));
+        fresh
+    }
+}
