@@ -1,9 +1,5 @@
 //! The real binary's signal handling: SIGTERM and SIGINT stop accepting, let in-flight requests
 //! finish within `shutdown_grace` and exit 0; SIGHUP re-reads the SVID and bundles.
-//!
-//! The binary runs as a child process on a config with port 0; its ports are read from the
-//! `"message":"listening"` log lines on stdout. Signals are sent with the `kill` command (the
-//! workspace forbids `unsafe`, which `libc::kill` would need).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
