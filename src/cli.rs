@@ -28,9 +28,29 @@ pub(crate) enum Command {
     /// Check, explain and test Cedar policies without deploying them.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Hop tokens: decode, verify and show their delegation chain.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// A development CA and SVIDs, for trying hopgate without SPIRE.
     #[command(subcommand)]
     DevCa(DevCaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Decode a hop token, verify it when bundles are given, print its chain as a tree.
+    /// Exit 0 valid, 1 invalid.
+    Inspect(TokenInspect),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenInspect {
+    /// The token (compact JWS); `-` or nothing reads it from standard input.
+    pub(crate) token: Option<String>,
+    /// A CA bundle PEM to verify the x5c chain against (repeatable): `PATH` for the issuer's
+    /// trust domain, or `TD=PATH`.
+    #[arg(long = "bundle")]
+    pub(crate) bundles: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

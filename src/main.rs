@@ -13,8 +13,9 @@ use hopgate_proxy::tls::{Svid, TrustBundles};
 mod cli;
 mod dev_ca;
 mod policy_cmd;
+mod token_cmd;
 
-use cli::{Cli, Command, DevCaCommand, PolicyCommand};
+use cli::{Cli, Command, DevCaCommand, PolicyCommand, TokenCommand};
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 pub(crate) const EXIT_CONFIG: u8 = 78;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Check { dir }) => policy_cmd::check(&dir),
         Command::Policy(PolicyCommand::Explain(args)) => policy_cmd::explain(&args),
         Command::Policy(PolicyCommand::Test { dir, cases }) => policy_cmd::test(&dir, &cases),
+        Command::Token(TokenCommand::Inspect(args)) => token_cmd::run(&args),
         Command::DevCa(DevCaCommand::Init(args)) => dev_ca_init(&args),
         Command::DevCa(DevCaCommand::Issue(args)) => dev_ca_issue(&args),
     }

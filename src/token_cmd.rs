@@ -1,0 +1,173 @@
+//! `hopgate token inspect`: decode a hop token, verify it against trust bundles when given, and
+//! print its delegation chain as a tree, for SREs following a call.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use hopgate_config::{SpiffeId, TrustDomain};
+use hopgate_proxy::tls::{SpiffeClientVerifier, TrustBundles};
+use hopgate_proxy::token::{Claims, Limits, TokenVerifier, inspect};
+
+use crate::cli::TokenInspect;
+
+/// `token inspect`: 0 when the token verifies (or, without bundles, decodes), 1 otherwise.
+pub(crate) fn run(args: &TokenInspect) -> ExitCode {
+    let compact = match read_token(args.token.as_deref()) {
+        Ok(compact) => compact,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = match inspect(&compact) {
+        Ok(token) => token,
+        Err(reason) => {
+            println!("invalid: {}", reason.as_str());
+            return ExitCode::FAILURE;
+        }
+    };
+    print_tree(token.claims());
+    if args.bundles.is_empty() {
+        println!("signature and chain: not verified (give --bundle PEM to verify)");
+        return ExitCode::SUCCESS;
+    }
+    match verify(&compact, token.claims(), &args.bundles) {
+        Ok(()) => {
+            println!("verified: x5c chain, signature, audience, lifetime and actors hold");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            println!("invalid: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_token(arg: Option<&str>) -> anyhow::Result<String> {
+    let raw = match arg {
+        Some(token) if token != "-" => token.to_owned(),
+        _ => {
+            let mut input = String::new();
+            std::io::stdin()
+                .take(64 * 1024)
+                .read_to_string(&mut input)
+                .context("cannot read the token from standard input")?;
+            input
+        }
+    };
+    Ok(raw.trim().to_owned())
+}
+
+/// Verifies the token for its own audience: chain against the bundles, signature, time, actors.
+/// `--bundle PATH` belongs to the issuer's trust domain; `--bundle TD=PATH` names its own.
+fn verify(compact: &str, claims: &Claims, bundles: &[String]) -> anyhow::Result<()> {
+    let iss = SpiffeId::parse(claims.iss()).with_context(|| format!("iss `{}`", claims.iss()))?;
+    let mut files: BTreeMap<TrustDomain, PathBuf> = BTreeMap::new();
+    for bundle in bundles {
+        let (td, path) = match bundle.split_once('=') {
+            Some((td, path)) => (
+                TrustDomain::parse(td).with_context(|| format!("--bundle `{bundle}`"))?,
+                path,
+            ),
+            None => (iss.trust_domain(), bundle.as_str()),
+        };
+        if files.insert(td.clone(), PathBuf::from(path)).is_some() {
+            bail!("two bundles for `{td}`: name each as --bundle TD=PATH");
+        }
+    }
+    let domains: Vec<TrustDomain> = files.keys().cloned().collect();
+    let bundles = TrustBundles::load(&files)?;
+    let chains = Arc::new(SpiffeClientVerifier::new(&bundles, &domains)?);
+    let aud = SpiffeId::parse(claims.aud()).with_context(|| format!("aud `{}`", claims.aud()))?;
+    // Offline there is no peer and no "own" identity: the token is checked for its own
+    // audience, with hopgate's largest accepted lifetime.
+    let limits = Limits {
+        ttl: Duration::from_secs(24 * 3600),
+        leeway: Duration::from_secs(5),
+        max_depth: hopgate_policy::MAX_ACTORS,
+    };
+    TokenVerifier::new(aud, chains, limits)
+        .verify_relay(compact, SystemTime::now())
+        .map(drop)
+        .map_err(|reason| anyhow::anyhow!("{}", reason.as_str()))
+}
+
+fn print_tree(claims: &Claims) {
+    let scopes: Vec<&str> = claims.scopes().collect();
+    println!("hop token {}", claims.jti());
+    println!("├─ sub:     {}", claims.sub());
+    println!("├─ txn:     {}", claims.txn());
+    println!(
+        "├─ scope:   {}",
+        if scopes.is_empty() {
+            "(none)".to_owned()
+        } else {
+            scopes.join(" ")
+        }
+    );
+    println!("├─ expires: {}", expiry(claims.exp()));
+    if let Some(prv) = claims.prv() {
+        println!("├─ parent:  sha256 {prv}");
+    }
+    println!("└─ chain (origin first):");
+    let mut chain = actors(claims);
+    chain.reverse();
+    if SpiffeId::parse(claims.sub()).is_ok()
+        && chain.first().map(String::as_str) != Some(claims.sub())
+    {
+        chain.insert(0, claims.sub().to_owned());
+    }
+    for (depth, actor) in chain.iter().enumerate() {
+        let indent = "   ".repeat(depth);
+        let role = if actor == claims.iss() {
+            "  (minted this token)"
+        } else {
+            ""
+        };
+        println!("   {indent}└─ {actor}{role}");
+    }
+    let indent = "   ".repeat(chain.len());
+    println!("   {indent}└─ {}  (aud: the next hop)", claims.aud());
+}
+
+/// The `act` chain, outermost (most recent) first.
+fn actors(claims: &Claims) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut act = claims.act();
+    while let Some(node) = act {
+        if let Some(sub) = node.get("sub").and_then(|s| s.as_str()) {
+            out.push(sub.to_owned());
+        }
+        act = node.get("act");
+        if out.len() > hopgate_policy::MAX_ACTORS {
+            break;
+        }
+    }
+    if out.is_empty() {
+        out.push(claims.iss().to_owned());
+    }
+    out
+}
+
+fn expiry(exp: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(exp).unwrap_or(i64::MAX))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| exp.to_string());
+    if exp > now {
+        format!("{at} (in {}s)", exp - now)
+    } else {
+        format!("{at} (expired {}s ago)", now - exp)
+    }
+}
