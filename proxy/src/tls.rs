@@ -43,7 +43,7 @@ mod store;
 mod svid;
 mod svid_profile;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod watch;
 
 pub use bundle::TrustBundles;

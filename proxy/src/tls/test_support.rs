@@ -81,19 +81,7 @@ impl TestCa {
         id: &str,
         edit: impl FnOnce(&mut CertificateParams),
     ) -> TestLeaf {
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test leaf");
-        params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2090, 1, 1);
-        edit(&mut params);
+        let params = leaf_params(id, edit);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let mut chain = vec![(cert.der().clone(), cert.pem())];
@@ -136,12 +124,32 @@ impl TestLeaf {
     }
 }
 
-fn ca_params(cn: &str, uri: &str) -> CertificateParams {
+/// A signing CA's parameters: `cA=true`, keyCertSign + cRLSign, the SPIFFE ID `uri`.
+pub(crate) fn ca_params(cn: &str, uri: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, cn);
     params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+/// A valid SVID leaf's parameters for `id`, after `edit`.
+pub(crate) fn leaf_params(
+    id: &str,
+    edit: impl FnOnce(&mut CertificateParams),
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "leaf");
+    params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
+    edit(&mut params);
     params
 }
 

@@ -8,13 +8,12 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hopgate_config::{SpiffeId, TrustDomain};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SignatureAlgorithm,
-};
+use rcgen::{CertificateParams, Issuer, KeyPair, SignatureAlgorithm};
 use rustls_pki_types::CertificateDer;
 use serde_json::{Value, json};
 
+use crate::tls::test_support::ca_params;
+pub(crate) use crate::tls::test_support::leaf_params;
 use crate::tls::{SpiffeClientVerifier, Svid, TrustBundles};
 use crate::token::jws::Signer;
 use crate::token::{Limits, RejectReason, TokenVerifier, VerifiedClaims, sha256, unix_secs};
@@ -112,34 +111,6 @@ impl TestCa {
             .collect();
         TrustBundles::load(&files).unwrap()
     }
-}
-
-fn ca_params(cn: &str, uri: &str) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params
-}
-
-/// A valid SVID leaf's parameters for `id`, after `edit`.
-pub(crate) fn leaf_params(
-    id: &str,
-    edit: impl FnOnce(&mut CertificateParams),
-) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "leaf");
-    params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
-    edit(&mut params);
-    params
 }
 
 /// Loads an SVID through the real loader (files in a temporary folder).
