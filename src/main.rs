@@ -9,6 +9,7 @@ use clap::Parser;
 use hopgate_config::{Config, ConfigError, IdentitySource, LogFormat, SpiffeId, TrustDomain};
 use hopgate_proxy::Proxy;
 use hopgate_proxy::tls::{Svid, TrustBundles};
+use hopgate_proxy::token::{Minter, OriginVerifier};
 
 mod cli;
 mod dev_ca;
@@ -143,8 +144,15 @@ fn check_config(path: &Path) -> ExitCode {
         .map(str::to_owned)
         .collect();
     if let IdentitySource::Files(files) = config.identity().source() {
-        if let Err(err) = Svid::load(files.cert(), files.key()) {
-            problems.push(format!("identity.svid: {err}"));
+        match Svid::load(files.cert(), files.key()) {
+            Err(err) => problems.push(format!("identity.svid: {err}")),
+            // The outbound side signs hop tokens with the SVID key: it must be a kind it can.
+            Ok(svid) if config.outbound().is_some() => {
+                if let Err(err) = Minter::new(&svid, config.token().ttl()) {
+                    problems.push(format!("identity.svid: {err}"));
+                }
+            }
+            Ok(_) => {}
         }
         if let Err(err) = TrustBundles::load(files.bundles()) {
             problems.push(format!("identity.bundles: {err}"));
@@ -159,6 +167,12 @@ fn check_config(path: &Path) -> ExitCode {
                 }
             }
             Err(err) => problems.push(format!("policy.dir: {err}")),
+        }
+    }
+    let token = config.token();
+    for (i, issuer) in token.origin_issuers().iter().enumerate() {
+        if let Err(err) = OriginVerifier::load(std::slice::from_ref(issuer), token.leeway()) {
+            problems.push(format!("token.origin.issuers[{i}].jwks_file: {err}"));
         }
     }
     if problems.is_empty() {

@@ -220,21 +220,32 @@ impl InboundTimeouts {
     }
 
     fn from_raw(raw: raw::InboundTimeouts, check: &mut Check) -> Option<Self> {
-        let mut timeout = |value: Option<String>, key: &str, default_secs: u64| {
+        let mut timeout = |value: Option<String>, key: &str, default: Duration| {
             let path = at("inbound.timeouts", key);
-            let default = Duration::from_secs(default_secs);
             check.duration(value, &path, default, TIMEOUT_RANGE)
         };
-        let header_read = timeout(raw.header_read, "header_read", 10);
-        let idle = timeout(raw.idle, "idle", 60);
-        let app_connect = timeout(raw.app_connect, "app_connect", 1);
-        let app_response = timeout(raw.app_response, "app_response", 30);
+        let defaults = Self::default();
+        let header_read = timeout(raw.header_read, "header_read", defaults.header_read);
+        let idle = timeout(raw.idle, "idle", defaults.idle);
+        let app_connect = timeout(raw.app_connect, "app_connect", defaults.app_connect);
+        let app_response = timeout(raw.app_response, "app_response", defaults.app_response);
         Some(Self {
             header_read: header_read?,
             idle: idle?,
             app_connect: app_connect?,
             app_response: app_response?,
         })
+    }
+}
+
+impl Default for InboundTimeouts {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            app_connect: Duration::from_secs(1),
+            app_response: Duration::from_secs(30),
+        }
     }
 }
 
@@ -264,28 +275,29 @@ impl InboundLimits {
 
     fn from_raw(raw: raw::InboundLimits, check: &mut Check) -> Option<Self> {
         let path = |key| at("inbound.limits", key);
+        let defaults = Self::default();
         let max_connections = check.number(
             raw.max_connections,
             &path("max_connections"),
-            10_000,
+            defaults.max_connections,
             1..=1_000_000,
         );
         let max_concurrent_streams = check.number(
             raw.max_concurrent_streams,
             &path("max_concurrent_streams"),
-            100,
+            defaults.max_concurrent_streams,
             1..=10_000,
         );
         let max_header_bytes = check.number(
             raw.max_header_bytes,
             &path("max_header_bytes"),
-            65_536,
+            defaults.max_header_bytes,
             8_192..=16_777_216,
         );
         let max_pending_resets = check.number(
             raw.max_pending_resets,
             &path("max_pending_resets"),
-            20,
+            defaults.max_pending_resets,
             1..=10_000,
         );
         Some(Self {
@@ -294,6 +306,17 @@ impl InboundLimits {
             max_header_bytes: max_header_bytes?,
             max_pending_resets: max_pending_resets?,
         })
+    }
+}
+
+impl Default for InboundLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_concurrent_streams: 100,
+            max_header_bytes: 65_536,
+            max_pending_resets: 20,
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The HTTP stages of a hop, in request order: header and path hygiene ([`headers`], [`path`]),
-//! the hop token ([`authenticate`]), the policy decision
+//! the hop token ([`authenticate`] inbound, [`delegate`] outbound), the policy decision
 //! ([`authorize`]), the identity header ([`client_cert`]), forwarding ([`forward`]) and the one
 //! error → response map ([`respond`]).
 
@@ -15,6 +15,7 @@ use pin_project_lite::pin_project;
 pub mod authenticate;
 pub mod authorize;
 pub mod client_cert;
+pub mod delegate;
 pub mod forward;
 pub mod headers;
 pub mod path;

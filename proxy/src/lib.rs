@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hopgate_config::{Config, IdentitySource};
+use hopgate_config::{
+    Config, IdentitySource, InboundConfig, InboundLimits, InboundMode, InboundTimeouts,
+};
 use hopgate_policy::{PolicyError, PolicyStore, PolicyWatcher};
 use thiserror::Error;
 
@@ -23,6 +25,7 @@ pub mod connection;
 pub mod http;
 pub mod inbound;
 pub mod listener;
+pub mod outbound;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
@@ -31,10 +34,13 @@ pub mod token;
 use crate::admin::Admin;
 use crate::http::authenticate::Authenticator;
 use crate::http::authorize::Authorizer;
+use crate::http::delegate::Delegator;
 use crate::inbound::Inbound;
+use crate::outbound::Outbound;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
 use crate::tls::{IdentityStore, TlsError, WatcherGuard};
+use crate::token::{OriginVerifier, TokenError};
 
 /// A sidecar with its identity loaded and its listeners bound.
 #[derive(Debug)]
@@ -43,6 +49,7 @@ pub struct Proxy {
     policies: Option<Arc<PolicyStore>>,
     metrics: Arc<ProxyMetrics>,
     inbound: Option<Inbound>,
+    outbound: Option<Outbound>,
     admin: Admin,
     drain: (shutdown::Trigger, shutdown::Watch),
     grace: Duration,
@@ -59,6 +66,10 @@ pub enum StartupError {
     /// The policy folder could not be loaded or failed validation; a configuration problem.
     #[error("policy: {0}")]
     Policy(#[from] PolicyError),
+    /// An origin issuer's JWKS file cannot be used, or the SVID cannot sign hop tokens; a
+    /// configuration problem.
+    #[error("token: {0}")]
+    Token(#[from] TokenError),
     /// The configuration asks for something this build cannot do yet.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -80,17 +91,11 @@ const WORKLOAD_API: &str = "identity.workload_api: the SPIFFE Workload API sourc
 /// Settings this build accepts in a config but cannot honour yet, each with its path.
 ///
 /// Refusing them at startup (and in `check-config`) beats running without them: a sidecar that
-/// silently ignored `token.origin` would start chains on behalf of nobody the operator named.
+/// silently ignored `telemetry.otlp` would leave an SRE looking for traces that never come.
 pub fn unsupported(config: &Config) -> Vec<&'static str> {
     let mut problems = Vec::new();
     if matches!(config.identity().source(), IdentitySource::WorkloadApi(_)) {
         problems.push(WORKLOAD_API);
-    }
-    if config.outbound().is_some() {
-        problems.push("outbound: the outbound side is not supported by this build yet");
-    }
-    if !config.token().origin_issuers().is_empty() {
-        problems.push("token.origin: origin credentials are not supported by this build yet");
     }
     if config.telemetry().otlp().is_some() {
         problems.push("telemetry.otlp: OTLP export is not supported by this build yet");
@@ -104,7 +109,7 @@ impl StartupError {
     /// Whether the failure lies in the configuration (exit 78) rather than the runtime (exit 1).
     pub fn is_config(&self) -> bool {
         match self {
-            Self::Identity(_) | Self::Policy(_) | Self::Unsupported(_) => true,
+            Self::Identity(_) | Self::Policy(_) | Self::Token(_) | Self::Unsupported(_) => true,
             Self::Bind { .. } => false,
         }
     }
@@ -168,7 +173,7 @@ impl Proxy {
                     cfg.mode(),
                     config.intent(),
                     Arc::clone(&metrics),
-                    audit,
+                    audit.clone(),
                 );
                 let authenticator =
                     Authenticator::new(config.token(), cfg.require_token(), Arc::clone(&metrics))
@@ -186,6 +191,57 @@ impl Proxy {
                     source,
                 })?;
                 Some(inbound)
+            }
+            None => None,
+        };
+        let outbound = match config.outbound() {
+            Some(cfg) => {
+                let header = ::http::HeaderName::from_bytes(config.token().header().as_bytes())
+                    .map_err(|_| StartupError::Unsupported("token.header: not a header name"))?;
+                let origin =
+                    OriginVerifier::load(config.token().origin_issuers(), config.token().leeway())?;
+                let delegator = Delegator::new(
+                    config.token(),
+                    header,
+                    config.intent().header_prefix(),
+                    origin,
+                    &identity,
+                    Arc::clone(&metrics),
+                )?;
+                // The egress check runs only when `policy.outbound` asks for it.
+                let egress = config
+                    .policy()
+                    .filter(|policy| policy.outbound())
+                    .and(policies.clone());
+                let mode = config
+                    .inbound()
+                    .map_or(InboundMode::Enforce, InboundConfig::mode);
+                let authorizer = Authorizer::new(
+                    egress,
+                    mode,
+                    config.intent(),
+                    Arc::clone(&metrics),
+                    audit.clone(),
+                );
+                let defaults = (InboundTimeouts::default(), InboundLimits::default());
+                let (timeouts, limits) = config
+                    .inbound()
+                    .map_or((&defaults.0, &defaults.1), |i| (i.timeouts(), i.limits()));
+                let outbound = Outbound::bind(
+                    cfg,
+                    timeouts,
+                    limits,
+                    Arc::clone(&identity),
+                    delegator,
+                    authorizer,
+                    Arc::clone(&metrics),
+                )
+                .map_err(|source| StartupError::Bind {
+                    what: "outbound",
+                    addr: cfg.listen(),
+                    source,
+                })?;
+                Some(outbound)
             }
             None => None,
         };
@@ -208,6 +264,7 @@ impl Proxy {
             policies,
             metrics,
             inbound,
+            outbound,
             admin,
             drain,
             grace: config.shutdown_grace(),
@@ -219,6 +276,11 @@ impl Proxy {
     /// The inbound listener's bound address, if there is an inbound side.
     pub fn inbound_addr(&self) -> Option<SocketAddr> {
         self.inbound.as_ref().and_then(|i| i.local_addr().ok())
+    }
+
+    /// The outbound listener's bound address, if there is an outbound side.
+    pub fn outbound_addr(&self) -> Option<SocketAddr> {
+        self.outbound.as_ref().and_then(|o| o.local_addr().ok())
     }
 
     /// The admin listener's bound address.
@@ -265,11 +327,17 @@ impl Proxy {
         if let Some(addr) = self.inbound.as_ref().and_then(|i| i.local_addr().ok()) {
             tracing::info!(listener = "inbound", addr = %addr, "listening");
         }
+        if let Some(addr) = self.outbound.as_ref().and_then(|o| o.local_addr().ok()) {
+            tracing::info!(listener = "outbound", addr = %addr, "listening");
+        }
         if let Ok(addr) = self.admin.local_addr() {
             tracing::info!(listener = "admin", addr = %addr, "listening");
         }
         if let Some(inbound) = self.inbound {
             tokio::spawn(inbound.serve(watch.clone()));
+        }
+        if let Some(outbound) = self.outbound {
+            tokio::spawn(outbound.serve(watch.clone()));
         }
         let admin = tokio::spawn(self.admin.serve());
         drop(watch);

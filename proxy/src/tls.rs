@@ -169,6 +169,24 @@ pub fn classify_handshake_error(err: &io::Error) -> HandshakeFailureReason {
         .map_or(HandshakeFailureReason::Protocol, classify_tls_error)
 }
 
+/// A handshake failure in words for a log line: the SVID rule that failed when there is one
+/// (`peer presented `spiffe://...`; expected `spiffe://...``), else the error itself.
+pub fn describe_tls_error(err: &io::Error) -> String {
+    let svid_error = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
+                inner.downcast_ref::<SvidError>()
+            }
+            _ => None,
+        });
+    match svid_error {
+        Some(svid) => format!("invalid peer certificate: {svid}"),
+        None => err.to_string(),
+    }
+}
+
 /// Why a handshake failed, from the rustls error.
 pub fn classify_tls_error(err: &rustls::Error) -> HandshakeFailureReason {
     let rustls::Error::InvalidCertificate(cert) = err else {

@@ -10,6 +10,7 @@
 mod admin;
 mod curl;
 mod inbound;
+mod outbound;
 mod reload;
 mod rotation;
 mod shutdown;

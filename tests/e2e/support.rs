@@ -1,7 +1,9 @@
 //! Shared support for the end-to-end tests: PKI, the test app, a caller, a sidecar.
 
 pub(crate) mod client;
+pub(crate) mod idp;
 pub(crate) mod pki;
 pub(crate) mod proxy;
 pub(crate) mod sidecar;
 pub(crate) mod upstream;
+pub(crate) mod workload;

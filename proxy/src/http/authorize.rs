@@ -160,22 +160,49 @@ impl Authorizer {
         direction: Direction,
         token: Option<&VerifiedClaims>,
     ) -> Result<DecisionLabel, RequestError> {
+        if self.policies.is_none() {
+            return Ok(DecisionLabel::Allow);
+        }
+        let facts = token.map(VerifiedClaims::facts);
+        self.authorize_token(
+            parts,
+            peer,
+            destination,
+            direction,
+            facts.as_ref(),
+            token.map(VerifiedClaims::jti),
+        )
+    }
+
+    /// [`Self::authorize`] for a token known by its Cedar facts and `jti` (the outbound side
+    /// decides on the token it is about to send).
+    ///
+    /// # Errors
+    /// As [`Self::authorize`].
+    pub fn authorize_token(
+        &self,
+        parts: &Parts,
+        peer: &SpiffeId,
+        destination: &SpiffeId,
+        direction: Direction,
+        token: Option<&TokenFacts>,
+        token_jti: Option<&str>,
+    ) -> Result<DecisionLabel, RequestError> {
         let Some(policies) = &self.policies else {
             return Ok(DecisionLabel::Allow);
         };
         let facts = HttpFacts::from_parts(parts, &self.intent_prefix)?;
         let start = Instant::now();
-        let token_facts = token.map(VerifiedClaims::facts);
         let snapshot = policies.current();
-        let request = facts.hop_request(peer, destination, direction, token_facts.as_ref());
+        let request = facts.hop_request(peer, destination, direction, token);
         let decision = snapshot.authorize(&request);
         self.metrics.record_policy_evaluation(start.elapsed());
         let subject = Subject {
             peer,
             destination,
             direction,
-            token: token_facts.as_ref(),
-            token_jti: token.map(VerifiedClaims::jti),
+            token,
+            token_jti,
         };
         self.audit(&decision, parts, &subject);
         match (decision.effect(), self.mode) {

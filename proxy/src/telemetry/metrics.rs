@@ -98,6 +98,7 @@ pub struct ProxyMetrics {
     policy_evaluation: Histogram,
     policy_reloads: Family<ResultLabels, Counter>,
     token_rejections: Family<TokenReasonLabels, Counter>,
+    tokens_minted: Counter,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -261,6 +262,12 @@ impl ProxyMetrics {
             "Hop tokens refused, by reason code",
             token_rejections.clone(),
         );
+        let tokens_minted = Counter::default();
+        registry.register(
+            "tokens_minted",
+            "Hop tokens minted on the outbound side (a reused token is not counted again)",
+            tokens_minted.clone(),
+        );
         // Every series exists from the start at zero, so dashboards and alerts see the metric
         // before the first event (a counter that appears out of nowhere has no rate).
         let request_counters = Direction::ALL.map(|direction| {
@@ -301,6 +308,7 @@ impl ProxyMetrics {
             policy_evaluation,
             policy_reloads,
             token_rejections,
+            tokens_minted,
         }
     }
 
@@ -353,6 +361,11 @@ impl ProxyMetrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts one freshly minted hop token.
+    pub fn record_token_minted(&self) {
+        self.tokens_minted.inc();
     }
 
     /// Publishes the notAfter of the SVID now in use.

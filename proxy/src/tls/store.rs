@@ -120,6 +120,16 @@ impl IdentityStore {
         Arc::clone(&self.published.load().client_verifier)
     }
 
+    /// The identity in use now with the SVID verifier of the same snapshot, read together so a
+    /// reload between two reads cannot pair one identity with another's bundles.
+    pub fn current_with_verifier(&self) -> (Arc<Identity>, Arc<SpiffeClientVerifier>) {
+        let published = self.published.load();
+        (
+            Arc::clone(&published.identity),
+            Arc::clone(&published.client_verifier),
+        )
+    }
+
     /// Re-reads every file; on success publishes the new identity and server config together,
     /// on failure keeps the last good pair, logs a warning and counts the failure.
     ///

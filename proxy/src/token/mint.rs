@@ -10,11 +10,12 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hopgate_config::SpiffeId;
+use hopgate_policy::TokenFacts;
 use serde_json::{Map, Value, json};
 
 use crate::tls::Svid;
 use crate::token::cache::{MintKey, MintedCache};
-use crate::token::claims::{Claims, Cnf};
+use crate::token::claims::{self, Claims, Cnf};
 use crate::token::jws::{HopHeader, MAX_X5C, Signer};
 use crate::token::origin::OriginClaims;
 use crate::token::verify::VerifiedClaims;
@@ -57,6 +58,7 @@ pub struct MintedToken {
     compact: String,
     claims: Claims,
     hash: [u8; 32],
+    reused: bool,
 }
 
 // === impl Minter ===
@@ -129,7 +131,8 @@ impl Minter {
             aud: basis.aud.clone(),
             scope: basis.scope.clone(),
         });
-        if let Some(hit) = key.as_ref().and_then(|key| self.cache.get(key, now)) {
+        if let Some(mut hit) = key.as_ref().and_then(|key| self.cache.get(key, now)) {
+            hit.reused = true;
             return Ok(hit);
         }
         let exp = now
@@ -237,6 +240,7 @@ impl Minter {
             compact,
             claims,
             hash,
+            reused: false,
         })
     }
 }
@@ -300,6 +304,24 @@ impl MintedToken {
     /// SHA-256 of the compact token.
     pub fn hash(&self) -> &[u8; 32] {
         &self.hash
+    }
+
+    /// What Cedar sees of this token (`context.token`), as the next hop will see it.
+    pub fn facts(&self) -> TokenFacts {
+        let claims = &self.claims;
+        TokenFacts {
+            sub: claims.sub.clone(),
+            iss: claims.iss.clone(),
+            txn: Some(claims.txn.clone()),
+            scope: claims.scopes().map(str::to_owned).collect(),
+            // A minted `act` is well formed by construction; its length is not capped here.
+            actors: claims::actors(claims.act.as_ref(), usize::MAX).unwrap_or_default(),
+        }
+    }
+
+    /// Whether this token came from the reuse cache rather than a new signature.
+    pub fn is_reused(&self) -> bool {
+        self.reused
     }
 
     /// [`Self::hash`] as base64url (what a child's `prv` will hold).

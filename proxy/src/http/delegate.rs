@@ -1,0 +1,225 @@
+//! The credential swap on the outbound side (SECURITY-SENSITIVE): whatever authority the local
+//! app presents is verified, then replaced by a hop token for exactly one destination.
+//!
+//! ```text
+//!  hop-token from the app ──verify_relay (aud = us)──▶ parent ─┐
+//!  Authorization: Bearer ──OriginVerifier (JWKS file)──▶ origin ─┼─▶ Minter::mint(aud = route)
+//!  neither ─────────────────────────────────────────────▶ self ───┘        │
+//!                                                    hop-token: <child>  ◀─┘  Authorization: removed
+//! ```
+//!
+//! Rules (DESIGN.md "Relay rules", SECURITY-RULES ACT-14, HDR-07):
+//!
+//! - A relayed `hop-token` must verify (chain, signature, `aud` = this workload, time); one that
+//!   does not is a 401 with its reason code, never dropped in favour of a fresh chain.
+//! - Without a parent, an `Authorization: Bearer` token is an origin credential when origin
+//!   issuers are configured: it must verify, or the call is a 401. Without issuers there is no
+//!   one to verify it against, so the chain starts as this workload.
+//! - `Authorization` never leaves: only the minted token crosses the hop. Neither does any
+//!   `hop-token` the app sent: the child replaces it.
+//! - The transaction context (`tctx`) is set at the origin from the `intent-*` headers (prefix
+//!   stripped, `action` excepted) and copied unchanged by every later hop.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use hopgate_config::{Route, TokenConfig};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+use super::RequestError;
+use crate::telemetry::metrics::ProxyMetrics;
+use crate::tls::{Identity, IdentityStore, SpiffeClientVerifier};
+use crate::token::{
+    Limits, MintRequest, MintedToken, Minter, OriginVerifier, TokenError, TokenVerifier,
+};
+
+/// Swaps the local app's credential for a hop token on the outbound side.
+#[derive(Debug)]
+pub struct Delegator {
+    header: HeaderName,
+    limits: Limits,
+    ttl: std::time::Duration,
+    origin: OriginVerifier,
+    intent_prefix: String,
+    metrics: Arc<ProxyMetrics>,
+    // Minter and verifier belong to one identity snapshot: a rotated SVID gets a new minter (its
+    // tokens carry the new certificate), new bundles a new verifier.
+    current: ArcSwapOption<Current>,
+}
+
+#[derive(Debug)]
+struct Current {
+    identity: Arc<Identity>,
+    chains: Arc<SpiffeClientVerifier>,
+    minter: Minter,
+    verifier: TokenVerifier,
+}
+
+// === impl Delegator ===
+
+impl Delegator {
+    /// A delegator minting with `identity`'s SVID into `header` (`token.header`), verifying
+    /// origin tokens with `origin`.
+    ///
+    /// # Errors
+    /// [`TokenError`] when the SVID's key cannot sign hop tokens, so a sidecar that could never
+    /// mint fails at startup rather than on its first call.
+    pub fn new(
+        config: &TokenConfig,
+        header: HeaderName,
+        intent_prefix: &str,
+        origin: OriginVerifier,
+        identity: &IdentityStore,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Result<Self, TokenError> {
+        let delegator = Self {
+            header,
+            limits: Limits::from(config),
+            ttl: config.ttl(),
+            origin,
+            intent_prefix: intent_prefix.to_owned(),
+            metrics,
+            current: ArcSwapOption::empty(),
+        };
+        delegator.current(identity)?;
+        Ok(delegator)
+    }
+
+    /// Verifies the app's credential in `headers`, replaces it with a hop token for `route` and
+    /// returns that token.
+    ///
+    /// # Errors
+    /// [`RequestError::Unauthenticated`] with the reason code when a relayed hop token or an
+    /// origin token fails verification, or a credential header appears twice;
+    /// [`RequestError::Internal`] when no token can be minted (the SVID expires now).
+    pub fn delegate(
+        &self,
+        headers: &mut HeaderMap,
+        route: &Route,
+        identity: &IdentityStore,
+    ) -> Result<MintedToken, RequestError> {
+        let now = SystemTime::now();
+        let current = self.current(identity).map_err(|err| {
+            tracing::error!(error = %err, "the SVID cannot sign hop tokens");
+            RequestError::Internal("hop token minter")
+        })?;
+        let parent = match self.single(headers, &self.header)? {
+            Some(compact) => Some(
+                current
+                    .verifier
+                    .verify_relay(compact, now)
+                    .map_err(|reason| self.reject(reason.as_str()))?,
+            ),
+            None => None,
+        };
+        let origin = match (&parent, self.single(headers, &AUTHORIZATION)?) {
+            (None, Some(value)) if is_bearer(value) && !self.origin.is_empty() => Some(
+                self.origin
+                    .verify_authorization(value, now)
+                    .map_err(|reason| self.reject(reason.as_str()))?,
+            ),
+            _ => None,
+        };
+        let tctx = match parent {
+            None => self.transaction_context(headers),
+            Some(_) => None,
+        };
+        let minted = current
+            .minter
+            .mint(MintRequest {
+                aud: route.identity(),
+                parent: parent.as_ref(),
+                origin: origin.as_ref(),
+                route_scopes: route.scopes(),
+                tctx,
+            })
+            .map_err(|err| {
+                tracing::warn!(route.identity = %route.identity(), error = %err, "cannot mint a hop token");
+                RequestError::Internal("hop token could not be minted")
+            })?;
+        if !minted.is_reused() {
+            self.metrics.record_token_minted();
+        }
+        let value = HeaderValue::from_str(minted.compact())
+            .map_err(|_| RequestError::Internal("hop token is not a header value"))?;
+        // The broad credential stops here; only the token for this destination goes on.
+        headers.remove(AUTHORIZATION);
+        headers.insert(self.header.clone(), value);
+        Ok(minted)
+    }
+
+    /// The one value of `name`, as text; several, or one that is not text, is `malformed`.
+    fn single<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        name: &HeaderName,
+    ) -> Result<Option<&'h str>, RequestError> {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(self.reject("malformed"));
+        }
+        value
+            .to_str()
+            .map(Some)
+            .map_err(|_| self.reject("malformed"))
+    }
+
+    /// `tctx` for a new transaction: the intent headers, prefix stripped, `action` excepted.
+    fn transaction_context(&self, headers: &HeaderMap) -> Option<Map<String, Value>> {
+        let mut tctx = Map::new();
+        for (name, value) in headers {
+            let Some(key) = name.as_str().strip_prefix(&self.intent_prefix) else {
+                continue;
+            };
+            if key == "action" || key.is_empty() {
+                continue;
+            }
+            if let Ok(value) = value.to_str() {
+                tctx.insert(key.to_owned(), Value::String(value.to_owned()));
+            }
+        }
+        (!tctx.is_empty()).then_some(tctx)
+    }
+
+    fn reject(&self, reason: &'static str) -> RequestError {
+        self.metrics.record_token_rejection(reason);
+        RequestError::Unauthenticated(reason)
+    }
+
+    fn current(&self, identity: &IdentityStore) -> Result<Arc<Current>, TokenError> {
+        let (snapshot, chains) = identity.current_with_verifier();
+        if let Some(current) = self.current.load_full()
+            && Arc::ptr_eq(&current.identity, &snapshot)
+            && Arc::ptr_eq(&current.chains, &chains)
+        {
+            return Ok(current);
+        }
+        let minter = Minter::new(snapshot.svid(), self.ttl)?;
+        let verifier = TokenVerifier::new(
+            snapshot.svid().id().clone(),
+            Arc::clone(&chains),
+            self.limits,
+        );
+        let fresh = Arc::new(Current {
+            identity: snapshot,
+            chains,
+            minter,
+            verifier,
+        });
+        self.current.store(Some(Arc::clone(&fresh)));
+        Ok(fresh)
+    }
+}
+
+/// Whether an `Authorization` value uses the `Bearer` scheme (any case, RFC 9110 §11.1).
+fn is_bearer(value: &str) -> bool {
+    value
+        .split_once(' ')
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+}

@@ -1,0 +1,331 @@
+//! The outbound side: the local app's call, in plain HTTP, to a destination sidecar over mTLS.
+//!
+//! ```text
+//!  app ──http──▶ listener ─▶ route (Host | absolute-form | SO_ORIGINAL_DST) ─▶ strip hop-by-hop
+//!      ─▶ credential swap (verify relayed token | origin token, mint for the route) ─▶ egress
+//!         Cedar check (policy.outbound) ─▶ mTLS to routes[].address, server SVID = identity
+//! ```
+//!
+//! A request no route matches is answered 403 `no_route`: there is no plaintext fall-through.
+//! In transparent mode (`outbound.transparent`) a connection iptables redirected carries its
+//! destination in `SO_ORIGINAL_DST`, matched against `routes[].original_dst`; a connection made
+//! to the listener itself is routed by `Host`, as in explicit mode.
+//!
+//! The outbound side shares the inbound side's timeouts and limits (`inbound.timeouts`,
+//! `inbound.limits`, or their defaults): `app_connect` bounds the connection to the destination
+//! sidecar, `app_response` the wait for its response head.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hopgate_config::{InboundLimits, InboundTimeouts, OutboundConfig, Route};
+use hopgate_policy::Direction as PolicyDirection;
+use http::uri::Authority;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use crate::connection::ConnectionServer;
+use crate::http::authorize::Authorizer;
+use crate::http::delegate::Delegator;
+use crate::http::{Body, RequestError, WithoutTrailers, headers, path, stream_body};
+use crate::listener::{Accepted, Listener};
+use crate::shutdown;
+use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
+use crate::tls::IdentityStore;
+
+mod upstream;
+
+use upstream::Upstream;
+
+/// The outbound listener, bound and ready to serve.
+#[derive(Debug)]
+pub struct Outbound {
+    listener: Listener,
+    server: ConnectionServer,
+    transparent: bool,
+    state: Arc<State>,
+}
+
+/// What every outbound request needs, shared by all connections.
+#[derive(Debug)]
+struct State {
+    identity: Arc<IdentityStore>,
+    routes: Vec<Destination>,
+    delegator: Delegator,
+    authorizer: Authorizer,
+    metrics: Arc<ProxyMetrics>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// A route with its pooled client.
+#[derive(Debug)]
+struct Destination {
+    route: Route,
+    upstream: Upstream,
+}
+
+/// How a connection's requests find their route.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// By each request's authority (explicit mode, or a connection made to the listener).
+    ByAuthority,
+    /// The route (or none) that the connection's original destination matched.
+    Fixed(Option<usize>),
+}
+
+// === impl Outbound ===
+
+impl Outbound {
+    /// Binds the outbound listener.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub fn bind(
+        config: &OutboundConfig,
+        timeouts: &InboundTimeouts,
+        limits: &InboundLimits,
+        identity: Arc<IdentityStore>,
+        delegator: Delegator,
+        authorizer: Authorizer,
+        metrics: Arc<ProxyMetrics>,
+    ) -> io::Result<Self> {
+        let listener = Listener::bind(config.listen(), limits.max_connections())?;
+        let routes = config
+            .routes()
+            .iter()
+            .map(|route| Destination {
+                route: route.clone(),
+                upstream: Upstream::new(
+                    route,
+                    Arc::clone(&identity),
+                    timeouts.app_connect(),
+                    timeouts.app_response(),
+                ),
+            })
+            .collect();
+        let max_in_flight = limits
+            .max_connections()
+            .saturating_mul(usize::try_from(limits.max_concurrent_streams()).unwrap_or(1))
+            .min(Semaphore::MAX_PERMITS);
+        Ok(Self {
+            listener,
+            server: ConnectionServer::new(timeouts, limits),
+            transparent: config.transparent(),
+            state: Arc::new(State {
+                identity,
+                routes,
+                delegator,
+                authorizer,
+                metrics,
+                in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            }),
+        })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// Never, for a bound listener.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts and serves connections until shutdown is signaled.
+    pub async fn serve(self, mut drain: shutdown::Watch) {
+        loop {
+            let accepted = tokio::select! {
+                () = drain.signaled() => return,
+                accepted = self.listener.accept() => accepted,
+            };
+            let Accepted {
+                stream,
+                remote,
+                permit,
+            } = accepted;
+            let target = if self.transparent {
+                self.state.original_target(&stream, remote)
+            } else {
+                Target::ByAuthority
+            };
+            let state = Arc::clone(&self.state);
+            let server = self.server.clone();
+            let drain = drain.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, Infallible>(state.handle(target, req).await) }
+                });
+                server.serve(stream, service, drain).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+// === impl State ===
+
+impl State {
+    /// The route of a redirected connection, from `SO_ORIGINAL_DST`.
+    fn original_target(&self, stream: &TcpStream, remote: SocketAddr) -> Target {
+        let Some(original) = original_dst(stream) else {
+            return Target::ByAuthority;
+        };
+        // Not redirected: the app connected to the listener itself.
+        if stream.local_addr().is_ok_and(|local| local == original) {
+            return Target::ByAuthority;
+        }
+        let route = self
+            .routes
+            .iter()
+            .position(|d| d.route.original_dst() == Some(original));
+        if route.is_none() {
+            tracing::info!(client.addr = %remote, original_dst = %original, "no route for the original destination");
+        }
+        Target::Fixed(route)
+    }
+
+    async fn handle(&self, target: Target, req: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
+        let (rsp, decision) = match self.forward(target, req).await {
+            Ok(forwarded) => forwarded,
+            Err(err) => {
+                tracing::info!(direction = "outbound", status = err.status().as_u16(), error = %err, "request failed");
+                let decision = match err {
+                    RequestError::Unauthenticated(_) => DecisionLabel::Unauthenticated,
+                    RequestError::Forbidden(_)
+                    | RequestError::BadRequest(_)
+                    | RequestError::NoRoute => DecisionLabel::Deny,
+                    RequestError::UpstreamConnect(_)
+                    | RequestError::UpstreamTimeout
+                    | RequestError::Overloaded
+                    | RequestError::Internal(_) => DecisionLabel::Allow,
+                };
+                (err.into_response(), decision)
+            }
+        };
+        self.metrics
+            .record_request(Direction::Outbound, decision, start.elapsed());
+        rsp
+    }
+
+    async fn forward(
+        &self,
+        target: Target,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Body>, DecisionLabel), RequestError> {
+        let _permit = Arc::clone(&self.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| RequestError::Overloaded)?;
+        let (mut parts, body) = req.into_parts();
+        if parts.method == Method::CONNECT {
+            // A tunnel would carry bytes no policy or token ever sees.
+            return Err(RequestError::BadRequest("CONNECT tunnels are not proxied"));
+        }
+        headers::strip_hop_by_hop(&mut parts.headers)
+            .map_err(|_| RequestError::BadRequest("connection header nominates a framing field"))?;
+        path::check(parts.uri.path()).map_err(RequestError::BadRequest)?;
+        // Router, policy and destination read one authority (SECURITY-RULES PATH-03, SMG-17).
+        headers::check_authority(&parts).map_err(RequestError::BadRequest)?;
+        let authority = request_authority(&parts);
+        let destination = match target {
+            Target::Fixed(route) => route.and_then(|i| self.routes.get(i)),
+            Target::ByAuthority => authority.and_then(|a| self.by_authority(a)),
+        }
+        .ok_or(RequestError::NoRoute)?;
+        let route = &destination.route;
+        let authority = match authority {
+            Some(authority) => Authority::try_from(authority),
+            None => Authority::try_from(route.host()),
+        }
+        .map_err(|_| RequestError::BadRequest("invalid authority"))?;
+        // The app's credential is verified and swapped for a token scoped to this route.
+        let token = self
+            .delegator
+            .delegate(&mut parts.headers, route, &self.identity)?;
+        // The egress decision reads the token that is about to leave (`policy.outbound`).
+        let identity = self.identity.current();
+        let facts = token.facts();
+        let decision = self.authorizer.authorize_token(
+            &parts,
+            identity.svid().id(),
+            route.identity(),
+            PolicyDirection::Outbound,
+            Some(&facts),
+            Some(token.claims().jti()),
+        )?;
+        parts.headers.remove(http::header::TRAILER);
+        let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
+        let rsp = destination.upstream.send(req, authority).await?;
+        let (mut parts, body) = rsp.into_parts();
+        let _ = headers::strip_hop_by_hop(&mut parts.headers);
+        Ok((Response::from_parts(parts, stream_body(body)), decision))
+    }
+
+    /// The route for an authority: `host:port` exactly, else the host alone (ASCII case
+    /// insensitive).
+    fn by_authority(&self, authority: &str) -> Option<&Destination> {
+        let exact = self
+            .routes
+            .iter()
+            .find(|d| d.route.host().eq_ignore_ascii_case(authority));
+        exact.or_else(|| {
+            let host = host_of(authority);
+            (host.len() < authority.len()).then_some(())?;
+            self.routes
+                .iter()
+                .find(|d| d.route.host().eq_ignore_ascii_case(host))
+        })
+    }
+}
+
+/// The authority a request names: the URI's (absolute-form, or `:authority` on HTTP/2), else
+/// `Host`. [`headers::check_authority`] has made sure the two agree when both are present.
+fn request_authority(parts: &http::request::Parts) -> Option<&str> {
+    parts
+        .uri
+        .authority()
+        .map(Authority::as_str)
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .filter(|a| !a.is_empty())
+}
+
+/// `authority` without its `:port` (an IPv6 literal keeps its brackets).
+fn host_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => host,
+        _ => authority,
+    }
+}
+
+/// The destination a redirected connection was addressed to (`SO_ORIGINAL_DST`), if any.
+fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
+    let socket = socket2::SockRef::from(stream);
+    socket
+        .original_dst_v4()
+        .or_else(|_| socket.original_dst_v6())
+        .ok()
+        .and_then(|addr| addr.as_socket())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_of_strips_the_port_but_not_an_ipv6_literal() {
+        assert_eq!(host_of("inference.ml:8080"), "inference.ml");
+        assert_eq!(host_of("inference.ml"), "inference.ml");
+        assert_eq!(host_of("[::1]:80"), "[::1]");
+        assert_eq!(host_of("[::1]"), "[::1]");
+    }
+}

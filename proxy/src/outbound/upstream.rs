@@ -1,0 +1,266 @@
+//! mTLS origination to a destination sidecar: this workload's SVID as client certificate, the
+//! server's SVID checked against the route's `identity` exactly (no DNS names), HTTP/2 when the
+//! server offers it by ALPN, HTTP/1.1 otherwise.
+//!
+//! One pooled client per route: an HTTP/2 connection is shared by every request to that
+//! destination and replaced when it fails or the server closes it; HTTP/1.1 connections are
+//! kept alive and reused. The TLS config is rebuilt when the identity store publishes a new SVID
+//! or new bundles, so a rotation applies to the next connection.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use hopgate_config::{Route, SpiffeId};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version, header::HOST};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pin_project_lite::pin_project;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::http::{Body, RequestError};
+use crate::tls::{Identity, IdentityStore, describe_tls_error, outbound_client_config};
+
+/// The pool's idle connections are closed before a peer sidecar's default idle timeout (60 s)
+/// would close them under a request.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// A pooled mTLS client to one route's destination sidecar.
+#[derive(Clone, Debug)]
+pub(crate) struct Upstream {
+    client: Client<MtlsConnector, Body>,
+    response_timeout: Duration,
+}
+
+/// Makes the TCP + TLS connections for one route.
+#[derive(Clone)]
+struct MtlsConnector {
+    address: SocketAddr,
+    expected: SpiffeId,
+    host: String,
+    identity: Arc<IdentityStore>,
+    connect_timeout: Duration,
+    config: Arc<ArcSwapOption<(Arc<Identity>, Arc<ClientConfig>)>>,
+}
+
+pin_project! {
+    /// A client TLS stream that tells the pool which protocol ALPN chose.
+    struct MtlsStream {
+        #[pin]
+        inner: TlsStream<TcpStream>,
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// A client for `route`, connecting within `connect_timeout` and waiting at most
+    /// `response_timeout` for a response head.
+    pub(crate) fn new(
+        route: &Route,
+        identity: Arc<IdentityStore>,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
+        let connector = MtlsConnector {
+            address: route.address(),
+            expected: route.identity().clone(),
+            host: route.host().to_owned(),
+            identity,
+            connect_timeout,
+            config: Arc::new(ArcSwapOption::empty()),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            // The request's authority rides in the URI (`:authority` on HTTP/2); HTTP/1.1
+            // gets a `Host` made from it.
+            .set_host(true)
+            .build(connector);
+        Self {
+            client,
+            response_timeout,
+        }
+    }
+
+    /// Sends `req` (origin-form, its authority in `authority`) to the destination sidecar and
+    /// returns the response with the body still streaming.
+    ///
+    /// # Errors
+    /// [`RequestError::UpstreamConnect`] when the connection or the TLS handshake fails (a wrong
+    /// server identity among them), [`RequestError::UpstreamTimeout`] when no response head
+    /// arrives in time.
+    pub(crate) async fn send(
+        &self,
+        req: Request<Body>,
+        authority: Authority,
+    ) -> Result<Response<Incoming>, RequestError> {
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(Scheme::HTTPS)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| RequestError::Internal("upstream uri"))?;
+        // One authority, in the URI: a `Host` beside it would name the host twice on HTTP/2.
+        parts.headers.remove(HOST);
+        parts.version = Version::HTTP_11;
+        let req = Request::from_parts(parts, body);
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Ok(Ok(rsp)) => Ok(rsp),
+            Ok(Err(err)) => Err(RequestError::UpstreamConnect(Box::new(err))),
+            Err(_) => Err(RequestError::UpstreamTimeout),
+        }
+    }
+}
+
+// === impl MtlsConnector ===
+
+impl MtlsConnector {
+    /// The client config for the identity in use, rebuilt after a rotation.
+    fn client_config(&self) -> io::Result<Arc<ClientConfig>> {
+        let identity = self.identity.current();
+        if let Some(cached) = self.config.load_full()
+            && Arc::ptr_eq(&cached.0, &identity)
+        {
+            return Ok(Arc::clone(&cached.1));
+        }
+        let config = outbound_client_config(&identity, self.expected.clone())
+            .map_err(|err| io::Error::other(err.to_string()))?;
+        self.config
+            .store(Some(Arc::new((identity, Arc::clone(&config)))));
+        Ok(config)
+    }
+
+    async fn connect(self) -> io::Result<TokioIo<MtlsStream>> {
+        let config = self.client_config()?;
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.address))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+            .inspect_err(|err| {
+                tracing::warn!(
+                    route.host = %self.host,
+                    route.address = %self.address,
+                    error = %err,
+                    "cannot connect to the destination sidecar"
+                );
+            })?;
+        let _ = tcp.set_nodelay(true);
+        // The name is never checked (the SPIFFE ID is); rustls needs one for SNI bookkeeping.
+        let name = ServerName::IpAddress(self.address.ip().into());
+        let tls = tokio::time::timeout(
+            self.connect_timeout,
+            TlsConnector::from(config).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        .inspect_err(|err| {
+            tracing::warn!(
+                route.host = %self.host,
+                route.address = %self.address,
+                route.identity = %self.expected,
+                error = %describe_tls_error(err),
+                "mTLS handshake with the destination sidecar failed"
+            );
+        })?;
+        Ok(TokioIo::new(MtlsStream { inner: tls }))
+    }
+}
+
+impl tower::Service<Uri> for MtlsConnector {
+    type Response = TokioIo<MtlsStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Connects to the route's address, whatever the URI names: the URI carries the authority
+    /// the destination app will see, not where its sidecar listens.
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        Box::pin(self.clone().connect())
+    }
+}
+
+impl fmt::Debug for MtlsConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MtlsConnector")
+            .field("address", &self.address)
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl MtlsStream ===
+
+impl Connection for MtlsStream {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.inner.get_ref().1.alpn_protocol() == Some(b"h2") {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl AsyncRead for MtlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for MtlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
