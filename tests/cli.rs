@@ -890,8 +890,9 @@ fn policy_test_exits_78_on_a_malformed_or_missing_cases_file() {
 }
 
 #[test]
-fn settings_this_build_cannot_honour_are_refused_not_ignored() {
-    // A sidecar that ignored `token.origin` would start chains on behalf of no one it named.
+fn an_origin_jwks_file_without_a_usable_key_is_refused_by_run_and_check_config() {
+    // A sidecar whose origin issuer has no key could never verify an end user: refuse to start,
+    // naming the setting, even before an outbound side is configured.
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_hopgate");
     let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();

@@ -66,10 +66,13 @@ pub enum StartupError {
     /// The policy folder could not be loaded or failed validation; a configuration problem.
     #[error("policy: {0}")]
     Policy(#[from] PolicyError),
-    /// An origin issuer's JWKS file cannot be used, or the SVID cannot sign hop tokens; a
-    /// configuration problem.
-    #[error("token: {0}")]
-    Token(#[from] TokenError),
+    /// An origin issuer's JWKS file cannot be used; a configuration problem.
+    #[error("token.origin.issuers: {0}")]
+    Origin(#[source] TokenError),
+    /// The SVID's key cannot sign hop tokens (the outbound side mints them); a configuration
+    /// problem.
+    #[error("identity.svid: cannot sign hop tokens: {0}")]
+    Minter(#[source] TokenError),
     /// The configuration asks for something this build cannot do yet.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -109,7 +112,11 @@ impl StartupError {
     /// Whether the failure lies in the configuration (exit 78) rather than the runtime (exit 1).
     pub fn is_config(&self) -> bool {
         match self {
-            Self::Identity(_) | Self::Policy(_) | Self::Token(_) | Self::Unsupported(_) => true,
+            Self::Identity(_)
+            | Self::Policy(_)
+            | Self::Origin(_)
+            | Self::Minter(_)
+            | Self::Unsupported(_) => true,
             Self::Bind { .. } => false,
         }
     }
@@ -194,12 +201,17 @@ impl Proxy {
             }
             None => None,
         };
+        // The JWKS files are read even without an outbound side, so a broken one is reported
+        // where it is configured instead of when someone adds the outbound side.
+        let origin = OriginVerifier::load(config.token().origin_issuers(), config.token().leeway())
+            .map_err(StartupError::Origin)?;
+        if config.outbound().is_none() && !origin.is_empty() {
+            tracing::warn!("token.origin has no effect without an outbound side");
+        }
         let outbound = match config.outbound() {
             Some(cfg) => {
                 let header = ::http::HeaderName::from_bytes(config.token().header().as_bytes())
                     .map_err(|_| StartupError::Unsupported("token.header: not a header name"))?;
-                let origin =
-                    OriginVerifier::load(config.token().origin_issuers(), config.token().leeway())?;
                 let delegator = Delegator::new(
                     config.token(),
                     header,
@@ -207,7 +219,8 @@ impl Proxy {
                     origin,
                     &identity,
                     Arc::clone(&metrics),
-                )?;
+                )
+                .map_err(StartupError::Minter)?;
                 // The egress check runs only when `policy.outbound` asks for it.
                 let egress = config
                     .policy()

@@ -95,6 +95,18 @@ impl Outbound {
         metrics: Arc<ProxyMetrics>,
     ) -> io::Result<Self> {
         let listener = Listener::bind(config.listen(), limits.max_connections())?;
+        if !config.transparent() {
+            for route in config
+                .routes()
+                .iter()
+                .filter(|r| r.original_dst().is_some())
+            {
+                tracing::warn!(
+                    route.host = route.host(),
+                    "outbound.routes[].original_dst is only matched with outbound.transparent: true"
+                );
+            }
+        }
         let routes = config
             .routes()
             .iter()
@@ -173,6 +185,7 @@ impl State {
     /// The route of a redirected connection, from `SO_ORIGINAL_DST`.
     fn original_target(&self, stream: &TcpStream, remote: SocketAddr) -> Target {
         let Some(original) = original_dst(stream) else {
+            tracing::debug!(client.addr = %remote, "no original destination: routing by authority");
             return Target::ByAuthority;
         };
         // Not redirected: the app connected to the listener itself.

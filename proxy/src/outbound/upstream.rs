@@ -6,6 +6,12 @@
 //! destination and replaced when it fails or the server closes it; HTTP/1.1 connections are
 //! kept alive and reused. The TLS config is rebuilt when the identity store publishes a new SVID
 //! or new bundles, so a rotation applies to the next connection.
+//!
+//! Which of the two a destination speaks is learnt once, by a handshake of its own (the probe),
+//! before the first request: a pool that learnt it from the first request's connection would
+//! let a burst of concurrent first requests open one connection each, because only a client
+//! that knows it speaks HTTP/2 waits for one connection instead of racing. After a connection
+//! failure the protocol is probed again (the destination may have been replaced).
 
 use std::fmt;
 use std::future::Future;
@@ -13,6 +19,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,11 +47,21 @@ use crate::tls::{Identity, IdentityStore, describe_tls_error, outbound_client_co
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// A pooled mTLS client to one route's destination sidecar.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Upstream {
-    client: Client<MtlsConnector, Body>,
+    /// For a destination that selected `h2` by ALPN: one shared connection, connects deduplicated.
+    h2: Client<MtlsConnector, Body>,
+    /// For one that did not: HTTP/1.1 keep-alive connections.
+    http1: Client<MtlsConnector, Body>,
+    connector: MtlsConnector,
+    protocol: AtomicU8,
+    probe: tokio::sync::Mutex<()>,
     response_timeout: Duration,
 }
+
+const UNKNOWN: u8 = 0;
+const H2: u8 = 1;
+const HTTP1: u8 = 2;
 
 /// Makes the TCP + TLS connections for one route.
 #[derive(Clone)]
@@ -84,18 +101,54 @@ impl Upstream {
             connect_timeout,
             config: Arc::new(ArcSwapOption::empty()),
         };
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            // The request's authority rides in the URI (`:authority` on HTTP/2); HTTP/1.1
-            // gets a `Host` made from it.
-            .set_host(true)
-            .build(connector);
+        let client = |http2_only: bool| {
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(POOL_IDLE)
+                .http2_only(http2_only)
+                // The request's authority rides in the URI (`:authority` on HTTP/2); HTTP/1.1
+                // gets a `Host` made from it.
+                .set_host(true)
+                .build(connector.clone())
+        };
         Self {
-            client,
+            h2: client(true),
+            http1: client(false),
+            connector,
+            protocol: AtomicU8::new(UNKNOWN),
+            probe: tokio::sync::Mutex::new(()),
             response_timeout,
         }
+    }
+
+    /// The client for the destination's protocol, probing it first when unknown.
+    async fn client(&self) -> Result<&Client<MtlsConnector, Body>, RequestError> {
+        let known = |protocol| match protocol {
+            H2 => Some(&self.h2),
+            HTTP1 => Some(&self.http1),
+            _ => None,
+        };
+        if let Some(client) = known(self.protocol.load(Ordering::Acquire)) {
+            return Ok(client);
+        }
+        let _probing = self.probe.lock().await;
+        if let Some(client) = known(self.protocol.load(Ordering::Acquire)) {
+            return Ok(client);
+        }
+        let stream = self
+            .connector
+            .clone()
+            .connect()
+            .await
+            .map_err(|err| RequestError::UpstreamConnect(Box::new(err)))?;
+        let protocol = if stream.inner().connected().is_negotiated_h2() {
+            H2
+        } else {
+            HTTP1
+        };
+        self.protocol.store(protocol, Ordering::Release);
+        Ok(known(protocol).unwrap_or(&self.http1))
     }
 
     /// Sends `req` (origin-form, its authority in `authority`) to the destination sidecar and
@@ -126,9 +179,15 @@ impl Upstream {
         parts.headers.remove(HOST);
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        let client = self.client().await?;
+        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
             Ok(Ok(rsp)) => Ok(rsp),
-            Ok(Err(err)) => Err(RequestError::UpstreamConnect(Box::new(err))),
+            Ok(Err(err)) => {
+                if err.is_connect() {
+                    self.protocol.store(UNKNOWN, Ordering::Release);
+                }
+                Err(RequestError::UpstreamConnect(Box::new(err)))
+            }
             Err(_) => Err(RequestError::UpstreamTimeout),
         }
     }
