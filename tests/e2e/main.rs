@@ -11,11 +11,13 @@ mod admin;
 mod curl;
 mod inbound;
 mod outbound;
+mod outbound_edge;
 mod reload;
 mod rotation;
 mod shutdown;
 mod support;
 mod svid_matrix;
+mod transparent;
 
 mod audit;
 mod policy;

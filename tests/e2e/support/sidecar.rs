@@ -16,13 +16,15 @@ use tokio::sync::mpsc;
 pub(crate) struct Sidecar {
     child: Child,
     pub(crate) inbound: SocketAddr,
+    /// The outbound listener, when the config has an `outbound` section.
+    pub(crate) outbound: Option<SocketAddr>,
     pub(crate) admin: SocketAddr,
     lines: mpsc::UnboundedReceiver<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Sidecar {
-    /// Starts the binary and waits (bounded) for both listeners to be logged.
+    /// Starts the binary and waits (bounded) for its listeners to be logged.
     pub(crate) async fn start(config: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hopgate"))
             .args(["run", "-c"])
@@ -47,9 +49,10 @@ impl Sidecar {
                 }
             });
         }
-        let (mut inbound, mut admin) = (None, None);
+        let (mut inbound, mut outbound, mut admin) = (None, None, None);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while inbound.is_none() || admin.is_none() {
+        // The admin listener is logged last, after inbound and outbound.
+        while admin.is_none() {
             let line = tokio::time::timeout_at(deadline, lines.recv())
                 .await
                 .unwrap_or_else(|_| {
@@ -65,13 +68,17 @@ impl Sidecar {
             let addr: SocketAddr = json["addr"].as_str().unwrap().parse().unwrap();
             match json["listener"].as_str() {
                 Some("inbound") => inbound = Some(addr),
+                Some("outbound") => outbound = Some(addr),
                 Some("admin") => admin = Some(addr),
                 other => panic!("unknown listener {other:?}"),
             }
         }
+        let inbound = inbound
+            .unwrap_or_else(|| panic!("no inbound listener logged: {:#?}", log.lock().unwrap()));
         Self {
             child,
-            inbound: inbound.unwrap(),
+            inbound,
+            outbound,
             admin: admin.unwrap(),
             lines,
             log,

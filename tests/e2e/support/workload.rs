@@ -119,7 +119,6 @@ impl WorkloadBuilder<'_> {
     }
 
     /// A route given in full.
-    #[expect(dead_code, reason = "for the transparent-mode and robustness tests")]
     pub(crate) fn route_spec(mut self, route: RouteSpec) -> Self {
         self.routes.push(route);
         self
@@ -133,7 +132,6 @@ impl WorkloadBuilder<'_> {
     }
 
     /// Extra `outbound:` keys, as indented YAML lines (`"  transparent: true\n"`).
-    #[expect(dead_code, reason = "for the transparent-mode and robustness tests")]
     pub(crate) fn outbound_yaml(mut self, yaml: &str) -> Self {
         self.outbound_extra.push_str(yaml);
         self
