@@ -112,9 +112,10 @@ impl Minter {
     /// - otherwise: `sub` = self, `scope` = the route's, no `act`, a new `txn`.
     ///
     /// `iat` = `nbf` = now, `exp` ≤ now + TTL and ≤ the SVID's notAfter. A token minted from the
-    /// same parent (or origin token and `tctx`), for the same destination and scope, is reused
-    /// while more than half its lifetime is left; one without either is always fresh (a new
-    /// transaction).
+    /// same parent (or origin token, or neither) and `tctx`, for the same destination and scope,
+    /// is reused while more than half its lifetime is left (DESIGN.md "Relay rules"). So calls a
+    /// workload starts for itself share one `txn` for up to half the TTL: `txn` names the
+    /// delegation, a trace id names the call.
     ///
     /// # Errors
     /// [`TokenError::Clock`], [`TokenError::NoLifetime`] when the SVID or the parent expires
@@ -150,7 +151,10 @@ impl Minter {
             nbf: now,
             exp,
             jti: random_id()?,
-            txn: basis.txn,
+            txn: match basis.txn {
+                Some(txn) => txn,
+                None => random_id()?,
+            },
             scope: Some(basis.scope),
             act: basis.act,
             cnf: Cnf {
@@ -180,7 +184,7 @@ impl Minter {
             return Ok(Basis {
                 aud,
                 sub: parent.sub().to_owned(),
-                txn: parent.txn().to_owned(),
+                txn: Some(parent.txn().to_owned()),
                 scope: narrow(parent.scopes(), request.route_scopes),
                 act: Some(act),
                 tctx: parent.tctx().cloned(),
@@ -189,14 +193,13 @@ impl Minter {
                 context: Some(*parent.hash()),
             });
         }
-        let txn = random_id()?;
         if let Some(origin) = request.origin {
             let tctx = serde_json::to_vec(&request.tctx).map_err(TokenError::Serialize)?;
             let context = sha256(&[origin.hash().as_slice(), &tctx].concat());
             return Ok(Basis {
                 aud,
                 sub: origin.sub().to_owned(),
-                txn,
+                txn: None,
                 scope: narrow(
                     origin.scopes().iter().map(String::as_str),
                     request.route_scopes,
@@ -210,10 +213,13 @@ impl Minter {
                 context: Some(context),
             });
         }
+        // The workload acting for itself: reused like the others, keyed on its `tctx`.
+        let tctx = serde_json::to_vec(&request.tctx).map_err(TokenError::Serialize)?;
+        let context = sha256(&[b"self\0".as_slice(), &tctx].concat());
         Ok(Basis {
             aud,
             sub: own.to_owned(),
-            txn,
+            txn: None,
             scope: narrow(
                 request.route_scopes.iter().map(String::as_str),
                 request.route_scopes,
@@ -222,7 +228,7 @@ impl Minter {
             tctx: request.tctx,
             prv: None,
             parent_exp: None,
-            context: None,
+            context: Some(context),
         })
     }
 
@@ -259,7 +265,8 @@ impl fmt::Debug for Minter {
 struct Basis {
     aud: String,
     sub: String,
-    txn: String,
+    /// The parent's transaction, or `None` for a new one (made only when a token is signed).
+    txn: Option<String>,
     scope: String,
     act: Option<Value>,
     tctx: Option<Map<String, Value>>,

@@ -265,17 +265,23 @@ fn minted_tokens_are_reused_for_the_same_parent_destination_and_scope_while_over
 }
 
 #[test]
-fn tokens_minted_without_a_parent_or_origin_token_are_never_reused() {
+fn tokens_a_workload_mints_for_itself_are_reused_per_destination_and_tctx() {
     let mesh = Mesh::new();
     let minter = Mesh::minter(&mesh.agent);
     let aud = spiffe(CRM);
     let a = minter.mint_at(request(&aud, &[]), now()).unwrap();
     let b = minter.mint_at(request(&aud, &[]), now()).unwrap();
-    assert_ne!(
-        a.claims().txn(),
-        b.claims().txn(),
-        "each is a new transaction"
-    );
+    assert_eq!(a.compact(), b.compact(), "reused, one signature");
+    assert!(!a.is_reused() && b.is_reused());
+    let with_purpose = MintRequest {
+        tctx: Some(tctx("audit")),
+        ..request(&aud, &[])
+    };
+    let c = minter.mint_at(with_purpose, now()).unwrap();
+    assert_ne!(c.claims().txn(), a.claims().txn(), "another tctx, another transaction");
+    let other = spiffe(AGENT);
+    let d = minter.mint_at(request(&other, &[]), now()).unwrap();
+    assert_ne!(d.compact(), a.compact(), "another destination");
 }
 
 #[test]

@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# One hop, side by side, on loopback: what hopgate costs next to a plain nginx mTLS hop.
+#
+#   direct   load ──http──▶ app (nginx, 1 KiB)
+#   nginx    load ──http──▶ nginx A ══mTLS, client cert, TLS 1.3, pooled══▶ nginx B ──http──▶ app
+#   hopgate  load ──http──▶ hopgate A outbound ══mTLS, h2, pooled══▶ hopgate B inbound ──http──▶ app
+#            (full enforcement: SPIFFE on both ends, Cedar on both sides, a hop token minted by A
+#             and verified by B on every request, an audit record per decision on each side)
+#
+# Runs, each configuration in turn (alternating), REPS times, medians reported:
+#   wrk    HTTP/1.1, CONNS connections, SECS seconds
+#   h2load HTTP/2 (h2c prior knowledge) to the first proxy, CONNS connections × 10 streams
+#   rate   a fixed rate (RATE req/s, oha, HTTP/1.1, CONNS connections): latency at equal load
+# The load generator is pinned to core 0, every server to core 1 (taskset; PIN=0 to not pin).
+# CPU per request is the servers' user+system time over the requests served (both proxies of a
+# pair); peak RSS is each proxy's VmHWM after all runs.
+#
+# Usage: bash benches/load/run.sh [secs=10] [reps=3] [conns=16]
+#        RATE=2000 for the fixed-rate run; RUNS="wrk h2load rate" to choose runs.
+# Needs: nginx, wrk, h2load (installed from Debian when missing), oha (`cargo install oha`;
+# the fixed-rate run is skipped without it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+secs=${1:-10}
+reps=${2:-3}
+conns=${3:-16}
+rate=${RATE:-2000}
+runs=${RUNS:-"wrk h2load rate"}
+gen_cpu="taskset -c 0"; srv_cpu="taskset -c 1"
+if [ "${PIN:-1}" = 0 ]; then gen_cpu=""; srv_cpu=""; fi
+
+missing=()
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+have_oha=1
+command -v oha >/dev/null 2>&1 || { have_oha=0; echo "note: oha not found (cargo install oha); skipping the fixed-rate run" >&2; }
+
+cargo build --release --quiet
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/hopgate
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Ports: high and fixed; the script is for a quiet machine, not CI.
+app=127.0.0.1:18280
+ngx_a=127.0.0.1:18281; ngx_a_h2=127.0.0.1:18285; ngx_b=127.0.0.1:18282
+hg_a=127.0.0.1:18291; hg_b=127.0.0.1:18292; admin_a=127.0.0.1:18293; admin_b=127.0.0.1:18294
+host=b.bench
+
+id_a=spiffe://bench.local/ns/bench/sa/a
+id_b=spiffe://bench.local/ns/bench/sa/b
+$bin dev-ca init "$work/ca" --trust-domain bench.local >/dev/null
+$bin dev-ca issue "$work/ca" "$id_a" --out "$work/a" >/dev/null
+$bin dev-ca issue "$work/ca" "$id_b" --out "$work/b" >/dev/null
+head -c 1024 /dev/zero | tr '\0' 'x' > "$work/1k"
+chmod a+rx "$work"; chmod a+r "$work/1k"  # nginx workers run unprivileged
+
+nginx_conf() { # name body
+  cat > "$work/$1.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/$1.pid;
+error_log $work/$1.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+$2
+}
+NGINX
+}
+nginx_conf app "  server { listen $app; location / { root $work; try_files /1k =404; } }"
+# The reference pair: A originates mTLS with its client certificate (TLS 1.3, pooled keep-alive
+# connections); B requires and verifies it against the bundle. nginx cannot check a SPIFFE ID,
+# and an SVID has no DNS name, so A does not verify B's certificate: the reference does less
+# than hopgate on that side.
+nginx_conf nginx-a "  upstream b { server $ngx_b; keepalive 64; }
+  server {
+    listen $ngx_a;
+    listen $ngx_a_h2 http2;  # nginx 1.22: a cleartext HTTP/2 listener takes prior knowledge only
+    location / {
+      proxy_pass https://b;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_ssl_certificate $work/a/svid.pem;
+      proxy_ssl_certificate_key $work/a/svid_key.pem;
+      proxy_ssl_protocols TLSv1.3;
+      proxy_ssl_session_reuse on;
+    }
+  }"
+nginx_conf nginx-b "  upstream app { server $app; keepalive 64; }
+  server {
+    listen $ngx_b ssl;
+    ssl_certificate $work/b/svid.pem;
+    ssl_certificate_key $work/b/svid_key.pem;
+    ssl_client_certificate $work/ca/bundle.pem;
+    ssl_verify_client on;
+    ssl_protocols TLSv1.3;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header x-forwarded-client-cert \"URI=\$ssl_client_s_dn\";
+    }
+  }"
+
+# The hopgate pair, with everything on: Cedar on B's inbound and A's egress, tokens, audit.
+mkdir -p "$work/policies"
+cp examples/policies/schema.cedarschema "$work/policies/"
+cat > "$work/policies/bench.cedar" <<CEDAR
+@id("a-calls-b")
+permit (principal == Hop::Workload::"$id_a", action == Hop::Action::"call", resource == Hop::Workload::"$id_b")
+when { context.token.present && context.token has scope && context.token.scope.contains("bench.read") };
+@id("no-deep-chains")
+forbid (principal, action, resource) when { context.token has depth && context.token.depth > 4 };
+CEDAR
+cat > "$work/a.yaml" <<YAML
+identity:
+  svid: { cert: a/svid.pem, key: a/svid_key.pem }
+  bundles: { bench.local: ca/bundle.pem }
+outbound:
+  listen: $hg_a
+  routes:
+    - { host: $host, address: $hg_b, identity: $id_b, scopes: [bench.read] }
+policy: { dir: policies, outbound: true }
+telemetry: { log_format: json }
+admin: { listen: $admin_a }
+YAML
+cat > "$work/b.yaml" <<YAML
+identity:
+  svid: { cert: b/svid.pem, key: b/svid_key.pem }
+  bundles: { bench.local: ca/bundle.pem }
+inbound:
+  listen: $hg_b
+  app: $app
+  require_token: true
+policy: { dir: policies }
+telemetry: { log_format: json }
+admin: { listen: $admin_b }
+YAML
+
+start() { # name command...
+  local name=$1; shift
+  $srv_cpu "$@" > "$work/$name.log" 2>&1 &
+  pids+=($!)
+  eval "pid_$name=$!"
+}
+start app nginx -c "$work/app.conf"
+start nginx_a nginx -c "$work/nginx-a.conf"
+start nginx_b nginx -c "$work/nginx-b.conf"
+HOPGATE_LOG=warn start hopgate_a "$bin" run -c "$work/a.yaml"
+HOPGATE_LOG=warn start hopgate_b "$bin" run -c "$work/b.yaml"
+for _ in $(seq 100); do
+  curl -sf "http://$admin_a/ready" >/dev/null && curl -sf "http://$admin_b/ready" >/dev/null \
+    && curl -sf "http://$app/" >/dev/null && break
+  sleep 0.1
+done
+check() { # name url [curl args]
+  local name=$1 url=$2; shift 2
+  curl -sf "$@" "$url" -o /dev/null || {
+    echo "the $name path is not working:"; curl -sv "$@" "$url" 2>&1 | tail -20
+    tail -n 20 "$work"/*.err "$work"/*.log || true
+    exit 1
+  }
+}
+check direct "http://$app/"
+check nginx "http://$ngx_a/"
+check hopgate "http://$hg_a/" -H "Host: $host"
+check "nginx h2c" "http://$ngx_a_h2/" --http2-prior-knowledge
+check "hopgate h2c" "http://$hg_a/" -H "Host: $host" --http2-prior-knowledge
+
+# The server processes of each configuration (their CPU time is charged to it).
+procs_direct() { echo "$pid_app $(pgrep -P "$pid_app" | tr '\n' ' ')"; }
+procs_nginx() { echo "$(procs_direct) $pid_nginx_a $(pgrep -P "$pid_nginx_a" | tr '\n' ' ') $pid_nginx_b $(pgrep -P "$pid_nginx_b" | tr '\n' ' ')"; }
+procs_hopgate() { echo "$(procs_direct) $pid_hopgate_a $pid_hopgate_b"; }
+cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+tck=$(getconf CLK_TCK)
+
+url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate) echo "http://$hg_a/";; esac; }
+h2_url_of() { case $1 in nginx) echo "http://$ngx_a_h2/";; *) url_of "$1";; esac; }
+
+# Each run prints "rps p50_us p99_us requests".
+run_wrk() {
+  local h=(); [ "$1" = hopgate ] && h=(-H "Host: $host")
+  $gen_cpu wrk -t1 -c"$conns" -d"${secs}s" --latency "${h[@]}" "$(url_of "$1")" | awk '
+    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1000000; return v }
+    /^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) } /^Requests\/sec/ { rps = $2 }
+    /requests in/ { n = $1 }
+    END { printf "%s %s %s %s\n", rps, p50, p99, n }'
+}
+run_h2load() {
+  local h=(); [ "$1" = hopgate ] && h=(-H ":authority: $host")
+  # h2load reports request-time percentiles only per-run min/max/mean/sd; its mean is given as
+  # p50 and its max as p99 here (labelled in the table).
+  $gen_cpu h2load -c"$conns" -m10 -D"$secs" --warm-up-time=1 "${h[@]}" "$(h2_url_of "$1")" 2>/dev/null | awk '
+    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1000000; return v }
+    /^finished in/ { rps = $4 } /^requests:/ { n = $8 } /^time for request:/ { mean = us($6); max = us($5) }
+    END { printf "%s %s %s %s\n", rps, mean, max, n }'
+}
+run_rate() {
+  local h=(); [ "$1" = hopgate ] && h=(-H "Host: $host")
+  $gen_cpu oha --no-tui -z "${secs}s" -q "$rate" -c "$conns" --latency-correction \
+    "${h[@]}" --output-format json "$(url_of "$1")" 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+s, p = d["summary"], d["latencyPercentiles"]
+n = sum(d["statusCodeDistribution"].values())
+rps, p50, p99 = s["requestsPerSec"], p["p50"] * 1e6, p["p99"] * 1e6
+print(f"{rps:.0f} {p50:.0f} {p99:.0f} {n}")'
+}
+
+results="$work/results"
+: > "$results"
+configs="direct nginx hopgate"
+for run in $runs; do
+  [ "$run" = rate ] && [ "$have_oha" = 0 ] && continue
+  for rep in $(seq "$reps"); do
+    for cfg in $configs; do
+      # shellcheck disable=SC2046
+      before=$(cpu_ticks $(procs_$cfg))
+      out=$(run_$run "$cfg")
+      # shellcheck disable=SC2046
+      after=$(cpu_ticks $(procs_$cfg))
+      read -r rps p50 p99 n <<<"$out"
+      cpu_us=$(awk -v d=$((after - before)) -v n="${n:-0}" -v t="$tck" 'BEGIN { if (n > 0) printf "%.1f", d / t * 1e6 / n; else print "nan" }')
+      echo "$run $cfg $rep $rps $p50 $p99 $cpu_us" | tee -a "$results" >&2
+    done
+  done
+done
+
+rss() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+rss_nginx_a=$(rss "$(pgrep -P "$pid_nginx_a" | head -1)")
+rss_nginx_b=$(rss "$(pgrep -P "$pid_nginx_b" | head -1)")
+rss_hg_a=$(rss "$pid_hopgate_a"); rss_hg_b=$(rss "$pid_hopgate_b")
+
+echo
+echo "hopgate load harness: $(date -u +%Y-%m-%d), $(nproc) cores, ${secs}s × $reps per cell, $conns connections, medians"
+python3 - "$results" "$rss_nginx_a" "$rss_nginx_b" "$rss_hg_a" "$rss_hg_b" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    run, cfg, _, rps, p50, p99, cpu = line.split()
+    rows.setdefault((run, cfg), []).append((float(rps), float(p50), float(p99), float(cpu)))
+rss = {"nginx": f"{sys.argv[2]} / {sys.argv[3]}", "hopgate": f"{sys.argv[4]} / {sys.argv[5]}", "direct": "-"}
+med = lambda xs, i: statistics.median(x[i] for x in xs)
+label = {"wrk": "wrk h1", "h2load": "h2load h2 (mean / max)", "rate": "fixed rate"}
+print(f"{'run':24} {'config':8} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'CPU µs/req':>10}  peak RSS MiB (A / B)")
+for run in ("wrk", "h2load", "rate"):
+    for cfg in ("direct", "nginx", "hopgate"):
+        xs = rows.get((run, cfg))
+        if not xs:
+            continue
+        print(f"{label[run]:24} {cfg:8} {med(xs,0):9.0f} {med(xs,1):8.0f} {med(xs,2):8.0f} {med(xs,3):10.1f}  {rss[cfg]}")
+    n, h = rows.get((run, "nginx")), rows.get((run, "hopgate"))
+    if n and h:
+        print(f"{'':24} {'ratio':8} {med(h,0)/med(n,0):9.2f}x {med(h,1)/med(n,1):7.2f}x {med(h,2)/med(n,2):7.2f}x {med(h,3)/med(n,3):9.2f}x  (hopgate / nginx)")
+PY
