@@ -20,13 +20,15 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::connection::ConnectionServer;
 use crate::http::authenticate::Authenticator;
-use crate::http::authorize::Authorizer;
+use crate::http::authorize::{Authorizer, TokenSeen};
 use crate::http::forward::Forwarder;
 use crate::http::{Body, RequestError, WithoutTrailers, client_cert, headers, path, stream_body};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
 use crate::telemetry::metrics::{DecisionLabel, Direction, HandshakeFailureReason, ProxyMetrics};
+use crate::telemetry::trace::{HopSpan, SpanKind, Tracing, authority};
 use crate::tls::{IdentityStore, PeerIdentity, classify_handshake_error};
+use crate::token::VerifiedClaims;
 
 /// The inbound listener, bound and ready to serve.
 #[derive(Debug)]
@@ -44,6 +46,7 @@ struct State {
     authenticator: Authenticator,
     authorizer: Authorizer,
     forwarder: Forwarder,
+    tracing: Tracing,
     metrics: Arc<ProxyMetrics>,
     in_flight: Arc<Semaphore>,
 }
@@ -60,6 +63,7 @@ impl Inbound {
         identity: Arc<IdentityStore>,
         authenticator: Authenticator,
         authorizer: Authorizer,
+        tracing: Tracing,
         metrics: Arc<ProxyMetrics>,
     ) -> io::Result<Self> {
         let limits = config.limits();
@@ -85,6 +89,7 @@ impl Inbound {
                 authenticator,
                 authorizer,
                 forwarder,
+                tracing,
                 metrics,
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
             }),
@@ -195,10 +200,21 @@ impl Connection {
 impl State {
     async fn handle(&self, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
-        let (rsp, decision) = match self.forward(peer, req).await {
+        let span = self.tracing.request_span(
+            SpanKind::Inbound,
+            req.headers(),
+            req.method().as_str(),
+            req.uri().path(),
+            req.version(),
+        );
+        span.record_hop(peer.identity.id(), &peer.own, authority(&req));
+        let (rsp, decision) = match self.forward(peer, req, &span).await {
             Ok(forwarded) => forwarded,
             Err(err) => {
                 tracing::info!(peer.id = %peer.identity.id(), status = err.status().as_u16(), error = %err, "request failed");
+                if !matches!(err, RequestError::Forbidden(_)) {
+                    span.record_refusal(&err);
+                }
                 let decision = match err {
                     RequestError::Unauthenticated(_) => DecisionLabel::Unauthenticated,
                     RequestError::Forbidden(_)
@@ -213,6 +229,7 @@ impl State {
                 (err.into_response(), decision)
             }
         };
+        span.record_status(rsp.status().as_u16());
         self.metrics
             .record_request(Direction::Inbound, decision, start.elapsed());
         rsp
@@ -222,6 +239,7 @@ impl State {
         &self,
         peer: &Peer,
         req: Request<Incoming>,
+        span: &HopSpan,
     ) -> Result<(Response<Body>, DecisionLabel), RequestError> {
         // Held until the response head is back: that is the work an overload must bound.
         let _permit = Arc::clone(&self.in_flight)
@@ -241,12 +259,23 @@ impl State {
                 .authenticate(&parts.headers, &peer.identity, &self.identity)?;
         // The decision reads the head after hygiene and before anything is added, so the policy
         // sees what the caller sent and the app will see; the snapshot is read per request.
-        let decision = self.authorizer.authorize(
+        let facts = token.as_ref().map(VerifiedClaims::facts);
+        if let (Some(token), Some(facts)) = (&token, &facts) {
+            span.record_token(facts, token.jti(), token.prv());
+        }
+        let decision = self.authorizer.authorize_token(
             &parts,
             peer.identity.id(),
             &peer.own,
             PolicyDirection::Inbound,
-            token.as_ref(),
+            token
+                .as_ref()
+                .zip(facts.as_ref())
+                .map(|(t, facts)| TokenSeen {
+                    facts,
+                    jti: t.jti(),
+                }),
+            span,
         )?;
         // The app trusts XFCC to name the caller: whatever the caller sent is replaced by the
         // identity this connection proved. A hop token still present has just been verified
@@ -255,6 +284,8 @@ impl State {
         // Trailers arrive after the head was cleaned: none reach the app, and neither does the
         // header announcing them.
         parts.headers.remove(http::header::TRAILER);
+        // The app's spans become children of this hop's span.
+        self.tracing.inject(span, &mut parts.headers);
         let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
         let rsp = self.forwarder.forward(req).await?;
         let (mut parts, body) = rsp.into_parts();

@@ -14,9 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hopgate_config::{
-    Config, IdentitySource, InboundConfig, InboundLimits, InboundMode, InboundTimeouts,
-};
+use hopgate_config::{Config, IdentitySource, InboundConfig, InboundMode};
 use hopgate_policy::{PolicyError, PolicyStore, PolicyWatcher};
 use thiserror::Error;
 
@@ -39,8 +37,19 @@ use crate::inbound::Inbound;
 use crate::outbound::Outbound;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
+use crate::telemetry::trace::{SpanCollector, TraceError, Tracing};
 use crate::tls::{IdentityStore, TlsError, WatcherGuard};
 use crate::token::{OriginVerifier, TokenError};
+
+/// How a sidecar started in-process reports: audit records and (optionally) spans kept in memory
+/// as well as, or instead of, the configured sinks. The binary uses the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Where audit records go (stdout by default).
+    pub audit: AuditSink,
+    /// A collector that also receives every span (tracing is on with one, even without OTLP).
+    pub spans: Option<SpanCollector>,
+}
 
 /// A sidecar with its identity loaded and its listeners bound.
 #[derive(Debug)]
@@ -51,6 +60,7 @@ pub struct Proxy {
     inbound: Option<Inbound>,
     outbound: Option<Outbound>,
     admin: Admin,
+    tracing: Tracing,
     drain: (shutdown::Trigger, shutdown::Watch),
     grace: Duration,
     _watcher: WatcherGuard,
@@ -73,6 +83,9 @@ pub enum StartupError {
     /// problem.
     #[error("identity.svid: cannot sign hop tokens: {0}")]
     Minter(#[source] TokenError),
+    /// The OTLP exporter could not be built; a configuration problem.
+    #[error("{0}")]
+    Telemetry(#[from] TraceError),
     /// The configuration asks for something this build cannot do yet.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -100,8 +113,14 @@ pub fn unsupported(config: &Config) -> Vec<&'static str> {
     if matches!(config.identity().source(), IdentitySource::WorkloadApi(_)) {
         problems.push(WORKLOAD_API);
     }
-    if config.telemetry().otlp().is_some() {
-        problems.push("telemetry.otlp: OTLP export is not supported by this build yet");
+    if config
+        .telemetry()
+        .otlp()
+        .is_some_and(|otlp| otlp.endpoint().starts_with("https://"))
+    {
+        problems.push(
+            "telemetry.otlp.endpoint: this build exports over plain `http://` only (to a collector or agent on the node); `https://` is not supported",
+        );
     }
     problems
 }
@@ -116,6 +135,7 @@ impl StartupError {
             | Self::Policy(_)
             | Self::Origin(_)
             | Self::Minter(_)
+            | Self::Telemetry(_)
             | Self::Unsupported(_) => true,
             Self::Bind { .. } => false,
         }
@@ -143,6 +163,16 @@ impl Proxy {
     /// # Errors
     /// As [`Proxy::build`].
     pub async fn build_with_audit(config: &Config, audit: AuditSink) -> Result<Self, StartupError> {
+        Self::build_with(config, BuildOptions { audit, spans: None }).await
+    }
+
+    /// [`Proxy::build`] with [`BuildOptions`].
+    ///
+    /// # Errors
+    /// As [`Proxy::build`], and [`StartupError::Telemetry`] when the OTLP exporter cannot be
+    /// built.
+    pub async fn build_with(config: &Config, options: BuildOptions) -> Result<Self, StartupError> {
+        let BuildOptions { audit, spans } = options;
         if let Some(problem) = unsupported(config).into_iter().next() {
             return Err(StartupError::Unsupported(problem));
         }
@@ -172,6 +202,7 @@ impl Proxy {
             }
             None => (None, None),
         };
+        let tracing = Tracing::new(config.telemetry(), spans, Arc::clone(&metrics))?;
         let drain = shutdown::channel();
         let inbound = match config.inbound() {
             Some(cfg) => {
@@ -190,6 +221,7 @@ impl Proxy {
                     Arc::clone(&identity),
                     authenticator,
                     authorizer,
+                    tracing.clone(),
                     Arc::clone(&metrics),
                 )
                 .map_err(|source| StartupError::Bind {
@@ -236,17 +268,13 @@ impl Proxy {
                     Arc::clone(&metrics),
                     audit.clone(),
                 );
-                let defaults = (InboundTimeouts::default(), InboundLimits::default());
-                let (timeouts, limits) = config
-                    .inbound()
-                    .map_or((&defaults.0, &defaults.1), |i| (i.timeouts(), i.limits()));
                 let outbound = Outbound::bind(
                     cfg,
-                    timeouts,
-                    limits,
+                    config.inbound(),
                     Arc::clone(&identity),
                     delegator,
                     authorizer,
+                    tracing.clone(),
                     Arc::clone(&metrics),
                 )
                 .map_err(|source| StartupError::Bind {
@@ -279,6 +307,7 @@ impl Proxy {
             inbound,
             outbound,
             admin,
+            tracing,
             drain,
             grace: config.shutdown_grace(),
             _watcher: watcher,
@@ -352,6 +381,7 @@ impl Proxy {
         if let Some(outbound) = self.outbound {
             tokio::spawn(outbound.serve(watch.clone()));
         }
+        let export = self.tracing.start();
         let admin = tokio::spawn(self.admin.serve());
         drop(watch);
         shutdown.await;
@@ -363,6 +393,12 @@ impl Proxy {
         admin.abort();
         // Wait for the abort to land, so the admin port is closed when `run` returns.
         let _ = admin.await;
+        // Spans still queued are sent, within a bound: a collector that is down must not hold
+        // the exit.
+        self.tracing.shutdown();
+        if let Some(export) = export {
+            let _ = tokio::time::timeout(Duration::from_secs(2), export).await;
+        }
         if drained {
             tracing::info!("drained");
         } else {

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hopgate_config::{InboundLimits, InboundTimeouts, OutboundConfig, Route};
+use hopgate_config::{InboundConfig, InboundLimits, InboundTimeouts, OutboundConfig, Route};
 use hopgate_policy::Direction as PolicyDirection;
 use http::uri::Authority;
 use http::{Method, Request, Response};
@@ -30,12 +30,13 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::connection::ConnectionServer;
-use crate::http::authorize::Authorizer;
+use crate::http::authorize::{Authorizer, TokenSeen};
 use crate::http::delegate::Delegator;
 use crate::http::{Body, RequestError, WithoutTrailers, headers, path, stream_body};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
 use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
+use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
 use crate::tls::IdentityStore;
 
 mod upstream;
@@ -58,6 +59,7 @@ struct State {
     routes: Vec<Destination>,
     delegator: Delegator,
     authorizer: Authorizer,
+    tracing: Tracing,
     metrics: Arc<ProxyMetrics>,
     in_flight: Arc<Semaphore>,
 }
@@ -81,19 +83,22 @@ enum Target {
 // === impl Outbound ===
 
 impl Outbound {
-    /// Binds the outbound listener.
+    /// Binds the outbound listener, with the timeouts and limits of `inbound` (or their defaults).
     ///
     /// # Errors
     /// The bind error.
     pub fn bind(
         config: &OutboundConfig,
-        timeouts: &InboundTimeouts,
-        limits: &InboundLimits,
+        inbound: Option<&InboundConfig>,
         identity: Arc<IdentityStore>,
         delegator: Delegator,
         authorizer: Authorizer,
+        tracing: Tracing,
         metrics: Arc<ProxyMetrics>,
     ) -> io::Result<Self> {
+        let defaults = (InboundTimeouts::default(), InboundLimits::default());
+        let (timeouts, limits) =
+            inbound.map_or((&defaults.0, &defaults.1), |i| (i.timeouts(), i.limits()));
         let listener = Listener::bind(config.listen(), limits.max_connections())?;
         if !config.transparent() {
             for route in config
@@ -133,6 +138,7 @@ impl Outbound {
                 routes,
                 delegator,
                 authorizer,
+                tracing,
                 metrics,
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
             }),
@@ -204,10 +210,20 @@ impl State {
 
     async fn handle(&self, target: Target, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
-        let (rsp, decision) = match self.forward(target, req).await {
+        let span = self.tracing.request_span(
+            SpanKind::Outbound,
+            req.headers(),
+            req.method().as_str(),
+            req.uri().path(),
+            req.version(),
+        );
+        let (rsp, decision) = match self.forward(target, req, &span).await {
             Ok(forwarded) => forwarded,
             Err(err) => {
                 tracing::info!(direction = "outbound", status = err.status().as_u16(), error = %err, "request failed");
+                if !matches!(err, RequestError::Forbidden(_)) {
+                    span.record_refusal(&err);
+                }
                 let decision = match err {
                     RequestError::Unauthenticated(_) => DecisionLabel::Unauthenticated,
                     RequestError::Forbidden(_)
@@ -221,6 +237,7 @@ impl State {
                 (err.into_response(), decision)
             }
         };
+        span.record_status(rsp.status().as_u16());
         self.metrics
             .record_request(Direction::Outbound, decision, start.elapsed());
         rsp
@@ -230,6 +247,7 @@ impl State {
         &self,
         target: Target,
         req: Request<Incoming>,
+        span: &HopSpan,
     ) -> Result<(Response<Body>, DecisionLabel), RequestError> {
         let _permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
@@ -263,15 +281,22 @@ impl State {
         // The egress decision reads the token that is about to leave (`policy.outbound`).
         let identity = self.identity.current();
         let facts = token.facts();
+        span.record_hop(identity.svid().id(), route.identity(), authority.as_str());
+        span.record_token(&facts, token.claims().jti(), token.claims().prv());
         let decision = self.authorizer.authorize_token(
             &parts,
             identity.svid().id(),
             route.identity(),
             PolicyDirection::Outbound,
-            Some(&facts),
-            Some(token.claims().jti()),
+            Some(TokenSeen {
+                facts: &facts,
+                jti: token.claims().jti(),
+            }),
+            span,
         )?;
         parts.headers.remove(http::header::TRAILER);
+        // The next hop's spans become children of this one.
+        self.tracing.inject(span, &mut parts.headers);
         let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
         let rsp = destination.upstream.send(req, authority).await?;
         let (mut parts, body) = rsp.into_parts();

@@ -1,4 +1,5 @@
-//! Telemetry: the metrics registry and the audit records (spans come with tracing).
+//! Telemetry: the metrics registry, the audit records and the request spans.
 
 pub mod audit;
 pub mod metrics;
+pub mod trace;

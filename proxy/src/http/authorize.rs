@@ -19,6 +19,7 @@ use http::request::Parts;
 use super::RequestError;
 use crate::telemetry::audit::{self, AuditRecord, AuditSink};
 use crate::telemetry::metrics::{DecisionLabel, ProxyMetrics};
+use crate::telemetry::trace::HopSpan;
 use crate::token::VerifiedClaims;
 
 /// The facts of an HTTP request that policies may read, borrowed from the request head.
@@ -34,6 +35,15 @@ pub struct HttpFacts<'a> {
     pub action: Option<&'a str>,
     /// Every `<prefix>*` header, prefix stripped (`intent-purpose` → `purpose`).
     pub intent: Vec<(&'a str, &'a str)>,
+}
+
+/// A hop token as a decision reads it: its Cedar facts, and its `jti` for the audit record.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenSeen<'a> {
+    /// What Cedar sees (`context.token`).
+    pub facts: &'a TokenFacts,
+    /// The token's `jti`.
+    pub jti: &'a str,
 }
 
 /// Who called whom, for the audit record.
@@ -159,19 +169,14 @@ impl Authorizer {
         destination: &SpiffeId,
         direction: Direction,
         token: Option<&VerifiedClaims>,
+        span: &HopSpan,
     ) -> Result<DecisionLabel, RequestError> {
-        if self.policies.is_none() {
-            return Ok(DecisionLabel::Allow);
-        }
         let facts = token.map(VerifiedClaims::facts);
-        self.authorize_token(
-            parts,
-            peer,
-            destination,
-            direction,
-            facts.as_ref(),
-            token.map(VerifiedClaims::jti),
-        )
+        let seen = token.zip(facts.as_ref()).map(|(t, facts)| TokenSeen {
+            facts,
+            jti: t.jti(),
+        });
+        self.authorize_token(parts, peer, destination, direction, seen, span)
     }
 
     /// [`Self::authorize`] for a token known by its Cedar facts and `jti` (the outbound side
@@ -185,10 +190,13 @@ impl Authorizer {
         peer: &SpiffeId,
         destination: &SpiffeId,
         direction: Direction,
-        token: Option<&TokenFacts>,
-        token_jti: Option<&str>,
+        token: Option<TokenSeen<'_>>,
+        span: &HopSpan,
     ) -> Result<DecisionLabel, RequestError> {
+        let token_jti = token.map(|t| t.jti);
+        let token = token.map(|t| t.facts);
         let Some(policies) = &self.policies else {
+            span.record_decision(DecisionLabel::Allow.as_str(), None, &[]);
             return Ok(DecisionLabel::Allow);
         };
         let facts = HttpFacts::from_parts(parts, &self.intent_prefix)?;
@@ -204,17 +212,28 @@ impl Authorizer {
             token,
             token_jti,
         };
-        self.audit(&decision, parts, &subject);
-        match (decision.effect(), self.mode) {
-            (Effect::Allow, _) => Ok(DecisionLabel::Allow),
-            (Effect::Deny, InboundMode::Audit) => Ok(DecisionLabel::AuditDeny),
-            (Effect::Deny, InboundMode::Enforce) => {
-                Err(RequestError::Forbidden(decision.id().to_owned()))
-            }
+        self.audit(&decision, parts, &subject, span.trace_id().as_deref());
+        let label = match (decision.effect(), self.mode) {
+            (Effect::Allow, _) => DecisionLabel::Allow,
+            (Effect::Deny, InboundMode::Audit) => DecisionLabel::AuditDeny,
+            (Effect::Deny, InboundMode::Enforce) => DecisionLabel::Deny,
+        };
+        span.record_action(decision.action());
+        span.record_decision(label.as_str(), Some(decision.id()), decision.policies());
+        match label {
+            DecisionLabel::Deny => Err(RequestError::Forbidden(decision.id().to_owned())),
+            other => Ok(other),
         }
     }
 
-    fn audit(&self, decision: &Decision, parts: &Parts, subject: &Subject<'_>) {
+    /// `trace_id` is the request span's when there is one, else the caller's `traceparent`'s.
+    fn audit(
+        &self,
+        decision: &Decision,
+        parts: &Parts,
+        subject: &Subject<'_>,
+        span_trace_id: Option<&str>,
+    ) {
         let Subject {
             peer,
             destination,
@@ -222,11 +241,13 @@ impl Authorizer {
             token,
             token_jti,
         } = *subject;
-        let trace_id = parts
-            .headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(audit::trace_id);
+        let trace_id = span_trace_id.or_else(|| {
+            parts
+                .headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(audit::trace_id)
+        });
         AuditRecord {
             decision,
             mode: self.mode,

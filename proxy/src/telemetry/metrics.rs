@@ -99,6 +99,7 @@ pub struct ProxyMetrics {
     policy_reloads: Family<ResultLabels, Counter>,
     token_rejections: Family<TokenReasonLabels, Counter>,
     tokens_minted: Counter,
+    spans_dropped: Counter,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -268,6 +269,12 @@ impl ProxyMetrics {
             "Hop tokens minted on the outbound side (a reused token is not counted again)",
             tokens_minted.clone(),
         );
+        let spans_dropped = Counter::default();
+        registry.register(
+            "telemetry_spans_dropped",
+            "Spans not exported: the export queue was full, or the collector failed or timed out",
+            spans_dropped.clone(),
+        );
         // Every series exists from the start at zero, so dashboards and alerts see the metric
         // before the first event (a counter that appears out of nowhere has no rate).
         let request_counters = Direction::ALL.map(|direction| {
@@ -309,6 +316,7 @@ impl ProxyMetrics {
             policy_reloads,
             token_rejections,
             tokens_minted,
+            spans_dropped,
         }
     }
 
@@ -366,6 +374,12 @@ impl ProxyMetrics {
     /// Counts one freshly minted hop token.
     pub fn record_token_minted(&self) {
         self.tokens_minted.inc();
+    }
+
+    /// Counts spans that were not exported.
+    pub fn record_spans_dropped(&self, count: usize) {
+        self.spans_dropped
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
     }
 
     /// Publishes the notAfter of the SVID now in use.

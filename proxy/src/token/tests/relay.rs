@@ -278,7 +278,11 @@ fn tokens_a_workload_mints_for_itself_are_reused_per_destination_and_tctx() {
         ..request(&aud, &[])
     };
     let c = minter.mint_at(with_purpose, now()).unwrap();
-    assert_ne!(c.claims().txn(), a.claims().txn(), "another tctx, another transaction");
+    assert_ne!(
+        c.claims().txn(),
+        a.claims().txn(),
+        "another tctx, another transaction"
+    );
     let other = spiffe(AGENT);
     let d = minter.mint_at(request(&other, &[]), now()).unwrap();
     assert_ne!(d.compact(), a.compact(), "another destination");

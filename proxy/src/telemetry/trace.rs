@@ -1,0 +1,586 @@
+//! Request spans (DESIGN.md "Telemetry"): one `hopgate.inbound` (server) or `hopgate.outbound`
+//! (client) span per request, with the HTTP semantic-convention attributes and every `hop.*`
+//! attribute, exported over OTLP and/or collected in memory.
+//!
+//! ```text
+//!  request ─ traceparent? ─▶ tracing span (this sidecar's Dispatch) ─ tracing-opentelemetry ─▶
+//!     SdkTracerProvider (service.name) ─▶ ExportQueue (bounded; full = dropped, counted)
+//!         ─▶ export task in the runtime ─▶ OTLP gRPC | HTTP/protobuf (timeout; failed = dropped)
+//! ```
+//!
+//! Each sidecar has its own tracer provider behind its own `tracing` dispatcher, so several
+//! sidecars in one process (`hopgate demo`, the tests) export under their own `service.name`.
+//! A request span is created under that dispatcher and keeps it: attributes recorded later go to
+//! the right provider whatever the thread's default subscriber is. Log lines stay on the
+//! process's global subscriber.
+//!
+//! The collector is never on the request path: a span ends into a bounded queue (`try_send`), a
+//! task in the runtime exports batches with a timeout, and whatever cannot be queued or exported
+//! is counted in `hopgate_telemetry_spans_dropped_total`. With no exporter and no collector,
+//! tracing is off and a request costs nothing here: `traceparent` passes through untouched.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hopgate_config::{OtlpConfig, OtlpProtocol, SpiffeId, TelemetryConfig};
+use hopgate_policy::TokenFacts;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
+use opentelemetry::{KeyValue, Value};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tracing::Dispatch;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+use super::metrics::ProxyMetrics;
+use crate::http::RequestError;
+
+/// Spans waiting for export; past this, new spans are dropped (and counted).
+const QUEUE: usize = 2048;
+/// Spans per export call.
+const BATCH: usize = 512;
+/// How long a batch may wait for more spans.
+const BATCH_DELAY: Duration = Duration::from_millis(200);
+/// How long one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Spans collected in memory (for `hopgate demo` and tests), shared by every sidecar given it.
+#[derive(Clone, Debug, Default)]
+pub struct SpanCollector {
+    spans: Arc<Mutex<Vec<SpanData>>>,
+}
+
+/// Why tracing could not be set up.
+#[derive(Debug, Error)]
+pub enum TraceError {
+    /// The OTLP exporter could not be built.
+    #[error("telemetry.otlp: {0}")]
+    Exporter(String),
+}
+
+/// One sidecar's tracing: off, or a provider behind a dispatcher.
+#[derive(Clone)]
+pub struct Tracing {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    dispatch: Dispatch,
+    provider: SdkTracerProvider,
+    propagator: TraceContextPropagator,
+    export: Mutex<Option<Export>>,
+}
+
+/// The queue's receiving half and exporter, until [`Tracing::start`] moves them into a task.
+struct Export {
+    rx: mpsc::Receiver<SpanData>,
+    exporter: opentelemetry_otlp::SpanExporter,
+    metrics: Arc<ProxyMetrics>,
+}
+
+/// Puts ended spans on the export queue; drops (and counts) when it is full. Shutting down
+/// closes the queue, so the export task sends what is left and ends.
+#[derive(Debug)]
+struct QueueProcessor {
+    tx: Mutex<Option<mpsc::Sender<SpanData>>>,
+    metrics: Arc<ProxyMetrics>,
+}
+
+/// Keeps ended spans in a [`SpanCollector`].
+#[derive(Debug)]
+struct CollectProcessor {
+    collector: SpanCollector,
+    resource: Option<Resource>,
+}
+
+/// The span of one request, or nothing when tracing is off.
+#[derive(Debug)]
+pub struct HopSpan {
+    span: tracing::Span,
+    enabled: bool,
+}
+
+/// Which side a span is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    /// `hopgate.inbound`, a server span.
+    Inbound,
+    /// `hopgate.outbound`, a client span.
+    Outbound,
+}
+
+// === impl Tracing ===
+
+impl Tracing {
+    /// Tracing off: no spans, `traceparent` passed through.
+    pub fn disabled() -> Self {
+        Self { inner: None }
+    }
+
+    /// Tracing for one sidecar: exported over OTLP when `telemetry.otlp` is set, collected in
+    /// `collector` when one is given, off when neither. Must be called inside a tokio runtime
+    /// (the gRPC exporter binds to it); [`Self::start`] starts the export task.
+    ///
+    /// # Errors
+    /// [`TraceError::Exporter`] when the OTLP exporter cannot be built.
+    pub fn new(
+        config: &TelemetryConfig,
+        collector: Option<SpanCollector>,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Result<Self, TraceError> {
+        if config.otlp().is_none() && collector.is_none() {
+            return Ok(Self::disabled());
+        }
+        let resource = Resource::builder()
+            .with_service_name(config.service_name().to_owned())
+            .build();
+        let mut builder = SdkTracerProvider::builder()
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+            .with_resource(resource);
+        let mut export = None;
+        if let Some(otlp) = config.otlp() {
+            let exporter = exporter(otlp)?;
+            let (tx, rx) = mpsc::channel(QUEUE);
+            builder = builder.with_span_processor(QueueProcessor {
+                tx: Mutex::new(Some(tx)),
+                metrics: Arc::clone(&metrics),
+            });
+            export = Some(Export {
+                rx,
+                exporter,
+                metrics,
+            });
+        }
+        if let Some(collector) = collector {
+            builder = builder.with_span_processor(CollectProcessor {
+                collector,
+                resource: None,
+            });
+        }
+        let provider = builder.build();
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("hopgate"))
+            .with_location(false)
+            .with_threads(false)
+            .with_level(false)
+            .with_tracked_inactivity(false);
+        let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+        Ok(Self {
+            inner: Some(Arc::new(Inner {
+                dispatch,
+                provider,
+                propagator: TraceContextPropagator::new(),
+                export: Mutex::new(export),
+            })),
+        })
+    }
+
+    /// Whether spans are made.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Starts the export task in the current runtime (once; later calls return `None`). It
+    /// ends after [`Self::shutdown`], once the queue is sent.
+    pub fn start(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let inner = self.inner.as_ref()?;
+        let export = inner
+            .export
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        Some(tokio::spawn(export.run()))
+    }
+
+    /// Ends the provider: spans still open end, the queue closes, and the export task sends
+    /// what is left.
+    pub fn shutdown(&self) {
+        if let Some(inner) = &self.inner {
+            let _ = inner.provider.shutdown();
+        }
+    }
+
+    /// The span of a request with these headers: the caller's `traceparent` is its parent, or it
+    /// starts a new trace.
+    pub fn request_span(
+        &self,
+        kind: SpanKind,
+        headers: &HeaderMap,
+        method: &str,
+        path: &str,
+        version: http::Version,
+    ) -> HopSpan {
+        let Some(inner) = &self.inner else {
+            return HopSpan::disabled();
+        };
+        let parent = inner.propagator.extract(&HeaderExtractor(headers));
+        let span = tracing::dispatcher::with_default(&inner.dispatch, || match kind {
+            SpanKind::Inbound => tracing::info_span!(
+                target: "hopgate",
+                "hopgate.inbound",
+                otel.kind = "server",
+                http.request.method = method,
+                url.path = path,
+                network.protocol.version = protocol_version(version),
+                hop.direction = "inbound",
+            ),
+            SpanKind::Outbound => tracing::info_span!(
+                target: "hopgate",
+                "hopgate.outbound",
+                otel.kind = "client",
+                http.request.method = method,
+                url.path = path,
+                network.protocol.version = protocol_version(version),
+                hop.direction = "outbound",
+            ),
+        });
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
+        HopSpan {
+            span,
+            enabled: true,
+        }
+    }
+
+    /// Writes `span`'s context as `traceparent` (and `tracestate`) into `headers`, replacing the
+    /// caller's, so the next hop's spans are its children. Without tracing, `headers` are left
+    /// as they are: the caller's trace context passes through.
+    pub fn inject(&self, span: &HopSpan, headers: &mut HeaderMap) {
+        let Some(inner) = &self.inner else { return };
+        if !span.enabled {
+            return;
+        }
+        headers.remove("tracestate");
+        inner
+            .propagator
+            .inject_context(&span.span.context(), &mut HeaderInjector(headers));
+    }
+}
+
+impl fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracing")
+            .field("enabled", &self.is_enabled())
+            .finish()
+    }
+}
+
+fn exporter(otlp: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, TraceError> {
+    let built = match otlp.protocol() {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(otlp.endpoint())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+        OtlpProtocol::Http => {
+            let endpoint = format!("{}/v1/traces", otlp.endpoint().trim_end_matches('/'));
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(endpoint)
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()
+        }
+    };
+    built.map_err(|err| TraceError::Exporter(err.to_string()))
+}
+
+fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    }
+}
+
+// === impl Export ===
+
+impl Export {
+    /// Sends batches until the provider shuts down and the queue is empty.
+    async fn run(mut self) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut warned = false;
+        loop {
+            let Some(first) = self.rx.recv().await else {
+                return;
+            };
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + BATCH_DELAY;
+            while batch.len() < BATCH {
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(Some(span)) => batch.push(span),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let count = batch.len();
+            let sent = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            let result = tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(sent)).await;
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(_) => Some("export timed out".to_owned()),
+            };
+            if let Some(error) = failure {
+                self.metrics.record_spans_dropped(count);
+                // Once per outage, not once per batch; the counter carries the rest.
+                if !warned {
+                    tracing::warn!(spans = count, error = %error, "span export failed; dropping spans until the collector answers");
+                    warned = true;
+                }
+            } else {
+                warned = false;
+            }
+        }
+    }
+}
+
+// === impl QueueProcessor ===
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        let queued = tx.as_ref().is_some_and(|tx| tx.try_send(span).is_ok());
+        if !queued {
+            self.metrics.record_spans_dropped(1);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        Ok(())
+    }
+}
+
+// === impl CollectProcessor ===
+
+impl SpanProcessor for CollectProcessor {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        self.collector.push(span, self.resource.as_ref());
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = Some(resource.clone());
+    }
+}
+
+// === impl SpanCollector ===
+
+impl SpanCollector {
+    /// An empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(&self, mut span: SpanData, resource: Option<&Resource>) {
+        // The service name rides along as an attribute: a collected span has no resource.
+        if let Some(name) = resource.and_then(|r| r.get(&opentelemetry::Key::new("service.name"))) {
+            span.attributes.push(KeyValue::new("service.name", name));
+        }
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(span);
+    }
+
+    /// Every span collected so far, in the order they ended.
+    pub fn spans(&self) -> Vec<SpanData> {
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets the spans collected so far.
+    pub fn clear(&self) {
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+// === impl HopSpan ===
+
+impl HopSpan {
+    /// No span: tracing is off.
+    pub fn disabled() -> Self {
+        Self {
+            span: tracing::Span::none(),
+            enabled: false,
+        }
+    }
+
+    /// The trace id (32 hex digits), when there is a span.
+    pub fn trace_id(&self) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        let cx = self.span.context();
+        let span_context = cx.span().span_context().clone();
+        span_context
+            .is_valid()
+            .then(|| span_context.trace_id().to_string())
+    }
+
+    /// Who called whom: `hop.peer.id` (the principal) and `hop.dest.id` (the resource), and the
+    /// authority as `server.address`.
+    pub fn record_hop(&self, peer: &SpiffeId, dest: &SpiffeId, host: &str) {
+        if !self.enabled {
+            return;
+        }
+        self.span
+            .set_attribute("hop.peer.id", peer.as_str().to_owned());
+        self.span
+            .set_attribute("hop.dest.id", dest.as_str().to_owned());
+        if !host.is_empty() {
+            self.span.set_attribute("server.address", host.to_owned());
+        }
+    }
+
+    /// The hop token this hop carries: verified (inbound) or minted (outbound).
+    pub fn record_token(&self, facts: &TokenFacts, jti: &str, prv: Option<&str>) {
+        if !self.enabled {
+            return;
+        }
+        let span = &self.span;
+        if let Some(txn) = &facts.txn {
+            span.set_attribute("hop.txn", txn.clone());
+        }
+        span.set_attribute("hop.token.jti", jti.to_owned());
+        if let Some(prv) = prv {
+            span.set_attribute("hop.token.prv", prv.to_owned());
+        }
+        span.set_attribute("enduser.id", facts.sub.clone());
+        // Origin first, the current peer last: `sub` when it is a workload, then the actors
+        // from the deepest (least recent) to the outermost (current).
+        let mut chain: Vec<opentelemetry::StringValue> = Vec::with_capacity(facts.actors.len() + 1);
+        if facts.sub.starts_with("spiffe://") {
+            chain.push(facts.sub.clone().into());
+        }
+        chain.extend(facts.actors.iter().rev().map(|a| a.clone().into()));
+        span.set_attribute("hop.chain", Value::Array(chain.into()));
+        span.set_attribute(
+            "hop.chain.depth",
+            i64::try_from(facts.actors.len()).unwrap_or(i64::MAX),
+        );
+    }
+
+    /// The Cedar action this hop was decided under.
+    pub fn record_action(&self, action: &str) {
+        if self.enabled {
+            self.span
+                .set_attribute("hop.intent.action", action.to_owned());
+        }
+    }
+
+    /// The decision: `allow`, `deny` or `audit_deny`, with its id and determining policies when
+    /// policies were evaluated.
+    pub fn record_decision(&self, decision: &str, id: Option<&str>, policies: &[String]) {
+        if !self.enabled {
+            return;
+        }
+        self.span.set_attribute("hop.decision", decision.to_owned());
+        if let Some(id) = id {
+            self.span.set_attribute("hop.decision.id", id.to_owned());
+            let ids: Vec<opentelemetry::StringValue> =
+                policies.iter().map(|p| p.clone().into()).collect();
+            self.span
+                .set_attribute("hop.policy.ids", Value::Array(ids.into()));
+        }
+    }
+
+    /// A request refused before or without a policy decision: a 401, 400 or 403 `no_route` is
+    /// a `deny`; a failure after admission (502, 503, 504) leaves the decision as it was.
+    pub fn record_refusal(&self, err: &RequestError) {
+        match err {
+            RequestError::Unauthenticated(_)
+            | RequestError::BadRequest(_)
+            | RequestError::NoRoute => {
+                self.record_decision("deny", None, &[]);
+            }
+            RequestError::Forbidden(_)
+            | RequestError::UpstreamConnect(_)
+            | RequestError::UpstreamTimeout
+            | RequestError::Overloaded
+            | RequestError::Internal(_) => {}
+        }
+    }
+
+    /// The response status; 5xx marks the span as an error.
+    pub fn record_status(&self, status: u16) {
+        if !self.enabled {
+            return;
+        }
+        self.span
+            .set_attribute("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            self.span
+                .set_status(Status::error(format!("HTTP {status}")));
+        }
+    }
+}
+
+/// The authority a request names, for `server.address`: `Host`, else the URI's.
+pub fn authority<B>(req: &http::Request<B>) -> &str {
+    req.headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
+        .unwrap_or_default()
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
