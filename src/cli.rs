@@ -25,6 +25,18 @@ pub(crate) enum Command {
         /// The config file (YAML).
         file: PathBuf,
     },
+    /// The whole mission in one command: a three-workload mesh on loopback (dev CA, demo IdP,
+    /// the example policies) runs four steps and prints decisions, token chains and span trees.
+    /// Exit 0 when every step behaved as expected.
+    Demo {
+        /// Also export the spans to this OTLP collector (`http://host:4317` gRPC;
+        /// `http://host:4318` HTTP/protobuf).
+        #[arg(long)]
+        otlp: Option<String>,
+        /// Keep the mesh up afterwards and print curl commands to explore it.
+        #[arg(long)]
+        serve: bool,
+    },
     /// Check, explain and test Cedar policies without deploying them.
     #[command(subcommand)]
     Policy(PolicyCommand),

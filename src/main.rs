@@ -12,6 +12,7 @@ use hopgate_proxy::tls::{Svid, TrustBundles};
 use hopgate_proxy::token::{Minter, OriginVerifier};
 
 mod cli;
+mod demo;
 mod dev_ca;
 mod policy_cmd;
 mod token_cmd;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Demo { otlp, serve } => demo(demo::DemoOptions { otlp, serve }),
         Command::Policy(PolicyCommand::Check { dir }) => policy_cmd::check(&dir),
         Command::Policy(PolicyCommand::Explain(args)) => policy_cmd::explain(&args),
         Command::Policy(PolicyCommand::Test { dir, cases }) => policy_cmd::test(&dir, &cases),
@@ -119,6 +121,33 @@ fn shutdown_signal() -> impl Future<Output = ()> {
             _ = int.recv() => "SIGINT",
         };
         tracing::info!(signal = name, "shutdown requested");
+    }
+}
+
+fn demo(options: demo::DemoOptions) -> ExitCode {
+    // The steps print to stdout; the sidecars' own log lines go to stderr, warnings only.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOPGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(demo::run(options)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

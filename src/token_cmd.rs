@@ -98,23 +98,29 @@ fn verify(compact: &str, claims: &Claims, bundles: &[String]) -> anyhow::Result<
 }
 
 fn print_tree(claims: &Claims) {
+    print!("{}", render_tree(claims));
+}
+
+/// The token as a tree: its `jti`, `sub`, `txn`, `scope`, expiry and parent, then the chain of
+/// workloads that carried it, origin first, ending with its audience.
+pub(crate) fn render_tree(claims: &Claims) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let scopes: Vec<&str> = claims.scopes().collect();
-    println!("hop token {}", claims.jti());
-    println!("├─ sub:     {}", claims.sub());
-    println!("├─ txn:     {}", claims.txn());
-    println!(
-        "├─ scope:   {}",
-        if scopes.is_empty() {
-            "(none)".to_owned()
-        } else {
-            scopes.join(" ")
-        }
-    );
-    println!("├─ expires: {}", expiry(claims.exp()));
+    let scope = if scopes.is_empty() {
+        "(none)".to_owned()
+    } else {
+        scopes.join(" ")
+    };
+    let _ = writeln!(out, "hop token {}", claims.jti());
+    let _ = writeln!(out, "├─ sub:     {}", claims.sub());
+    let _ = writeln!(out, "├─ txn:     {}", claims.txn());
+    let _ = writeln!(out, "├─ scope:   {scope}");
+    let _ = writeln!(out, "├─ expires: {}", expiry(claims.exp()));
     if let Some(prv) = claims.prv() {
-        println!("├─ parent:  sha256 {prv}");
+        let _ = writeln!(out, "├─ parent:  sha256 {prv}");
     }
-    println!("└─ chain (origin first):");
+    let _ = writeln!(out, "└─ chain (origin first):");
     let mut chain = actors(claims);
     chain.reverse();
     if SpiffeId::parse(claims.sub()).is_ok()
@@ -129,10 +135,11 @@ fn print_tree(claims: &Claims) {
         } else {
             ""
         };
-        println!("   {indent}└─ {actor}{role}");
+        let _ = writeln!(out, "   {indent}└─ {actor}{role}");
     }
     let indent = "   ".repeat(chain.len());
-    println!("   {indent}└─ {}  (aud: the next hop)", claims.aud());
+    let _ = writeln!(out, "   {indent}└─ {}  (aud: the next hop)", claims.aud());
+    out
 }
 
 /// The `act` chain, outermost (most recent) first.
