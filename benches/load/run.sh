@@ -16,7 +16,9 @@
 # pair); peak RSS is each proxy's VmHWM after all runs.
 #
 # Usage: bash benches/load/run.sh [secs=10] [reps=3] [conns=16]
-#        RATE=2000 for the fixed-rate run; RUNS="wrk h2load rate" to choose runs.
+#        RATE=2000 for the fixed-rate run; RUNS="wrk h2load rate" to choose runs;
+#        TRACING=1 turns tracing on in both sidecars (100% sampling, OTLP HTTP/protobuf to a
+#        local receiver that accepts every batch).
 # Needs: nginx, wrk, h2load (installed from Debian when missing), oha (`cargo install oha`;
 # the fixed-rate run is skipped without it).
 set -euo pipefail
@@ -113,6 +115,13 @@ nginx_conf nginx-b "  upstream app { server $app; keepalive 64; }
     }
   }"
 
+# Tracing: a local OTLP/HTTP receiver that answers every export with an empty success.
+otlp=""
+receiver=127.0.0.1:18295
+if [ "${TRACING:-0}" = 1 ]; then
+  otlp=", otlp: { endpoint: \"http://$receiver\", protocol: http }"
+fi
+
 # The hopgate pair, with everything on: Cedar on B's inbound and A's egress, tokens, audit.
 mkdir -p "$work/policies"
 cp examples/policies/schema.cedarschema "$work/policies/"
@@ -132,7 +141,7 @@ outbound:
   routes:
     - { host: $host, address: $hg_b, identity: $id_b, scopes: [bench.read] }
 policy: { dir: policies, outbound: true }
-telemetry: { log_format: json }
+telemetry: { log_format: json, service_name: bench-a $otlp }
 admin: { listen: $admin_a }
 YAML
 cat > "$work/b.yaml" <<YAML
@@ -144,7 +153,7 @@ inbound:
   app: $app
   require_token: true
 policy: { dir: policies }
-telemetry: { log_format: json }
+telemetry: { log_format: json, service_name: bench-b $otlp }
 admin: { listen: $admin_b }
 YAML
 
@@ -154,6 +163,23 @@ start() { # name command...
   pids+=($!)
   eval "pid_$name=$!"
 }
+if [ "${TRACING:-0}" = 1 ]; then
+  cat > "$work/receiver.py" <<'PY'
+import http.server, sys
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+host, port = sys.argv[1].split(":")
+http.server.ThreadingHTTPServer((host, int(port)), Receiver).serve_forever()
+PY
+  start receiver python3 "$work/receiver.py" "$receiver"
+fi
 start app nginx -c "$work/app.conf"
 start nginx_a nginx -c "$work/nginx-a.conf"
 start nginx_b nginx -c "$work/nginx-b.conf"
@@ -243,7 +269,10 @@ rss_nginx_b=$(rss "$(pgrep -P "$pid_nginx_b" | head -1)")
 rss_hg_a=$(rss "$pid_hopgate_a"); rss_hg_b=$(rss "$pid_hopgate_b")
 
 echo
-echo "hopgate load harness: $(date -u +%Y-%m-%d), $(nproc) cores, ${secs}s × $reps per cell, $conns connections, medians"
+echo "hopgate load harness: $(date -u +%Y-%m-%d), $(nproc) cores, ${secs}s × $reps per cell, $conns connections, medians, tracing ${TRACING:-0}"
+if [ "${TRACING:-0}" = 1 ]; then
+  echo "spans dropped: A $(curl -s "http://$admin_a/metrics" | awk '/^hopgate_telemetry_spans_dropped_total/ {print $2}'), B $(curl -s "http://$admin_b/metrics" | awk '/^hopgate_telemetry_spans_dropped_total/ {print $2}')"
+fi
 python3 - "$results" "$rss_nginx_a" "$rss_nginx_b" "$rss_hg_a" "$rss_hg_b" <<'PY'
 import statistics, sys
 rows = {}
