@@ -23,3 +23,4 @@ mod audit;
 mod policy;
 mod policy_reload;
 mod token;
+mod tracing_spans;

@@ -2,6 +2,7 @@
 
 pub(crate) mod client;
 pub(crate) mod idp;
+pub(crate) mod otlp;
 pub(crate) mod pki;
 pub(crate) mod proxy;
 pub(crate) mod sidecar;

@@ -144,10 +144,13 @@ impl Tracing {
             .build();
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
-            .with_resource(resource);
+            .with_resource(resource.clone());
         let mut export = None;
         if let Some(otlp) = config.otlp() {
-            let exporter = exporter(otlp)?;
+            let mut exporter = exporter(otlp)?;
+            // The exporter lives outside the provider, which would otherwise hand it the
+            // resource: without this, exported spans name no service.
+            exporter.set_resource(&resource);
             let (tx, rx) = mpsc::channel(QUEUE);
             builder = builder.with_span_processor(QueueProcessor {
                 tx: Mutex::new(Some(tx)),
@@ -171,6 +174,7 @@ impl Tracing {
             .with_location(false)
             .with_threads(false)
             .with_level(false)
+            .with_target(false)
             .with_tracked_inactivity(false);
         let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
         Ok(Self {
