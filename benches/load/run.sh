@@ -19,8 +19,8 @@
 #        RATE=2000 for the fixed-rate run; RUNS="wrk h2load rate" to choose runs;
 #        TRACING=1 turns tracing on in both sidecars (100% sampling, OTLP HTTP/protobuf to a
 #        local receiver that accepts every batch).
-# Needs: nginx, wrk, h2load (installed from Debian when missing), oha (`cargo install oha`;
-# the fixed-rate run is skipped without it).
+# Needs: nginx, wrk, h2load (installed from Debian when missing) and oha for the fixed-rate run
+# (installed with `cargo install oha --locked` when missing and the run is asked for).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -42,7 +42,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 have_oha=1
-command -v oha >/dev/null 2>&1 || { have_oha=0; echo "note: oha not found (cargo install oha); skipping the fixed-rate run" >&2; }
+export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+if [[ " $runs " == *" rate "* ]] && ! command -v oha >/dev/null 2>&1; then
+  cargo install oha --locked --quiet || true
+fi
+command -v oha >/dev/null 2>&1 || { have_oha=0; echo "note: oha could not be installed; skipping the fixed-rate run" >&2; }
 
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/hopgate
