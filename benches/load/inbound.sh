@@ -31,7 +31,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx wrk haproxy util-linux
 fi
 cargo build --release --quiet
-bin=$PWD/target/release/hopgate
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/hopgate
 
 work=$(mktemp -d)
 pids=()
