@@ -212,20 +212,8 @@ impl State {
             Ok(forwarded) => forwarded,
             Err(err) => {
                 tracing::info!(peer.id = %peer.identity.id(), status = err.status().as_u16(), error = %err, "request failed");
-                if !matches!(err, RequestError::Forbidden(_)) {
-                    span.record_refusal(&err);
-                }
-                let decision = match err {
-                    RequestError::Unauthenticated(_) => DecisionLabel::Unauthenticated,
-                    RequestError::Forbidden(_)
-                    | RequestError::BadRequest(_)
-                    | RequestError::NoRoute => DecisionLabel::Deny,
-                    // Refused for capacity or failed upstream after admission.
-                    RequestError::UpstreamConnect(_)
-                    | RequestError::UpstreamTimeout
-                    | RequestError::Overloaded
-                    | RequestError::Internal(_) => DecisionLabel::Allow,
-                };
+                span.record_refusal(&err);
+                let decision = err.decision();
                 (err.into_response(), decision)
             }
         };
@@ -259,7 +247,11 @@ impl State {
                 .authenticate(&parts.headers, &peer.identity, &self.identity)?;
         // The decision reads the head after hygiene and before anything is added, so the policy
         // sees what the caller sent and the app will see; the snapshot is read per request.
-        let facts = token.as_ref().map(VerifiedClaims::facts);
+        // The token's facts are built only for a reader: a policy or a span.
+        let facts = token
+            .as_ref()
+            .filter(|_| self.authorizer.has_policies() || span.is_enabled())
+            .map(VerifiedClaims::facts);
         if let (Some(token), Some(facts)) = (&token, &facts) {
             span.record_token(facts, token.jti(), token.prv());
         }

@@ -221,19 +221,8 @@ impl State {
             Ok(forwarded) => forwarded,
             Err(err) => {
                 tracing::info!(direction = "outbound", status = err.status().as_u16(), error = %err, "request failed");
-                if !matches!(err, RequestError::Forbidden(_)) {
-                    span.record_refusal(&err);
-                }
-                let decision = match err {
-                    RequestError::Unauthenticated(_) => DecisionLabel::Unauthenticated,
-                    RequestError::Forbidden(_)
-                    | RequestError::BadRequest(_)
-                    | RequestError::NoRoute => DecisionLabel::Deny,
-                    RequestError::UpstreamConnect(_)
-                    | RequestError::UpstreamTimeout
-                    | RequestError::Overloaded
-                    | RequestError::Internal(_) => DecisionLabel::Allow,
-                };
+                span.record_refusal(&err);
+                let decision = err.decision();
                 (err.into_response(), decision)
             }
         };
@@ -280,16 +269,19 @@ impl State {
             .delegate(&mut parts.headers, route, &self.identity)?;
         // The egress decision reads the token that is about to leave (`policy.outbound`).
         let identity = self.identity.current();
-        let facts = token.facts();
         span.record_hop(identity.svid().id(), route.identity(), authority.as_str());
-        span.record_token(&facts, token.claims().jti(), token.claims().prv());
+        // The token's facts are built only for a reader: an egress policy or a span.
+        let facts = (self.authorizer.has_policies() || span.is_enabled()).then(|| token.facts());
+        if let Some(facts) = &facts {
+            span.record_token(facts, token.claims().jti(), token.claims().prv());
+        }
         let decision = self.authorizer.authorize_token(
             &parts,
             identity.svid().id(),
             route.identity(),
             PolicyDirection::Outbound,
-            Some(TokenSeen {
-                facts: &facts,
+            facts.as_ref().map(|facts| TokenSeen {
+                facts,
                 jti: token.claims().jti(),
             }),
             span,

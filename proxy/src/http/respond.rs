@@ -9,6 +9,7 @@ use http::{Response, StatusCode};
 use thiserror::Error;
 
 use super::{Body, full_body};
+use crate::telemetry::metrics::DecisionLabel;
 
 /// Why hopgate answered a request itself instead of forwarding it. Named by who is at fault:
 /// the client (`BadRequest`, `Unauthenticated`, `Forbidden`, `NoRoute`), the upstream
@@ -57,6 +58,20 @@ impl RequestError {
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// How the request is counted (`hopgate_requests_total{decision}`): refused by the caller's
+    /// fault is `deny` (or `unauthenticated`), failed after admission is `allow`.
+    pub fn decision(&self) -> DecisionLabel {
+        match self {
+            Self::Unauthenticated(_) => DecisionLabel::Unauthenticated,
+            Self::Forbidden(_) | Self::BadRequest(_) | Self::NoRoute => DecisionLabel::Deny,
+            // Refused for capacity or failed upstream after admission.
+            Self::UpstreamConnect(_)
+            | Self::UpstreamTimeout
+            | Self::Overloaded
+            | Self::Internal(_) => DecisionLabel::Allow,
         }
     }
 

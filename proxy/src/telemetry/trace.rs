@@ -40,7 +40,7 @@ use tracing::Dispatch;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
-use super::metrics::ProxyMetrics;
+use super::metrics::{DecisionLabel, ProxyMetrics};
 use crate::http::RequestError;
 
 /// Spans waiting for export; past this, new spans are dropped (and counted).
@@ -445,6 +445,11 @@ impl HopSpan {
         }
     }
 
+    /// Whether this is a real span (tracing is on).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// The trace id (32 hex digits), when there is a span.
     pub fn trace_id(&self) -> Option<String> {
         if !self.enabled {
@@ -525,19 +530,12 @@ impl HopSpan {
     }
 
     /// A request refused before or without a policy decision: a 401, 400 or 403 `no_route` is
-    /// a `deny`; a failure after admission (502, 503, 504) leaves the decision as it was.
+    /// a `deny`. A policy denial was recorded with its id already; a failure after admission
+    /// (502, 503, 504) leaves the decision as it was.
     pub fn record_refusal(&self, err: &RequestError) {
-        match err {
-            RequestError::Unauthenticated(_)
-            | RequestError::BadRequest(_)
-            | RequestError::NoRoute => {
-                self.record_decision("deny", None, &[]);
-            }
-            RequestError::Forbidden(_)
-            | RequestError::UpstreamConnect(_)
-            | RequestError::UpstreamTimeout
-            | RequestError::Overloaded
-            | RequestError::Internal(_) => {}
+        let decided = matches!(err, RequestError::Forbidden(_));
+        if !decided && err.decision() != DecisionLabel::Allow {
+            self.record_decision(DecisionLabel::Deny.as_str(), None, &[]);
         }
     }
 
