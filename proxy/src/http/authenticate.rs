@@ -12,7 +12,7 @@ use arc_swap::ArcSwapOption;
 use hopgate_config::{SpiffeId, TokenConfig};
 use http::{HeaderMap, HeaderName};
 
-use super::RequestError;
+use super::{RequestError, headers};
 use crate::telemetry::metrics::{MISSING_TOKEN, ProxyMetrics};
 use crate::tls::{IdentityStore, PeerIdentity, SpiffeClientVerifier};
 use crate::token::{Limits, TokenVerifier, VerifiedClaims};
@@ -68,18 +68,15 @@ impl Authenticator {
         peer: &PeerIdentity,
         identity: &IdentityStore,
     ) -> Result<Option<VerifiedClaims>, RequestError> {
-        let mut values = headers.get_all(&self.header).iter();
-        let Some(value) = values.next() else {
+        let compact =
+            headers::single(headers, &self.header).map_err(|_| self.reject("malformed"))?;
+        let Some(compact) = compact else {
             return if self.require {
                 Err(self.reject(MISSING_TOKEN))
             } else {
                 Ok(None)
             };
         };
-        if values.next().is_some() {
-            return Err(self.reject("malformed"));
-        }
-        let compact = value.to_str().map_err(|_| self.reject("malformed"))?;
         let current = self.current(identity);
         current
             .verifier

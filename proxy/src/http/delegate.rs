@@ -29,7 +29,7 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
-use super::RequestError;
+use super::{RequestError, headers};
 use crate::telemetry::metrics::ProxyMetrics;
 use crate::tls::{Identity, IdentityStore, SpiffeClientVerifier};
 use crate::token::{
@@ -151,23 +151,13 @@ impl Delegator {
         Ok(minted)
     }
 
-    /// The one value of `name`, as text; several, or one that is not text, is `malformed`.
+    /// The one value of `name`; several, or one that is not text, is `malformed`.
     fn single<'h>(
         &self,
         headers: &'h HeaderMap,
         name: &HeaderName,
     ) -> Result<Option<&'h str>, RequestError> {
-        let mut values = headers.get_all(name).iter();
-        let Some(value) = values.next() else {
-            return Ok(None);
-        };
-        if values.next().is_some() {
-            return Err(self.reject("malformed"));
-        }
-        value
-            .to_str()
-            .map(Some)
-            .map_err(|_| self.reject("malformed"))
+        headers::single(headers, name).map_err(|_| self.reject("malformed"))
     }
 
     /// `tctx` for a new transaction: the intent headers, prefix stripped, `action` excepted.

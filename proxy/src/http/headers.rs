@@ -101,6 +101,29 @@ pub fn check_authority(parts: &Parts) -> Result<(), &'static str> {
     }
 }
 
+/// A credential header given twice, or not as visible ASCII: which one to believe is ambiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AmbiguousHeader;
+
+/// The one value of `name` as text, or `None` when it is absent.
+///
+/// # Errors
+/// [`AmbiguousHeader`] when `name` appears more than once or its value is not visible ASCII:
+/// a credential is never picked from several.
+pub fn single<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h str>, AmbiguousHeader> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AmbiguousHeader);
+    }
+    value.to_str().map(Some).map_err(|_| AmbiguousHeader)
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;

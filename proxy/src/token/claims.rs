@@ -7,6 +7,7 @@
 use std::fmt;
 
 use hopgate_config::SpiffeId;
+use hopgate_policy::TokenFacts;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -64,6 +65,17 @@ pub(crate) struct Cnf {
 // === impl Claims ===
 
 impl Claims {
+    /// What Cedar sees of a token with these claims and `actors` (outermost first).
+    pub(crate) fn facts(&self, actors: Vec<String>) -> TokenFacts {
+        TokenFacts {
+            sub: self.sub.clone(),
+            iss: self.iss.clone(),
+            txn: Some(self.txn.clone()),
+            scope: self.scopes().map(str::to_owned).collect(),
+            actors,
+        }
+    }
+
     /// Reads the claims from a decoded payload.
     ///
     /// # Errors

@@ -315,15 +315,9 @@ impl MintedToken {
 
     /// What Cedar sees of this token (`context.token`), as the next hop will see it.
     pub fn facts(&self) -> TokenFacts {
-        let claims = &self.claims;
-        TokenFacts {
-            sub: claims.sub.clone(),
-            iss: claims.iss.clone(),
-            txn: Some(claims.txn.clone()),
-            scope: claims.scopes().map(str::to_owned).collect(),
-            // A minted `act` is well formed by construction; its length is not capped here.
-            actors: claims::actors(claims.act.as_ref(), usize::MAX).unwrap_or_default(),
-        }
+        // A minted `act` is well formed by construction; its length is not capped here.
+        let actors = claims::actors(self.claims.act.as_ref(), usize::MAX).unwrap_or_default();
+        self.claims.facts(actors)
     }
 
     /// Whether this token came from the reuse cache rather than a new signature.

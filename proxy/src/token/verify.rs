@@ -411,14 +411,7 @@ impl VerifiedClaims {
 
     /// What Cedar sees of this token (`context.token`).
     pub fn facts(&self) -> TokenFacts {
-        let claims = &self.inner.claims;
-        TokenFacts {
-            sub: claims.sub.clone(),
-            iss: claims.iss.clone(),
-            txn: Some(claims.txn.clone()),
-            scope: claims.scopes().map(str::to_owned).collect(),
-            actors: self.inner.actors.clone(),
-        }
+        self.inner.claims.facts(self.inner.actors.clone())
     }
 }
 
