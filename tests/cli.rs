@@ -1093,3 +1093,23 @@ fn demo_runs_the_four_steps_and_exits_0_when_each_behaves_as_expected() {
     );
     assert!(!stdout.contains("eyJ"), "a token was printed: {stdout}");
 }
+
+#[test]
+fn an_https_otlp_endpoint_is_refused_rather_than_exported_to_in_the_clear() {
+    // This build has no TLS to the collector: an https endpoint must not be silently downgraded.
+    let dir = ConfigDir::new();
+    let path = dir.write(&format!(
+        "{VALID}telemetry:\n  otlp: {{ endpoint: \"https://collector.example:4317\", protocol: grpc }}\n"
+    ));
+    for (command, out) in [
+        ("check-config", hopgate(&["check-config", path_arg(&path)])),
+        ("run -c", run_config(&path)),
+    ] {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{command}: {err}");
+        assert!(
+            err.contains("telemetry.otlp.endpoint") && err.contains("https://"),
+            "{command}: {err}"
+        );
+    }
+}
