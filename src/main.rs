@@ -58,7 +58,9 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    let code = runtime.block_on(serve(config));
+    hopgate_proxy::telemetry::audit::flush_stdout();
+    code
 }
 
 async fn serve(config: Config) -> ExitCode {
