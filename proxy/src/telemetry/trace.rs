@@ -36,9 +36,10 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 use thiserror::Error;
 use tokio::sync::mpsc;
-use tracing::Dispatch;
+use tracing::{Dispatch, Level};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 
 use super::metrics::{DecisionLabel, ProxyMetrics};
 use crate::http::RequestError;
@@ -102,10 +103,16 @@ struct CollectProcessor {
 }
 
 /// The span of one request, or nothing when tracing is off.
+///
+/// The `tracing` span is started (turned into its OpenTelemetry span) when it is made, and its
+/// OpenTelemetry context is kept beside it: attributes, the status, the trace id and the
+/// propagated context then go straight to that span, one lock each, instead of a trip through
+/// the subscriber's registry per attribute. The `tracing` span still ends it when dropped.
 #[derive(Debug)]
 pub struct HopSpan {
-    span: tracing::Span,
-    enabled: bool,
+    /// Ends the OpenTelemetry span when dropped.
+    _span: tracing::Span,
+    cx: Option<opentelemetry::Context>,
 }
 
 /// Which side a span is on.
@@ -176,6 +183,10 @@ impl Tracing {
             .with_level(false)
             .with_target(false)
             .with_tracked_inactivity(false);
+        // Only hopgate's request spans go to this dispatcher. Unfiltered, it would take an
+        // interest in every callsite of the process (hyper's, h2's, tokio's), and each of those
+        // would then ask the log filter whether it is enabled, on every request.
+        let layer = layer.with_filter(Targets::new().with_target("hopgate", Level::INFO));
         let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
         Ok(Self {
             inner: Some(Arc::new(Inner {
@@ -249,9 +260,10 @@ impl Tracing {
         if parent.span().span_context().is_valid() {
             let _ = span.set_parent(parent);
         }
+        let cx = span.context();
         HopSpan {
-            span,
-            enabled: true,
+            _span: span,
+            cx: Some(cx),
         }
     }
 
@@ -259,14 +271,13 @@ impl Tracing {
     /// caller's, so the next hop's spans are its children. Without tracing, `headers` are left
     /// as they are: the caller's trace context passes through.
     pub fn inject(&self, span: &HopSpan, headers: &mut HeaderMap) {
-        let Some(inner) = &self.inner else { return };
-        if !span.enabled {
+        let (Some(inner), Some(cx)) = (&self.inner, &span.cx) else {
             return;
-        }
+        };
         headers.remove("tracestate");
         inner
             .propagator
-            .inject_context(&span.span.context(), &mut HeaderInjector(headers));
+            .inject_context(cx, &mut HeaderInjector(headers));
     }
 }
 
@@ -440,23 +451,26 @@ impl HopSpan {
     /// No span: tracing is off.
     pub fn disabled() -> Self {
         Self {
-            span: tracing::Span::none(),
-            enabled: false,
+            _span: tracing::Span::none(),
+            cx: None,
         }
     }
 
     /// Whether this is a real span (tracing is on).
     pub fn is_enabled(&self) -> bool {
-        self.enabled
+        self.cx.is_some()
+    }
+
+    fn set(&self, attributes: impl IntoIterator<Item = KeyValue>) {
+        if let Some(cx) = &self.cx {
+            cx.span().set_attributes(attributes);
+        }
     }
 
     /// The trace id (32 hex digits), when there is a span.
     pub fn trace_id(&self) -> Option<String> {
-        if !self.enabled {
-            return None;
-        }
-        let cx = self.span.context();
-        let span_context = cx.span().span_context().clone();
+        let span = self.cx.as_ref()?.span();
+        let span_context = span.span_context();
         span_context
             .is_valid()
             .then(|| span_context.trace_id().to_string())
@@ -465,32 +479,22 @@ impl HopSpan {
     /// Who called whom: `hop.peer.id` (the principal) and `hop.dest.id` (the resource), and the
     /// authority as `server.address`.
     pub fn record_hop(&self, peer: &SpiffeId, dest: &SpiffeId, host: &str) {
-        if !self.enabled {
+        if !self.is_enabled() {
             return;
         }
-        self.span
-            .set_attribute("hop.peer.id", peer.as_str().to_owned());
-        self.span
-            .set_attribute("hop.dest.id", dest.as_str().to_owned());
-        if !host.is_empty() {
-            self.span.set_attribute("server.address", host.to_owned());
-        }
+        let ids = [
+            KeyValue::new("hop.peer.id", peer.as_str().to_owned()),
+            KeyValue::new("hop.dest.id", dest.as_str().to_owned()),
+        ];
+        let host = (!host.is_empty()).then(|| KeyValue::new("server.address", host.to_owned()));
+        self.set(ids.into_iter().chain(host));
     }
 
     /// The hop token this hop carries: verified (inbound) or minted (outbound).
     pub fn record_token(&self, facts: &TokenFacts, jti: &str, prv: Option<&str>) {
-        if !self.enabled {
+        if !self.is_enabled() {
             return;
         }
-        let span = &self.span;
-        if let Some(txn) = &facts.txn {
-            span.set_attribute("hop.txn", txn.clone());
-        }
-        span.set_attribute("hop.token.jti", jti.to_owned());
-        if let Some(prv) = prv {
-            span.set_attribute("hop.token.prv", prv.to_owned());
-        }
-        span.set_attribute("enduser.id", facts.sub.clone());
         // Origin first, the current peer last: `sub` when it is a workload, then the actors
         // from the deepest (least recent) to the outermost (current).
         let mut chain: Vec<opentelemetry::StringValue> = Vec::with_capacity(facts.actors.len() + 1);
@@ -498,34 +502,48 @@ impl HopSpan {
             chain.push(facts.sub.clone().into());
         }
         chain.extend(facts.actors.iter().rev().map(|a| a.clone().into()));
-        span.set_attribute("hop.chain", Value::Array(chain.into()));
-        span.set_attribute(
+        let mut attributes = Vec::with_capacity(6);
+        if let Some(txn) = &facts.txn {
+            attributes.push(KeyValue::new("hop.txn", txn.clone()));
+        }
+        attributes.push(KeyValue::new("hop.token.jti", jti.to_owned()));
+        if let Some(prv) = prv {
+            attributes.push(KeyValue::new("hop.token.prv", prv.to_owned()));
+        }
+        attributes.push(KeyValue::new("enduser.id", facts.sub.clone()));
+        attributes.push(KeyValue::new("hop.chain", Value::Array(chain.into())));
+        attributes.push(KeyValue::new(
             "hop.chain.depth",
             i64::try_from(facts.actors.len()).unwrap_or(i64::MAX),
-        );
+        ));
+        self.set(attributes);
     }
 
     /// The Cedar action this hop was decided under.
     pub fn record_action(&self, action: &str) {
-        if self.enabled {
-            self.span
-                .set_attribute("hop.intent.action", action.to_owned());
+        if self.is_enabled() {
+            self.set([KeyValue::new("hop.intent.action", action.to_owned())]);
         }
     }
 
     /// The decision: `allow`, `deny` or `audit_deny`, with its id and determining policies when
     /// policies were evaluated.
-    pub fn record_decision(&self, decision: &str, id: Option<&str>, policies: &[String]) {
-        if !self.enabled {
+    pub fn record_decision(&self, decision: &'static str, id: Option<&str>, policies: &[String]) {
+        if !self.is_enabled() {
             return;
         }
-        self.span.set_attribute("hop.decision", decision.to_owned());
-        if let Some(id) = id {
-            self.span.set_attribute("hop.decision.id", id.to_owned());
-            let ids: Vec<opentelemetry::StringValue> =
-                policies.iter().map(|p| p.clone().into()).collect();
-            self.span
-                .set_attribute("hop.policy.ids", Value::Array(ids.into()));
+        let decision = KeyValue::new("hop.decision", decision);
+        match id {
+            Some(id) => {
+                let ids: Vec<opentelemetry::StringValue> =
+                    policies.iter().map(|p| p.clone().into()).collect();
+                self.set([
+                    decision,
+                    KeyValue::new("hop.decision.id", id.to_owned()),
+                    KeyValue::new("hop.policy.ids", Value::Array(ids.into())),
+                ]);
+            }
+            None => self.set([decision]),
         }
     }
 
@@ -541,14 +559,14 @@ impl HopSpan {
 
     /// The response status; 5xx marks the span as an error.
     pub fn record_status(&self, status: u16) {
-        if !self.enabled {
-            return;
-        }
-        self.span
-            .set_attribute("http.response.status_code", i64::from(status));
+        let Some(cx) = &self.cx else { return };
+        let span = cx.span();
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
         if status >= 500 {
-            self.span
-                .set_status(Status::error(format!("HTTP {status}")));
+            span.set_status(Status::error(format!("HTTP {status}")));
         }
     }
 }
