@@ -5,7 +5,10 @@
 #   nginx    load ──http──▶ nginx A ══mTLS, client cert, TLS 1.3, pooled══▶ nginx B ──http──▶ app
 #   hopgate  load ──http──▶ hopgate A outbound ══mTLS, h2, pooled══▶ hopgate B inbound ──http──▶ app
 #            (full enforcement: SPIFFE on both ends, Cedar on both sides, a hop token minted by A
-#             and verified by B on every request, an audit record per decision on each side)
+#             and verified by B on every request, an audit record per decision on each side,
+#             a span per request on each side at 100% sampling, exported over OTLP/HTTP to a
+#             local receiver that accepts every batch and runs on the load generator's core)
+#   untraced the same hopgate pair with tracing off: the difference is what tracing costs
 #
 # Runs, each configuration in turn (alternating), REPS times, medians reported:
 #   wrk    HTTP/1.1, CONNS connections, SECS seconds
@@ -17,8 +20,14 @@
 #
 # Usage: bash benches/load/run.sh [secs=10] [reps=3] [conns=16]
 #        RATE=2000 for the fixed-rate run; RUNS="wrk h2load rate" to choose runs;
-#        TRACING=1 turns tracing on in both sidecars (100% sampling, OTLP HTTP/protobuf to a
-#        local receiver that accepts every batch).
+#        CONFIGS="direct nginx hopgate untraced" to choose configurations (one alone, to
+#        profile it).
+#        CALLGRIND=1 runs the two hopgate pairs under valgrind's callgrind instead and counts
+#        the instructions each sidecar executes per request (COUNT requests, default 20000, 16
+#        connections, after a warm-up). Instruction counts repeat run to run whatever else the
+#        machine does, where req/s on a shared VM can swing by a fifth: use them to tell
+#        whether a change made the request path cheaper. CALLGRIND_OUT=DIR keeps the profiles
+#        (for callgrind_annotate --inclusive=yes).
 # Needs: nginx, wrk, h2load (installed from Debian when missing) and oha for the fixed-rate run
 # (installed with `cargo install oha --locked` when missing and the run is asked for).
 set -euo pipefail
@@ -29,6 +38,11 @@ reps=${2:-3}
 conns=${3:-16}
 rate=${RATE:-2000}
 runs=${RUNS:-"wrk h2load rate"}
+wrap=()
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  runs=instr
+  CONFIGS=${CONFIGS:-"hopgate untraced"}
+fi
 gen_cpu="taskset -c 0"; srv_cpu="taskset -c 1"
 if [ "${PIN:-1}" = 0 ]; then gen_cpu=""; srv_cpu=""; fi
 
@@ -37,6 +51,7 @@ command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+[ "$runs" = instr ] && { command -v valgrind >/dev/null 2>&1 || missing+=(valgrind); }
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
@@ -53,6 +68,7 @@ bin=${CARGO_TARGET_DIR:-$PWD/target}/release/hopgate
 
 work=$(mktemp -d)
 pids=()
+[ "$runs" = instr ] && wrap=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p")
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
@@ -60,6 +76,7 @@ trap cleanup EXIT
 app=127.0.0.1:18280
 ngx_a=127.0.0.1:18281; ngx_a_h2=127.0.0.1:18285; ngx_b=127.0.0.1:18282
 hg_a=127.0.0.1:18291; hg_b=127.0.0.1:18292; admin_a=127.0.0.1:18293; admin_b=127.0.0.1:18294
+ut_a=127.0.0.1:18296; ut_b=127.0.0.1:18297; admin_ut_a=127.0.0.1:18298; admin_ut_b=127.0.0.1:18299
 host=b.bench
 
 id_a=spiffe://bench.local/ns/bench/sa/a
@@ -119,13 +136,7 @@ nginx_conf nginx-b "  upstream app { server $app; keepalive 64; }
     }
   }"
 
-# Tracing: a local OTLP/HTTP receiver that answers every export with an empty success.
-otlp=""
 receiver=127.0.0.1:18295
-if [ "${TRACING:-0}" = 1 ]; then
-  otlp=", otlp: { endpoint: \"http://$receiver\", protocol: http }"
-fi
-
 # The hopgate pair, with everything on: Cedar on B's inbound and A's egress, tokens, audit.
 mkdir -p "$work/policies"
 cp examples/policies/schema.cedarschema "$work/policies/"
@@ -136,30 +147,34 @@ when { context.token.present && context.token has scope && context.token.scope.c
 @id("no-deep-chains")
 forbid (principal, action, resource) when { context.token has depth && context.token.depth > 4 };
 CEDAR
-cat > "$work/a.yaml" <<YAML
+pair() { # name a-listen b-listen a-admin b-admin otlp
+  cat > "$work/$1-a.yaml" <<YAML
 identity:
   svid: { cert: a/svid.pem, key: a/svid_key.pem }
   bundles: { bench.local: ca/bundle.pem }
 outbound:
-  listen: $hg_a
+  listen: $2
   routes:
-    - { host: $host, address: $hg_b, identity: $id_b, scopes: [bench.read] }
+    - { host: $host, address: $3, identity: $id_b, scopes: [bench.read] }
 policy: { dir: policies, outbound: true }
-telemetry: { log_format: json, service_name: bench-a $otlp }
-admin: { listen: $admin_a }
+telemetry: { log_format: json, service_name: bench-a $6 }
+admin: { listen: $4 }
 YAML
-cat > "$work/b.yaml" <<YAML
+  cat > "$work/$1-b.yaml" <<YAML
 identity:
   svid: { cert: b/svid.pem, key: b/svid_key.pem }
   bundles: { bench.local: ca/bundle.pem }
 inbound:
-  listen: $hg_b
+  listen: $3
   app: $app
   require_token: true
 policy: { dir: policies }
-telemetry: { log_format: json, service_name: bench-b $otlp }
-admin: { listen: $admin_b }
+telemetry: { log_format: json, service_name: bench-b $6 }
+admin: { listen: $5 }
 YAML
+}
+pair hopgate "$hg_a" "$hg_b" "$admin_a" "$admin_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }"
+pair untraced "$ut_a" "$ut_b" "$admin_ut_a" "$admin_ut_b" ""
 
 start() { # name command...
   local name=$1; shift
@@ -167,10 +182,11 @@ start() { # name command...
   pids+=($!)
   eval "pid_$name=$!"
 }
-if [ "${TRACING:-0}" = 1 ]; then
-  cat > "$work/receiver.py" <<'PY'
+# The collector: answers every export with an empty success, over keep-alive connections.
+cat > "$work/receiver.py" <<'PY'
 import http.server, sys
 class Receiver(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a collector does
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length", 0)))
         self.send_response(200)
@@ -182,21 +198,27 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 host, port = sys.argv[1].split(":")
 http.server.ThreadingHTTPServer((host, int(port)), Receiver).serve_forever()
 PY
-  start receiver python3 "$work/receiver.py" "$receiver"
-fi
+  # The collector is not part of the hop under test: it runs beside the load generator.
+$gen_cpu python3 "$work/receiver.py" "$receiver" > "$work/receiver.log" 2>&1 &
+pids+=($!)
 start app nginx -c "$work/app.conf"
 start nginx_a nginx -c "$work/nginx-a.conf"
 start nginx_b nginx -c "$work/nginx-b.conf"
-HOPGATE_LOG=warn start hopgate_a "$bin" run -c "$work/a.yaml"
-HOPGATE_LOG=warn start hopgate_b "$bin" run -c "$work/b.yaml"
-for _ in $(seq 100); do
+HOPGATE_LOG=warn start hopgate_a "${wrap[@]}" "$bin" run -c "$work/hopgate-a.yaml"
+HOPGATE_LOG=warn start hopgate_b "${wrap[@]}" "$bin" run -c "$work/hopgate-b.yaml"
+HOPGATE_LOG=warn start untraced_a "${wrap[@]}" "$bin" run -c "$work/untraced-a.yaml"
+HOPGATE_LOG=warn start untraced_b "${wrap[@]}" "$bin" run -c "$work/untraced-b.yaml"
+for _ in $(seq 1200); do
   curl -sf "http://$admin_a/ready" >/dev/null && curl -sf "http://$admin_b/ready" >/dev/null \
+    && curl -sf "http://$admin_ut_a/ready" >/dev/null && curl -sf "http://$admin_ut_b/ready" >/dev/null \
     && curl -sf "http://$app/" >/dev/null && break
   sleep 0.1
 done
 check() { # name url [curl args]
   local name=$1 url=$2; shift 2
-  curl -sf "$@" "$url" -o /dev/null || {
+  # A few tries: under valgrind the first hop's handshakes can outlast a timeout.
+  for _ in 1 2 3 4 5; do curl -sf "$@" "$url" -o /dev/null && return; sleep 1; done
+  {
     echo "the $name path is not working:"; curl -sv "$@" "$url" 2>&1 | tail -20
     tail -n 20 "$work"/*.err "$work"/*.log || true
     exit 1
@@ -207,20 +229,22 @@ check nginx "http://$ngx_a/"
 check hopgate "http://$hg_a/" -H "Host: $host"
 check "nginx h2c" "http://$ngx_a_h2/" --http2-prior-knowledge
 check "hopgate h2c" "http://$hg_a/" -H "Host: $host" --http2-prior-knowledge
+check untraced "http://$ut_a/" -H "Host: $host"
 
 # The server processes of each configuration (their CPU time is charged to it).
 procs_direct() { echo "$pid_app $(pgrep -P "$pid_app" | tr '\n' ' ')"; }
 procs_nginx() { echo "$(procs_direct) $pid_nginx_a $(pgrep -P "$pid_nginx_a" | tr '\n' ' ') $pid_nginx_b $(pgrep -P "$pid_nginx_b" | tr '\n' ' ')"; }
 procs_hopgate() { echo "$(procs_direct) $pid_hopgate_a $pid_hopgate_b"; }
+procs_untraced() { echo "$(procs_direct) $pid_untraced_a $pid_untraced_b"; }
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 tck=$(getconf CLK_TCK)
 
-url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate) echo "http://$hg_a/";; esac; }
+url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate) echo "http://$hg_a/";; untraced) echo "http://$ut_a/";; esac; }
 h2_url_of() { case $1 in nginx) echo "http://$ngx_a_h2/";; *) url_of "$1";; esac; }
 
 # Each run prints "rps p50_us p99_us requests".
 run_wrk() {
-  local h=(); [ "$1" = hopgate ] && h=(-H "Host: $host")
+  local h=(); [ "$1" = hopgate ] || [ "$1" = untraced ] && h=(-H "Host: $host")
   $gen_cpu wrk -t1 -c"$conns" -d"${secs}s" --latency "${h[@]}" "$(url_of "$1")" | awk '
     function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1000000; return v }
     /^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) } /^Requests\/sec/ { rps = $2 }
@@ -228,7 +252,7 @@ run_wrk() {
     END { printf "%s %s %s %s\n", rps, p50, p99, n }'
 }
 run_h2load() {
-  local h=(); [ "$1" = hopgate ] && h=(-H ":authority: $host")
+  local h=(); [ "$1" = hopgate ] || [ "$1" = untraced ] && h=(-H ":authority: $host")
   # h2load reports request-time percentiles only per-run min/max/mean/sd; its mean is given as
   # p50 and its max as p99 here (labelled in the table).
   $gen_cpu h2load -c"$conns" -m10 -D"$secs" --warm-up-time=1 "${h[@]}" "$(h2_url_of "$1")" 2>/dev/null | awk '
@@ -237,7 +261,7 @@ run_h2load() {
     END { printf "%s %s %s %s\n", rps, mean, max, n }'
 }
 run_rate() {
-  local h=(); [ "$1" = hopgate ] && h=(-H "Host: $host")
+  local h=(); [ "$1" = hopgate ] || [ "$1" = untraced ] && h=(-H "Host: $host")
   $gen_cpu oha --no-tui -z "${secs}s" -q "$rate" -c "$conns" --latency-correction \
     "${h[@]}" --output-format json "$(url_of "$1")" 2>/dev/null | python3 -c '
 import json, sys
@@ -248,9 +272,33 @@ rps, p50, p99 = s["requestsPerSec"], p["p50"] * 1e6, p["p99"] * 1e6
 print(f"{rps:.0f} {p50:.0f} {p99:.0f} {n}")'
 }
 
+# Instructions per request: the counters are zeroed after a warm-up and dumped after the run.
+if [ "$runs" = instr ]; then
+  count=${COUNT:-20000}
+  printf "%-10s %16s %16s\n" config "Ir/req A" "Ir/req B"
+  for cfg in $CONFIGS; do
+    url=$(url_of "$cfg")
+    a=$(eval echo "\$pid_${cfg}_a"); b=$(eval echo "\$pid_${cfg}_b")
+    h2load --h1 -n 500 -c "$conns" -H ":authority: $host" "$url" >/dev/null
+    for p in $a $b; do callgrind_control -z "$p" >/dev/null 2>&1; done
+    out=$(h2load --h1 -n "$count" -c "$conns" -H ":authority: $host" "$url")
+    grep -q " $count succeeded" <<<"$out" \
+      || { echo "the $cfg pair did not answer all $count requests:" >&2; echo "$out" >&2; exit 1; }
+    for p in $a $b; do callgrind_control -d "$p" >/dev/null 2>&1; done
+    if [ -n "${CALLGRIND_OUT:-}" ]; then
+      mkdir -p "$CALLGRIND_OUT"
+      cp "$(ls -t "$work"/callgrind."$a".* | head -1)" "$CALLGRIND_OUT/$cfg-a.callgrind"
+      cp "$(ls -t "$work"/callgrind."$b".* | head -1)" "$CALLGRIND_OUT/$cfg-b.callgrind"
+    fi
+    ir() { awk '/^(summary|totals):/ { print $2; exit }' "$(ls -t "$work"/callgrind."$1".* | head -1)"; }
+    printf "%-10s %16.0f %16.0f\n" "$cfg" "$(($(ir "$a") / count))" "$(($(ir "$b") / count))"
+  done
+  exit 0
+fi
+
 results="$work/results"
 : > "$results"
-configs="direct nginx hopgate"
+configs=${CONFIGS:-"direct nginx hopgate untraced"}
 for run in $runs; do
   [ "$run" = rate ] && [ "$have_oha" = 0 ] && continue
   for rep in $(seq "$reps"); do
@@ -271,24 +319,26 @@ rss() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 rss_nginx_a=$(rss "$(pgrep -P "$pid_nginx_a" | head -1)")
 rss_nginx_b=$(rss "$(pgrep -P "$pid_nginx_b" | head -1)")
 rss_hg_a=$(rss "$pid_hopgate_a"); rss_hg_b=$(rss "$pid_hopgate_b")
+rss_ut_a=$(rss "$pid_untraced_a"); rss_ut_b=$(rss "$pid_untraced_b")
 
 echo
-echo "hopgate load harness: $(date -u +%Y-%m-%d), $(nproc) cores, ${secs}s × $reps per cell, $conns connections, medians, tracing ${TRACING:-0}"
-if [ "${TRACING:-0}" = 1 ]; then
-  echo "spans dropped: A $(curl -s "http://$admin_a/metrics" | awk '/^hopgate_telemetry_spans_dropped_total/ {print $2}'), B $(curl -s "http://$admin_b/metrics" | awk '/^hopgate_telemetry_spans_dropped_total/ {print $2}')"
+echo "hopgate load harness: $(date -u +%Y-%m-%d), $(nproc) cores, ${secs}s × $reps per cell, $conns connections, medians"
+if [[ " $configs " == *" hopgate "* ]]; then
+  echo "spans dropped by the traced pair: A $(curl -s "http://$admin_a/metrics" | awk '/^hopgate_telemetry_spans_dropped_total/ {print $2}'), B $(curl -s "http://$admin_b/metrics" | awk '/^hopgate_telemetry_spans_dropped_total/ {print $2}')"
 fi
-python3 - "$results" "$rss_nginx_a" "$rss_nginx_b" "$rss_hg_a" "$rss_hg_b" <<'PY'
+python3 - "$results" "$rss_nginx_a" "$rss_nginx_b" "$rss_hg_a" "$rss_hg_b" "$rss_ut_a" "$rss_ut_b" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     run, cfg, _, rps, p50, p99, cpu = line.split()
     rows.setdefault((run, cfg), []).append((float(rps), float(p50), float(p99), float(cpu)))
-rss = {"nginx": f"{sys.argv[2]} / {sys.argv[3]}", "hopgate": f"{sys.argv[4]} / {sys.argv[5]}", "direct": "-"}
+rss = {"nginx": f"{sys.argv[2]} / {sys.argv[3]}", "hopgate": f"{sys.argv[4]} / {sys.argv[5]}",
+       "untraced": f"{sys.argv[6]} / {sys.argv[7]}", "direct": "-"}
 med = lambda xs, i: statistics.median(x[i] for x in xs)
 label = {"wrk": "wrk h1", "h2load": "h2load h2 (mean / max)", "rate": "fixed rate"}
 print(f"{'run':24} {'config':8} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'CPU µs/req':>10}  peak RSS MiB (A / B)")
 for run in ("wrk", "h2load", "rate"):
-    for cfg in ("direct", "nginx", "hopgate"):
+    for cfg in ("direct", "nginx", "hopgate", "untraced"):
         xs = rows.get((run, cfg))
         if not xs:
             continue
@@ -296,4 +346,7 @@ for run in ("wrk", "h2load", "rate"):
     n, h = rows.get((run, "nginx")), rows.get((run, "hopgate"))
     if n and h:
         print(f"{'':24} {'ratio':8} {med(h,0)/med(n,0):9.2f}x {med(h,1)/med(n,1):7.2f}x {med(h,2)/med(n,2):7.2f}x {med(h,3)/med(n,3):9.2f}x  (hopgate / nginx)")
+    u = rows.get((run, "untraced"))
+    if h and u and run != "rate":
+        print(f"{'':24} {'tracing':8} {100*(1-med(h,0)/med(u,0)):8.1f}%  of the untraced pair's req/s; +{med(h,3)-med(u,3):.1f} µs CPU per request")
 PY
