@@ -26,8 +26,13 @@ use crate::slice::SliceIndex;
 use crate::usage::ContextUsage;
 
 mod decision;
+mod memo;
 
 pub use decision::{Decision, DenyReason, Effect};
+pub(crate) use memo::DecisionMemo;
+use memo::Memoized;
+#[cfg(test)]
+pub(crate) use memo::key as memo_key;
 
 /// What one snapshot evaluates with. Immutable once built.
 #[derive(Debug)]
@@ -41,6 +46,7 @@ pub(crate) struct Engine {
     pub(crate) usage: ContextUsage,
     pub(crate) default_action: String,
     pub(crate) authorizer: Authorizer,
+    pub(crate) memo: DecisionMemo,
 }
 
 /// Which policies to hand Cedar.
@@ -70,6 +76,11 @@ impl Engine {
         let Some(action) = self.info.action(action_name) else {
             return Decision::new(Some(DenyReason::UnknownAction), vec![], vec![], action_name);
         };
+        // The production path reuses what this snapshot decided for the very same facts.
+        let memo_key = (scope == Scope::Sliced).then(|| memo::key(req, action_name));
+        if let Some(m) = memo_key.as_deref().and_then(|key| self.memo.get(key)) {
+            return Decision::new(m.reason, m.policies, m.errors, action_name);
+        }
         let principal = self.names.workload(req.peer);
         let sets = match scope {
             Scope::Sliced => self.slices.slice(&principal, req.peer.trust_domain_name()),
@@ -91,7 +102,16 @@ impl Engine {
         for set in sets {
             outcome.add(&self.authorizer.is_authorized(&request, set, &entities));
         }
-        outcome.into_decision(action_name)
+        let decision = outcome.into_decision(action_name);
+        if let Some(key) = memo_key {
+            let memoized = Memoized {
+                reason: decision.reason(),
+                policies: decision.policies().to_vec(),
+                errors: decision.errors().to_vec(),
+            };
+            self.memo.insert(key, memoized);
+        }
+        decision
     }
 
     /// The entities and the Cedar request for one hop.

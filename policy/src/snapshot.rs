@@ -17,7 +17,7 @@ use cedar_policy::{
     Authorizer, Schema, SchemaFragment, ValidationMode, ValidationWarning, Validator,
 };
 
-use crate::engine::{Engine, Scope};
+use crate::engine::{DecisionMemo, Engine, Scope};
 use crate::entities::{EntityCache, Names, cedar_message, load_static};
 use crate::error::Problem;
 use crate::policies::{Parsed, first_offset};
@@ -29,7 +29,7 @@ use crate::{Decision, HopRequest, PolicyError};
 
 /// An immutable, validated policy folder, ready to authorize.
 pub struct PolicySnapshot {
-    engine: Engine,
+    pub(crate) engine: Engine,
     digest: String,
     loaded_at: SystemTime,
     policy_ids: Vec<String>,
@@ -97,6 +97,7 @@ impl PolicySnapshot {
                 full: Arc::new(parsed.set),
                 default_action: default_action.to_owned(),
                 authorizer: Authorizer::new(),
+                memo: DecisionMemo::default(),
             },
             digest: sources.digest,
             loaded_at: SystemTime::now(),

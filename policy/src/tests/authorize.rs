@@ -267,3 +267,66 @@ fn the_http_facts_and_direction_reach_the_policy() {
             .is_allowed()
     );
 }
+
+#[test]
+fn a_repeated_hop_reuses_its_decision_under_a_fresh_id() {
+    let snapshot = Folder::with_policies(PERMIT_AGENT).snapshot();
+    let hop = Hop::new(AGENT, INFERENCE);
+    let first = hop.decide(&snapshot);
+    let second = hop.decide(&snapshot);
+    assert_eq!(snapshot.engine.memo.len(), 1);
+    assert_eq!(second.effect(), Effect::Allow);
+    assert_eq!(second.policies(), first.policies());
+    assert_ne!(second.id(), first.id(), "every decision has its own id");
+}
+
+#[test]
+fn the_memo_tells_apart_hops_that_differ_in_one_fact() {
+    let policies = format!(
+        r#"@id("chain") permit (principal, action, resource)
+        when {{ principal in Hop::TrustDomain::"example.org" && context.token.present &&
+               context.token has depth && context.token.depth == 2 }};"#
+    );
+    let snapshot = Folder::with_policies(&policies).snapshot();
+    let bare = Hop::new(INFERENCE, CRM);
+    let chained = bare.clone().token(json!({
+        "sub": "alice", "iss": INFERENCE,
+        "act": { "sub": INFERENCE, "act": { "sub": AGENT } },
+    }));
+    let shallow = bare.clone().token(json!({
+        "sub": "alice", "iss": INFERENCE, "act": { "sub": INFERENCE },
+    }));
+    for _ in 0..2 {
+        assert!(!bare.decide(&snapshot).is_allowed());
+        assert!(chained.decide(&snapshot).is_allowed());
+        assert!(!shallow.decide(&snapshot).is_allowed());
+    }
+    assert_eq!(snapshot.engine.memo.len(), 3);
+}
+
+#[test]
+fn memo_keys_cannot_be_forged_by_moving_text_between_fields() {
+    let key = |path: &str, host: &str, intent: &[(&str, &str)]| {
+        Hop::new(AGENT, INFERENCE).with(|req| {
+            let req = crate::HopRequest {
+                path,
+                host,
+                intent,
+                ..*req
+            };
+            crate::engine::memo_key(&req, "call")
+        })
+    };
+    let keys = [
+        key("/a", "b", &[]),
+        key("/a1:b", "", &[]),
+        key("/a", "b", &[("purpose", "x")]),
+        key("/a", "b", &[("purpose", "x1:y")]),
+        key("/a", "b", &[("purpose", "x"), ("1:y", "")]),
+    ];
+    for (i, a) in keys.iter().enumerate() {
+        for b in &keys[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+}
