@@ -46,8 +46,9 @@ use crate::http::RequestError;
 
 /// Spans waiting for export; past this, new spans are dropped (and counted).
 const QUEUE: usize = 2048;
-/// Spans per export call.
-const BATCH: usize = 512;
+/// Spans per export call. Encoding a batch holds the runtime's thread for its length (about
+/// 8 µs a span here): 512 spans put 4 ms stalls into a fixed-rate run's p99, 128 about 1 ms.
+const BATCH: usize = 128;
 /// How long a batch may wait for more spans.
 const BATCH_DELAY: Duration = Duration::from_millis(200);
 /// How long one export may take.
