@@ -282,12 +282,10 @@ fn a_repeated_hop_reuses_its_decision_under_a_fresh_id() {
 
 #[test]
 fn the_memo_tells_apart_hops_that_differ_in_one_fact() {
-    let policies = format!(
-        r#"@id("chain") permit (principal, action, resource)
-        when {{ principal in Hop::TrustDomain::"example.org" && context.token.present &&
-               context.token has depth && context.token.depth == 2 }};"#
-    );
-    let snapshot = Folder::with_policies(&policies).snapshot();
+    let policies = r#"@id("chain") permit (principal, action, resource)
+        when { principal in Hop::TrustDomain::"example.org" && context.token.present &&
+               context.token has depth && context.token.depth == 2 };"#;
+    let snapshot = Folder::with_policies(policies).snapshot();
     let bare = Hop::new(INFERENCE, CRM);
     let chained = bare.clone().token(json!({
         "sub": "alice", "iss": INFERENCE,
