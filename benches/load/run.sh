@@ -303,6 +303,7 @@ for run in $runs; do
   [ "$run" = rate ] && [ "$have_oha" = 0 ] && continue
   for rep in $(seq "$reps"); do
     for cfg in $configs; do
+      [ "$run" = h2load ] && [ "$cfg" = direct ] && continue  # the app speaks no h2c
       # shellcheck disable=SC2046
       before=$(cpu_ticks $(procs_$cfg))
       out=$(run_$run "$cfg")
