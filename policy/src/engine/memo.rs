@@ -65,47 +65,57 @@ impl DecisionMemo {
     }
 }
 
-/// Every fact of `req` under `action`, each field length-prefixed so that no two different
-/// requests share a key.
+/// Every fact of `req` under `action`, each field length-prefixed (and each list
+/// count-prefixed) so that no two different requests share a key.
 pub(crate) fn key(req: &HopRequest<'_>, action: &str) -> String {
-    let mut key = String::with_capacity(256);
-    let mut field = |s: &str| {
-        // Writing to a String cannot fail.
-        let _ = write!(key, "{}:", s.len());
-        key.push_str(s);
-    };
-    field(action);
-    field(req.peer.as_str());
-    field(req.destination.as_str());
-    field(req.direction.as_str());
-    field(req.method);
-    field(req.path);
-    field(req.host);
-    field(&req.intent.len().to_string());
+    let mut key = Key(String::with_capacity(256));
+    key.field(action);
+    key.field(req.peer.as_str());
+    key.field(req.destination.as_str());
+    key.field(req.direction.as_str());
+    key.field(req.method);
+    key.field(req.path);
+    key.field(req.host);
+    key.count(req.intent.len());
     for (name, value) in req.intent {
-        field(name);
-        field(value);
+        key.field(name);
+        key.field(value);
     }
     match req.token {
-        None => field("-"),
+        None => key.field("-"),
         Some(token) => {
-            field("+");
-            field(&token.sub);
-            field(&token.iss);
+            key.field("+");
+            key.field(&token.sub);
+            key.field(&token.iss);
             match &token.txn {
-                None => field("-"),
+                None => key.field("-"),
                 Some(txn) => {
-                    field("+");
-                    field(txn);
+                    key.field("+");
+                    key.field(txn);
                 }
             }
             for list in [&token.scope, &token.actors] {
-                field(&list.len().to_string());
+                key.count(list.len());
                 for item in list {
-                    field(item);
+                    key.field(item);
                 }
             }
         }
     }
-    key
+    key.0
+}
+
+/// A key being written, without an allocation per number.
+struct Key(String);
+
+impl Key {
+    fn field(&mut self, s: &str) {
+        // Writing to a String cannot fail.
+        let _ = write!(self.0, "{}:", s.len());
+        self.0.push_str(s);
+    }
+
+    fn count(&mut self, n: usize) {
+        let _ = write!(self.0, "#{n};");
+    }
 }
