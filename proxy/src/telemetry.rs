@@ -2,4 +2,5 @@
 
 pub mod audit;
 pub mod metrics;
+mod otlp;
 pub mod trace;

@@ -29,11 +29,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanProcessor};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tracing::{Dispatch, Level};
@@ -42,6 +41,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 
 use super::metrics::{DecisionLabel, ProxyMetrics};
+use super::otlp::{Exporter, SpanEncoder};
 use crate::http::RequestError;
 
 /// Spans waiting for export; past this, new spans are dropped (and counted).
@@ -84,7 +84,8 @@ struct Inner {
 /// The queue's receiving half and exporter, until [`Tracing::start`] moves them into a task.
 struct Export {
     rx: mpsc::Receiver<SpanData>,
-    exporter: opentelemetry_otlp::SpanExporter,
+    exporter: Exporter,
+    encoder: SpanEncoder,
     metrics: Arc<ProxyMetrics>,
 }
 
@@ -155,10 +156,7 @@ impl Tracing {
             .with_resource(resource.clone());
         let mut export = None;
         if let Some(otlp) = config.otlp() {
-            let mut exporter = exporter(otlp)?;
-            // The exporter lives outside the provider, which would otherwise hand it the
-            // resource: without this, exported spans name no service.
-            exporter.set_resource(&resource);
+            let exporter = exporter(otlp)?;
             let (tx, rx) = mpsc::channel(QUEUE);
             builder = builder.with_span_processor(QueueProcessor {
                 tx: Mutex::new(Some(tx)),
@@ -167,6 +165,7 @@ impl Tracing {
             export = Some(Export {
                 rx,
                 exporter,
+                encoder: SpanEncoder::new(&resource),
                 metrics,
             });
         }
@@ -290,24 +289,12 @@ impl fmt::Debug for Tracing {
     }
 }
 
-fn exporter(otlp: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, TraceError> {
-    let built = match otlp.protocol() {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(otlp.endpoint())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-        OtlpProtocol::Http => {
-            let endpoint = format!("{}/v1/traces", otlp.endpoint().trim_end_matches('/'));
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(endpoint)
-                .with_timeout(EXPORT_TIMEOUT)
-                .build()
-        }
-    };
-    built.map_err(|err| TraceError::Exporter(err.to_string()))
+fn exporter(otlp: &OtlpConfig) -> Result<Exporter, TraceError> {
+    match otlp.protocol() {
+        OtlpProtocol::Grpc => Exporter::grpc(otlp.endpoint(), EXPORT_TIMEOUT),
+        OtlpProtocol::Http => Exporter::http(otlp.endpoint()),
+    }
+    .map_err(TraceError::Exporter)
 }
 
 fn protocol_version(version: http::Version) -> &'static str {
@@ -324,6 +311,8 @@ impl Export {
     /// Sends batches until the provider shuts down and the queue is empty.
     async fn run(mut self) {
         let mut batch = Vec::with_capacity(BATCH);
+        // The size of the last request: the next one is likely about as long.
+        let mut last_len = 0;
         let mut warned = false;
         loop {
             let Some(first) = self.rx.recv().await else {
@@ -338,11 +327,13 @@ impl Export {
                 }
             }
             let count = batch.len();
-            let sent = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            let result = tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(sent)).await;
+            let request = self.encoder.encode(&batch, last_len);
+            last_len = request.len();
+            batch.clear();
+            let result = tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(request)).await;
             let failure = match result {
                 Ok(Ok(())) => None,
-                Ok(Err(err)) => Some(err.to_string()),
+                Ok(Err(err)) => Some(err),
                 Err(_) => Some("export timed out".to_owned()),
             };
             if let Some(error) = failure {
