@@ -286,8 +286,39 @@ fn nanos(time: SystemTime) -> u64 {
 
 fn attributes(w: &mut Writer, field: u32, attributes: &[KeyValue]) {
     for kv in attributes {
-        w.message(field, |w| key_value(w, kv.key.as_str(), &kv.value));
+        match &kv.value {
+            // Most attributes are strings: their lengths are known, so they are written in
+            // one go rather than as two nested messages whose lengths are filled in after.
+            Value::String(value) => {
+                string_attribute(
+                    w,
+                    field,
+                    kv.key.as_str().as_bytes(),
+                    value.as_str().as_bytes(),
+                );
+            }
+            value => w.message(field, |w| key_value(w, kv.key.as_str(), value)),
+        }
     }
+}
+
+/// `KeyValue { key, value: AnyValue { string_value } }` as field `field`.
+fn string_attribute(w: &mut Writer, field: u32, key: &[u8], value: &[u8]) {
+    let any_value = 1 + varint_width(value.len() as u64) + value.len();
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        1 + varint_width(key.len() as u64) + key.len()
+    };
+    let key_value = key_len + 1 + varint_width(any_value as u64) + any_value;
+    w.buf
+        .reserve(2 + varint_width(key_value as u64) + key_value);
+    w.tag(field, LEN);
+    w.varint(key_value as u64);
+    w.bytes(1, key);
+    w.tag(2, LEN);
+    w.varint(any_value as u64);
+    w.len_field(1, value);
 }
 
 fn key_value(w: &mut Writer, key: &str, value: &Value) {
@@ -338,6 +369,10 @@ struct Writer {
 
 impl Writer {
     fn varint(&mut self, mut value: u64) {
+        if value < 0x80 {
+            self.buf.push(value as u8);
+            return;
+        }
         while value >= 0x80 {
             self.buf.push((value & 0x7f) as u8 | 0x80);
             value >>= 7;

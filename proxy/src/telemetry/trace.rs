@@ -26,12 +26,10 @@ use std::time::Duration;
 use hopgate_config::{OtlpConfig, OtlpProtocol, SpiffeId, TelemetryConfig};
 use hopgate_policy::TokenFacts;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{SpanContext, Status, TraceContextExt, TraceState, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanProcessor};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -42,7 +40,11 @@ use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 
 use super::metrics::{DecisionLabel, ProxyMetrics};
 use super::otlp::{Exporter, SpanEncoder};
+use super::traceparent;
 use crate::http::RequestError;
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Spans waiting for export; past this, new spans are dropped (and counted).
 const QUEUE: usize = 2048;
@@ -77,7 +79,6 @@ pub struct Tracing {
 struct Inner {
     dispatch: Dispatch,
     provider: SdkTracerProvider,
-    propagator: TraceContextPropagator,
     export: Mutex<Option<Export>>,
 }
 
@@ -107,14 +108,52 @@ struct CollectProcessor {
 /// The span of one request, or nothing when tracing is off.
 ///
 /// The `tracing` span is started (turned into its OpenTelemetry span) when it is made, and its
-/// OpenTelemetry context is kept beside it: attributes, the status, the trace id and the
-/// propagated context then go straight to that span, one lock each, instead of a trip through
-/// the subscriber's registry per attribute. The `tracing` span still ends it when dropped.
+/// OpenTelemetry context is kept beside it for the trace id and the propagated context.
+/// Attributes are gathered here and handed to the span once, as it ends: one lock and one
+/// growth of its attribute list, instead of a trip through the subscriber's registry (or a lock
+/// on the span) per attribute. The `tracing` span then ends it.
 #[derive(Debug)]
 pub struct HopSpan {
-    /// Ends the OpenTelemetry span when dropped.
+    /// Ends the OpenTelemetry span when dropped, after [`Drop`] has handed over `attributes`.
     _span: tracing::Span,
     cx: Option<opentelemetry::Context>,
+    attributes: Mutex<Vec<KeyValue>>,
+}
+
+/// Attributes a request span usually ends with: the HTTP ones, the hop, the token and the
+/// decision.
+const ATTRIBUTES: usize = 20;
+
+/// A request span. Its fields name the attributes it will carry, all left empty: the values go
+/// to the OpenTelemetry span directly (see [`HopSpan`]), without the subscriber visiting each
+/// field and copying it into a `String`. Declaring them still sizes the span's attribute list
+/// (tracing-opentelemetry reserves one slot per field), so it never grows.
+macro_rules! request_span {
+    ($name:literal, $kind:literal) => {
+        tracing::info_span!(
+            target: "hopgate",
+            $name,
+            otel.kind = $kind,
+            http.request.method = tracing::field::Empty,
+            url.path = tracing::field::Empty,
+            network.protocol.version = tracing::field::Empty,
+            hop.direction = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            server.address = tracing::field::Empty,
+            hop.peer.id = tracing::field::Empty,
+            hop.dest.id = tracing::field::Empty,
+            hop.txn = tracing::field::Empty,
+            hop.token.jti = tracing::field::Empty,
+            hop.token.prv = tracing::field::Empty,
+            enduser.id = tracing::field::Empty,
+            hop.chain = tracing::field::Empty,
+            hop.chain.depth = tracing::field::Empty,
+            hop.intent.action = tracing::field::Empty,
+            hop.decision = tracing::field::Empty,
+            hop.decision.id = tracing::field::Empty,
+            hop.policy.ids = tracing::field::Empty,
+        )
+    };
 }
 
 /// Which side a span is on.
@@ -192,7 +231,6 @@ impl Tracing {
             inner: Some(Arc::new(Inner {
                 dispatch,
                 provider,
-                propagator: TraceContextPropagator::new(),
                 export: Mutex::new(export),
             })),
         })
@@ -236,34 +274,31 @@ impl Tracing {
         let Some(inner) = &self.inner else {
             return HopSpan::disabled();
         };
-        let parent = inner.propagator.extract(&HeaderExtractor(headers));
         let span = tracing::dispatcher::with_default(&inner.dispatch, || match kind {
-            SpanKind::Inbound => tracing::info_span!(
-                target: "hopgate",
-                "hopgate.inbound",
-                otel.kind = "server",
-                http.request.method = method,
-                url.path = path,
-                network.protocol.version = protocol_version(version),
-                hop.direction = "inbound",
-            ),
-            SpanKind::Outbound => tracing::info_span!(
-                target: "hopgate",
-                "hopgate.outbound",
-                otel.kind = "client",
-                http.request.method = method,
-                url.path = path,
-                network.protocol.version = protocol_version(version),
-                hop.direction = "outbound",
-            ),
+            SpanKind::Inbound => request_span!("hopgate.inbound", "server"),
+            SpanKind::Outbound => request_span!("hopgate.outbound", "client"),
         });
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
+        if let Some(parent) = remote_parent(headers) {
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
         }
         let cx = span.context();
+        let mut attributes = Vec::with_capacity(ATTRIBUTES);
+        attributes.extend([
+            KeyValue::new("http.request.method", method_value(method)),
+            KeyValue::new("url.path", path.to_owned()),
+            KeyValue::new("network.protocol.version", protocol_version(version)),
+            KeyValue::new(
+                "hop.direction",
+                match kind {
+                    SpanKind::Inbound => "inbound",
+                    SpanKind::Outbound => "outbound",
+                },
+            ),
+        ]);
         HopSpan {
             _span: span,
             cx: Some(cx),
+            attributes: Mutex::new(attributes),
         }
     }
 
@@ -271,13 +306,27 @@ impl Tracing {
     /// caller's, so the next hop's spans are its children. Without tracing, `headers` are left
     /// as they are: the caller's trace context passes through.
     pub fn inject(&self, span: &HopSpan, headers: &mut HeaderMap) {
-        let (Some(inner), Some(cx)) = (&self.inner, &span.cx) else {
+        let (Some(_), Some(cx)) = (&self.inner, &span.cx) else {
             return;
         };
-        headers.remove("tracestate");
-        inner
-            .propagator
-            .inject_context(cx, &mut HeaderInjector(headers));
+        headers.remove(TRACESTATE);
+        let span = cx.span();
+        let span_context = span.span_context();
+        if !span_context.is_valid() {
+            return;
+        }
+        // A `traceparent` is new on every request: HPACK gains nothing from indexing it, and each
+        // new entry would push out one that repeats (the hop token's). Never indexed, it costs
+        // the header table nothing, on the way out or at the next hop.
+        let mut value = traceparent::format(span_context);
+        value.set_sensitive(true);
+        headers.insert(TRACEPARENT, value);
+        let state = span_context.trace_state().header();
+        if let Ok(state) = HeaderValue::try_from(state)
+            && !state.is_empty()
+        {
+            headers.insert(TRACESTATE, state);
+        }
     }
 }
 
@@ -295,6 +344,17 @@ fn exporter(otlp: &OtlpConfig) -> Result<Exporter, TraceError> {
         OtlpProtocol::Http => Exporter::http(otlp.endpoint()),
     }
     .map_err(TraceError::Exporter)
+}
+
+/// The method as an attribute value: the standard ones without a copy.
+fn method_value(method: &str) -> Value {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|m| **m == method) {
+        Some(m) => Value::from(*m),
+        None => Value::from(method.to_owned()),
+    }
 }
 
 fn protocol_version(version: http::Version) -> &'static str {
@@ -445,6 +505,7 @@ impl HopSpan {
         Self {
             _span: tracing::Span::none(),
             cx: None,
+            attributes: Mutex::new(Vec::new()),
         }
     }
 
@@ -454,8 +515,11 @@ impl HopSpan {
     }
 
     fn set(&self, attributes: impl IntoIterator<Item = KeyValue>) {
-        if let Some(cx) = &self.cx {
-            cx.span().set_attributes(attributes);
+        if self.cx.is_some() {
+            self.attributes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(attributes);
         }
     }
 
@@ -465,7 +529,7 @@ impl HopSpan {
         let span_context = span.span_context();
         span_context
             .is_valid()
-            .then(|| span_context.trace_id().to_string())
+            .then(|| traceparent::hex(&span_context.trace_id().to_bytes()))
     }
 
     /// Who called whom: `hop.peer.id` (the principal) and `hop.dest.id` (the resource), and the
@@ -494,21 +558,21 @@ impl HopSpan {
             chain.push(facts.sub.clone().into());
         }
         chain.extend(facts.actors.iter().rev().map(|a| a.clone().into()));
-        let mut attributes = Vec::with_capacity(6);
-        if let Some(txn) = &facts.txn {
-            attributes.push(KeyValue::new("hop.txn", txn.clone()));
-        }
-        attributes.push(KeyValue::new("hop.token.jti", jti.to_owned()));
-        if let Some(prv) = prv {
-            attributes.push(KeyValue::new("hop.token.prv", prv.to_owned()));
-        }
-        attributes.push(KeyValue::new("enduser.id", facts.sub.clone()));
-        attributes.push(KeyValue::new("hop.chain", Value::Array(chain.into())));
-        attributes.push(KeyValue::new(
-            "hop.chain.depth",
-            i64::try_from(facts.actors.len()).unwrap_or(i64::MAX),
-        ));
-        self.set(attributes);
+        let txn = facts
+            .txn
+            .as_ref()
+            .map(|txn| KeyValue::new("hop.txn", txn.clone()));
+        let prv = prv.map(|prv| KeyValue::new("hop.token.prv", prv.to_owned()));
+        let attributes = [
+            KeyValue::new("hop.token.jti", jti.to_owned()),
+            KeyValue::new("enduser.id", facts.sub.clone()),
+            KeyValue::new("hop.chain", Value::Array(chain.into())),
+            KeyValue::new(
+                "hop.chain.depth",
+                i64::try_from(facts.actors.len()).unwrap_or(i64::MAX),
+            ),
+        ];
+        self.set(txn.into_iter().chain(prv).chain(attributes));
     }
 
     /// The Cedar action this hop was decided under.
@@ -552,13 +616,26 @@ impl HopSpan {
     /// The response status; 5xx marks the span as an error.
     pub fn record_status(&self, status: u16) {
         let Some(cx) = &self.cx else { return };
-        let span = cx.span();
-        span.set_attribute(KeyValue::new(
+        self.set([KeyValue::new(
             "http.response.status_code",
             i64::from(status),
-        ));
+        )]);
         if status >= 500 {
-            span.set_status(Status::error(format!("HTTP {status}")));
+            cx.span()
+                .set_status(Status::error(format!("HTTP {status}")));
+        }
+    }
+}
+
+impl Drop for HopSpan {
+    fn drop(&mut self) {
+        if let Some(cx) = &self.cx {
+            let attributes = std::mem::take(
+                self.attributes
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            cx.span().set_attributes(attributes);
         }
     }
 }
@@ -572,27 +649,127 @@ pub fn authority<B>(req: &http::Request<B>) -> &str {
         .unwrap_or_default()
 }
 
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
-    }
+/// The caller's span, from `traceparent` (and `tracestate`), when it names a valid one.
+fn remote_parent(headers: &HeaderMap) -> Option<SpanContext> {
+    let (trace_id, span_id, flags) = traceparent::parse(headers.get(TRACEPARENT)?.as_bytes())?;
+    // A malformed `tracestate` is dropped, not the trace: the W3C rule, and the SDK's.
+    let state = headers
+        .get(TRACESTATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    Some(SpanContext::new(trace_id, span_id, flags, true, state))
 }
 
-struct HeaderInjector<'a>(&'a mut HeaderMap);
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
+    use http::HeaderMap;
+    use opentelemetry::trace::{SpanId, TraceId};
+
+    use super::{SpanCollector, SpanKind, Tracing};
+    use crate::telemetry::metrics::ProxyMetrics;
+
+    const CONFIG: &str = "identity:\n  svid: { cert: svid.pem, key: svid_key.pem }\n  bundles: { example.org: bundle.pem }\noutbound:\n  listen: 127.0.0.1:15001\n";
+
+    fn tracing(collector: &SpanCollector) -> Tracing {
+        // The config names these files and checks that they can be read; tracing reads none.
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["svid.pem", "svid_key.pem", "bundle.pem"] {
+            std::fs::write(dir.path().join(file), "").unwrap();
         }
+        let config = hopgate_config::from_yaml(CONFIG, dir.path()).unwrap();
+        Tracing::new(
+            config.telemetry(),
+            Some(collector.clone()),
+            Arc::new(ProxyMetrics::new()),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_callers_trace_context_is_continued_and_its_tracestate_carried_to_the_next_hop() {
+        let collector = SpanCollector::new();
+        let tracing = tracing(&collector);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        headers.insert("tracestate", "vendor=opaque,other=1".parse().unwrap());
+        let span = tracing.request_span(
+            SpanKind::Inbound,
+            &headers,
+            "GET",
+            "/",
+            http::Version::HTTP_11,
+        );
+        assert_eq!(
+            span.trace_id().as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+
+        let mut forwarded = headers.clone();
+        tracing.inject(&span, &mut forwarded);
+        let traceparent = forwarded["traceparent"].to_str().unwrap().to_owned();
+        drop(span);
+        let spans = collector.spans();
+        let [ended] = spans.as_slice() else {
+            panic!("one span, not {spans:?}")
+        };
+        assert_eq!(
+            ended.parent_span_id,
+            SpanId::from_hex("b7ad6b7169203331").unwrap()
+        );
+        assert!(ended.parent_span_is_remote);
+        assert_eq!(
+            ended.span_context.trace_id(),
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap()
+        );
+        // The next hop's parent is this span, in the same trace, with the caller's tracestate.
+        assert_eq!(
+            traceparent,
+            format!(
+                "00-0af7651916cd43dd8448eb211c80319c-{}-01",
+                ended.span_context.span_id()
+            )
+        );
+        assert_eq!(forwarded["tracestate"], "vendor=opaque,other=1");
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_valid_traceparent_starts_a_trace_and_sends_no_stale_tracestate() {
+        let collector = SpanCollector::new();
+        let tracing = tracing(&collector);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        headers.insert("tracestate", "vendor=stale".parse().unwrap());
+        let span = tracing.request_span(
+            SpanKind::Outbound,
+            &headers,
+            "GET",
+            "/",
+            http::Version::HTTP_2,
+        );
+        let trace_id = span.trace_id().unwrap();
+        assert_ne!(trace_id, "0".repeat(32));
+        tracing.inject(&span, &mut headers);
+        assert!(
+            headers["traceparent"]
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("00-{trace_id}-"))
+        );
+        assert!(headers.get("tracestate").is_none());
+        drop(span);
+        assert_eq!(collector.spans()[0].parent_span_id, SpanId::INVALID);
     }
 }

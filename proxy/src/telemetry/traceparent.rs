@@ -1,0 +1,239 @@
+//! W3C Trace Context `traceparent`, read and written by hand.
+//!
+//! ```text
+//! traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
+//!              ^^ version  ^^^^ trace-id (32 hex)  ^^^^ parent-id (16) ^^ flags
+//! ```
+//!
+//! The SDK's propagator splits the header into a `Vec`, parses each part through
+//! `from_str_radix` and formats the outgoing one with `format!`: about 4,000 instructions each
+//! way on every request. Here a header is checked and decoded in one pass over its 55 bytes, and
+//! written into one 55-byte buffer.
+//!
+//! The parser follows the W3C grammar, which is stricter than the SDK's: every field is lowercase
+//! hex of its exact length, the version is not `ff`, version `00` is exactly 55 bytes, and a later
+//! version may only add fields after a `-`. Neither id may be all zeros. Only the `sampled` flag
+//! is kept, as the specification asks of unknown flags.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+
+/// A `traceparent` of version `00` is this long; later versions are at least this long.
+const LEN: usize = 55;
+
+/// The caller's trace context: trace id, parent span id and flags, or `None` when `value` is not
+/// a valid `traceparent`.
+pub(super) fn parse(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
+    let value = value.trim_ascii();
+    let (head, rest) = value.split_at_checked(LEN)?;
+    let [v0, v1, b'-', id @ .., b'-', f0, f1] = head else {
+        return None;
+    };
+    let version = hex_byte(*v0, *v1)?;
+    match (version, rest) {
+        (0xff, _) | (0, [_, ..]) => return None,
+        (_, []) | (_, [b'-', ..]) => {}
+        _ => return None,
+    }
+    let (trace, span) = id.split_at_checked(32)?;
+    let [b'-', span @ ..] = span else {
+        return None;
+    };
+    let trace = hex_u128(trace)?;
+    let span = u64::try_from(hex_u128(span)?).ok()?;
+    let flags = hex_byte(*f0, *f1)?;
+    (trace != 0 && span != 0).then(|| {
+        (
+            TraceId::from(trace),
+            SpanId::from(span),
+            TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        )
+    })
+}
+
+/// The `traceparent` naming `cx` as the parent, version `00`.
+pub(super) fn format(cx: &SpanContext) -> HeaderValue {
+    let mut out = Vec::with_capacity(LEN);
+    out.extend_from_slice(b"00-");
+    push_hex(&mut out, &cx.trace_id().to_bytes());
+    out.push(b'-');
+    push_hex(&mut out, &cx.span_id().to_bytes());
+    out.push(b'-');
+    push_hex(
+        &mut out,
+        &[(cx.trace_flags() & TraceFlags::SAMPLED).to_u8()],
+    );
+    // Only lowercase hex digits and `-` were written, all valid in a header value.
+    HeaderValue::from_maybe_shared(Bytes::from(out))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `bytes` as lowercase hex: a trace id for the audit log.
+pub(super) fn hex(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(2 * bytes.len());
+    push_hex(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(2 * bytes.len());
+    for byte in bytes {
+        out.push(hex_char(byte >> 4));
+        out.push(hex_char(byte & 0xf));
+    }
+}
+
+/// The lowercase hex digit of a nibble (`0..16`).
+fn hex_char(nibble: u8) -> u8 {
+    nibble + if nibble < 10 { b'0' } else { b'a' - 10 }
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn hex_byte(high: u8, low: u8) -> Option<u8> {
+    Some(hex_digit(high)? << 4 | hex_digit(low)?)
+}
+
+/// Up to 32 lowercase hex digits; the caller fixes how many.
+fn hex_u128(digits: &[u8]) -> Option<u128> {
+    digits
+        .iter()
+        .try_fold(0u128, |acc, &c| Some(acc << 4 | u128::from(hex_digit(c)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+    use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TraceState};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use proptest::prelude::*;
+
+    use super::{format, parse};
+
+    const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    struct One<'a>(&'a str);
+
+    impl Extractor for One<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent").then_some(self.0)
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
+    }
+
+    /// What the SDK's propagator makes of `value`.
+    fn sdk(value: &str) -> Option<SpanContext> {
+        let cx = TraceContextPropagator::new().extract(&One(value));
+        let span = cx.span();
+        let found = span.span_context();
+        found.is_valid().then(|| found.clone())
+    }
+
+    fn ours(value: &str) -> Option<SpanContext> {
+        parse(value.as_bytes()).map(|(trace, span, flags)| {
+            SpanContext::new(trace, span, flags, true, TraceState::default())
+        })
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_read_and_written_back_unchanged() {
+        let (trace, span, flags) = parse(VALID.as_bytes()).unwrap();
+        assert_eq!(trace.to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(span.to_string(), "b7ad6b7169203331");
+        assert_eq!(flags, TraceFlags::SAMPLED);
+        let cx = SpanContext::new(trace, span, flags, true, TraceState::default());
+        assert_eq!(format(&cx), VALID);
+        assert_eq!(ours(VALID), sdk(VALID));
+        let unsampled = VALID.replace("-01", "-00");
+        assert_eq!(format(&ours(&unsampled).unwrap()), unsampled);
+    }
+
+    #[test]
+    fn traceparents_outside_the_w3c_grammar_start_a_new_trace() {
+        let cases = [
+            ("empty", String::new()),
+            ("short", VALID[..54].to_owned()),
+            ("version 00 with more fields", format!("{VALID}-extra")),
+            ("version 00 with a trailing byte", format!("{VALID}x")),
+            ("version ff", VALID.replacen("00", "ff", 1)),
+            ("uppercase version", VALID.replacen("00", "0A", 1)),
+            ("uppercase trace id", VALID.replace("0af7", "0AF7")),
+            ("uppercase parent id", VALID.replace("b7ad", "B7AD")),
+            ("uppercase flags", VALID.replace("-01", "-0A")),
+            (
+                "zero trace id",
+                format!("00-{}-b7ad6b7169203331-01", "0".repeat(32)),
+            ),
+            (
+                "zero parent id",
+                format!("00-0af7651916cd43dd8448eb211c80319c-{}-01", "0".repeat(16)),
+            ),
+            ("non-hex trace id", VALID.replace("0af7", "0ag7")),
+            ("signed trace id", VALID.replace("-0af7", "-+af7")),
+            (
+                "separators moved",
+                "00-0af7651916cd43dd8448eb211c80319-cb7ad6b7169203331-01".to_owned(),
+            ),
+            ("underscores", VALID.replace('-', "_")),
+            (
+                "future version, no dash after flags",
+                VALID.replacen("00", "01", 1) + "x",
+            ),
+        ];
+        for (what, value) in cases {
+            assert_eq!(parse(value.as_bytes()), None, "{what}: {value}");
+        }
+    }
+
+    #[test]
+    fn a_later_version_is_read_for_its_version_00_fields() {
+        let future = format!("{}-whatever-comes-next", VALID.replacen("00", "cc", 1));
+        assert_eq!(ours(&future), ours(VALID));
+        assert_eq!(ours(&VALID.replacen("00", "01", 1)), ours(VALID));
+        // Surrounding whitespace is optional whitespace, not part of the value.
+        assert_eq!(ours(&format!(" {VALID}\t")), ours(VALID));
+    }
+
+    #[test]
+    fn unknown_flags_are_dropped_and_sampled_is_kept() {
+        let (_, _, flags) = parse(VALID.replace("-01", "-ff").as_bytes()).unwrap();
+        assert_eq!(flags, TraceFlags::SAMPLED);
+        let (_, _, flags) = parse(VALID.replace("-01", "-fe").as_bytes()).unwrap();
+        assert_eq!(flags, TraceFlags::default());
+    }
+
+    proptest! {
+        /// Every well-formed version-00 traceparent means what it means to the SDK.
+        #[test]
+        fn well_formed_traceparents_mean_what_they_mean_to_the_sdk(
+            trace in "[0-9a-f]{32}",
+            span in "[0-9a-f]{16}",
+            flags in "[0-9a-f]{2}",
+        ) {
+            let value = format!("00-{trace}-{span}-{flags}");
+            prop_assert_eq!(ours(&value), sdk(&value));
+            if let Some(cx) = ours(&value) {
+                let sampled = u8::from_str_radix(&flags, 16).unwrap() & 1;
+                prop_assert_eq!(format(&cx), format!("00-{trace}-{span}-0{sampled}"));
+            }
+        }
+
+        /// Whatever the bytes, reading them neither panics nor accepts what the SDK refuses.
+        #[test]
+        fn no_input_is_accepted_that_the_sdk_refuses(value in "[0-9a-fA-F+ -]{0,70}") {
+            if ours(&value).is_some() {
+                prop_assert_eq!(ours(&value), sdk(&value));
+            }
+        }
+    }
+}
