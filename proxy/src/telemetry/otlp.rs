@@ -152,6 +152,61 @@ const FIXED32: u32 = 5;
 const CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
 const CONTEXT_IS_REMOTE: u32 = 0x200;
 
+/// Spans encoded as they ended, waiting for export: for each instrumentation scope, in the
+/// order the scopes first appeared, its `ScopeSpans.spans` entries back to back.
+///
+/// A span is encoded (and its `SpanData` freed) on the thread that ended it, right away: the
+/// allocator gets its memory back while it is still warm, rather than a batch's worth at once.
+#[derive(Debug, Default)]
+pub(super) struct EncodedSpans {
+    scopes: Vec<(InstrumentationScope, Vec<u8>)>,
+    count: usize,
+}
+
+impl EncodedSpans {
+    /// Encodes `span` after those before it.
+    pub(super) fn push(&mut self, span: &SpanData) {
+        let scope = &span.instrumentation_scope;
+        let group = match self.scopes.iter().position(|(s, _)| s == scope) {
+            Some(group) => group,
+            None => {
+                self.scopes.push((scope.clone(), Vec::new()));
+                self.scopes.len() - 1
+            }
+        };
+        if let Some((_, entries)) = self.scopes.get_mut(group) {
+            let mut w = Writer {
+                buf: std::mem::take(entries),
+            };
+            w.message(2, |w| self::span(w, span));
+            *entries = w.buf;
+            self.count += 1;
+        }
+    }
+
+    /// How many spans are waiting.
+    pub(super) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The spans waiting, leaving room for as many again.
+    pub(super) fn take(&mut self) -> Self {
+        let fresh = self
+            .scopes
+            .iter()
+            .map(|(scope, entries)| (scope.clone(), Vec::with_capacity(entries.len())))
+            .collect();
+        Self {
+            scopes: std::mem::replace(&mut self.scopes, fresh),
+            count: std::mem::take(&mut self.count),
+        }
+    }
+}
+
 /// Encodes `ExportTraceServiceRequest`s for one resource.
 #[derive(Debug)]
 pub(super) struct SpanEncoder {
@@ -173,31 +228,34 @@ impl SpanEncoder {
     }
 
     /// The request carrying `spans`: one `ResourceSpans`, one `ScopeSpans` per instrumentation
-    /// scope in the order the scopes first appear.
-    pub(super) fn encode(&self, spans: &[SpanData], capacity: usize) -> Vec<u8> {
+    /// scope.
+    pub(super) fn request(&self, spans: &EncodedSpans) -> Vec<u8> {
+        let body: usize = spans.scopes.iter().map(|(_, e)| e.len() + 64).sum();
         let mut w = Writer {
-            buf: Vec::with_capacity(capacity),
+            buf: Vec::with_capacity(body + self.resource.len() + 32),
         };
         w.message(1, |w| {
             w.message(1, |w| w.raw(&self.resource));
-            let mut scopes: Vec<&InstrumentationScope> = Vec::with_capacity(1);
-            for span in spans {
-                if !scopes.contains(&&span.instrumentation_scope) {
-                    scopes.push(&span.instrumentation_scope);
-                }
-            }
-            for scope in scopes {
+            for (scope, entries) in &spans.scopes {
                 w.message(2, |w| {
                     w.message(1, |w| instrumentation_scope(w, scope));
-                    for span in spans.iter().filter(|s| s.instrumentation_scope == *scope) {
-                        w.message(2, |w| self::span(w, span));
-                    }
+                    w.raw(entries);
                     w.string(3, scope.schema_url().unwrap_or_default());
                 });
             }
             w.string(3, &self.resource_schema_url);
         });
         w.buf
+    }
+
+    /// The request carrying `spans`, encoded in one go.
+    #[cfg(test)]
+    fn encode(&self, spans: &[SpanData]) -> Vec<u8> {
+        let mut encoded = EncodedSpans::default();
+        for span in spans {
+            encoded.push(span);
+        }
+        self.request(&encoded)
     }
 }
 
@@ -302,7 +360,8 @@ fn attributes(w: &mut Writer, field: u32, attributes: &[KeyValue]) {
     }
 }
 
-/// `KeyValue { key, value: AnyValue { string_value } }` as field `field`.
+/// `KeyValue { key, value: AnyValue { string_value } }` as field `field`: two runs of header
+/// bytes around the key and the value.
 fn string_attribute(w: &mut Writer, field: u32, key: &[u8], value: &[u8]) {
     let any_value = 1 + varint_width(value.len() as u64) + value.len();
     let key_len = if key.is_empty() {
@@ -313,12 +372,47 @@ fn string_attribute(w: &mut Writer, field: u32, key: &[u8], value: &[u8]) {
     let key_value = key_len + 1 + varint_width(any_value as u64) + any_value;
     w.buf
         .reserve(2 + varint_width(key_value as u64) + key_value);
-    w.tag(field, LEN);
-    w.varint(key_value as u64);
-    w.bytes(1, key);
-    w.tag(2, LEN);
-    w.varint(any_value as u64);
-    w.len_field(1, value);
+    let mut head = Head::default();
+    head.varint(u64::from(field << 3 | LEN));
+    head.varint(key_value as u64);
+    if !key.is_empty() {
+        head.varint(u64::from(1 << 3 | LEN));
+        head.varint(key.len() as u64);
+    }
+    w.raw(head.bytes());
+    w.raw(key);
+    let mut head = Head::default();
+    head.varint(u64::from(2 << 3 | LEN));
+    head.varint(any_value as u64);
+    head.varint(u64::from(1 << 3 | LEN));
+    head.varint(value.len() as u64);
+    w.raw(head.bytes());
+    w.raw(value);
+}
+
+/// Two tags and two lengths (at most 24 bytes), gathered on the stack to be appended at once.
+#[derive(Default)]
+struct Head {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Head {
+    fn varint(&mut self, mut value: u64) {
+        while let Some(slot) = self.bytes.get_mut(self.len) {
+            self.len += 1;
+            if value < 0x80 {
+                *slot = value as u8;
+                return;
+            }
+            *slot = (value & 0x7f) as u8 | 0x80;
+            value >>= 7;
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
 }
 
 fn key_value(w: &mut Writer, key: &str, value: &Value) {
@@ -528,7 +622,7 @@ mod tests {
     /// Our bytes decode to the message the SDK's own conversion builds, and are those prost
     /// writes for it, byte for byte.
     fn assert_same(resource: &Resource, spans: &[SpanData]) {
-        let ours = SpanEncoder::new(resource).encode(spans, 0);
+        let ours = SpanEncoder::new(resource).encode(spans);
         let expected = reference(resource, spans);
         let decoded = ExportTraceServiceRequest::decode(ours.as_slice()).unwrap();
         assert_eq!(decoded, expected);
@@ -638,7 +732,7 @@ mod tests {
             })
             .collect();
         let decoded = ExportTraceServiceRequest::decode(
-            SpanEncoder::new(&resource).encode(&spans, 0).as_slice(),
+            SpanEncoder::new(&resource).encode(&spans).as_slice(),
         )
         .unwrap();
         assert_eq!(decoded.resource_spans.len(), 1);

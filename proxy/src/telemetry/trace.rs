@@ -32,14 +32,14 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanProcessor};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::{Dispatch, Level};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 
 use super::metrics::{DecisionLabel, ProxyMetrics};
-use super::otlp::{Exporter, SpanEncoder};
+use super::otlp::{EncodedSpans, Exporter, SpanEncoder};
 use super::traceparent;
 use crate::http::RequestError;
 
@@ -82,19 +82,34 @@ struct Inner {
     export: Mutex<Option<Export>>,
 }
 
-/// The queue's receiving half and exporter, until [`Tracing::start`] moves them into a task.
+/// The queue and the exporter, until [`Tracing::start`] moves them into a task.
 struct Export {
-    rx: mpsc::Receiver<SpanData>,
+    queue: Arc<ExportQueue>,
     exporter: Exporter,
     encoder: SpanEncoder,
     metrics: Arc<ProxyMetrics>,
 }
 
-/// Puts ended spans on the export queue; drops (and counts) when it is full. Shutting down
-/// closes the queue, so the export task sends what is left and ends.
+/// Ended spans, already encoded, until the export task takes them. Bounded: past [`QUEUE`]
+/// spans, new ones are dropped (and counted).
+#[derive(Debug, Default)]
+struct ExportQueue {
+    state: Mutex<QueueState>,
+    /// Woken at a batch's first span, when it is full, and at shutdown.
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    spans: EncodedSpans,
+    closed: bool,
+}
+
+/// Encodes each ended span onto the export queue; drops (and counts) when it is full. Shutting
+/// down closes the queue, so the export task sends what is left and ends.
 #[derive(Debug)]
 struct QueueProcessor {
-    tx: Mutex<Option<mpsc::Sender<SpanData>>>,
+    queue: Arc<ExportQueue>,
     metrics: Arc<ProxyMetrics>,
 }
 
@@ -108,21 +123,16 @@ struct CollectProcessor {
 /// The span of one request, or nothing when tracing is off.
 ///
 /// The `tracing` span is started (turned into its OpenTelemetry span) when it is made, and its
-/// OpenTelemetry context is kept beside it for the trace id and the propagated context.
-/// Attributes are gathered here and handed to the span once, as it ends: one lock and one
-/// growth of its attribute list, instead of a trip through the subscriber's registry (or a lock
-/// on the span) per attribute. The `tracing` span then ends it.
+/// OpenTelemetry context is kept beside it: attributes, the status, the trace id and the
+/// propagated context go straight to that span, one lock per group of attributes, instead of a
+/// trip through the subscriber's registry per attribute. The `tracing` span ends it when
+/// dropped.
 #[derive(Debug)]
 pub struct HopSpan {
-    /// Ends the OpenTelemetry span when dropped, after [`Drop`] has handed over `attributes`.
+    /// Ends the OpenTelemetry span when dropped.
     _span: tracing::Span,
     cx: Option<opentelemetry::Context>,
-    attributes: Mutex<Vec<KeyValue>>,
 }
-
-/// Attributes a request span usually ends with: the HTTP ones, the hop, the token and the
-/// decision.
-const ATTRIBUTES: usize = 20;
 
 /// A request span. Its fields name the attributes it will carry, all left empty: the values go
 /// to the OpenTelemetry span directly (see [`HopSpan`]), without the subscriber visiting each
@@ -196,13 +206,13 @@ impl Tracing {
         let mut export = None;
         if let Some(otlp) = config.otlp() {
             let exporter = exporter(otlp)?;
-            let (tx, rx) = mpsc::channel(QUEUE);
+            let queue = Arc::new(ExportQueue::default());
             builder = builder.with_span_processor(QueueProcessor {
-                tx: Mutex::new(Some(tx)),
+                queue: Arc::clone(&queue),
                 metrics: Arc::clone(&metrics),
             });
             export = Some(Export {
-                rx,
+                queue,
                 exporter,
                 encoder: SpanEncoder::new(&resource),
                 metrics,
@@ -282,8 +292,7 @@ impl Tracing {
             let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
         }
         let cx = span.context();
-        let mut attributes = Vec::with_capacity(ATTRIBUTES);
-        attributes.extend([
+        cx.span().set_attributes([
             KeyValue::new("http.request.method", method_value(method)),
             KeyValue::new("url.path", path.to_owned()),
             KeyValue::new("network.protocol.version", protocol_version(version)),
@@ -298,7 +307,6 @@ impl Tracing {
         HopSpan {
             _span: span,
             cx: Some(cx),
-            attributes: Mutex::new(attributes),
         }
     }
 
@@ -370,26 +378,39 @@ fn protocol_version(version: http::Version) -> &'static str {
 impl Export {
     /// Sends batches until the provider shuts down and the queue is empty.
     async fn run(mut self) {
-        let mut batch = Vec::with_capacity(BATCH);
-        // The size of the last request: the next one is likely about as long.
-        let mut last_len = 0;
         let mut warned = false;
         loop {
-            let Some(first) = self.rx.recv().await else {
-                return;
-            };
-            batch.push(first);
+            // A first span (or the end) ...
+            loop {
+                {
+                    let state = self.queue.lock();
+                    if !state.spans.is_empty() {
+                        break;
+                    }
+                    if state.closed {
+                        return;
+                    }
+                }
+                self.queue.ready.notified().await;
+            }
+            // ... then a full batch, the end, or the batch delay, whichever comes first.
             let deadline = tokio::time::Instant::now() + BATCH_DELAY;
-            while batch.len() < BATCH {
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(Some(span)) => batch.push(span),
-                    Ok(None) | Err(_) => break,
+            loop {
+                {
+                    let state = self.queue.lock();
+                    if state.spans.len() >= BATCH || state.closed {
+                        break;
+                    }
+                }
+                let woken = tokio::time::timeout_at(deadline, self.queue.ready.notified());
+                if woken.await.is_err() {
+                    break;
                 }
             }
-            let count = batch.len();
-            let request = self.encoder.encode(&batch, last_len);
-            last_len = request.len();
-            batch.clear();
+            let spans = self.queue.lock().spans.take();
+            let count = spans.len();
+            let request = self.encoder.request(&spans);
+            drop(spans);
             let result = tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(request)).await;
             let failure = match result {
                 Ok(Ok(())) => None,
@@ -419,10 +440,19 @@ impl SpanProcessor for QueueProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        let queued = tx.as_ref().is_some_and(|tx| tx.try_send(span).is_ok());
-        if !queued {
-            self.metrics.record_spans_dropped(1);
+        let queued = {
+            let mut state = self.queue.lock();
+            if state.closed || state.spans.len() >= QUEUE {
+                None
+            } else {
+                state.spans.push(&span);
+                Some(state.spans.len())
+            }
+        };
+        match queued {
+            None => self.metrics.record_spans_dropped(1),
+            Some(1 | BATCH) => self.queue.ready.notify_one(),
+            Some(_) => {}
         }
     }
 
@@ -431,11 +461,17 @@ impl SpanProcessor for QueueProcessor {
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        self.tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_one();
         Ok(())
+    }
+}
+
+// === impl ExportQueue ===
+
+impl ExportQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -505,7 +541,6 @@ impl HopSpan {
         Self {
             _span: tracing::Span::none(),
             cx: None,
-            attributes: Mutex::new(Vec::new()),
         }
     }
 
@@ -515,11 +550,8 @@ impl HopSpan {
     }
 
     fn set(&self, attributes: impl IntoIterator<Item = KeyValue>) {
-        if self.cx.is_some() {
-            self.attributes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(attributes);
+        if let Some(cx) = &self.cx {
+            cx.span().set_attributes(attributes);
         }
     }
 
@@ -529,7 +561,7 @@ impl HopSpan {
         let span_context = span.span_context();
         span_context
             .is_valid()
-            .then(|| traceparent::hex(&span_context.trace_id().to_bytes()))
+            .then(|| traceparent::trace_id_hex(span_context.trace_id()))
     }
 
     /// Who called whom: `hop.peer.id` (the principal) and `hop.dest.id` (the resource), and the
@@ -623,19 +655,6 @@ impl HopSpan {
         if status >= 500 {
             cx.span()
                 .set_status(Status::error(format!("HTTP {status}")));
-        }
-    }
-}
-
-impl Drop for HopSpan {
-    fn drop(&mut self) {
-        if let Some(cx) = &self.cx {
-            let attributes = std::mem::take(
-                self.attributes
-                    .get_mut()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            cx.span().set_attributes(attributes);
         }
     }
 }

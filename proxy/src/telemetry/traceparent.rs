@@ -15,7 +15,6 @@
 //! version may only add fields after a `-`. Neither id may be all zeros. Only the `sampled` flag
 //! is kept, as the specification asks of unknown flags.
 
-use bytes::Bytes;
 use http::HeaderValue;
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
 
@@ -40,8 +39,9 @@ pub(super) fn parse(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
     let [b'-', span @ ..] = span else {
         return None;
     };
-    let trace = hex_u128(trace)?;
-    let span = u64::try_from(hex_u128(span)?).ok()?;
+    let (high, low) = trace.split_at_checked(16)?;
+    let trace = u128::from(hex_u64(high)?) << 64 | u128::from(hex_u64(low)?);
+    let span = hex_u64(span)?;
     let flags = hex_byte(*f0, *f1)?;
     (trace != 0 && span != 0).then(|| {
         (
@@ -54,33 +54,31 @@ pub(super) fn parse(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
 
 /// The `traceparent` naming `cx` as the parent, version `00`.
 pub(super) fn format(cx: &SpanContext) -> HeaderValue {
-    let mut out = Vec::with_capacity(LEN);
-    out.extend_from_slice(b"00-");
-    push_hex(&mut out, &cx.trace_id().to_bytes());
-    out.push(b'-');
-    push_hex(&mut out, &cx.span_id().to_bytes());
-    out.push(b'-');
-    push_hex(
-        &mut out,
-        &[(cx.trace_flags() & TraceFlags::SAMPLED).to_u8()],
-    );
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    let trace = u128::from_be_bytes(cx.trace_id().to_bytes());
+    let span = u64::from_be_bytes(cx.span_id().to_bytes());
+    let flags = (cx.trace_flags() & TraceFlags::SAMPLED).to_u8();
+    write_hex(out.get_mut(3..35), trace);
+    write_hex(out.get_mut(36..52), u128::from(span));
+    write_hex(out.get_mut(53..55), u128::from(flags));
     // Only lowercase hex digits and `-` were written, all valid in a header value.
-    HeaderValue::from_maybe_shared(Bytes::from(out))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// `bytes` as lowercase hex: a trace id for the audit log.
-pub(super) fn hex(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(2 * bytes.len());
-    push_hex(&mut out, bytes);
-    String::from_utf8(out).unwrap_or_default()
+/// A trace id as 32 lowercase hex digits, for the audit log.
+pub(super) fn trace_id_hex(trace_id: TraceId) -> String {
+    let mut out = [b'0'; 32];
+    write_hex(Some(&mut out), u128::from_be_bytes(trace_id.to_bytes()));
+    // Hex digits are ASCII, so this never falls back.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(2 * bytes.len());
-    for byte in bytes {
-        out.push(hex_char(byte >> 4));
-        out.push(hex_char(byte & 0xf));
+/// Fills `out` with the low `4 * out.len()` bits of `value` as lowercase hex, most significant
+/// digit first.
+fn write_hex(out: Option<&mut [u8]>, mut value: u128) {
+    for slot in out.into_iter().flatten().rev() {
+        *slot = hex_char((value & 0xf) as u8);
+        value >>= 4;
     }
 }
 
@@ -101,11 +99,13 @@ fn hex_byte(high: u8, low: u8) -> Option<u8> {
     Some(hex_digit(high)? << 4 | hex_digit(low)?)
 }
 
-/// Up to 32 lowercase hex digits; the caller fixes how many.
-fn hex_u128(digits: &[u8]) -> Option<u128> {
-    digits
-        .iter()
-        .try_fold(0u128, |acc, &c| Some(acc << 4 | u128::from(hex_digit(c)?)))
+/// Up to 16 lowercase hex digits; the caller fixes how many.
+fn hex_u64(digits: &[u8]) -> Option<u64> {
+    let mut value = 0;
+    for &c in digits {
+        value = value << 4 | u64::from(hex_digit(c)?);
+    }
+    Some(value)
 }
 
 #[cfg(test)]
@@ -115,7 +115,7 @@ mod tests {
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use proptest::prelude::*;
 
-    use super::{format, parse};
+    use super::{format, parse, trace_id_hex};
 
     const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -151,6 +151,7 @@ mod tests {
         assert_eq!(trace.to_string(), "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(span.to_string(), "b7ad6b7169203331");
         assert_eq!(flags, TraceFlags::SAMPLED);
+        assert_eq!(trace_id_hex(trace), "0af7651916cd43dd8448eb211c80319c");
         let cx = SpanContext::new(trace, span, flags, true, TraceState::default());
         assert_eq!(format(&cx), VALID);
         assert_eq!(ours(VALID), sdk(VALID));
@@ -223,6 +224,7 @@ mod tests {
             let value = format!("00-{trace}-{span}-{flags}");
             prop_assert_eq!(ours(&value), sdk(&value));
             if let Some(cx) = ours(&value) {
+                prop_assert_eq!(trace_id_hex(cx.trace_id()), trace.as_str());
                 let sampled = u8::from_str_radix(&flags, 16).unwrap() & 1;
                 prop_assert_eq!(format(&cx), format!("00-{trace}-{span}-0{sampled}"));
             }
