@@ -4,9 +4,10 @@
 //! The encoder writes the protobuf wire format in one pass from the SDK's [`SpanData`], without
 //! building the intermediate `opentelemetry-proto` messages: that conversion cloned every key and
 //! value into fresh `String`s and sized each nested message twice, and cost about 35,000
-//! instructions a span, more than a sidecar spends proxying the request. Here a span costs a
-//! few hundred bytes of copying. The tests decode what it writes with the `opentelemetry-proto`
-//! messages and compare them with that crate's own conversion, field for field.
+//! instructions a span, more than a sidecar spends proxying the request. Here a span costs about
+//! 5,000, paid once, as it ends. The tests decode what it writes with the `opentelemetry-proto`
+//! messages and compare them with that crate's own conversion, field for field, and byte for
+//! byte with what prost writes for it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -157,7 +158,7 @@ const CONTEXT_IS_REMOTE: u32 = 0x200;
 ///
 /// A span is encoded (and its `SpanData` freed) on the thread that ended it, right away: the
 /// allocator gets its memory back while it is still warm, rather than a batch's worth at once.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct EncodedSpans {
     scopes: Vec<(InstrumentationScope, Vec<u8>)>,
     count: usize,
@@ -204,6 +205,18 @@ impl EncodedSpans {
             scopes: std::mem::replace(&mut self.scopes, fresh),
             count: std::mem::take(&mut self.count),
         }
+    }
+}
+
+impl std::fmt::Debug for EncodedSpans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedSpans")
+            .field("spans", &self.count)
+            .field(
+                "bytes",
+                &self.scopes.iter().map(|(_, e)| e.len()).sum::<usize>(),
+            )
+            .finish()
     }
 }
 

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //!  request ─ traceparent? ─▶ tracing span (this sidecar's Dispatch) ─ tracing-opentelemetry ─▶
-//!     SdkTracerProvider (service.name) ─▶ ExportQueue (bounded; full = dropped, counted)
-//!         ─▶ export task in the runtime ─▶ OTLP gRPC | HTTP/protobuf (timeout; failed = dropped)
+//!     SdkTracerProvider (service.name) ─ encoded as it ends ─▶ ExportQueue (bounded; full =
+//!     dropped, counted) ─▶ export task in the runtime ─▶ OTLP gRPC (tonic) | HTTP/protobuf
+//!     (hyper) (timeout; failed = dropped)
 //! ```
 //!
 //! Each sidecar has its own tracer provider behind its own `tracing` dispatcher, so several
@@ -14,10 +15,11 @@
 //! the right provider whatever the thread's default subscriber is. Log lines stay on the
 //! process's global subscriber.
 //!
-//! The collector is never on the request path: a span ends into a bounded queue (`try_send`), a
-//! task in the runtime exports batches with a timeout, and whatever cannot be queued or exported
-//! is counted in `hopgate_telemetry_spans_dropped_total`. With no exporter and no collector,
-//! tracing is off and a request costs nothing here: `traceparent` passes through untouched.
+//! The collector is never on the request path: a span is encoded as it ends onto a bounded
+//! queue (`otlp.rs`), a task in the runtime exports batches with a timeout, and whatever cannot
+//! be queued or exported is counted in `hopgate_telemetry_spans_dropped_total`. With no exporter
+//! and no collector, tracing is off and a request costs nothing here: `traceparent` passes
+//! through untouched.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
