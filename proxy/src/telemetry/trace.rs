@@ -47,6 +47,8 @@ use crate::http::RequestError;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// The longest `tracestate` taken from a caller.
+const TRACESTATE_LIMIT: usize = 512;
 
 /// Spans waiting for export; past this, new spans are dropped (and counted).
 const QUEUE: usize = 2048;
@@ -673,9 +675,12 @@ pub fn authority<B>(req: &http::Request<B>) -> &str {
 /// The caller's span, from `traceparent` (and `tracestate`), when it names a valid one.
 fn remote_parent(headers: &HeaderMap) -> Option<SpanContext> {
     let (trace_id, span_id, flags) = traceparent::parse(headers.get(TRACEPARENT)?.as_bytes())?;
-    // A malformed `tracestate` is dropped, not the trace: the W3C rule, and the SDK's.
+    // A malformed `tracestate` is dropped, not the trace: the W3C rule, and the SDK's. So is one
+    // longer than the 512 bytes W3C asks every tracer to pass on (SECURITY-RULES TEL-02): it is
+    // not parsed, and not forwarded.
     let state = headers
         .get(TRACESTATE)
+        .filter(|v| v.len() <= TRACESTATE_LIMIT)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<TraceState>().ok())
         .unwrap_or_default();
@@ -762,7 +767,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_oversized_tracestate_is_dropped_and_the_trace_kept() {
+        // TEL-02
+        let collector = SpanCollector::new();
+        let tracing = tracing(&collector);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        let long = (0..40)
+            .map(|i| format!("k{i}=v{i:020}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(long.len() > 512);
+        headers.insert("tracestate", long.parse().unwrap());
+        let span = tracing.request_span(
+            SpanKind::Inbound,
+            &headers,
+            "GET",
+            "/",
+            http::Version::HTTP_11,
+        );
+        assert_eq!(
+            span.trace_id().as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        tracing.inject(&span, &mut headers);
+        assert!(headers.get("tracestate").is_none());
+    }
+
+    #[tokio::test]
     async fn a_request_without_a_valid_traceparent_starts_a_trace_and_sends_no_stale_tracestate() {
+        // TEL-02
         let collector = SpanCollector::new();
         let tracing = tracing(&collector);
         let mut headers = HeaderMap::new();

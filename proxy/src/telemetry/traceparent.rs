@@ -161,6 +161,7 @@ mod tests {
 
     #[test]
     fn traceparents_outside_the_w3c_grammar_start_a_new_trace() {
+        // TEL-02: a malformed traceparent is ignored, never an error.
         let cases = [
             ("empty", String::new()),
             ("short", VALID[..54].to_owned()),
