@@ -156,8 +156,8 @@ const CONTEXT_IS_REMOTE: u32 = 0x200;
 /// Spans encoded as they ended, waiting for export: for each instrumentation scope, in the
 /// order the scopes first appeared, its `ScopeSpans.spans` entries back to back.
 ///
-/// A span is encoded (and its `SpanData` freed) on the thread that ended it, right away: the
-/// allocator gets its memory back while it is still warm, rather than a batch's worth at once.
+/// A span is encoded (and its `SpanData` freed) on the thread that ended it, right away, so the
+/// export task only wraps the bytes: a batch no longer holds the thread while it is encoded.
 #[derive(Default)]
 pub(super) struct EncodedSpans {
     scopes: Vec<(InstrumentationScope, Vec<u8>)>,
@@ -249,7 +249,8 @@ impl SpanEncoder {
         };
         w.message(1, |w| {
             w.message(1, |w| w.raw(&self.resource));
-            for (scope, entries) in &spans.scopes {
+            // A scope kept from an earlier batch may have no spans in this one.
+            for (scope, entries) in spans.scopes.iter().filter(|(_, e)| !e.is_empty()) {
                 w.message(2, |w| {
                     w.message(1, |w| instrumentation_scope(w, scope));
                     w.raw(entries);
