@@ -4,4 +4,4 @@ pub mod audit;
 pub mod metrics;
 mod otlp;
 pub mod trace;
-mod traceparent;
+pub(crate) mod traceparent;

@@ -17,9 +17,10 @@ use http::header::HOST;
 use http::request::Parts;
 
 use super::RequestError;
-use crate::telemetry::audit::{self, AuditRecord, AuditSink};
+use crate::telemetry::audit::{AuditRecord, AuditSink};
 use crate::telemetry::metrics::{DecisionLabel, ProxyMetrics};
 use crate::telemetry::trace::HopSpan;
+use crate::telemetry::traceparent;
 use crate::token::VerifiedClaims;
 
 /// The facts of an HTTP request that policies may read, borrowed from the request head.
@@ -246,7 +247,7 @@ impl Authorizer {
                 .headers
                 .get("traceparent")
                 .and_then(|v| v.to_str().ok())
-                .and_then(audit::trace_id)
+                .and_then(traceparent::trace_id)
         });
         AuditRecord {
             decision,

@@ -52,6 +52,13 @@ pub(super) fn parse(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
     })
 }
 
+/// The trace id a valid `traceparent` carries, as its 32 hex digits: the audit record's
+/// `trace_id` when there is no span to take it from.
+pub(crate) fn trace_id(value: &str) -> Option<&str> {
+    parse(value.as_bytes())?;
+    value.trim_ascii().get(3..35)
+}
+
 /// The `traceparent` naming `cx` as the parent, version `00`.
 pub(super) fn format(cx: &SpanContext) -> HeaderValue {
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
@@ -115,7 +122,7 @@ mod tests {
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use proptest::prelude::*;
 
-    use super::{format, parse, trace_id_hex};
+    use super::{format, parse, trace_id, trace_id_hex};
 
     const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -194,6 +201,32 @@ mod tests {
         ];
         for (what, value) in cases {
             assert_eq!(parse(value.as_bytes()), None, "{what}: {value}");
+        }
+    }
+
+    #[test]
+    fn a_well_formed_traceparent_yields_its_trace_id() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            trace_id(&format!(" {tp} ")),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+    }
+
+    #[test]
+    fn malformed_traceparents_yield_no_trace_id() {
+        // TEL-02
+        for tp in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(trace_id(tp), None, "{tp}");
         }
     }
 
