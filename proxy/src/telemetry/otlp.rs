@@ -580,7 +580,7 @@ mod tests {
     use proptest::prelude::*;
     use prost::Message as _;
 
-    use super::SpanEncoder;
+    use super::{Exporter, SpanEncoder};
 
     fn context(trace: u128, span: u64, remote: bool, state: &str) -> SpanContext {
         let state = if state.is_empty() {
@@ -730,6 +730,18 @@ mod tests {
             &Resource::builder_empty().build(),
             &[span("bare", vec![], &hopgate)],
         );
+    }
+
+    #[test]
+    fn an_endpoint_that_is_not_a_uri_is_refused_naming_it() {
+        let Err(err) = Exporter::http("http://exa mple:4318") else {
+            panic!("an endpoint with a space was taken")
+        };
+        assert!(err.contains("`http://exa mple:4318/v1/traces`"), "{err}");
+        let Err(err) = Exporter::grpc("http://exa mple:4317", Duration::from_secs(1)) else {
+            panic!("an endpoint with a space was taken")
+        };
+        assert!(err.contains("`http://exa mple:4317`"), "{err}");
     }
 
     #[test]

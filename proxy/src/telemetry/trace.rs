@@ -318,7 +318,8 @@ impl Tracing {
     /// caller's, so the next hop's spans are its children. Without tracing, `headers` are left
     /// as they are: the caller's trace context passes through.
     pub fn inject(&self, span: &HopSpan, headers: &mut HeaderMap) {
-        let (Some(_), Some(cx)) = (&self.inner, &span.cx) else {
+        // A span with a context exists only while tracing is on.
+        let Some(cx) = &span.cx else {
             return;
         };
         headers.remove(TRACESTATE);
@@ -589,9 +590,11 @@ impl HopSpan {
         }
         // Origin first, the current peer last: `sub` when it is a workload, then the actors
         // from the deepest (least recent) to the outermost (current).
+        // `sub` is `enduser.id` and often the chain's origin too: one shared copy for both.
+        let sub = opentelemetry::StringValue::from(Arc::<str>::from(facts.sub.as_str()));
         let mut chain: Vec<opentelemetry::StringValue> = Vec::with_capacity(facts.actors.len() + 1);
         if facts.sub.starts_with("spiffe://") {
-            chain.push(facts.sub.clone().into());
+            chain.push(sub.clone());
         }
         chain.extend(facts.actors.iter().rev().map(|a| a.clone().into()));
         let txn = facts
@@ -601,7 +604,7 @@ impl HopSpan {
         let prv = prv.map(|prv| KeyValue::new("hop.token.prv", prv.to_owned()));
         let attributes = [
             KeyValue::new("hop.token.jti", jti.to_owned()),
-            KeyValue::new("enduser.id", facts.sub.clone()),
+            KeyValue::new("enduser.id", sub),
             KeyValue::new("hop.chain", Value::Array(chain.into())),
             KeyValue::new(
                 "hop.chain.depth",
@@ -694,7 +697,7 @@ mod tests {
     use http::HeaderMap;
     use opentelemetry::trace::{SpanId, TraceId};
 
-    use super::{SpanCollector, SpanKind, Tracing};
+    use super::{HopSpan, SpanCollector, SpanKind, Tracing};
     use crate::telemetry::metrics::ProxyMetrics;
 
     const CONFIG: &str = "identity:\n  svid: { cert: svid.pem, key: svid_key.pem }\n  bundles: { example.org: bundle.pem }\noutbound:\n  listen: 127.0.0.1:15001\n";
@@ -714,31 +717,32 @@ mod tests {
         .unwrap()
     }
 
+    const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    /// A caller's request headers with this `traceparent` and `tracestate`.
+    fn caller(traceparent: &str, tracestate: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", traceparent.parse().unwrap());
+        headers.insert("tracestate", tracestate.parse().unwrap());
+        headers
+    }
+
+    fn span(tracing: &Tracing, kind: SpanKind, headers: &HeaderMap) -> HopSpan {
+        tracing.request_span(kind, headers, "GET", "/", http::Version::HTTP_11)
+    }
+
     #[tokio::test]
     async fn a_callers_trace_context_is_continued_and_its_tracestate_carried_to_the_next_hop() {
         let collector = SpanCollector::new();
         let tracing = tracing(&collector);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-                .parse()
-                .unwrap(),
-        );
-        headers.insert("tracestate", "vendor=opaque,other=1".parse().unwrap());
-        let span = tracing.request_span(
-            SpanKind::Inbound,
-            &headers,
-            "GET",
-            "/",
-            http::Version::HTTP_11,
-        );
+        let headers = caller(CALLER, "vendor=opaque,other=1");
+        let span = span(&tracing, SpanKind::Inbound, &headers);
         assert_eq!(
             span.trace_id().as_deref(),
             Some("0af7651916cd43dd8448eb211c80319c")
         );
 
-        let mut forwarded = headers.clone();
+        let mut forwarded = headers;
         tracing.inject(&span, &mut forwarded);
         let traceparent = forwarded["traceparent"].to_str().unwrap().to_owned();
         drop(span);
@@ -771,26 +775,13 @@ mod tests {
         // TEL-02
         let collector = SpanCollector::new();
         let tracing = tracing(&collector);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-                .parse()
-                .unwrap(),
-        );
         let long = (0..40)
             .map(|i| format!("k{i}=v{i:020}"))
             .collect::<Vec<_>>()
             .join(",");
         assert!(long.len() > 512);
-        headers.insert("tracestate", long.parse().unwrap());
-        let span = tracing.request_span(
-            SpanKind::Inbound,
-            &headers,
-            "GET",
-            "/",
-            http::Version::HTTP_11,
-        );
+        let mut headers = caller(CALLER, &long);
+        let span = span(&tracing, SpanKind::Inbound, &headers);
         assert_eq!(
             span.trace_id().as_deref(),
             Some("0af7651916cd43dd8448eb211c80319c")
@@ -804,21 +795,9 @@ mod tests {
         // TEL-02
         let collector = SpanCollector::new();
         let tracing = tracing(&collector);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            "00-00000000000000000000000000000000-b7ad6b7169203331-01"
-                .parse()
-                .unwrap(),
-        );
-        headers.insert("tracestate", "vendor=stale".parse().unwrap());
-        let span = tracing.request_span(
-            SpanKind::Outbound,
-            &headers,
-            "GET",
-            "/",
-            http::Version::HTTP_2,
-        );
+        let zero_trace = "00-00000000000000000000000000000000-b7ad6b7169203331-01";
+        let mut headers = caller(zero_trace, "vendor=stale");
+        let span = span(&tracing, SpanKind::Outbound, &headers);
         let trace_id = span.trace_id().unwrap();
         assert_ne!(trace_id, "0".repeat(32));
         tracing.inject(&span, &mut headers);
