@@ -3,5 +3,6 @@
 pub mod audit;
 pub mod metrics;
 mod otlp;
+mod recent;
 pub mod trace;
 pub(crate) mod traceparent;

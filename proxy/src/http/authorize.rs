@@ -20,7 +20,7 @@ use super::RequestError;
 use crate::telemetry::audit::{AuditRecord, AuditSink};
 use crate::telemetry::metrics::{DecisionLabel, ProxyMetrics};
 use crate::telemetry::trace::HopSpan;
-use crate::telemetry::traceparent;
+use crate::telemetry::traceparent::{self, TraceIdHex};
 use crate::token::VerifiedClaims;
 
 /// The facts of an HTTP request that policies may read, borrowed from the request head.
@@ -213,7 +213,13 @@ impl Authorizer {
             token,
             token_jti,
         };
-        self.audit(&decision, parts, &subject, span.trace_id().as_deref());
+        let trace_id = span.trace_id();
+        self.audit(
+            &decision,
+            parts,
+            &subject,
+            trace_id.as_ref().map(TraceIdHex::as_str),
+        );
         let label = match (decision.effect(), self.mode) {
             (Effect::Allow, _) => DecisionLabel::Allow,
             (Effect::Deny, InboundMode::Audit) => DecisionLabel::AuditDeny,

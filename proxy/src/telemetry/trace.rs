@@ -42,7 +42,8 @@ use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 
 use super::metrics::{DecisionLabel, ProxyMetrics};
 use super::otlp::{EncodedSpans, Exporter, SpanEncoder};
-use super::traceparent;
+use super::recent;
+use super::traceparent::{self, TraceIdHex};
 use crate::http::RequestError;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -298,7 +299,7 @@ impl Tracing {
         let cx = span.context();
         cx.span().set_attributes([
             KeyValue::new("http.request.method", method_value(method)),
-            KeyValue::new("url.path", path.to_owned()),
+            KeyValue::new("url.path", recent::value(path)),
             KeyValue::new("network.protocol.version", protocol_version(version)),
             KeyValue::new(
                 "hop.direction",
@@ -334,8 +335,11 @@ impl Tracing {
         let mut value = traceparent::format(span_context);
         value.set_sensitive(true);
         headers.insert(TRACEPARENT, value);
-        let state = span_context.trace_state().header();
-        if let Ok(state) = HeaderValue::try_from(state)
+        let state = span_context.trace_state();
+        if *state == TraceState::NONE {
+            return;
+        }
+        if let Ok(state) = HeaderValue::try_from(state.header())
             && !state.is_empty()
         {
             headers.insert(TRACESTATE, state);
@@ -366,7 +370,7 @@ fn method_value(method: &str) -> Value {
     ];
     match STANDARD.iter().find(|m| **m == method) {
         Some(m) => Value::from(*m),
-        None => Value::from(method.to_owned()),
+        None => Value::from(recent::value(method)),
     }
 }
 
@@ -561,12 +565,12 @@ impl HopSpan {
     }
 
     /// The trace id (32 hex digits), when there is a span.
-    pub fn trace_id(&self) -> Option<String> {
+    pub fn trace_id(&self) -> Option<TraceIdHex> {
         let span = self.cx.as_ref()?.span();
         let span_context = span.span_context();
         span_context
             .is_valid()
-            .then(|| traceparent::trace_id_hex(span_context.trace_id()))
+            .then(|| TraceIdHex::new(span_context.trace_id()))
     }
 
     /// Who called whom: `hop.peer.id` (the principal) and `hop.dest.id` (the resource), and the
@@ -576,10 +580,10 @@ impl HopSpan {
             return;
         }
         let ids = [
-            KeyValue::new("hop.peer.id", peer.as_str().to_owned()),
-            KeyValue::new("hop.dest.id", dest.as_str().to_owned()),
+            KeyValue::new("hop.peer.id", recent::value(peer.as_str())),
+            KeyValue::new("hop.dest.id", recent::value(dest.as_str())),
         ];
-        let host = (!host.is_empty()).then(|| KeyValue::new("server.address", host.to_owned()));
+        let host = (!host.is_empty()).then(|| KeyValue::new("server.address", recent::value(host)));
         self.set(ids.into_iter().chain(host));
     }
 
@@ -591,19 +595,19 @@ impl HopSpan {
         // Origin first, the current peer last: `sub` when it is a workload, then the actors
         // from the deepest (least recent) to the outermost (current).
         // `sub` is `enduser.id` and often the chain's origin too: one shared copy for both.
-        let sub = opentelemetry::StringValue::from(Arc::<str>::from(facts.sub.as_str()));
+        let sub = recent::value(&facts.sub);
         let mut chain: Vec<opentelemetry::StringValue> = Vec::with_capacity(facts.actors.len() + 1);
         if facts.sub.starts_with("spiffe://") {
             chain.push(sub.clone());
         }
-        chain.extend(facts.actors.iter().rev().map(|a| a.clone().into()));
+        chain.extend(facts.actors.iter().rev().map(|a| recent::value(a)));
         let txn = facts
             .txn
             .as_ref()
-            .map(|txn| KeyValue::new("hop.txn", txn.clone()));
-        let prv = prv.map(|prv| KeyValue::new("hop.token.prv", prv.to_owned()));
+            .map(|txn| KeyValue::new("hop.txn", recent::value(txn)));
+        let prv = prv.map(|prv| KeyValue::new("hop.token.prv", recent::value(prv)));
         let attributes = [
-            KeyValue::new("hop.token.jti", jti.to_owned()),
+            KeyValue::new("hop.token.jti", recent::value(jti)),
             KeyValue::new("enduser.id", sub),
             KeyValue::new("hop.chain", Value::Array(chain.into())),
             KeyValue::new(
@@ -617,7 +621,7 @@ impl HopSpan {
     /// The Cedar action this hop was decided under.
     pub fn record_action(&self, action: &str) {
         if self.is_enabled() {
-            self.set([KeyValue::new("hop.intent.action", action.to_owned())]);
+            self.set([KeyValue::new("hop.intent.action", recent::value(action))]);
         }
     }
 
@@ -631,7 +635,7 @@ impl HopSpan {
         match id {
             Some(id) => {
                 let ids: Vec<opentelemetry::StringValue> =
-                    policies.iter().map(|p| p.clone().into()).collect();
+                    policies.iter().map(|p| recent::value(p)).collect();
                 self.set([
                     decision,
                     KeyValue::new("hop.decision.id", id.to_owned()),
@@ -697,7 +701,7 @@ mod tests {
     use http::HeaderMap;
     use opentelemetry::trace::{SpanId, TraceId};
 
-    use super::{HopSpan, SpanCollector, SpanKind, Tracing};
+    use super::{HopSpan, SpanCollector, SpanKind, TraceIdHex, Tracing};
     use crate::telemetry::metrics::ProxyMetrics;
 
     const CONFIG: &str = "identity:\n  svid: { cert: svid.pem, key: svid_key.pem }\n  bundles: { example.org: bundle.pem }\noutbound:\n  listen: 127.0.0.1:15001\n";
@@ -738,7 +742,7 @@ mod tests {
         let headers = caller(CALLER, "vendor=opaque,other=1");
         let span = span(&tracing, SpanKind::Inbound, &headers);
         assert_eq!(
-            span.trace_id().as_deref(),
+            span.trace_id().as_ref().map(TraceIdHex::as_str),
             Some("0af7651916cd43dd8448eb211c80319c")
         );
 
@@ -783,7 +787,7 @@ mod tests {
         let mut headers = caller(CALLER, &long);
         let span = span(&tracing, SpanKind::Inbound, &headers);
         assert_eq!(
-            span.trace_id().as_deref(),
+            span.trace_id().as_ref().map(TraceIdHex::as_str),
             Some("0af7651916cd43dd8448eb211c80319c")
         );
         tracing.inject(&span, &mut headers);
@@ -799,6 +803,7 @@ mod tests {
         let mut headers = caller(zero_trace, "vendor=stale");
         let span = span(&tracing, SpanKind::Outbound, &headers);
         let trace_id = span.trace_id().unwrap();
+        let trace_id = trace_id.as_str();
         assert_ne!(trace_id, "0".repeat(32));
         tracing.inject(&span, &mut headers);
         assert!(

@@ -62,57 +62,100 @@ pub(crate) fn trace_id(value: &str) -> Option<&str> {
 /// The `traceparent` naming `cx` as the parent, version `00`.
 pub(super) fn format(cx: &SpanContext) -> HeaderValue {
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    let trace = u128::from_be_bytes(cx.trace_id().to_bytes());
-    let span = u64::from_be_bytes(cx.span_id().to_bytes());
     let flags = (cx.trace_flags() & TraceFlags::SAMPLED).to_u8();
-    write_hex(out.get_mut(3..35), trace);
-    write_hex(out.get_mut(36..52), u128::from(span));
-    write_hex(out.get_mut(53..55), u128::from(flags));
+    if let Some(trace) = out.get_mut(3..35) {
+        write_hex(trace, &cx.trace_id().to_bytes());
+    }
+    if let Some(span) = out.get_mut(36..52) {
+        write_hex(span, &cx.span_id().to_bytes());
+    }
+    if let Some(flag_digits) = out.get_mut(53..55) {
+        write_hex(flag_digits, &[flags]);
+    }
     // Only lowercase hex digits and `-` were written, all valid in a header value.
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// A trace id as 32 lowercase hex digits, for the audit log.
-pub(super) fn trace_id_hex(trace_id: TraceId) -> String {
-    let mut out = [b'0'; 32];
-    write_hex(Some(&mut out), u128::from_be_bytes(trace_id.to_bytes()));
-    // Hex digits are ASCII, so this never falls back.
-    String::from_utf8(out.to_vec()).unwrap_or_default()
-}
+/// A trace id as its 32 lowercase hex digits, kept on the stack: the audit record's `trace_id`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceIdHex([u8; 32]);
 
-/// Fills `out` with the low `4 * out.len()` bits of `value` as lowercase hex, most significant
-/// digit first.
-fn write_hex(out: Option<&mut [u8]>, mut value: u128) {
-    for slot in out.into_iter().flatten().rev() {
-        *slot = hex_char((value & 0xf) as u8);
-        value >>= 4;
+impl TraceIdHex {
+    pub(super) fn new(trace_id: TraceId) -> Self {
+        let mut out = [b'0'; 32];
+        write_hex(&mut out, &trace_id.to_bytes());
+        Self(out)
+    }
+
+    /// The 32 digits.
+    pub fn as_str(&self) -> &str {
+        // Only hex digits are ever written, so this never falls back.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
-/// The lowercase hex digit of a nibble (`0..16`).
-fn hex_char(nibble: u8) -> u8 {
-    nibble + if nibble < 10 { b'0' } else { b'a' - 10 }
+impl std::fmt::Debug for TraceIdHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Each byte's two lowercase hex digits.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: an index out of range fails the build"
+)]
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0xf]];
+        byte += 1;
+    }
+    pairs
+};
+
+/// Marks a byte that is not a lowercase hex digit in [`HEX_VALUES`].
+const NOT_HEX: u8 = 0x80;
+
+/// Each byte's value as a lowercase hex digit, or [`NOT_HEX`].
+#[expect(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: an index out of range fails the build"
+)]
+const HEX_VALUES: [u8; 256] = {
+    let mut values = [NOT_HEX; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        values[b"0123456789abcdef"[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    values
+};
+
+/// Writes `bytes` as lowercase hex into `out`, two digits a byte, most significant first.
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(HEX_PAIRS.get(usize::from(*byte)).unwrap_or(&[b'0'; 2]));
     }
 }
 
 fn hex_byte(high: u8, low: u8) -> Option<u8> {
-    Some(hex_digit(high)? << 4 | hex_digit(low)?)
+    u8::try_from(hex_u64(&[high, low])?).ok()
 }
 
-/// Up to 16 lowercase hex digits; the caller fixes how many.
+/// Up to 16 lowercase hex digits; the caller fixes how many. One table lookup a digit, and one
+/// check at the end.
 fn hex_u64(digits: &[u8]) -> Option<u64> {
     let mut value = 0;
+    let mut seen = 0;
     for &c in digits {
-        value = value << 4 | u64::from(hex_digit(c)?);
+        let digit = HEX_VALUES.get(usize::from(c)).copied().unwrap_or(NOT_HEX);
+        seen |= digit;
+        value = value << 4 | u64::from(digit & 0xf);
     }
-    Some(value)
+    (seen & NOT_HEX == 0).then_some(value)
 }
 
 #[cfg(test)]
@@ -122,7 +165,7 @@ mod tests {
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use proptest::prelude::*;
 
-    use super::{format, parse, trace_id, trace_id_hex};
+    use super::{TraceIdHex, format, parse, trace_id};
 
     const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -158,7 +201,10 @@ mod tests {
         assert_eq!(trace.to_string(), "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(span.to_string(), "b7ad6b7169203331");
         assert_eq!(flags, TraceFlags::SAMPLED);
-        assert_eq!(trace_id_hex(trace), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(
+            TraceIdHex::new(trace).as_str(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
         let cx = SpanContext::new(trace, span, flags, true, TraceState::default());
         assert_eq!(format(&cx), VALID);
         assert_eq!(ours(VALID), sdk(VALID));
@@ -258,7 +304,8 @@ mod tests {
             let value = format!("00-{trace}-{span}-{flags}");
             prop_assert_eq!(ours(&value), sdk(&value));
             if let Some(cx) = ours(&value) {
-                prop_assert_eq!(trace_id_hex(cx.trace_id()), trace.as_str());
+                let hex = TraceIdHex::new(cx.trace_id());
+                prop_assert_eq!(hex.as_str(), trace.as_str());
                 let sampled = u8::from_str_radix(&flags, 16).unwrap() & 1;
                 prop_assert_eq!(format(&cx), format!("00-{trace}-{span}-0{sampled}"));
             }
