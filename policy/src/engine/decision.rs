@@ -2,6 +2,7 @@
 //! `Decision` proves the policies were consulted.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Allow or deny.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,7 +35,7 @@ pub struct Decision {
     reason: Option<DenyReason>,
     policies: Vec<String>,
     errors: Vec<String>,
-    id: String,
+    id: Arc<str>,
     action: String,
 }
 
@@ -94,7 +95,11 @@ impl Decision {
             reason,
             policies,
             errors,
-            id: uuid::Uuid::new_v4().to_string(),
+            id: Arc::from(
+                &*uuid::Uuid::new_v4()
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            ),
             action: action.to_owned(),
         }
     }
@@ -127,6 +132,11 @@ impl Decision {
 
     /// The decision id, a UUID v4.
     pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The decision id, shared: a span records it without copying it.
+    pub fn shared_id(&self) -> &Arc<str> {
         &self.id
     }
 

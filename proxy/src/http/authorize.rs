@@ -226,7 +226,11 @@ impl Authorizer {
             (Effect::Deny, InboundMode::Enforce) => DecisionLabel::Deny,
         };
         span.record_action(decision.action());
-        span.record_decision(label.as_str(), Some(decision.id()), decision.policies());
+        span.record_decision(
+            label.as_str(),
+            Some(decision.shared_id()),
+            decision.policies(),
+        );
         match label {
             DecisionLabel::Deny => Err(RequestError::Forbidden(decision.id().to_owned())),
             other => Ok(other),

@@ -356,82 +356,89 @@ fn nanos(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// `attributes` as repeated `KeyValue` field `field`. Every length is known before it is
+/// written (an attribute value nests at most two messages deep), so nothing is moved after.
 fn attributes(w: &mut Writer, field: u32, attributes: &[KeyValue]) {
     for kv in attributes {
-        match &kv.value {
-            // Most attributes are strings: their lengths are known, so they are written in
-            // one go rather than as two nested messages whose lengths are filled in after.
-            Value::String(value) => {
-                string_attribute(
-                    w,
-                    field,
-                    kv.key.as_str().as_bytes(),
-                    value.as_str().as_bytes(),
-                );
-            }
-            value => w.message(field, |w| key_value(w, kv.key.as_str(), value)),
+        let key = kv.key.as_str().as_bytes();
+        // Most attributes are short strings: two four-byte heads around the key and the value.
+        if let Value::String(value) = &kv.value
+            && let Some(()) = short_string_attribute(w, field, key, value.as_str().as_bytes())
+        {
+            continue;
         }
+        let value_len = any_value_len(&kv.value);
+        let key_len = if key.is_empty() {
+            0
+        } else {
+            field_len(key.len())
+        };
+        w.tag(field, LEN);
+        w.varint((key_len + field_len(value_len)) as u64);
+        w.bytes(1, key);
+        w.tag(2, LEN);
+        w.varint(value_len as u64);
+        any_value(w, &kv.value);
     }
 }
 
-/// `KeyValue { key, value: AnyValue { string_value } }` as field `field`: two runs of header
-/// bytes around the key and the value.
-fn string_attribute(w: &mut Writer, field: u32, key: &[u8], value: &[u8]) {
-    let any_value = 1 + varint_width(value.len() as u64) + value.len();
-    let key_len = if key.is_empty() {
-        0
-    } else {
-        1 + varint_width(key.len() as u64) + key.len()
-    };
-    let key_value = key_len + 1 + varint_width(any_value as u64) + any_value;
-    w.buf
-        .reserve(2 + varint_width(key_value as u64) + key_value);
-    let mut head = Head::default();
-    head.varint(u64::from(field << 3 | LEN));
-    head.varint(key_value as u64);
-    if !key.is_empty() {
-        head.varint(u64::from(1 << 3 | LEN));
-        head.varint(key.len() as u64);
-    }
-    w.raw(head.bytes());
+/// `KeyValue { key, value: AnyValue { string_value } }` when every length fits in one byte;
+/// `None` (and nothing written) when one does not.
+fn short_string_attribute(w: &mut Writer, field: u32, key: &[u8], value: &[u8]) -> Option<()> {
+    let tag = u8::try_from(field << 3 | LEN).ok().filter(|t| *t < 0x80)?;
+    let key_len = u8::try_from(key.len())
+        .ok()
+        .filter(|l| (1..0x80).contains(l))?;
+    let value_len = u8::try_from(value.len()).ok().filter(|l| *l < 0x80)?;
+    let any_value = value_len.checked_add(2).filter(|l| *l < 0x80)?;
+    let key_value = (key_len + 2)
+        .checked_add(any_value + 2)
+        .filter(|l| *l < 0x80)?;
+    w.buf.reserve(usize::from(key_value) + 2);
+    w.raw(&[tag, key_value, 1 << 3 | LEN as u8, key_len]);
     w.raw(key);
-    let mut head = Head::default();
-    head.varint(u64::from(2 << 3 | LEN));
-    head.varint(any_value as u64);
-    head.varint(u64::from(1 << 3 | LEN));
-    head.varint(value.len() as u64);
-    w.raw(head.bytes());
+    w.raw(&[2 << 3 | LEN as u8, any_value, 1 << 3 | LEN as u8, value_len]);
     w.raw(value);
-}
-
-/// Two tags and two lengths (at most 24 bytes), gathered on the stack to be appended at once.
-#[derive(Default)]
-struct Head {
-    bytes: [u8; 32],
-    len: usize,
-}
-
-impl Head {
-    fn varint(&mut self, mut value: u64) {
-        while let Some(slot) = self.bytes.get_mut(self.len) {
-            self.len += 1;
-            if value < 0x80 {
-                *slot = value as u8;
-                return;
-            }
-            *slot = (value & 0x7f) as u8 | 0x80;
-            value >>= 7;
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.bytes.get(..self.len).unwrap_or_default()
-    }
+    Some(())
 }
 
 fn key_value(w: &mut Writer, key: &str, value: &Value) {
     w.string(1, key);
     w.message(2, |w| any_value(w, value));
+}
+
+/// How long a field of `len` bytes is with its tag (field numbers below 16) and length.
+fn field_len(len: usize) -> usize {
+    1 + varint_width(len as u64) + len
+}
+
+/// How long `value` is as an `AnyValue` body.
+fn any_value_len(value: &Value) -> usize {
+    match value {
+        Value::Bool(_) => 2,
+        Value::I64(i) => 1 + varint_width(u64::from_ne_bytes(i.to_ne_bytes())),
+        Value::F64(_) => 9,
+        Value::String(s) => field_len(s.as_str().len()),
+        Value::Array(array) => field_len(array_len(array)),
+        other => field_len(other.as_str().len()),
+    }
+}
+
+/// How long `array` is as an `ArrayValue` body: each element an `AnyValue` message.
+fn array_len(array: &Array) -> usize {
+    match array {
+        Array::Bool(values) => values.len() * field_len(2),
+        Array::I64(values) => values
+            .iter()
+            .map(|i| field_len(any_value_len(&Value::I64(*i))))
+            .sum(),
+        Array::F64(values) => values.len() * field_len(9),
+        Array::String(values) => values
+            .iter()
+            .map(|s| field_len(field_len(s.as_str().len())))
+            .sum(),
+        other => field_len(field_len(other.to_string().len())),
+    }
 }
 
 /// The `AnyValue` oneof: the chosen field is written even when it holds its default.
@@ -445,25 +452,39 @@ fn any_value(w: &mut Writer, value: &Value) {
             w.buf.extend_from_slice(&f.to_bits().to_le_bytes());
         }
         Value::String(s) => w.len_field(1, s.as_str().as_bytes()),
-        Value::Array(array) => w.message(5, |w| match array {
-            Array::Bool(values) => array_values(w, values.iter().map(|b| Value::Bool(*b))),
-            Array::I64(values) => array_values(w, values.iter().map(|i| Value::I64(*i))),
-            Array::F64(values) => array_values(w, values.iter().map(|f| Value::F64(*f))),
-            Array::String(values) => {
-                for s in values {
-                    w.message(1, |w| w.len_field(1, s.as_str().as_bytes()));
+        Value::Array(array) => {
+            w.tag(5, LEN);
+            w.varint(array_len(array) as u64);
+            match array {
+                Array::Bool(values) => array_values(w, values.iter().map(|b| Value::Bool(*b))),
+                Array::I64(values) => array_values(w, values.iter().map(|i| Value::I64(*i))),
+                Array::F64(values) => array_values(w, values.iter().map(|f| Value::F64(*f))),
+                Array::String(values) => {
+                    for s in values {
+                        let s = s.as_str().as_bytes();
+                        w.tag(1, LEN);
+                        w.varint(field_len(s.len()) as u64);
+                        w.len_field(1, s);
+                    }
+                }
+                // A kind of array newer than this encoder: its text, rather than nothing.
+                other => {
+                    let text = other.to_string();
+                    w.tag(1, LEN);
+                    w.varint(field_len(text.len()) as u64);
+                    w.len_field(1, text.as_bytes());
                 }
             }
-            // A kind of array newer than this encoder: its text, rather than nothing.
-            other => w.message(1, |w| w.len_field(1, other.to_string().as_bytes())),
-        }),
+        }
         other => w.len_field(1, other.as_str().as_bytes()),
     }
 }
 
 fn array_values(w: &mut Writer, values: impl Iterator<Item = Value>) {
     for value in values {
-        w.message(1, |w| any_value(w, &value));
+        w.tag(1, LEN);
+        w.varint(any_value_len(&value) as u64);
+        any_value(w, &value);
     }
 }
 

@@ -627,7 +627,12 @@ impl HopSpan {
 
     /// The decision: `allow`, `deny` or `audit_deny`, with its id and determining policies when
     /// policies were evaluated.
-    pub fn record_decision(&self, decision: &'static str, id: Option<&str>, policies: &[String]) {
+    pub fn record_decision(
+        &self,
+        decision: &'static str,
+        id: Option<&Arc<str>>,
+        policies: &[String],
+    ) {
         if !self.is_enabled() {
             return;
         }
@@ -638,7 +643,10 @@ impl HopSpan {
                     policies.iter().map(|p| recent::value(p)).collect();
                 self.set([
                     decision,
-                    KeyValue::new("hop.decision.id", id.to_owned()),
+                    KeyValue::new(
+                        "hop.decision.id",
+                        opentelemetry::StringValue::from(Arc::clone(id)),
+                    ),
                     KeyValue::new("hop.policy.ids", Value::Array(ids.into())),
                 ]);
             }
