@@ -9,9 +9,11 @@
 //! messages and compare them with that crate's own conversion, field for field, and byte for
 //! byte with what prost writes for it.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf as _, BufMut as _, Bytes};
+use bytes::{Buf, BufMut as _, Bytes};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -35,7 +37,7 @@ const ANSWER_LIMIT: usize = 64 * 1024;
 pub(super) enum Exporter {
     /// `POST` to this URI with `content-type: application/x-protobuf`.
     Http {
-        client: Client<HttpConnector, Full<Bytes>>,
+        client: Client<HttpConnector, Full<ExportRequest>>,
         uri: http::Uri,
     },
     /// Unary `TraceService/Export` on a lazily connected channel.
@@ -65,12 +67,12 @@ impl Exporter {
     }
 
     /// Sends one encoded `ExportTraceServiceRequest`.
-    pub(super) async fn export(&mut self, request: Vec<u8>) -> Result<(), String> {
+    pub(super) async fn export(&mut self, request: ExportRequest) -> Result<(), String> {
         match self {
             Self::Http { client, uri } => {
                 let request = http::Request::post(uri.clone())
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-                    .body(Full::new(Bytes::from(request)))
+                    .body(Full::new(request))
                     .map_err(|err| err.to_string())?;
                 let response = client
                     .request(request)
@@ -92,7 +94,7 @@ impl Exporter {
                     .await
                     .map_err(|err| format!("collector unavailable: {err}"))?;
                 let path = http::uri::PathAndQuery::from_static(EXPORT_METHOD);
-                grpc.unary(tonic::Request::new(Bytes::from(request)), path, Raw)
+                grpc.unary(tonic::Request::new(request), path, Raw)
                     .await
                     .map(drop)
                     .map_err(|status| status.to_string())
@@ -107,7 +109,7 @@ impl Exporter {
 struct Raw;
 
 impl Codec for Raw {
-    type Encode = Bytes;
+    type Encode = ExportRequest;
     type Decode = ();
     type Encoder = Self;
     type Decoder = Self;
@@ -122,11 +124,15 @@ impl Codec for Raw {
 }
 
 impl Encoder for Raw {
-    type Item = Bytes;
+    type Item = ExportRequest;
     type Error = tonic::Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
+    fn encode(
+        &mut self,
+        item: ExportRequest,
+        dst: &mut EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        dst.put(item);
         Ok(())
     }
 }
@@ -241,25 +247,43 @@ impl SpanEncoder {
     }
 
     /// The request carrying `spans`: one `ResourceSpans`, one `ScopeSpans` per instrumentation
-    /// scope.
-    pub(super) fn request(&self, spans: &EncodedSpans) -> Vec<u8> {
-        let body: usize = spans.scopes.iter().map(|(_, e)| e.len() + 64).sum();
-        let mut w = Writer {
-            buf: Vec::with_capacity(body + self.resource.len() + 32),
-        };
-        w.message(1, |w| {
-            w.message(1, |w| w.raw(&self.resource));
-            // A scope kept from an earlier batch may have no spans in this one.
-            for (scope, entries) in spans.scopes.iter().filter(|(_, e)| !e.is_empty()) {
-                w.message(2, |w| {
-                    w.message(1, |w| instrumentation_scope(w, scope));
-                    w.raw(entries);
-                    w.string(3, scope.schema_url().unwrap_or_default());
-                });
-            }
-            w.string(3, &self.resource_schema_url);
-        });
-        w.buf
+    /// scope. Each scope's spans go out in the buffer they were encoded into; only the heads
+    /// around them are written here, their lengths summed first.
+    pub(super) fn request(&self, spans: EncodedSpans) -> ExportRequest {
+        let mut resource_spans =
+            field_len(self.resource.len()) + string_field_len(&self.resource_schema_url);
+        let mut scopes = Vec::with_capacity(spans.scopes.len());
+        // A scope kept from an earlier batch may have no spans in this one.
+        for (scope, entries) in spans.scopes.into_iter().filter(|(_, e)| !e.is_empty()) {
+            let mut message = Writer::default();
+            instrumentation_scope(&mut message, &scope);
+            let schema = scope.schema_url().unwrap_or_default();
+            let scope_spans =
+                field_len(message.buf.len()) + entries.len() + string_field_len(schema);
+            resource_spans += field_len(scope_spans);
+            let mut head = Writer::default();
+            head.tag(2, LEN);
+            head.varint(scope_spans as u64);
+            head.len_field(1, &message.buf);
+            let mut tail = Writer::default();
+            tail.string(3, schema);
+            scopes.push((head.buf, entries, tail.buf));
+        }
+        let mut request = ExportRequest::default();
+        let mut head = Writer::default();
+        head.tag(1, LEN);
+        head.varint(resource_spans as u64);
+        head.len_field(1, &self.resource);
+        request.push(head.buf);
+        for (head, entries, tail) in scopes {
+            request.push(head);
+            request.push(entries);
+            request.push(tail);
+        }
+        let mut tail = Writer::default();
+        tail.string(3, &self.resource_schema_url);
+        request.push(tail.buf);
+        request
     }
 
     /// The request carrying `spans`, encoded in one go.
@@ -269,7 +293,63 @@ impl SpanEncoder {
         for span in spans {
             encoded.push(span);
         }
-        self.request(&encoded)
+        let mut request = self.request(encoded);
+        request.copy_to_bytes(request.remaining()).to_vec()
+    }
+}
+
+/// An encoded `ExportTraceServiceRequest`, in the pieces it was written in: sent as it is,
+/// with vectored writes over HTTP, and copied once into the gRPC frame.
+#[derive(Debug, Default)]
+pub(super) struct ExportRequest {
+    /// Never an empty part: [`Buf::chunk`] is empty only at the end.
+    parts: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl ExportRequest {
+    fn push(&mut self, part: Vec<u8>) {
+        if !part.is_empty() {
+            self.remaining += part.len();
+            self.parts.push_back(Bytes::from(part));
+        }
+    }
+}
+
+impl Buf for ExportRequest {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |part| part.chunk())
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slot, part) in dst.iter_mut().zip(&self.parts) {
+            *slot = IoSlice::new(part);
+            filled += 1;
+        }
+        filled
+    }
+
+    /// Past the end is the end: nothing here panics.
+    fn advance(&mut self, mut count: usize) {
+        while count > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                break;
+            };
+            let len = front.len();
+            if count < len {
+                front.advance(count);
+                self.remaining -= count;
+                break;
+            }
+            self.remaining -= len;
+            count -= len;
+            self.parts.pop_front();
+        }
     }
 }
 
@@ -367,7 +447,15 @@ fn attributes(w: &mut Writer, field: u32, attributes: &[KeyValue]) {
         {
             continue;
         }
-        let value_len = any_value_len(&kv.value);
+        // An array's length is summed once, for its own head and for the heads around it.
+        let array = match &kv.value {
+            Value::Array(array) => Some((array, array_len(array))),
+            _ => None,
+        };
+        let value_len = match array {
+            Some((_, len)) => field_len(len),
+            None => any_value_len(&kv.value),
+        };
         let key_len = if key.is_empty() {
             0
         } else {
@@ -378,7 +466,10 @@ fn attributes(w: &mut Writer, field: u32, attributes: &[KeyValue]) {
         w.bytes(1, key);
         w.tag(2, LEN);
         w.varint(value_len as u64);
-        any_value(w, &kv.value);
+        match array {
+            Some((array, len)) => array_value(w, array, len),
+            None => any_value(w, &kv.value),
+        }
     }
 }
 
@@ -405,6 +496,11 @@ fn short_string_attribute(w: &mut Writer, field: u32, key: &[u8], value: &[u8]) 
 fn key_value(w: &mut Writer, key: &str, value: &Value) {
     w.string(1, key);
     w.message(2, |w| any_value(w, value));
+}
+
+/// How long a string field is, left out when empty.
+fn string_field_len(s: &str) -> usize {
+    if s.is_empty() { 0 } else { field_len(s.len()) }
 }
 
 /// How long a field of `len` bytes is with its tag (field numbers below 16) and length.
@@ -452,31 +548,34 @@ fn any_value(w: &mut Writer, value: &Value) {
             w.buf.extend_from_slice(&f.to_bits().to_le_bytes());
         }
         Value::String(s) => w.len_field(1, s.as_str().as_bytes()),
-        Value::Array(array) => {
-            w.tag(5, LEN);
-            w.varint(array_len(array) as u64);
-            match array {
-                Array::Bool(values) => array_values(w, values.iter().map(|b| Value::Bool(*b))),
-                Array::I64(values) => array_values(w, values.iter().map(|i| Value::I64(*i))),
-                Array::F64(values) => array_values(w, values.iter().map(|f| Value::F64(*f))),
-                Array::String(values) => {
-                    for s in values {
-                        let s = s.as_str().as_bytes();
-                        w.tag(1, LEN);
-                        w.varint(field_len(s.len()) as u64);
-                        w.len_field(1, s);
-                    }
-                }
-                // A kind of array newer than this encoder: its text, rather than nothing.
-                other => {
-                    let text = other.to_string();
-                    w.tag(1, LEN);
-                    w.varint(field_len(text.len()) as u64);
-                    w.len_field(1, text.as_bytes());
-                }
+        Value::Array(array) => array_value(w, array, array_len(array)),
+        other => w.len_field(1, other.as_str().as_bytes()),
+    }
+}
+
+/// `AnyValue.array_value` (field 5), whose body is `len` bytes long.
+fn array_value(w: &mut Writer, array: &Array, len: usize) {
+    w.tag(5, LEN);
+    w.varint(len as u64);
+    match array {
+        Array::Bool(values) => array_values(w, values.iter().map(|b| Value::Bool(*b))),
+        Array::I64(values) => array_values(w, values.iter().map(|i| Value::I64(*i))),
+        Array::F64(values) => array_values(w, values.iter().map(|f| Value::F64(*f))),
+        Array::String(values) => {
+            for s in values {
+                let s = s.as_str().as_bytes();
+                w.tag(1, LEN);
+                w.varint(field_len(s.len()) as u64);
+                w.len_field(1, s);
             }
         }
-        other => w.len_field(1, other.as_str().as_bytes()),
+        // A kind of array newer than this encoder: its text, rather than nothing.
+        other => {
+            let text = other.to_string();
+            w.tag(1, LEN);
+            w.varint(field_len(text.len()) as u64);
+            w.len_field(1, text.as_bytes());
+        }
     }
 }
 
@@ -601,7 +700,11 @@ mod tests {
     use proptest::prelude::*;
     use prost::Message as _;
 
-    use super::{Exporter, SpanEncoder};
+    use std::io::IoSlice;
+
+    use bytes::Buf as _;
+
+    use super::{ExportRequest, Exporter, SpanEncoder};
 
     fn context(trace: u128, span: u64, remote: bool, state: &str) -> SpanContext {
         let state = if state.is_empty() {
@@ -751,6 +854,24 @@ mod tests {
             &Resource::builder_empty().build(),
             &[span("bare", vec![], &hopgate)],
         );
+    }
+
+    #[test]
+    fn a_request_in_pieces_reads_as_one_and_never_past_its_end() {
+        let mut request = ExportRequest::default();
+        request.push(b"ab".to_vec());
+        request.push(Vec::new());
+        request.push(b"cde".to_vec());
+        assert_eq!(request.remaining(), 5);
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(request.chunks_vectored(&mut slices), 2);
+        assert_eq!(&*slices[1], b"cde");
+        request.advance(3);
+        assert_eq!(request.chunk(), b"de");
+        assert_eq!(request.remaining(), 2);
+        request.advance(10);
+        assert_eq!(request.remaining(), 0);
+        assert!(request.chunk().is_empty());
     }
 
     #[test]

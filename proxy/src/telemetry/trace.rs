@@ -418,8 +418,7 @@ impl Export {
             }
             let spans = self.queue.lock().spans.take();
             let count = spans.len();
-            let request = self.encoder.request(&spans);
-            drop(spans);
+            let request = self.encoder.request(spans);
             let result = tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(request)).await;
             let failure = match result {
                 Ok(Ok(())) => None,
