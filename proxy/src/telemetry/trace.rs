@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use tracing::{Dispatch, Level};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+use tracing_subscriber::layer::SubscriberExt as _;
 
 use super::metrics::{DecisionLabel, ProxyMetrics};
 use super::otlp::{EncodedSpans, Exporter, SpanEncoder};
@@ -239,9 +239,15 @@ impl Tracing {
             .with_tracked_inactivity(false);
         // Only hopgate's request spans go to this dispatcher. Unfiltered, it would take an
         // interest in every callsite of the process (hyper's, h2's, tokio's), and each of those
-        // would then ask the log filter whether it is enabled, on every request.
-        let layer = layer.with_filter(Targets::new().with_target("hopgate", Level::INFO));
-        let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+        // would then ask the log filter whether it is enabled, on every request. The filter is
+        // the whole subscriber's, decided once per callsite: a per-layer filter would also keep
+        // per-span filter state on every request.
+        let only_hopgate = Targets::new().with_target("hopgate", Level::INFO);
+        let dispatch = Dispatch::new(
+            tracing_subscriber::registry()
+                .with(only_hopgate)
+                .with(layer),
+        );
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 dispatch,
