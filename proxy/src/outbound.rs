@@ -117,12 +117,7 @@ impl Outbound {
             .iter()
             .map(|route| Destination {
                 route: route.clone(),
-                upstream: Upstream::new(
-                    route,
-                    Arc::clone(&identity),
-                    timeouts.app_connect(),
-                    timeouts.app_response(),
-                ),
+                upstream: Upstream::new(route, timeouts.app_connect(), timeouts.app_response()),
             })
             .collect();
         let max_in_flight = limits
@@ -263,12 +258,13 @@ impl State {
             None => Authority::try_from(route.host()),
         }
         .map_err(|_| RequestError::BadRequest("invalid authority"))?;
-        // The app's credential is verified and swapped for a token scoped to this route.
-        let token = self
-            .delegator
-            .delegate(&mut parts.headers, route, &self.identity)?;
+        // The app's credential is verified and swapped for a token scoped to this route. The
+        // token is bound to the SVID of `identity`, so it must travel on a connection made with
+        // that same snapshot (`upstream.send` below), whatever rotates in between.
+        let (token, identity) =
+            self.delegator
+                .delegate(&mut parts.headers, route, &self.identity)?;
         // The egress decision reads the token that is about to leave (`policy.outbound`).
-        let identity = self.identity.current();
         span.record_hop(identity.svid().id(), route.identity(), authority.as_str());
         // The token's facts are built only for a reader: an egress policy or a span.
         let facts = (self.authorizer.has_policies() || span.is_enabled()).then(|| token.facts());
@@ -290,7 +286,7 @@ impl State {
         // The next hop's spans become children of this one.
         self.tracing.inject(span, &mut parts.headers);
         let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
-        let rsp = destination.upstream.send(req, authority).await?;
+        let rsp = destination.upstream.send(req, authority, &identity).await?;
         let (mut parts, body) = rsp.into_parts();
         let _ = headers::strip_hop_by_hop(&mut parts.headers);
         Ok((Response::from_parts(parts, stream_body(body)), decision))

@@ -8,6 +8,7 @@
 )]
 
 mod admin;
+mod caller_rotation;
 mod curl;
 mod inbound;
 mod outbound;

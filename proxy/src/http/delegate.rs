@@ -89,7 +89,8 @@ impl Delegator {
     }
 
     /// Verifies the app's credential in `headers`, replaces it with a hop token for `route` and
-    /// returns that token.
+    /// returns that token with the identity snapshot it was minted with: the token's `cnf` names
+    /// that snapshot's SVID, so only a connection made with it may carry the token.
     ///
     /// # Errors
     /// [`RequestError::Unauthenticated`] with the reason code when a relayed hop token or an
@@ -100,7 +101,7 @@ impl Delegator {
         headers: &mut HeaderMap,
         route: &Route,
         identity: &IdentityStore,
-    ) -> Result<MintedToken, RequestError> {
+    ) -> Result<(MintedToken, Arc<Identity>), RequestError> {
         let now = SystemTime::now();
         let current = self.current(identity).map_err(|err| {
             tracing::error!(error = %err, "the SVID cannot sign hop tokens");
@@ -148,7 +149,7 @@ impl Delegator {
         // The broad credential stops here; only the token for this destination goes on.
         headers.remove(AUTHORIZATION);
         headers.insert(self.header.clone(), value);
-        Ok(minted)
+        Ok((minted, Arc::clone(&current.identity)))
     }
 
     /// The one value of `name`; several, or one that is not text, is `malformed`.

@@ -4,8 +4,19 @@
 //!
 //! One pooled client per route: an HTTP/2 connection is shared by every request to that
 //! destination and replaced when it fails or the server closes it; HTTP/1.1 connections are
-//! kept alive and reused. The TLS config is rebuilt when the identity store publishes a new SVID
-//! or new bundles, so a rotation applies to the next connection.
+//! kept alive and reused.
+//!
+//! **A pool belongs to one identity snapshot.** A hop token's `cnf` names the SVID leaf that
+//! minted it, and the receiver checks it against the certificate of the connection the token
+//! arrives on. So a token minted after a rotation must not travel on a connection made before
+//! it. [`Upstream::send`] takes the identity the token was minted with and picks the pool of
+//! that identity: when the SVID (or the bundles) change, the first request minted with the new
+//! snapshot starts a new pool, whose connections present the new SVID, and the old pool is kept
+//! for requests minted just before the swap. Its connections are not cut: a long stream on one
+//! keeps going until it ends, and idle ones close at the pool's idle timeout. The other choice,
+//! minting with the SVID of whichever connection hyper picks, would need the token to be signed
+//! after the connection is chosen, inside the client; a pool per identity keeps minting where
+//! it is and costs one handshake per rotation.
 //!
 //! Which of the two a destination speaks is learnt once, by a handshake of its own (the probe),
 //! before the first request: a pool that learnt it from the first request's connection would
@@ -18,8 +29,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,7 +51,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::http::{Body, RequestError};
-use crate::tls::{Identity, IdentityStore, describe_tls_error, outbound_client_config};
+use crate::tls::{Identity, describe_tls_error, outbound_client_config};
 
 /// The pool's idle connections are closed before a peer sidecar's default idle timeout (60 s)
 /// would close them under a request.
@@ -49,6 +60,29 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 /// A pooled mTLS client to one route's destination sidecar.
 #[derive(Debug)]
 pub(crate) struct Upstream {
+    target: Arc<Target>,
+    response_timeout: Duration,
+    /// The pool of the newest identity seen, and the one before it (for requests minted just
+    /// before a rotation).
+    current: ArcSwapOption<Pool>,
+    previous: ArcSwapOption<Pool>,
+    // INVARIANT: held while a new pool is made, so two requests seeing a new identity at once
+    // make one pool, not two.
+    rotating: Mutex<()>,
+}
+
+/// Where a route's connections go and whom they must reach.
+#[derive(Debug)]
+struct Target {
+    address: SocketAddr,
+    expected: SpiffeId,
+    host: String,
+    connect_timeout: Duration,
+}
+
+/// The clients of one identity snapshot: every connection they make presents its SVID.
+struct Pool {
+    identity: Arc<Identity>,
     /// For a destination that selected `h2` by ALPN: one shared connection, connects deduplicated.
     h2: Client<MtlsConnector, Body>,
     /// For one that did not: HTTP/1.1 keep-alive connections.
@@ -56,22 +90,17 @@ pub(crate) struct Upstream {
     connector: MtlsConnector,
     protocol: AtomicU8,
     probe: tokio::sync::Mutex<()>,
-    response_timeout: Duration,
 }
 
 const UNKNOWN: u8 = 0;
 const H2: u8 = 1;
 const HTTP1: u8 = 2;
 
-/// Makes the TCP + TLS connections for one route.
+/// Makes the TCP + TLS connections for one route, as one identity.
 #[derive(Clone)]
 struct MtlsConnector {
-    address: SocketAddr,
-    expected: SpiffeId,
-    host: String,
-    identity: Arc<IdentityStore>,
-    connect_timeout: Duration,
-    config: Arc<ArcSwapOption<(Arc<Identity>, Arc<ClientConfig>)>>,
+    target: Arc<Target>,
+    config: Arc<ClientConfig>,
 }
 
 pin_project! {
@@ -89,17 +118,115 @@ impl Upstream {
     /// `response_timeout` for a response head.
     pub(crate) fn new(
         route: &Route,
-        identity: Arc<IdentityStore>,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
+        Self {
+            target: Arc::new(Target {
+                address: route.address(),
+                expected: route.identity().clone(),
+                host: route.host().to_owned(),
+                connect_timeout,
+            }),
+            response_timeout,
+            current: ArcSwapOption::empty(),
+            previous: ArcSwapOption::empty(),
+            rotating: Mutex::new(()),
+        }
+    }
+
+    /// Sends `req` (origin-form, its authority in `authority`) to the destination sidecar on a
+    /// connection made with `identity`, the snapshot its hop token was minted with, and returns
+    /// the response with the body still streaming.
+    ///
+    /// # Errors
+    /// [`RequestError::UpstreamConnect`] when the connection or the TLS handshake fails (a wrong
+    /// server identity among them), [`RequestError::UpstreamTimeout`] when no response head
+    /// arrives in time.
+    pub(crate) async fn send(
+        &self,
+        req: Request<Body>,
+        authority: Authority,
+        identity: &Arc<Identity>,
+    ) -> Result<Response<Incoming>, RequestError> {
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(Scheme::HTTPS)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| RequestError::Internal("upstream uri"))?;
+        // One authority, in the URI: a `Host` beside it would name the host twice on HTTP/2.
+        parts.headers.remove(HOST);
+        parts.version = Version::HTTP_11;
+        let req = Request::from_parts(parts, body);
+        let pool = self.pool_for(identity)?;
+        let client = pool.client().await?;
+        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
+            Ok(Ok(rsp)) => Ok(rsp),
+            Ok(Err(err)) => {
+                if err.is_connect() {
+                    pool.protocol.store(UNKNOWN, Ordering::Release);
+                }
+                Err(RequestError::UpstreamConnect(Box::new(err)))
+            }
+            Err(_) => Err(RequestError::UpstreamTimeout),
+        }
+    }
+
+    /// The pool whose connections present `identity`'s SVID, made on the first request minted
+    /// with a new snapshot.
+    fn pool_for(&self, identity: &Arc<Identity>) -> Result<Arc<Pool>, RequestError> {
+        let owned_by = |slot: &ArcSwapOption<Pool>| {
+            slot.load_full()
+                .filter(|pool| Arc::ptr_eq(&pool.identity, identity))
+        };
+        if let Some(pool) = owned_by(&self.current).or_else(|| owned_by(&self.previous)) {
+            return Ok(pool);
+        }
+        let _rotating = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = owned_by(&self.current) {
+            return Ok(pool);
+        }
+        let old = self.current.load_full();
+        // The destination has not changed: what it speaks is known already.
+        let protocol = old
+            .as_ref()
+            .map_or(UNKNOWN, |pool| pool.protocol.load(Ordering::Acquire));
+        let pool = Arc::new(Pool::new(&self.target, Arc::clone(identity), protocol)?);
+        if old.is_some() {
+            tracing::info!(
+                route.host = %self.target.host,
+                svid.id = %identity.svid().id(),
+                "new connections to the destination present the rotated identity; open ones drain"
+            );
+        }
+        self.previous.store(old);
+        self.current.store(Some(Arc::clone(&pool)));
+        Ok(pool)
+    }
+}
+
+// === impl Pool ===
+
+impl Pool {
+    fn new(
+        target: &Arc<Target>,
+        identity: Arc<Identity>,
+        protocol: u8,
+    ) -> Result<Self, RequestError> {
+        let config = outbound_client_config(&identity, target.expected.clone()).map_err(|err| {
+            tracing::error!(route.host = %target.host, error = %err, "cannot build the mTLS client config");
+            RequestError::Internal("mTLS client config")
+        })?;
         let connector = MtlsConnector {
-            address: route.address(),
-            expected: route.identity().clone(),
-            host: route.host().to_owned(),
-            identity,
-            connect_timeout,
-            config: Arc::new(ArcSwapOption::empty()),
+            target: Arc::clone(target),
+            config,
         };
         let client = |http2_only: bool| {
             Client::builder(TokioExecutor::new())
@@ -112,14 +239,14 @@ impl Upstream {
                 .set_host(true)
                 .build(connector.clone())
         };
-        Self {
+        Ok(Self {
+            identity,
             h2: client(true),
             http1: client(false),
             connector,
-            protocol: AtomicU8::new(UNKNOWN),
+            protocol: AtomicU8::new(protocol),
             probe: tokio::sync::Mutex::new(()),
-            response_timeout,
-        }
+        })
     }
 
     /// The client for the destination's protocol, probing it first when unknown.
@@ -150,94 +277,47 @@ impl Upstream {
         self.protocol.store(protocol, Ordering::Release);
         Ok(known(protocol).unwrap_or(&self.http1))
     }
+}
 
-    /// Sends `req` (origin-form, its authority in `authority`) to the destination sidecar and
-    /// returns the response with the body still streaming.
-    ///
-    /// # Errors
-    /// [`RequestError::UpstreamConnect`] when the connection or the TLS handshake fails (a wrong
-    /// server identity among them), [`RequestError::UpstreamTimeout`] when no response head
-    /// arrives in time.
-    pub(crate) async fn send(
-        &self,
-        req: Request<Body>,
-        authority: Authority,
-    ) -> Result<Response<Incoming>, RequestError> {
-        let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme(Scheme::HTTPS)
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|_| RequestError::Internal("upstream uri"))?;
-        // One authority, in the URI: a `Host` beside it would name the host twice on HTTP/2.
-        parts.headers.remove(HOST);
-        parts.version = Version::HTTP_11;
-        let req = Request::from_parts(parts, body);
-        let client = self.client().await?;
-        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-            Ok(Ok(rsp)) => Ok(rsp),
-            Ok(Err(err)) => {
-                if err.is_connect() {
-                    self.protocol.store(UNKNOWN, Ordering::Release);
-                }
-                Err(RequestError::UpstreamConnect(Box::new(err)))
-            }
-            Err(_) => Err(RequestError::UpstreamTimeout),
-        }
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("svid", self.identity.svid().id())
+            .field("protocol", &self.protocol.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
 // === impl MtlsConnector ===
 
 impl MtlsConnector {
-    /// The client config for the identity in use, rebuilt after a rotation.
-    fn client_config(&self) -> io::Result<Arc<ClientConfig>> {
-        let identity = self.identity.current();
-        if let Some(cached) = self.config.load_full()
-            && Arc::ptr_eq(&cached.0, &identity)
-        {
-            return Ok(Arc::clone(&cached.1));
-        }
-        let config = outbound_client_config(&identity, self.expected.clone())
-            .map_err(|err| io::Error::other(err.to_string()))?;
-        self.config
-            .store(Some(Arc::new((identity, Arc::clone(&config)))));
-        Ok(config)
-    }
-
     async fn connect(self) -> io::Result<TokioIo<MtlsStream>> {
-        let config = self.client_config()?;
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.address))
+        let target = &self.target;
+        let tcp = tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.address))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
             .inspect_err(|err| {
                 tracing::warn!(
-                    route.host = %self.host,
-                    route.address = %self.address,
+                    route.host = %target.host,
+                    route.address = %target.address,
                     error = %err,
                     "cannot connect to the destination sidecar"
                 );
             })?;
         let _ = tcp.set_nodelay(true);
         // The name is never checked (the SPIFFE ID is); rustls needs one for SNI bookkeeping.
-        let name = ServerName::IpAddress(self.address.ip().into());
+        let name = ServerName::IpAddress(target.address.ip().into());
         let tls = tokio::time::timeout(
-            self.connect_timeout,
-            TlsConnector::from(config).connect(name, tcp),
+            target.connect_timeout,
+            TlsConnector::from(Arc::clone(&self.config)).connect(name, tcp),
         )
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
         .inspect_err(|err| {
             tracing::warn!(
-                route.host = %self.host,
-                route.address = %self.address,
-                route.identity = %self.expected,
+                route.host = %target.host,
+                route.address = %target.address,
+                route.identity = %target.expected,
                 error = %describe_tls_error(err),
                 "mTLS handshake with the destination sidecar failed"
             );
@@ -265,8 +345,8 @@ impl tower::Service<Uri> for MtlsConnector {
 impl fmt::Debug for MtlsConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MtlsConnector")
-            .field("address", &self.address)
-            .field("expected", &self.expected)
+            .field("address", &self.target.address)
+            .field("expected", &self.target.expected)
             .finish_non_exhaustive()
     }
 }

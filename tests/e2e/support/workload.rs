@@ -5,8 +5,9 @@
 //!
 //! The apps are [`RelayApp`]s: each records what it received and, when the request carries
 //! `x-next: <host>`, calls `http://<host><path>` through its own sidecar's outbound listener,
-//! relaying the hop token it received (as DESIGN.md asks of an app), and answers with what it
-//! saw and what came back.
+//! relaying the hop token it received (as an app relaying a hop token does), and answers with
+//! what it saw and what came back. `/stream/<n>` answers `n` chunks, 100 ms apart: a long
+//! response, to hold a connection open across a rotation.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -14,7 +15,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -365,17 +367,25 @@ impl RelayApp {
 /// Headers an app relays along a call chain.
 const RELAYED: [&str; 4] = ["hop-token", "traceparent", "tracestate", "intent-action"];
 
+type AppBody = BoxBody<Bytes, Infallible>;
+
 async fn relay(
     req: Request<Incoming>,
     outbound: Arc<OnceLock<SocketAddr>>,
     received: Arc<Mutex<Vec<Received>>>,
-) -> Response<Full<Bytes>> {
+) -> Response<AppBody> {
     let path = req.uri().path().to_owned();
     let headers = req.headers().clone();
     received.lock().unwrap().push(Received {
         path: path.clone(),
         headers: headers.clone(),
     });
+    if let Some(chunks) = path
+        .strip_prefix("/stream/")
+        .and_then(|n| n.parse::<u32>().ok())
+    {
+        return stream(chunks);
+    }
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in &headers {
         seen.entry(name.as_str().to_owned())
@@ -413,8 +423,23 @@ async fn relay(
             .unwrap_or_else(|_| serde_json::Value::String(reply.body.clone()));
         answer["downstream"] = serde_json::json!({ "status": reply.status, "body": body });
     }
-    let mut rsp = Response::new(Full::new(Bytes::from(answer.to_string())));
+    let mut rsp = Response::new(Full::new(Bytes::from(answer.to_string())).boxed());
     rsp.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
     rsp
+}
+
+/// `chunks` lines (`chunk 0\n`, ...), one every 100 ms.
+fn stream(chunks: u32) -> Response<AppBody> {
+    let body = futures_util::stream::unfold(0, move |n| async move {
+        if n == chunks {
+            return None;
+        }
+        if n > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let frame = hyper::body::Frame::data(Bytes::from(format!("chunk {n}\n")));
+        Some((Ok::<_, Infallible>(frame), n + 1))
+    });
+    Response::new(BodyExt::boxed(StreamBody::new(body)))
 }
