@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use hopgate_config::{Config, ConfigError, IdentitySource, LogFormat, SpiffeId, TrustDomain};
 use hopgate_proxy::Proxy;
+use hopgate_proxy::telemetry::stdout::{LogLine, stdout};
 use hopgate_proxy::tls::{Svid, TrustBundles};
 use hopgate_proxy::token::{Minter, OriginVerifier};
 
@@ -42,6 +43,7 @@ fn run(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(err) => return report_config_error(path, &err),
     };
+    stdout().configure(config.telemetry().audit());
     init_logging(config.telemetry().log_format());
     // On one core (a sidecar's usual CPU limit, or a pinned process) a single-threaded runtime
     // does the same work without cross-thread wake-ups.
@@ -156,9 +158,11 @@ fn demo(options: demo::DemoOptions) -> ExitCode {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HOPGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Log lines share stdout with the audit records, through the same non-blocking buffer: a
+    // stalled reader must not stall a worker thread on a log line either.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(LogLine::default);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),

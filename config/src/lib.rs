@@ -30,6 +30,7 @@ mod identity;
 mod listener;
 mod policy;
 mod raw;
+mod size;
 pub mod spiffe;
 mod telemetry;
 #[cfg(test)]
@@ -45,7 +46,7 @@ pub use listener::{
 };
 pub use policy::{IntentConfig, PolicyConfig};
 pub use spiffe::{MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain};
-pub use telemetry::{LogFormat, OtlpConfig, OtlpProtocol, TelemetryConfig};
+pub use telemetry::{AuditConfig, LogFormat, OtlpConfig, OtlpProtocol, TelemetryConfig, WhenFull};
 pub use token::{OriginIssuer, TokenConfig};
 
 use crate::check::Check;

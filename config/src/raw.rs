@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{InboundMode, LogFormat, OtlpProtocol};
+use crate::{InboundMode, LogFormat, OtlpProtocol, WhenFull};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +226,20 @@ pub(crate) struct Telemetry {
     pub(crate) log_format: Option<LogFormat>,
     /// OpenTelemetry export. Absent: no export.
     pub(crate) otlp: Option<Otlp>,
+    /// How audit records reach stdout.
+    pub(crate) audit: Option<Audit>,
+}
+
+/// `telemetry.audit`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Audit {
+    /// Seal the audit log in signed batches. Only `false` in this build.
+    pub(crate) sign: Option<bool>,
+    /// `refuse` or `drop`: what a full audit buffer does. Default `refuse`.
+    pub(crate) when_full: Option<WhenFull>,
+    /// The buffer between the request path and stdout, a size such as `1MiB`. Default `1MiB`.
+    pub(crate) buffer: Option<String>,
 }
 
 /// `telemetry.otlp`.

@@ -13,6 +13,27 @@ pub struct TelemetryConfig {
     service_name: String,
     log_format: LogFormat,
     otlp: Option<OtlpConfig>,
+    audit: AuditConfig,
+}
+
+/// How audit records reach stdout (`telemetry.audit`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    sign: bool,
+    when_full: WhenFull,
+    buffer: usize,
+}
+
+/// What a full audit buffer does (`telemetry.audit.when_full`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenFull {
+    /// Answer new requests 503 `audit_unavailable` until the buffer drains: nothing is served
+    /// that is not recorded.
+    #[default]
+    Refuse,
+    /// Serve them, and count the records that could not be kept.
+    Drop,
 }
 
 /// How log lines are written.
@@ -62,6 +83,11 @@ impl TelemetryConfig {
         self.otlp.as_ref()
     }
 
+    /// How audit records reach stdout.
+    pub fn audit(&self) -> &AuditConfig {
+        &self.audit
+    }
+
     pub(crate) fn from_raw(raw: raw::Telemetry, check: &mut Check) -> Option<Self> {
         let service_name = raw.service_name.unwrap_or_else(|| "hopgate".to_owned());
         let service_name = if service_name.trim().is_empty() {
@@ -81,10 +107,79 @@ impl TelemetryConfig {
             None => Some(None),
             Some(otlp) => OtlpConfig::from_raw(otlp, check).map(Some),
         };
+        let audit = AuditConfig::from_raw(raw.audit.unwrap_or_default(), check);
         Some(Self {
             service_name: service_name?,
             log_format: raw.log_format.unwrap_or_default(),
             otlp: otlp?,
+            audit: audit?,
+        })
+    }
+}
+
+// === impl AuditConfig ===
+
+impl AuditConfig {
+    /// The default buffer: about 1,700 records of 600 bytes.
+    pub const DEFAULT_BUFFER: usize = 1 << 20;
+
+    /// The smallest buffer: a few records.
+    pub const MIN_BUFFER: usize = 4 << 10;
+
+    /// Whether the audit log is sealed in signed batches. Default `false`.
+    pub fn sign(&self) -> bool {
+        self.sign
+    }
+
+    /// What a full buffer does. Default [`WhenFull::Refuse`].
+    pub fn when_full(&self) -> WhenFull {
+        self.when_full
+    }
+
+    /// The bytes of records and log lines that may wait for stdout. Default 1 MiB.
+    pub fn buffer(&self) -> usize {
+        self.buffer
+    }
+
+    fn from_raw(raw: raw::Audit, check: &mut Check) -> Option<Self> {
+        let path = "telemetry.audit.buffer";
+        let buffer = match raw.buffer.as_deref().map(crate::size::parse) {
+            None => Some(Self::DEFAULT_BUFFER),
+            Some(Ok(size)) if size >= Self::MIN_BUFFER => Some(size),
+            Some(Ok(_)) => {
+                check.error(path, "must be at least `4KiB`");
+                None
+            }
+            Some(Err(e)) => {
+                check.error(path, e.to_string());
+                None
+            }
+        };
+        Some(Self {
+            sign: raw.sign.unwrap_or(false),
+            when_full: raw.when_full.unwrap_or_default(),
+            buffer: buffer?,
+        })
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            sign: false,
+            when_full: WhenFull::Refuse,
+            buffer: Self::DEFAULT_BUFFER,
+        }
+    }
+}
+
+// === impl WhenFull ===
+
+impl fmt::Display for WhenFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Refuse => "refuse",
+            Self::Drop => "drop",
         })
     }
 }
@@ -152,7 +247,42 @@ impl fmt::Display for OtlpProtocol {
 #[cfg(test)]
 mod tests {
     use crate::test_support::{Fixture, MINIMAL};
-    use crate::{LogFormat, OtlpProtocol};
+    use crate::{AuditConfig, LogFormat, OtlpProtocol, WhenFull};
+
+    #[test]
+    fn audit_defaults_to_refusing_when_a_one_mebibyte_buffer_is_full() {
+        let config = Fixture::new().load(MINIMAL);
+        assert_eq!(config.telemetry().audit(), &AuditConfig::default());
+        assert_eq!(config.telemetry().audit().when_full(), WhenFull::Refuse);
+        assert_eq!(config.telemetry().audit().buffer(), 1 << 20);
+        assert!(!config.telemetry().audit().sign());
+    }
+
+    #[test]
+    fn audit_buffer_and_when_full_are_read_and_checked() {
+        let fx = Fixture::new();
+        let config = fx.load(&format!(
+            "{MINIMAL}telemetry:\n  audit: {{ when_full: drop, buffer: 64KiB }}\n"
+        ));
+        assert_eq!(config.telemetry().audit().when_full(), WhenFull::Drop);
+        assert_eq!(config.telemetry().audit().buffer(), 65_536);
+        assert_eq!(WhenFull::Drop.to_string(), "drop");
+        assert_eq!(
+            fx.errors(&format!(
+                "{MINIMAL}telemetry:\n  audit: {{ when_full: block, buffer: 1MB }}\n"
+            )),
+            [
+                "telemetry.audit.when_full: `block` is not one of `refuse` or `drop`",
+                "telemetry.audit.buffer: `1MB` is not a size; expected a whole number followed by `B`, `KiB`, `MiB` or `GiB`, such as `64KiB` or `1MiB`",
+            ]
+        );
+        assert_eq!(
+            fx.errors(&format!(
+                "{MINIMAL}telemetry: {{ audit: {{ buffer: 1KiB }} }}\n"
+            )),
+            ["telemetry.audit.buffer: must be at least `4KiB`"]
+        );
+    }
 
     #[test]
     fn telemetry_defaults_to_json_logs_and_no_export() {

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::http::{Body, full_body};
 use crate::shutdown;
+use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::ProxyMetrics;
 use crate::tls::IdentityStore;
 
@@ -35,6 +36,7 @@ struct AdminState {
     policies: Option<Arc<PolicyStore>>,
     metrics: Arc<ProxyMetrics>,
     draining: shutdown::Draining,
+    audit: AuditSink,
 }
 
 // === impl Admin ===
@@ -50,6 +52,7 @@ impl Admin {
         policies: Option<Arc<PolicyStore>>,
         metrics: Arc<ProxyMetrics>,
         draining: shutdown::Draining,
+        audit: AuditSink,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Self {
@@ -59,6 +62,7 @@ impl Admin {
                 policies,
                 metrics,
                 draining,
+                audit,
             }),
         })
     }
@@ -125,6 +129,9 @@ impl AdminState {
             Some("draining")
         } else if identity.svid().not_after() <= SystemTime::now() {
             Some("svid_expired")
+        } else if self.audit.refusing() {
+            // Requests are refused until stdout is read again: send traffic elsewhere.
+            Some("audit_unavailable")
         } else {
             None
         };

@@ -37,6 +37,7 @@ use crate::inbound::Inbound;
 use crate::outbound::Outbound;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
+use crate::telemetry::stdout::stdout;
 use crate::telemetry::trace::{SpanCollector, TraceError, Tracing};
 use crate::tls::{IdentityStore, TlsError, WatcherGuard};
 use crate::token::{OriginVerifier, TokenError};
@@ -122,6 +123,11 @@ pub fn unsupported(config: &Config) -> Vec<&'static str> {
             "telemetry.otlp.endpoint: this build exports over plain `http://` only (to a collector or agent on the node); `https://` is not supported",
         );
     }
+    if config.telemetry().audit().sign() {
+        problems.push(
+            "telemetry.audit.sign: signed audit logs are not supported by this build yet; use `sign: false`",
+        );
+    }
     problems
 }
 
@@ -179,6 +185,9 @@ impl Proxy {
         let IdentitySource::Files(files) = config.identity().source() else {
             return Err(StartupError::Unsupported(WORKLOAD_API));
         };
+        if matches!(audit, AuditSink::Stdout) {
+            stdout().configure(config.telemetry().audit());
+        }
         let metrics = Arc::new(ProxyMetrics::new());
         let allowed = config
             .inbound()
@@ -293,6 +302,7 @@ impl Proxy {
             policies.clone(),
             Arc::clone(&metrics),
             drain.0.draining(),
+            audit.clone(),
         )
         .await
         .map_err(|source| StartupError::Bind {

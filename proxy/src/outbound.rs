@@ -236,6 +236,9 @@ impl State {
         let _permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
             .map_err(|_| RequestError::Overloaded)?;
+        // Before any work: a request whose audit record could not be kept is not served
+        // (`telemetry.audit.when_full: refuse` while stdout is not read).
+        self.authorizer.check_audit()?;
         let (mut parts, body) = req.into_parts();
         if parts.method == Method::CONNECT {
             // A tunnel would carry bytes no policy or token ever sees.

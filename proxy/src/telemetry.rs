@@ -4,5 +4,6 @@ pub mod audit;
 pub mod metrics;
 mod otlp;
 mod recent;
+pub mod stdout;
 pub mod trace;
 pub(crate) mod traceparent;

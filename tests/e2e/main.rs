@@ -21,6 +21,7 @@ mod svid_matrix;
 mod transparent;
 
 mod audit;
+mod audit_stall;
 mod policy;
 mod policy_reload;
 mod token;

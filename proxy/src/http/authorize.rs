@@ -19,6 +19,7 @@ use http::request::Parts;
 use super::RequestError;
 use crate::telemetry::audit::{AuditRecord, AuditSink};
 use crate::telemetry::metrics::{DecisionLabel, ProxyMetrics};
+use crate::telemetry::stdout::Kept;
 use crate::telemetry::trace::HopSpan;
 use crate::telemetry::traceparent::{self, TraceIdHex};
 use crate::token::VerifiedClaims;
@@ -150,6 +151,23 @@ impl Authorizer {
         }
     }
 
+    /// Refuses a new request whose audit record could not be kept (`telemetry.audit.when_full:
+    /// refuse` with the buffer to stdout full): nothing is served that is not recorded.
+    ///
+    /// # Errors
+    /// [`RequestError::AuditUnavailable`].
+    pub fn check_audit(&self) -> Result<(), RequestError> {
+        if self.audit.refusing() {
+            return Err(RequestError::AuditUnavailable);
+        }
+        Ok(())
+    }
+
+    /// Whether the audit buffer refuses new requests now (for `/ready`).
+    pub fn audit_refusing(&self) -> bool {
+        self.audit.refusing()
+    }
+
     /// Whether policies are enforced (false: identity-only).
     pub fn has_policies(&self) -> bool {
         self.policies.is_some()
@@ -259,7 +277,7 @@ impl Authorizer {
                 .and_then(|v| v.to_str().ok())
                 .and_then(traceparent::trace_id)
         });
-        AuditRecord {
+        let kept = AuditRecord {
             decision,
             mode: self.mode,
             direction,
@@ -270,6 +288,9 @@ impl Authorizer {
             token_jti,
         }
         .emit(&self.audit);
+        if kept == Kept::Dropped {
+            self.metrics.record_audit_dropped();
+        }
         if decision.effect() == Effect::Deny {
             tracing::info!(
                 peer.id = %peer,

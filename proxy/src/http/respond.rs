@@ -37,6 +37,10 @@ pub enum RequestError {
     /// Too many requests are in flight.
     #[error("overloaded: too many requests in flight")]
     Overloaded,
+    /// The audit buffer to stdout is full (`telemetry.audit.when_full: refuse`): a request
+    /// served now could not be recorded.
+    #[error("audit records cannot be written: stdout is not being read")]
+    AuditUnavailable,
     /// A bug or an unexpected local failure.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -56,7 +60,7 @@ impl RequestError {
             Self::Forbidden(_) | Self::NoRoute => StatusCode::FORBIDDEN,
             Self::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +75,7 @@ impl RequestError {
             Self::UpstreamConnect(_)
             | Self::UpstreamTimeout
             | Self::Overloaded
+            | Self::AuditUnavailable
             | Self::Internal(_) => DecisionLabel::Allow,
         }
     }
@@ -90,6 +95,7 @@ impl RequestError {
             Self::UpstreamConnect(_) => json_error("upstream_unavailable"),
             Self::UpstreamTimeout => json_error("upstream_timeout"),
             Self::Overloaded => json_error("overloaded"),
+            Self::AuditUnavailable => json_error("audit_unavailable"),
             Self::Internal(_) => json_error("internal"),
         }
     }
@@ -175,6 +181,13 @@ mod tests {
             body_of(RequestError::Overloaded).await.0,
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    #[tokio::test]
+    async fn audit_unavailable_is_503_naming_it() {
+        let (status, body) = body_of(RequestError::AuditUnavailable).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, r#"{"error":"audit_unavailable"}"#);
     }
 
     #[tokio::test]

@@ -5,7 +5,6 @@
 //! facts and, from a verified hop token, its `jti`, `txn`, `sub` and depth.
 
 use std::fmt;
-use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -13,10 +12,13 @@ use hopgate_config::{InboundMode, SpiffeId};
 use hopgate_policy::{Decision, DenyReason, Direction, Effect, TokenFacts};
 use serde::Serialize;
 
+use super::stdout::{Kept, stdout};
+
 /// Where audit lines go: stdout in the sidecar; a buffer in tests that run it in-process.
 #[derive(Clone, Default)]
 pub enum AuditSink {
-    /// One line per record on the process's stdout, written in batches (see [`flush_stdout`]).
+    /// One line per record on the process's stdout, through its bounded buffer (see
+    /// [`super::stdout`]).
     #[default]
     Stdout,
     /// Kept in memory, for tests.
@@ -113,69 +115,45 @@ impl AuditRecord<'_> {
         let _ = serde_json::to_writer(out, &line);
     }
 
-    /// Writes the record to `sink` as one line.
+    /// Writes the record to `sink` as one line; [`Kept::Dropped`] when the buffer to stdout
+    /// is full, for the caller to count.
     ///
-    /// On stdout the line joins a batch that is written whole, under stdout's lock, once the
-    /// tasks that are ready have run (see [`flush_stdout`]): so it never interleaves with a log
-    /// line, and under load one write carries many records instead of one each. A failed write
-    /// (stdout closed) is not a reason to fail the request.
-    pub fn emit(&self, sink: &AuditSink) {
+    /// On stdout the line joins the buffer the writer thread drains (see [`super::stdout`]): it
+    /// never blocks the request, it never interleaves with a log line, and under load one write
+    /// carries many records.
+    pub fn emit(&self, sink: &AuditSink) -> Kept {
         match sink {
-            AuditSink::Stdout => {
-                let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-                let first = pending.is_empty();
-                self.write_json(&mut pending);
-                pending.push(b'\n');
-                let full = pending.len() >= FLUSH_AT;
-                drop(pending);
-                if full {
-                    flush_stdout();
-                } else if first {
-                    schedule_flush();
-                }
+            AuditSink::Stdout => stdout().record(|buf| self.write_json(buf)),
+            AuditSink::Memory(lines) => {
+                lines
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(self.to_json());
+                Kept::Buffered
             }
-            AuditSink::Memory(lines) => lines
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(self.to_json()),
         }
     }
 }
 
-/// Audit lines waiting for their write to stdout.
-static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-/// A batch this large is written at once rather than waiting for the flush task.
-const FLUSH_AT: usize = 64 * 1024;
-
-/// The first record of a batch spawns one task that yields once, so that the requests already
-/// being handled can add theirs, then writes the batch. Outside a runtime the record is written
-/// at once.
-fn schedule_flush() {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
-            handle.spawn(async {
-                tokio::task::yield_now().await;
-                flush_stdout();
-            });
-        }
-        Err(_) => flush_stdout(),
-    }
-}
-
-/// Writes the audit lines not yet written to stdout. The sidecar calls it once more on its way
-/// out, so a graceful stop loses no record.
+/// Writes the audit lines not yet written to stdout, waiting at most two seconds. The sidecar
+/// calls it on its way out, so a graceful stop loses no record, and a stdout nobody reads cannot
+/// hold the exit.
 pub fn flush_stdout() {
-    // stdout's lock first: two batches taken on two threads are written in the order taken.
-    let mut out = std::io::stdout().lock();
-    let batch = std::mem::take(&mut *PENDING.lock().unwrap_or_else(PoisonError::into_inner));
-    if batch.is_empty() {
-        return;
-    }
-    let _ = out.write_all(&batch).and_then(|()| out.flush());
+    stdout().flush(std::time::Duration::from_secs(2));
 }
 
 // === impl AuditSink ===
+
+impl AuditSink {
+    /// Whether new requests are to be refused because their records could not be kept
+    /// (`telemetry.audit.when_full: refuse` and the buffer to stdout is full).
+    pub fn refusing(&self) -> bool {
+        match self {
+            Self::Stdout => stdout().refusing(),
+            Self::Memory(_) => false,
+        }
+    }
+}
 
 impl fmt::Debug for AuditSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -100,6 +100,7 @@ pub struct ProxyMetrics {
     token_rejections: Family<TokenReasonLabels, Counter>,
     tokens_minted: Counter,
     spans_dropped: Counter,
+    audit_dropped: Counter,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -275,6 +276,12 @@ impl ProxyMetrics {
             "Spans not exported: the export queue was full, or the collector failed or timed out",
             spans_dropped.clone(),
         );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_records_dropped",
+            "Audit records lost because the buffer to stdout was full (stdout not read)",
+            audit_dropped.clone(),
+        );
         // Every series exists from the start at zero, so dashboards and alerts see the metric
         // before the first event (a counter that appears out of nowhere has no rate).
         let request_counters = Direction::ALL.map(|direction| {
@@ -317,6 +324,7 @@ impl ProxyMetrics {
             token_rejections,
             tokens_minted,
             spans_dropped,
+            audit_dropped,
         }
     }
 
@@ -380,6 +388,11 @@ impl ProxyMetrics {
     pub fn record_spans_dropped(&self, count: usize) {
         self.spans_dropped
             .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
+    /// Counts one audit record that could not be kept.
+    pub fn record_audit_dropped(&self) {
+        self.audit_dropped.inc();
     }
 
     /// Publishes the notAfter of the SVID now in use.

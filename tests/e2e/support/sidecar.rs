@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,8 @@ pub(crate) struct Sidecar {
     pub(crate) admin: SocketAddr,
     lines: mpsc::UnboundedReceiver<String>,
     log: Arc<Mutex<Vec<String>>>,
+    /// While set, nobody reads the binary's stdout: a stalled log shipper.
+    stdout_paused: Arc<AtomicBool>,
 }
 
 impl Sidecar {
@@ -36,14 +39,27 @@ impl Sidecar {
             .unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, mut lines) = mpsc::unbounded_channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
+        let stdout_paused = Arc::new(AtomicBool::new(false));
+        let never_paused = Arc::new(AtomicBool::new(false));
+        for (stream, paused) in [
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+                Arc::clone(&stdout_paused),
+            ),
+            (Box::new(child.stderr.take().unwrap()), never_paused),
         ] {
             let (tx, log) = (tx.clone(), Arc::clone(&log));
             std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
+                let mut lines = BufReader::new(stream).lines();
+                loop {
+                    while paused.load(Ordering::Relaxed) {
+                        #[allow(
+                            clippy::disallowed_methods,
+                            reason = "a reader thread of its own, not a runtime worker"
+                        )]
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    let Some(Ok(line)) = lines.next() else { return };
                     log.lock().unwrap().push(line.clone());
                     let _ = tx.send(line);
                 }
@@ -82,7 +98,19 @@ impl Sidecar {
             admin: admin.unwrap(),
             lines,
             log,
+            stdout_paused,
         }
+    }
+
+    /// Stops reading the binary's stdout, so its pipe fills (lines already buffered by the
+    /// reader are still delivered).
+    pub(crate) fn pause_stdout(&self) {
+        self.stdout_paused.store(true, Ordering::Relaxed);
+    }
+
+    /// Reads stdout again.
+    pub(crate) fn resume_stdout(&self) {
+        self.stdout_paused.store(false, Ordering::Relaxed);
     }
 
     /// Sends `SIG<name>` with the `kill` command.
