@@ -46,15 +46,6 @@ pub enum PolicyError {
     /// Hop-token claims lack a field hopgate needs or hold the wrong JSON type.
     #[error("token claims: {0}")]
     Claims(String),
-    /// The folder watcher could not start.
-    #[error("watching {}: {source}", path.display())]
-    Watch {
-        /// The policy folder.
-        path: PathBuf,
-        /// What the watcher backend said.
-        #[source]
-        source: notify::Error,
-    },
 }
 
 /// One problem in one file: `policies/agent.cedar:12:3: for policy `x`, ...`.
@@ -78,8 +69,7 @@ impl PolicyError {
             Self::Io { .. }
             | Self::MissingSchema { .. }
             | Self::DuplicateId { .. }
-            | Self::Claims(_)
-            | Self::Watch { .. } => &[],
+            | Self::Claims(_) => &[],
         }
     }
 

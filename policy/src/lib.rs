@@ -4,7 +4,7 @@
 //!  policies/ (schema.cedarschema, *.cedar, entities.json)
 //!      │ PolicySnapshot::load: parse, re-key by @id, strict validation, entities, slice index
 //!      ▼
-//!  PolicyStore ── ArcSwap<PolicySnapshot> ◀── reload (PolicyWatcher: folder events, debounced)
+//!  PolicyStore ── ArcSwap<PolicySnapshot> ◀── reload / check (the proxy watches the folder)
 //!      │ current()
 //!      ▼
 //!  HopRequest (peer, destination, action, http, intent, token facts)
@@ -56,7 +56,7 @@ pub use hopgate_config::SpiffeId;
 
 pub use engine::{Decision, DenyReason, Effect};
 pub use error::{PolicyError, Problem};
-pub use reload::{PolicyReloadStatus, PolicyStore, PolicyWatcher, ReloadHook};
+pub use reload::{PolicyReloadStatus, PolicyStore, ReloadHook};
 pub use request::{Direction, HopRequest};
 pub use snapshot::PolicySnapshot;
 pub use token::{MAX_ACTORS, TokenFacts};

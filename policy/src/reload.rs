@@ -4,6 +4,10 @@
 //! it in with one atomic store. Readers holding the old `Arc` finish with it; nobody ever sees a
 //! half-loaded folder. A broken file or a schema violation keeps the last good snapshot (CED-07)
 //! and records the error for `/policy`.
+//!
+//! [`PolicyStore::check`] is the cheap form the proxy's folder watch calls on every change and
+//! on a timer: it reads the files and reloads only when they differ from what the last attempt
+//! read, so a burst of events or the periodic safety net does not rebuild an unchanged set.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,14 +16,11 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use crate::source::Sources;
 use crate::{PolicyError, PolicySnapshot};
 
-mod watcher;
-
-pub use watcher::PolicyWatcher;
-
-/// Called after every reload attempt with whether it succeeded.
-pub type ReloadHook = Box<dyn Fn(bool) + Send + Sync>;
+/// Called after every reload attempt with its outcome.
+pub type ReloadHook = Box<dyn Fn(&Result<(), PolicyError>) + Send + Sync>;
 
 /// The live policy snapshot of one folder, and how its last reload went.
 pub struct PolicyStore {
@@ -28,8 +29,16 @@ pub struct PolicyStore {
     current: ArcSwap<PolicySnapshot>,
     status: Mutex<PolicyReloadStatus>,
     hook: Mutex<Option<Arc<ReloadHook>>>,
-    // Serialises reloads, so a slow one cannot swap an older folder over a newer one.
-    reloading: Mutex<()>,
+    // Serialises reloads, so a slow one cannot swap an older folder over a newer one. Holds
+    // what the last attempt read, for `check`.
+    reloading: Mutex<Seen>,
+}
+
+/// What a load attempt read: the digest of the files, or why they could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    Digest(String),
+    Unreadable(String),
 }
 
 /// How the last load or reload went.
@@ -52,13 +61,14 @@ impl PolicyStore {
             at: snapshot.loaded_at(),
             error: None,
         };
+        let seen = Seen::Digest(snapshot.digest().to_owned());
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
             default_action: default_action.to_owned(),
             current: ArcSwap::from_pointee(snapshot),
             status: Mutex::new(status),
             hook: Mutex::new(None),
-            reloading: Mutex::new(()),
+            reloading: Mutex::new(seen),
         }))
     }
 
@@ -73,26 +83,52 @@ impl PolicyStore {
     /// # Errors
     /// Whatever [`PolicySnapshot::load`] returns.
     pub fn reload(&self) -> Result<(), PolicyError> {
-        let result = {
-            let _serial = lock(&self.reloading);
-            let result = PolicySnapshot::load(&self.dir, &self.default_action);
-            let status = match &result {
-                Ok(snapshot) => PolicyReloadStatus {
-                    at: snapshot.loaded_at(),
-                    error: None,
-                },
-                Err(e) => PolicyReloadStatus {
-                    at: SystemTime::now(),
-                    error: Some(e.to_string()),
-                },
-            };
-            *lock(&self.status) = status;
-            result.map(|snapshot| self.current.store(Arc::new(snapshot)))
+        let mut seen = lock(&self.reloading);
+        let sources = Sources::read(&self.dir);
+        self.apply(&mut seen, sources)
+    }
+
+    /// Reloads only if the folder's files differ from what the last load or reload read (or
+    /// could not be read for another reason): the form for watchers and timers, which may fire
+    /// without a change. Returns whether it reloaded.
+    ///
+    /// # Errors
+    /// As [`PolicyStore::reload`], when it reloads.
+    pub fn check(&self) -> Result<bool, PolicyError> {
+        let mut seen = lock(&self.reloading);
+        let sources = Sources::read(&self.dir);
+        if *seen == Seen::of(&sources) {
+            return Ok(false);
+        }
+        self.apply(&mut seen, sources).map(|()| true)
+    }
+
+    fn apply(
+        &self,
+        seen: &mut MutexGuard<'_, Seen>,
+        sources: Result<Sources, PolicyError>,
+    ) -> Result<(), PolicyError> {
+        **seen = Seen::of(&sources);
+        let result = sources.and_then(|sources| {
+            PolicySnapshot::from_sources(&sources, &self.dir, &self.default_action)
+        });
+        let status = match &result {
+            Ok(snapshot) => PolicyReloadStatus {
+                at: snapshot.loaded_at(),
+                error: None,
+            },
+            Err(e) => PolicyReloadStatus {
+                at: SystemTime::now(),
+                error: Some(e.to_string()),
+            },
         };
-        // Cloned out so the hook runs without holding our lock.
+        *lock(&self.status) = status;
+        let result = result.map(|snapshot| self.current.store(Arc::new(snapshot)));
+        // Cloned out so the hook runs without holding the status lock; the reload lock stays
+        // held, so hooks see outcomes in the order they happened.
         let hook = lock(&self.hook).clone();
         if let Some(hook) = hook {
-            hook(result.is_ok());
+            hook(&result);
         }
         result
     }
@@ -108,16 +144,6 @@ impl PolicyStore {
         *lock(&self.hook) = Some(Arc::new(hook));
     }
 
-    /// Watches the folder (non-recursively) and reloads ~100 ms after the last change, on a
-    /// thread of its own. Dropping the returned guard stops it.
-    ///
-    /// # Errors
-    /// [`PolicyError::Watch`] when the watcher cannot start (no inotify instance left, the folder
-    /// is gone).
-    pub fn spawn_watcher(self: &Arc<Self>) -> Result<PolicyWatcher, PolicyError> {
-        PolicyWatcher::spawn(Arc::downgrade(self), &self.dir)
-    }
-
     /// The folder this store loads.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -131,6 +157,17 @@ impl fmt::Debug for PolicyStore {
             .field("current", &self.current.load())
             .field("last_reload", &self.last_reload())
             .finish_non_exhaustive()
+    }
+}
+
+// === impl Seen ===
+
+impl Seen {
+    fn of(sources: &Result<Sources, PolicyError>) -> Self {
+        match sources {
+            Ok(sources) => Self::Digest(sources.digest.clone()),
+            Err(e) => Self::Unreadable(e.to_string()),
+        }
     }
 }
 

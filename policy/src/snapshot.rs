@@ -56,7 +56,15 @@ impl PolicySnapshot {
     ///   syntax, templates, non-canonical SPIFFE IDs in scopes (CED-05), strict validation,
     ///   entities.json syntax or conformance. Every problem names its file.
     pub fn load(dir: &Path, default_action: &str) -> Result<Self, PolicyError> {
-        let sources = Sources::read(dir)?;
+        Self::from_sources(&Sources::read(dir)?, dir, default_action)
+    }
+
+    /// [`load`](Self::load) from files already read.
+    pub(crate) fn from_sources(
+        sources: &Sources,
+        dir: &Path,
+        default_action: &str,
+    ) -> Result<Self, PolicyError> {
         let mut warnings = Vec::new();
         let (schema, info) = load_schema(&sources.schema, &mut warnings)?;
         let parsed = Parsed::parse(&sources.policies)?;
@@ -99,7 +107,7 @@ impl PolicySnapshot {
                 authorizer: Authorizer::new(),
                 memo: DecisionMemo::default(),
             },
-            digest: sources.digest,
+            digest: sources.digest.clone(),
             loaded_at: SystemTime::now(),
             policy_ids: parsed.ids,
             warnings,

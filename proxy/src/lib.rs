@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hopgate_config::{Config, IdentitySource, InboundConfig, InboundMode};
-use hopgate_policy::{PolicyError, PolicyStore, PolicyWatcher};
+use hopgate_policy::{PolicyError, PolicyStore};
 use thiserror::Error;
 
 pub mod admin;
@@ -28,6 +28,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+mod watch;
 
 use crate::admin::Admin;
 use crate::http::authenticate::Authenticator;
@@ -39,8 +40,9 @@ use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
 use crate::telemetry::stdout::stdout;
 use crate::telemetry::trace::{SpanCollector, TraceError, Tracing};
-use crate::tls::{IdentityStore, TlsError, WatcherGuard};
+use crate::tls::{IdentityStore, TlsError};
 use crate::token::{OriginVerifier, TokenError};
+use crate::watch::{PathWatch, WatchError};
 
 /// How a sidecar started in-process reports: audit records and (optionally) spans kept in memory
 /// as well as, or instead of, the configured sinks. The binary uses the defaults.
@@ -64,8 +66,8 @@ pub struct Proxy {
     tracing: Tracing,
     drain: (shutdown::Trigger, shutdown::Watch),
     grace: Duration,
-    _watcher: WatcherGuard,
-    _policy_watcher: Option<PolicyWatcher>,
+    _watcher: PathWatch,
+    _policy_watcher: Option<PathWatch>,
 }
 
 /// Why the sidecar could not start.
@@ -90,6 +92,9 @@ pub enum StartupError {
     /// The configuration asks for something this build cannot do yet.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// A file watch could not start (for example, no inotify watch left).
+    #[error("{0}")]
+    Watch(#[from] WatchError),
     /// A listener could not be bound.
     #[error("cannot bind {what} listener on `{addr}`: {source}")]
     Bind {
@@ -143,7 +148,7 @@ impl StartupError {
             | Self::Minter(_)
             | Self::Telemetry(_)
             | Self::Unsupported(_) => true,
-            Self::Bind { .. } => false,
+            Self::Bind { .. } | Self::Watch(_) => false,
         }
     }
 }
@@ -199,14 +204,22 @@ impl Proxy {
             Some(policy) => {
                 let store = PolicyStore::load(policy.dir(), config.intent().default_action())?;
                 let counted = Arc::clone(&metrics);
-                store.set_reload_hook(Box::new(move |ok| {
-                    counted.record_policy_reload(if ok {
-                        ReloadResult::Ok
-                    } else {
-                        ReloadResult::Error
-                    });
+                let dir = policy.dir().to_owned();
+                store.set_reload_hook(Box::new(move |result| match result {
+                    Ok(()) => {
+                        tracing::info!(policy.dir = %dir.display(), "policies reloaded");
+                        counted.record_policy_reload(ReloadResult::Ok);
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            policy.dir = %dir.display(),
+                            %error,
+                            "policy reload failed; keeping the last good policies",
+                        );
+                        counted.record_policy_reload(ReloadResult::Error);
+                    }
                 }));
-                let watcher = store.spawn_watcher()?;
+                let watcher = watch::policy_folder(&store)?;
                 (Some(store), Some(watcher))
             }
             None => (None, None),

@@ -6,7 +6,7 @@
 //!      └──────────────┬─────────────────┘
 //!                     ▼
 //!            Identity (one snapshot)  ◄── IdentityStore::reload (store.rs), on a file change
-//!                     │                    (watch.rs: the parent folders) or on SIGHUP
+//!                     │                    (crate::watch: the folders) or on SIGHUP
 //!      ┌──────────────┴──────────────────────────┐
 //!      ▼                                         ▼
 //!  inbound_server_config                    outbound_client_config
@@ -44,7 +44,6 @@ mod svid;
 mod svid_profile;
 #[cfg(test)]
 pub(crate) mod test_support;
-mod watch;
 
 pub use bundle::TrustBundles;
 pub use error::TlsError;
@@ -53,7 +52,6 @@ pub use spiffe_verifier::{SpiffeClientVerifier, SpiffeServerVerifier};
 pub use store::{IdentityStore, ReloadOutcome, ReloadStatus};
 pub use svid::Svid;
 pub use svid_profile::SvidError;
-pub use watch::WatcherGuard;
 
 /// TLS 1.3 first; TLS 1.2 for peers that cannot do better.
 pub(crate) const PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] =

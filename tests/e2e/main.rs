@@ -13,6 +13,7 @@ mod curl;
 mod inbound;
 mod outbound;
 mod outbound_edge;
+mod path_swaps;
 mod reload;
 mod rotation;
 mod shutdown;

@@ -1,7 +1,7 @@
-//! Reloading: swap on success, keep the last good snapshot on failure (CED-07), the watcher.
+//! Reloading: swap on success, keep the last good snapshot on failure (CED-07), and `check`,
+//! which reloads only what changed.
 
 use std::sync::mpsc;
-use std::time::Duration;
 
 use super::{AGENT, Folder, Hop, INFERENCE, SCHEMA};
 use crate::PolicyStore;
@@ -12,21 +12,10 @@ const DENY: &str = r#"@id("deny") forbid (principal == Hop::Workload::"spiffe://
 fn store_with_hook(folder: &Folder) -> (std::sync::Arc<PolicyStore>, mpsc::Receiver<bool>) {
     let store = PolicyStore::load(folder.path(), "call").unwrap();
     let (tx, rx) = mpsc::channel();
-    store.set_reload_hook(Box::new(move |ok| {
-        let _ = tx.send(ok);
+    store.set_reload_hook(Box::new(move |result| {
+        let _ = tx.send(result.is_ok());
     }));
     (store, rx)
-}
-
-/// Waits for a reload with outcome `ok`; a burst of events may reload more than once.
-fn wait_for(hook: &mpsc::Receiver<bool>, ok: bool) {
-    loop {
-        match hook.recv_timeout(Duration::from_secs(10)) {
-            Ok(got) if got == ok => return,
-            Ok(_) => {}
-            Err(e) => panic!("no reload with ok={ok}: {e}"),
-        }
-    }
 }
 
 #[test]
@@ -104,25 +93,50 @@ fn a_schema_violation_keeps_the_last_good_snapshot_ced_07() {
 }
 
 #[test]
-fn the_watcher_reloads_after_a_change_in_the_folder() {
+fn a_check_of_an_unchanged_folder_reloads_nothing() {
     let folder = Folder::with_policies(ALLOW);
     let (store, hook) = store_with_hook(&folder);
-    let watcher = store.spawn_watcher().unwrap();
+    let loaded = store.last_reload();
+
+    assert!(!store.check().unwrap());
+    assert!(hook.try_recv().is_err(), "no reload attempt is reported");
+    assert_eq!(store.last_reload(), loaded);
+
+    // Rewriting the same bytes is no change either.
+    folder.write("policies.cedar", ALLOW);
+    assert!(!store.check().unwrap());
+}
+
+#[test]
+fn a_check_reloads_a_changed_folder_once() {
+    let folder = Folder::with_policies(ALLOW);
+    let (store, hook) = store_with_hook(&folder);
+    let digest = store.current().digest().to_owned();
 
     folder.write("policies.cedar", DENY);
-    wait_for(&hook, true);
+    assert!(store.check().unwrap());
+    assert_eq!(hook.try_recv(), Ok(true));
     assert_eq!(store.current().policy_ids(), ["deny"]);
+    assert_ne!(store.current().digest(), digest);
+    assert!(!store.check().unwrap());
+}
+
+#[test]
+fn a_check_reports_a_broken_folder_once_and_recovers_when_it_is_fixed() {
+    let folder = Folder::with_policies(ALLOW);
+    let (store, hook) = store_with_hook(&folder);
 
     folder.write("policies.cedar", "not cedar");
-    wait_for(&hook, false);
-    assert_eq!(store.current().policy_ids(), ["deny"]);
+    assert!(store.check().is_err());
+    assert_eq!(hook.try_recv(), Ok(false));
+    // The same broken files are not re-reported on every check (CED-07: the last good stays).
+    assert!(!store.check().unwrap());
+    assert!(hook.try_recv().is_err());
+    assert!(!store.last_reload().ok());
+    assert_eq!(store.current().policy_ids(), ["allow"]);
 
-    drop(watcher);
-    while hook.try_recv().is_ok() {}
+    // Putting the old files back is a change from what was last read: the status clears.
     folder.write("policies.cedar", ALLOW);
-    assert!(
-        hook.recv_timeout(Duration::from_millis(600)).is_err(),
-        "a dropped watcher reloads nothing"
-    );
-    assert_eq!(store.current().policy_ids(), ["deny"]);
+    assert!(store.check().unwrap());
+    assert!(store.last_reload().ok());
 }

@@ -98,13 +98,4 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("cannot build the tls config: {0}")]
     Config(#[source] rustls::Error),
-    /// A folder could not be watched for changes.
-    #[error("cannot watch `{path}`: {source}")]
-    Watch {
-        /// The folder.
-        path: PathBuf,
-        /// What notify reported.
-        #[source]
-        source: notify::Error,
-    },
 }

@@ -11,14 +11,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use hopgate_config::{FileIdentity, TrustDomain};
 use rustls::ServerConfig;
 
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
-use crate::tls::{Identity, SpiffeClientVerifier, TlsError, WatcherGuard, inbound_server_config};
+use sha2::{Digest, Sha256};
+
+use crate::tls::{Identity, SpiffeClientVerifier, TlsError, inbound_server_config};
+use crate::watch::{self, PathWatch, Spec, Targets, WatchError};
 
 /// The current identity and inbound TLS config, swapped whole on reload.
 pub struct IdentityStore {
@@ -28,8 +31,8 @@ pub struct IdentityStore {
     published: ArcSwap<Published>,
     last_reload: ArcSwap<ReloadStatus>,
     // INVARIANT: held for the whole of a reload, so two reloads (watcher, SIGHUP) cannot
-    // publish out of order.
-    reloading: Mutex<()>,
+    // publish out of order. Holds the digest of the bytes the last attempt read, for `check`.
+    reloading: Mutex<[u8; 32]>,
 }
 
 /// When the identity was last (re)loaded and how that went.
@@ -92,6 +95,8 @@ impl IdentityStore {
         allowed: Vec<TrustDomain>,
         metrics: Arc<ProxyMetrics>,
     ) -> Result<Arc<Self>, TlsError> {
+        // Read before the load: a write in between makes the next `check` reload once more.
+        let digest = files.digest();
         let published = Published::build(&files, &allowed)?;
         metrics.set_svid_expiry(published.identity.svid().not_after());
         Ok(Arc::new(Self {
@@ -100,7 +105,7 @@ impl IdentityStore {
             metrics,
             published: ArcSwap::from_pointee(published),
             last_reload: ArcSwap::from_pointee(ReloadStatus::now(ReloadOutcome::Applied)),
-            reloading: Mutex::new(()),
+            reloading: Mutex::new(digest),
         }))
     }
 
@@ -136,10 +141,11 @@ impl IdentityStore {
     /// # Errors
     /// The [`TlsError`] that made the new files unusable (the store is unchanged).
     pub fn reload(&self) -> Result<(), TlsError> {
-        let _reloading = self
+        let mut seen = self
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        *seen = self.files.digest();
         match Published::build(&self.files, &self.allowed) {
             Ok(published) => {
                 let svid = published.identity.svid();
@@ -168,24 +174,68 @@ impl IdentityStore {
         ReloadStatus::clone(&self.last_reload.load())
     }
 
-    /// Watches the folders holding the SVID and bundle files (not the files: Kubernetes swaps
-    /// a `..data` link inside the folder) and reloads ~250 ms after the last change.
-    /// Dropping the guard stops watching.
+    /// Reloads only if the files' bytes differ from what the last load or reload read: the
+    /// form for the file watch, whose events and timer may fire without a change. Returns
+    /// whether it reloaded.
     ///
     /// # Errors
-    /// [`TlsError::Watch`] naming the folder that could not be watched.
-    pub fn spawn_watcher(self: &Arc<Self>) -> Result<WatcherGuard, TlsError> {
-        let files = [&self.files.cert, &self.files.key]
-            .into_iter()
-            .chain(self.files.bundles.values())
-            .cloned()
-            .collect::<Vec<_>>();
+    /// As [`IdentityStore::reload`], when it reloads.
+    pub fn check(&self) -> Result<bool, TlsError> {
+        {
+            let seen = self
+                .reloading
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *seen == self.files.digest() {
+                return Ok(false);
+            }
+        }
+        self.reload().map(|()| true)
+    }
+
+    /// Watches the SVID and bundle files (see [`crate::watch`]) and calls
+    /// [`check`](Self::check) ~250 ms after the last change. Dropping the guard stops watching.
+    ///
+    /// # Errors
+    /// [`WatchError`] naming the folder that could not be watched.
+    pub fn spawn_watcher(self: &Arc<Self>) -> Result<PathWatch, WatchError> {
+        let files = self.files.paths();
+        let spec = Spec {
+            what: "identity",
+            resolve: Box::new(move || file_targets(&files)),
+            debounce: DEBOUNCE,
+            max_delay: MAX_DELAY,
+            safety_net: watch::SAFETY_NET,
+        };
         let store = Arc::clone(self);
-        WatcherGuard::spawn(&files, move || {
+        PathWatch::spawn(spec, move || {
             // The outcome is logged, counted and kept in `last_reload` by `reload` itself.
-            let _ = store.reload();
+            let _ = store.check();
         })
     }
+}
+
+/// How long the identity files must be quiet before they are reloaded: a writer replaces the
+/// key and the certificate one after the other.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// The longest a rotation waits for the files to go quiet.
+const MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// The folders holding `files`, both as written and where their symlinks lead (a file linked
+/// from elsewhere is written there), and the file names in both.
+fn file_targets(files: &[PathBuf]) -> Targets {
+    let mut targets = Targets::default();
+    for file in files {
+        let resolved = std::fs::canonicalize(file).ok();
+        for path in std::iter::once(file).chain(resolved.as_ref()) {
+            targets.folders.insert(watch::parent(path));
+            if let Some(name) = path.file_name() {
+                targets.names.insert(name.to_owned());
+            }
+        }
+    }
+    targets
 }
 
 impl fmt::Debug for IdentityStore {
@@ -196,6 +246,39 @@ impl fmt::Debug for IdentityStore {
             .field("identity", &self.current())
             .field("last_reload", &self.last_reload())
             .finish_non_exhaustive()
+    }
+}
+
+// === impl IdentityFiles ===
+
+impl IdentityFiles {
+    fn paths(&self) -> Vec<PathBuf> {
+        [&self.cert, &self.key]
+            .into_iter()
+            .chain(self.bundles.values())
+            .cloned()
+            .collect()
+    }
+
+    /// SHA-256 over every file's bytes (an unreadable file counts as its error), so `check`
+    /// can tell whether anything changed without parsing.
+    fn digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        for path in self.paths() {
+            hasher.update(path.as_os_str().as_encoded_bytes());
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    hasher.update([0]);
+                    hasher.update((bytes.len() as u64).to_be_bytes());
+                    hasher.update(&bytes);
+                }
+                Err(error) => {
+                    hasher.update([1]);
+                    hasher.update(error.to_string().as_bytes());
+                }
+            }
+        }
+        hasher.finalize().into()
     }
 }
 
