@@ -4,9 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `hopgate --version`: the crate version and the git commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HOPGATE_COMMIT"), ")");
+
 /// hopgate: a sidecar that enforces SPIFFE identity on every hop of a call chain.
 #[derive(Debug, Parser)]
-#[command(name = "hopgate", version, about, propagate_version = true)]
+#[command(name = "hopgate", version = VERSION, about, propagate_version = true)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
