@@ -1,5 +1,5 @@
-//! How long the inbound SPIFFE verifier takes per client certificate (SECURITY-RULES DOS-05:
-//! rejecting a flood of handshakes must stay cheap). Measures
+//! How long the inbound SPIFFE verifier takes per client certificate (DOS-05 in
+//! docs/security.md: rejecting a flood of handshakes must stay cheap). Measures
 //! `SpiffeClientVerifier::verify_client_cert` for a leaf issued directly by the root and for one
 //! issued via an intermediate, plus a rejected leaf (wrong trust domain) for comparison.
 

@@ -1,4 +1,4 @@
-//! What a hop token costs per hop (DESIGN.md "Hop token"), P-256 SVIDs issued directly by the
+//! What a hop token costs per hop (docs/tokens.md), P-256 SVIDs issued directly by the
 //! root as SPIRE does by default:
 //!
 //! - `mint_es256`: one token at the origin (target p50 ≤ 40 µs);

@@ -1,4 +1,5 @@
-//! `hopgate demo`: the DESIGN.md scenario in one process, on loopback, with the real listeners.
+//! `hopgate demo`: the demo mesh (support-agent → inference → crm; docs/cedar.md, "Writing
+//! rules") in one process, on loopback, with the real listeners.
 //!
 //! ```text
 //!  alice's request ─▶ support-agent app ─▶ agent hopgate OUTBOUND ══mTLS══▶ inference hopgate INBOUND

@@ -5,7 +5,8 @@
 //! dev-ca issue DIR spiffe://TD/a/b     DIR/b/svid.pem (leaf)  svid_key.pem (PKCS#8, 0600)  bundle.pem
 //! ```
 //!
-//! The certificates follow SECURITY-RULES A.1 so that hopgate's strict verifier accepts them:
+//! The certificates follow the X.509-SVID profile of docs/security.md ("Inbound: the SVID on
+//! the handshake") so that hopgate's strict verifier accepts them:
 //! - CA: `cA=true` with `pathLen=0` (it signs leaves only), critical key usage
 //!   `keyCertSign` + `cRLSign`, URI SAN `spiffe://<td>` without a path.
 //! - Leaf: `cA=false`, exactly one URI SAN (the SPIFFE ID, non-root path), critical key usage

@@ -1,6 +1,6 @@
 //! SPIFFE IDs and trust domains, parsed strictly.
 //!
-//! hopgate accepts only the canonical form of an ID (SECURITY-RULES A.1, A.3). It does not
+//! hopgate accepts only the canonical form of an ID (docs/security.md, "SPIFFE IDs"). It does not
 //! normalise: `Spiffe://`, `spiffe://Example.org`, percent-encoding, dot segments, empty segments
 //! and a trailing slash are all errors. The string a policy names is therefore the exact string the
 //! certificate carried.
@@ -150,7 +150,7 @@ impl SpiffeId {
     }
 
     /// Builds `spiffe://<trust_domain>/<segment>/<segment>...` from path segments, each checked
-    /// on its own (SECURITY-RULES SVID-S26).
+    /// on its own (SVID-S26 in docs/security.md).
     ///
     /// # Errors
     /// [`SpiffeIdError::EmptySegment`] for `""`, [`SpiffeIdError::DotSegment`] for `.` and `..`,
@@ -262,7 +262,8 @@ fn check_segment(segment: &str) -> Result<(), SpiffeIdError> {
     }
 }
 
-// The A.3 table, one test per row, is long enough to live in its own file.
+// The SPIFFE ID table of docs/security.md, one test per row, is long enough to live in its own
+// file.
 #[cfg(test)]
 mod tests;
 

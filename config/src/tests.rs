@@ -1,4 +1,4 @@
-//! Whole-file tests: the DESIGN.md example, defaults, path resolution and problems across
+//! Whole-file tests: an annotated example config, defaults, path resolution and problems across
 //! sections. Each section's own rules are tested in its file.
 
 use std::fs;
@@ -7,8 +7,9 @@ use std::time::Duration;
 use crate::test_support::{Fixture, IDENTITY, MINIMAL, OUTBOUND};
 use crate::{ConfigError, IdentitySource, InboundMode, LogFormat, OtlpProtocol, load};
 
-/// The config from DESIGN.md, "Config file (YAML)", verbatim (with `workload_api` commented out).
-const DESIGN_EXAMPLE: &str = r#"
+/// A compact annotated config covering the main sections, with `workload_api` commented out. Each
+/// key is documented in docs/configuration.md.
+const ANNOTATED_EXAMPLE: &str = r#"
 identity:
   svid: { cert: svid.pem, key: svid_key.pem }     # files: chain PEM leaf first, PKCS#8 key; reloaded on change
   bundles: { example.org: bundle.pem }            # trust domain → CA bundle PEM; several = federation
@@ -53,7 +54,7 @@ admin:
 #[test]
 fn the_design_example_loads_with_every_value_as_written() {
     let fx = Fixture::new();
-    let config = fx.load(DESIGN_EXAMPLE);
+    let config = fx.load(ANNOTATED_EXAMPLE);
 
     let IdentitySource::Files(files) = config.identity().source() else {
         panic!("expected files");

@@ -1,5 +1,5 @@
 //! Fuzzes the SPIFFE ID and trust domain parsers: they must never panic, and whatever they
-//! accept must display as exactly the input (no normalisation, SECURITY-RULES A.3).
+//! accept must display as exactly the input (no normalisation; docs/security.md, "SPIFFE IDs").
 
 #![no_main]
 

@@ -13,7 +13,7 @@
 //!  Decision { effect, reason, policies, errors, id (UUID v4), action }
 //! ```
 //!
-//! # The Cedar model (DESIGN.md "Cedar model")
+//! # The Cedar model (docs/cedar.md, "The model")
 //!
 //! - principal `Hop::Workload::"<peer SPIFFE ID>"`, resource `Hop::Workload::"<destination>"`,
 //!   each with `trust_domain` and `path` attributes and `Hop::TrustDomain::"<td>"` as parent,
@@ -26,7 +26,7 @@
 //!   `String`s (a declared attribute of another type, or a required one, fails the load), and
 //!   undeclared intent headers are dropped silently.
 //!
-//! # Safety rules (SECURITY-RULES D.6)
+//! # Safety rules (docs/security.md, "Cedar evaluation pitfalls")
 //!
 //! Default deny. Any evaluation error denies (CED-01: Cedar itself skips an erring policy and
 //! may allow). An empty policy set denies (CED-02). Forbid wins (CED-03). UIDs are built through

@@ -1,5 +1,5 @@
 //! Behaviour tests of the crate as the proxy uses it: a policy folder on disk, hops, decisions.
-//! Each test names the SECURITY-RULES case it covers, where there is one.
+//! Each test names the rule it covers (its ID in docs/security.md), where there is one.
 
 mod authorize;
 mod load;

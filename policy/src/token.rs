@@ -31,7 +31,7 @@ pub struct TokenFacts {
 // === impl TokenFacts ===
 
 impl TokenFacts {
-    /// Reads the claims of a hop token (DESIGN.md "Hop token"): `sub` and `iss` (strings,
+    /// Reads the claims of a hop token (docs/tokens.md, "Claims"): `sub` and `iss` (strings,
     /// required), `txn` (string, optional), `scope` (space-separated string, optional) and `act`
     /// (RFC 8693 nested `{ "sub": ..., "act": { ... } }`, optional). Other claims are ignored.
     ///

@@ -1,5 +1,6 @@
 //! Serving one accepted, authenticated connection: HTTP/1.1 or HTTP/2 on the same port, with the
-//! limits that keep a misbehaving client from holding resources (SECURITY-RULES D.4).
+//! limits that keep a misbehaving client from holding resources (docs/security.md, "Resource
+//! limits and timeouts").
 
 use std::io;
 use std::pin::Pin;

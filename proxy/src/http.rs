@@ -43,7 +43,7 @@ where
 }
 
 pin_project! {
-    /// A request body with its trailers dropped (SECURITY-RULES SMG-16).
+    /// A request body with its trailers dropped (SMG-16 in docs/security.md).
     ///
     /// A caller could otherwise send `x-forwarded-client-cert` or the hop-token header as a
     /// trailer, after the head was cleaned, and an HTTP/1.1 upstream would receive it.

@@ -247,7 +247,8 @@ impl State {
         headers::strip_hop_by_hop(&mut parts.headers)
             .map_err(|_| RequestError::BadRequest("connection header nominates a framing field"))?;
         path::check(parts.uri.path()).map_err(RequestError::BadRequest)?;
-        // Router, policy and destination read one authority (SECURITY-RULES PATH-03, SMG-17).
+        // Router, policy and destination read one authority (PATH-03, SMG-17 in
+        // docs/security.md).
         headers::check_authority(&parts).map_err(RequestError::BadRequest)?;
         let authority = request_authority(&parts);
         let destination = match target {

@@ -131,7 +131,8 @@ pub fn inbound_server_config(
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(
             identity.svid().certified_key(),
         )));
-    // Resumption would skip the client certificate check (DESIGN.md, "Known traps").
+    // Resumption would skip the client certificate check, so it is off (docs/security.md,
+    // "Inbound: the SVID on the handshake").
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();

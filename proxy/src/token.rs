@@ -1,4 +1,4 @@
-//! Hop tokens (profile `hop+jwt`, DESIGN.md "Hop token"): minted on the outbound side for exactly
+//! Hop tokens (profile `hop+jwt`, docs/tokens.md): minted on the outbound side for exactly
 //! one next hop, verified on the inbound side against the mTLS peer that presented them.
 //!
 //! ```text
@@ -28,7 +28,7 @@
 //! # Verification order (inbound)
 //!
 //! Cheap and structural first, crypto after, claims last, so a hostile token costs no signature
-//! check unless it is well formed and small (SECURITY-RULES DOS-11):
+//! check unless it is well formed and small (DOS-11 in docs/security.md):
 //!
 //! 1. `too_large`: more than 16 KiB, before anything is decoded;
 //! 2. `malformed`: anything but three non-empty (signature aside) base64url parts of the
@@ -69,15 +69,16 @@
 //! actor would count it twice in `depth` and `hop.chain`). A chain that revisits a workload
 //! (A → B → A) is accepted and bounded by `max_depth` (ACT-12, PROFILE).
 //!
-//! # SECURITY-RULES coverage
+//! # Rule coverage (docs/security.md)
 //!
-//! Tests cite their IDs in their names: every JWT-* row of B.2 except those below, ACT-01..08,
+//! Tests cite their IDs in their names: every JWT-* rule except those below, ACT-01..08,
 //! 10..12, CNF-01..03, 05..07 and DOS-11 (`token/tests/`, `jws/tests.rs`, `claims.rs`). Partly
 //! covered elsewhere, or not applicable to `hop+jwt`, and why:
 //!
-//! - JWT-14: three section-A reject cases are tested here (CA leaf, no `digitalSignature`, two
-//!   URI SANs); the `x5c` chain goes through the very `verify_svid` the inbound handshake uses,
-//!   whose tests (`tls/spiffe_verifier/tests.rs`, `tls/svid_profile/tests.rs`) cover the rest.
+//! - JWT-14: three certificate-profile reject cases are tested here (CA leaf, no
+//!   `digitalSignature`, two URI SANs); the `x5c` chain goes through the very `verify_svid` the
+//!   inbound handshake uses, whose tests (`tls/spiffe_verifier/tests.rs`,
+//!   `tls/svid_profile/tests.rs`) cover the rest.
 //! - ACT-08: prior actors reach Cedar only as `context.token.actors`; the principal is always the
 //!   mTLS peer, which `binding` ties to `iss` = the current actor. The policy side is CED-08.
 //! - CNF-04: [`TokenVerifier::verify_inbound`] takes a [`crate::tls::PeerIdentity`], which exists
@@ -118,7 +119,7 @@ pub use origin::{OriginClaims, OriginVerifier};
 pub use verify::{Limits, TokenVerifier, VerifiedClaims};
 
 /// Why a token was refused: the stable reason code of a 401 and of
-/// `hopgate_token_rejections_total{reason}` (DESIGN.md "Hop token").
+/// `hopgate_token_rejections_total{reason}` (docs/tokens.md, "Receiver checks and reason codes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Error)]
 #[error("{}", self.as_str())]
 pub enum RejectReason {

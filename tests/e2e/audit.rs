@@ -1,6 +1,6 @@
 //! The audit log of the real binary: one JSON line per decision on stdout, target
 //! `hopgate::audit`, tied to the 403 by its decision id and to the trace by the caller's
-//! `traceparent`, and never holding a header value (SECURITY-RULES TEL-01).
+//! `traceparent`, and never holding a header value (TEL-01 in docs/security.md).
 //!
 //! The binary runs as a child process on a config with port 0; its ports are read from the
 //! `"message":"listening"` log lines on stdout (as in `shutdown.rs`).

@@ -44,7 +44,7 @@ async fn inbound_forwards_http1_and_http2_to_the_app() {
 
 #[tokio::test]
 async fn inbound_replaces_a_spoofed_client_cert_header_with_the_verified_identity() {
-    // SECURITY-RULES HDR-01, HDR-02
+    // HDR-01, HDR-02 (docs/security.md)
     let app = Upstream::start().await;
     let mesh = Mesh::new();
     let proxy = mesh.proxy(app.addr).start().await;
@@ -77,7 +77,7 @@ async fn inbound_replaces_a_spoofed_client_cert_header_with_the_verified_identit
 
 #[tokio::test]
 async fn inbound_strips_hop_by_hop_headers_both_ways() {
-    // SECURITY-RULES HDR-04, HDR-05
+    // HDR-04, HDR-05 (docs/security.md)
     let app = Upstream::start().await;
     let mesh = Mesh::new();
     let proxy = mesh.proxy(app.addr).start().await;
@@ -129,7 +129,7 @@ async fn inbound_strips_hop_by_hop_headers_both_ways() {
 
 #[tokio::test]
 async fn inbound_refuses_a_connection_header_that_nominates_content_length() {
-    // SECURITY-RULES SMG-22
+    // SMG-22 (docs/security.md)
     let app = Upstream::start().await;
     let mesh = Mesh::new();
     let proxy = mesh.proxy(app.addr).start().await;
@@ -249,7 +249,7 @@ async fn inbound_serves_many_requests_on_one_keep_alive_connection() {
 
 #[tokio::test]
 async fn inbound_closes_a_connection_that_sends_no_head_within_the_header_timeout() {
-    // SECURITY-RULES DOS-01: a TCP connection that never starts TLS is closed.
+    // DOS-01 (docs/security.md): a TCP connection that never starts TLS is closed.
     use tokio::io::AsyncReadExt;
     let app = Upstream::start().await;
     let mesh = Mesh::new();
@@ -268,7 +268,7 @@ async fn inbound_closes_a_connection_that_sends_no_head_within_the_header_timeou
 
 #[tokio::test]
 async fn inbound_stops_accepting_at_the_connection_cap_and_resumes_below_it() {
-    // SECURITY-RULES DOS-04: a global connection cap; excess clients wait in the backlog.
+    // DOS-04 (docs/security.md): a global connection cap; excess clients wait in the backlog.
     let app = Upstream::start().await;
     let mesh = Mesh::new();
     let proxy = mesh
@@ -302,7 +302,7 @@ async fn inbound_stops_accepting_at_the_connection_cap_and_resumes_below_it() {
 
 #[tokio::test]
 async fn inbound_refuses_paths_the_app_could_read_differently() {
-    // SECURITY-RULES PATH-01, PATH-02: the policy reads the path's bytes, so a path an app
+    // PATH-01, PATH-02 (docs/security.md): the policy reads the path's bytes, so a path an app
     // might normalise into another one never reaches it.
     let app = Upstream::start().await;
     let mesh = Mesh::new();

@@ -1,6 +1,6 @@
 //! The outbound side and the hop-token swap over real sockets: three workloads, each an app
 //! behind its own hopgate (U → A → B), with the tokens checked at each app and verified by
-//! jsonwebtoken as an independent oracle (SECURITY-RULES B, C).
+//! jsonwebtoken as an independent oracle (docs/security.md, "Hop tokens").
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

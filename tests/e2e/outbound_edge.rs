@@ -256,7 +256,7 @@ async fn curl_reaches_the_destination_with_the_outbound_listener_as_http_proxy_a
 
 #[tokio::test]
 async fn an_absolute_form_target_whose_authority_differs_from_host_is_refused_with_400() {
-    // SECURITY-RULES PATH-03, SMG-17: router, policy and destination read one authority.
+    // PATH-03, SMG-17 (docs/security.md): router, policy and destination read one authority.
     let mesh = Workloads::new();
     let inference = mesh.workload("inference").start().await;
     let agent = mesh
@@ -333,7 +333,7 @@ async fn two_hop_token_or_two_authorization_headers_from_the_app_are_401_malform
 
 #[tokio::test]
 async fn a_non_origin_authorization_never_crosses_the_hop_and_the_call_goes_as_the_workload() {
-    // SECURITY-RULES ACT-14, HDR-07: only the minted token crosses the hop.
+    // ACT-14, HDR-07 (docs/security.md): only the minted token crosses the hop.
     let mesh = Workloads::new();
     let idp = Idp::new();
     idp.write_jwks(mesh.dir.path());
@@ -375,8 +375,8 @@ async fn a_non_origin_authorization_never_crosses_the_hop_and_the_call_goes_as_t
 
 #[tokio::test]
 async fn a_relayed_chain_longer_than_the_destinations_max_depth_is_401_depth_to_the_relaying_app() {
-    // SECURITY-RULES ACT-10. crm accepts one actor: agent → inference → crm without an end user
-    // has one (inference); with alice as the subject it has two (inference, agent).
+    // ACT-10 (docs/security.md). crm accepts one actor: agent → inference → crm without an end
+    // user has one (inference); with alice as the subject it has two (inference, agent).
     let mesh = Workloads::new();
     let idp = Idp::new();
     idp.write_jwks(mesh.dir.path());

@@ -1,5 +1,5 @@
 //! Cedar authorization over real mTLS: the sidecar decides every request with the policy folder
-//! it was given (DESIGN.md "Cedar model", SECURITY-RULES D.6).
+//! it was given (docs/cedar.md, "The model"; docs/security.md, "Cedar evaluation pitfalls").
 //!
 //! Every test writes a policy folder next to the sidecar's config (the shipped schema plus the
 //! test's policies), starts a sidecar on it and calls it with client SVIDs of `example.org`.

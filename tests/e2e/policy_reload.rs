@@ -1,6 +1,6 @@
 //! Policy hot reload on a running sidecar: a new forbid revokes access on connections that are
 //! already open, a busy sidecar swaps policy sets without failing a request, and a broken or
-//! invalid folder keeps the last good set (SECURITY-RULES CED-07).
+//! invalid folder keeps the last good set (CED-07 in docs/security.md).
 //!
 //! The sidecar watches its policy folder and reloads once it has been quiet for ~100 ms; these
 //! tests change files and poll (bounded) for the effect.

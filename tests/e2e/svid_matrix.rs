@@ -1,6 +1,7 @@
 //! The inbound SVID matrix: real TLS handshakes over loopback against the production inbound
-//! config, one test per rule. Each reject case names its SECURITY-RULES row or section and
-//! asserts the handshake failure reason the server counts.
+//! config, one test per rule. Each reject case names its rule in docs/security.md (an `SVID-S..`
+//! row of "SPIFFE IDs", or a step of "Inbound: the SVID on the handshake"), with the X509-SVID
+//! section where one applies, and asserts the handshake failure reason the server counts.
 //!
 //! Trust domains: `example.org` (ours, allowed), `other.org` (federated: own bundle, allowed),
 //! `blocked.org` (has a bundle but is not allowed), `evil.org` (no bundle at all).
@@ -186,7 +187,7 @@ async fn a_valid_svid_issued_via_an_intermediate_is_accepted() {
 
 #[tokio::test]
 async fn an_svid_of_a_federated_trust_domain_is_accepted_against_its_own_bundle() {
-    // A.1 federation: other.org has its own bundle and is allowed.
+    // Federation: other.org has its own bundle and is allowed.
     let fx = Fixture::new();
     fx.accepts(&fx.other.leaf("spiffe://other.org/ns/a/sa/b").build())
         .await;
@@ -204,7 +205,7 @@ async fn a_valid_svid_is_accepted_over_tls12() {
 
 #[tokio::test]
 async fn an_svid_with_a_dns_san_besides_its_uri_san_and_no_eku_is_accepted() {
-    // A.1 X509-SVID §2 (other SAN types MAY be present), §4.4 (EKU is a SHOULD).
+    // X509-SVID §2 (other SAN types MAY be present), §4.4 (EKU is a SHOULD).
     let fx = Fixture::new();
     fx.accepts(&fx.example.leaf(ID).dns("b.example.org").eku(&[]).build())
         .await;
@@ -214,7 +215,7 @@ async fn an_svid_with_a_dns_san_besides_its_uri_san_and_no_eku_is_accepted() {
 
 #[tokio::test]
 async fn a_client_without_a_certificate_is_rejected() {
-    // DESIGN "Identity": a client SVID is mandatory.
+    // docs/security.md, "Inbound: the SVID on the handshake": a client SVID is mandatory.
     let fx = Fixture::new();
     assert_eq!(
         fx.handshake(None).await,
@@ -224,7 +225,7 @@ async fn a_client_without_a_certificate_is_rejected() {
 
 #[tokio::test]
 async fn an_svid_with_two_uri_sans_is_rejected() {
-    // A.1 X509-SVID §2: more than one URI SAN MUST be rejected, whatever the second's scheme.
+    // X509-SVID §2: more than one URI SAN MUST be rejected, whatever the second's scheme.
     let fx = Fixture::new();
     let leaf = fx
         .example
@@ -236,7 +237,7 @@ async fn an_svid_with_two_uri_sans_is_rejected() {
 
 #[tokio::test]
 async fn a_non_spiffe_uri_san_is_rejected_svid_s07() {
-    // A.3 SVID-S07: the scheme must be `spiffe`.
+    // SVID-S07: the scheme must be `spiffe`.
     Fixture::new()
         .rejects_id("https://example.org/ns/a/sa/b")
         .await;
@@ -244,7 +245,7 @@ async fn a_non_spiffe_uri_san_is_rejected_svid_s07() {
 
 #[tokio::test]
 async fn a_certificate_without_a_uri_san_is_rejected() {
-    // A.1 X509-SVID §2: exactly one URI SAN.
+    // X509-SVID §2: exactly one URI SAN.
     let fx = Fixture::new();
     let leaf = fx.example.leaf(ID).no_uri().dns("a.example.org").build();
     fx.rejects(&leaf, HandshakeFailureReason::InvalidSvid).await;
@@ -252,13 +253,13 @@ async fn a_certificate_without_a_uri_san_is_rejected() {
 
 #[tokio::test]
 async fn a_root_id_without_a_path_is_rejected_svid_s01() {
-    // A.3 SVID-S01: a valid ID, invalid as a leaf (X509-SVID §3.1, §5.2).
+    // SVID-S01: a valid ID, invalid as a leaf (X509-SVID §3.1, §5.2).
     Fixture::new().rejects_id("spiffe://example.org").await;
 }
 
 #[tokio::test]
 async fn an_upper_case_scheme_is_rejected_not_normalised_svid_s08() {
-    // A.3 SVID-S08 (PROFILE: reject).
+    // SVID-S08 (PROFILE: reject).
     let fx = Fixture::new();
     fx.rejects_id("SPIFFE://example.org/ns/a/sa/b").await;
     fx.rejects_id("Spiffe://example.org/ns/a/sa/b").await;
@@ -266,7 +267,7 @@ async fn an_upper_case_scheme_is_rejected_not_normalised_svid_s08() {
 
 #[tokio::test]
 async fn an_upper_case_trust_domain_is_rejected_not_normalised_svid_s09() {
-    // A.3 SVID-S09 (PROFILE: reject).
+    // SVID-S09 (PROFILE: reject).
     Fixture::new()
         .rejects_id("spiffe://EXAMPLE.org/ns/a/sa/b")
         .await;
@@ -274,7 +275,7 @@ async fn an_upper_case_trust_domain_is_rejected_not_normalised_svid_s09() {
 
 #[tokio::test]
 async fn a_trailing_slash_is_rejected_svid_s11() {
-    // A.3 SVID-S11.
+    // SVID-S11.
     Fixture::new()
         .rejects_id("spiffe://example.org/ns/a/sa/b/")
         .await;
@@ -282,7 +283,7 @@ async fn a_trailing_slash_is_rejected_svid_s11() {
 
 #[tokio::test]
 async fn an_empty_path_segment_is_rejected_svid_s12() {
-    // A.3 SVID-S12.
+    // SVID-S12.
     Fixture::new()
         .rejects_id("spiffe://example.org/ns//sa/b")
         .await;
@@ -290,7 +291,7 @@ async fn an_empty_path_segment_is_rejected_svid_s12() {
 
 #[tokio::test]
 async fn dot_segments_are_rejected_svid_s13() {
-    // A.3 SVID-S13.
+    // SVID-S13.
     let fx = Fixture::new();
     fx.rejects_id("spiffe://example.org/ns/../sa/b").await;
     fx.rejects_id("spiffe://example.org/./ns/a").await;
@@ -298,7 +299,7 @@ async fn dot_segments_are_rejected_svid_s13() {
 
 #[tokio::test]
 async fn a_percent_encoded_trust_domain_is_rejected_svid_s14() {
-    // A.3 SVID-S14.
+    // SVID-S14.
     Fixture::new()
         .rejects_id("spiffe://%65xample.org/ns/a/sa/b")
         .await;
@@ -306,7 +307,7 @@ async fn a_percent_encoded_trust_domain_is_rejected_svid_s14() {
 
 #[tokio::test]
 async fn a_percent_encoded_path_is_rejected_svid_s15() {
-    // A.3 SVID-S15.
+    // SVID-S15.
     Fixture::new()
         .rejects_id("spiffe://example.org/ns/%61/sa/b")
         .await;
@@ -314,7 +315,7 @@ async fn a_percent_encoded_path_is_rejected_svid_s15() {
 
 #[tokio::test]
 async fn a_query_or_fragment_is_rejected_svid_s16() {
-    // A.3 SVID-S16.
+    // SVID-S16.
     let fx = Fixture::new();
     fx.rejects_id("spiffe://example.org/ns/a/sa/b?x=1").await;
     fx.rejects_id("spiffe://example.org/ns/a/sa/b#frag").await;
@@ -322,7 +323,7 @@ async fn a_query_or_fragment_is_rejected_svid_s16() {
 
 #[tokio::test]
 async fn a_port_is_rejected_svid_s17() {
-    // A.3 SVID-S17.
+    // SVID-S17.
     Fixture::new()
         .rejects_id("spiffe://example.org:8443/ns/a/sa/b")
         .await;
@@ -330,7 +331,7 @@ async fn a_port_is_rejected_svid_s17() {
 
 #[tokio::test]
 async fn userinfo_is_rejected_svid_s18() {
-    // A.3 SVID-S18.
+    // SVID-S18.
     Fixture::new()
         .rejects_id("spiffe://user:pw@example.org/ns/a/sa/b")
         .await;
@@ -338,7 +339,7 @@ async fn userinfo_is_rejected_svid_s18() {
 
 #[tokio::test]
 async fn characters_outside_the_spiffe_charset_are_rejected_svid_s20_s21() {
-    // A.3 SVID-S20, SVID-S21.
+    // SVID-S20, SVID-S21.
     let fx = Fixture::new();
     fx.rejects_id("spiffe://example.org/ns/a$b").await;
     fx.rejects_id("spiffe://example.org/ns/~a").await;
@@ -348,7 +349,7 @@ async fn characters_outside_the_spiffe_charset_are_rejected_svid_s20_s21() {
 
 #[tokio::test]
 async fn a_leaf_that_is_a_ca_is_rejected() {
-    // A.1 X509-SVID §4.1, A.5 step 3.
+    // X509-SVID §4.1, step 3.
     let fx = Fixture::new();
     let leaf = fx
         .example
@@ -361,7 +362,7 @@ async fn a_leaf_that_is_a_ca_is_rejected() {
 
 #[tokio::test]
 async fn a_leaf_with_key_cert_sign_is_rejected() {
-    // A.1 X509-SVID §4.3, A.5 step 3.
+    // X509-SVID §4.3, step 3.
     let fx = Fixture::new();
     let usages = [
         KeyUsagePurpose::DigitalSignature,
@@ -376,7 +377,7 @@ async fn a_leaf_with_key_cert_sign_is_rejected() {
 
 #[tokio::test]
 async fn a_leaf_with_crl_sign_is_rejected() {
-    // A.1 X509-SVID §4.3, A.5 step 3 (webpki alone accepts it, A.2).
+    // X509-SVID §4.3, step 3 (webpki alone accepts it).
     let fx = Fixture::new();
     let usages = [KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
     fx.rejects(
@@ -388,7 +389,7 @@ async fn a_leaf_with_crl_sign_is_rejected() {
 
 #[tokio::test]
 async fn a_leaf_without_digital_signature_is_rejected() {
-    // A.1 X509-SVID §4.3, A.5 step 3 (webpki alone accepts it, A.2).
+    // X509-SVID §4.3, step 3 (webpki alone accepts it).
     let fx = Fixture::new();
     let leaf = fx
         .example
@@ -400,7 +401,7 @@ async fn a_leaf_without_digital_signature_is_rejected() {
 
 #[tokio::test]
 async fn a_leaf_without_key_usage_is_rejected() {
-    // A.1 X509-SVID §4.3: key usage MUST be present (go-spiffe's Verify accepts it, A.2).
+    // X509-SVID §4.3: key usage MUST be present (go-spiffe's Verify accepts it).
     let fx = Fixture::new();
     fx.rejects(
         &fx.example.leaf(ID).no_key_usage().build(),
@@ -411,7 +412,7 @@ async fn a_leaf_without_key_usage_is_rejected() {
 
 #[tokio::test]
 async fn a_leaf_with_a_non_critical_key_usage_is_rejected_profile() {
-    // A.1 X509-SVID §4.3 "MUST be critical". PROFILE: every implementation in A.2 accepts it;
+    // X509-SVID §4.3 "MUST be critical". PROFILE: other SVID verifiers accept it;
     // hopgate rejects it. This test records that choice.
     let fx = Fixture::new();
     let leaf = fx.example.leaf(ID).non_critical_key_usage().build();
@@ -420,7 +421,7 @@ async fn a_leaf_with_a_non_critical_key_usage_is_rejected_profile() {
 
 #[tokio::test]
 async fn a_leaf_whose_eku_lacks_client_auth_is_rejected() {
-    // A.1 X509-SVID §4.4, A.5 step 3: serverAuth only.
+    // X509-SVID §4.4, step 3: serverAuth only.
     let fx = Fixture::new();
     let leaf = fx
         .example
@@ -432,7 +433,7 @@ async fn a_leaf_whose_eku_lacks_client_auth_is_rejected() {
 
 #[tokio::test]
 async fn a_leaf_with_trailing_data_is_rejected() {
-    // A.5 step 1: strict parse.
+    // Step 1: strict parse.
     let fx = Fixture::new();
     fx.rejects(
         &fx.example.leaf(ID).trailing_data().build(),
@@ -443,7 +444,7 @@ async fn a_leaf_with_trailing_data_is_rejected() {
 
 #[tokio::test]
 async fn a_leaf_with_a_repeated_san_extension_is_rejected() {
-    // A.5 step 1: a duplicate extension could hide a second identity.
+    // Step 1: a duplicate extension could hide a second identity.
     let fx = Fixture::new();
     let leaf = fx.example.leaf(ID).duplicate_san_extension().build();
     fx.rejects(&leaf, HandshakeFailureReason::InvalidSvid).await;
@@ -453,7 +454,7 @@ async fn a_leaf_with_a_repeated_san_extension_is_rejected() {
 
 #[tokio::test]
 async fn an_expired_leaf_is_rejected() {
-    // A.5 step 5 (time = now).
+    // Step 5 (time = now).
     let fx = Fixture::new();
     fx.rejects(
         &fx.example.leaf(ID).expired().build(),
@@ -464,7 +465,7 @@ async fn an_expired_leaf_is_rejected() {
 
 #[tokio::test]
 async fn a_leaf_not_yet_valid_is_rejected() {
-    // A.5 step 5 (time = now).
+    // Step 5 (time = now).
     let fx = Fixture::new();
     fx.rejects(
         &fx.example.leaf(ID).not_yet_valid().build(),
@@ -477,7 +478,7 @@ async fn a_leaf_not_yet_valid_is_rejected() {
 
 #[tokio::test]
 async fn a_foreign_trust_domain_without_a_bundle_is_rejected() {
-    // A.5 step 4: unknown trust domain, no fallback to other roots.
+    // Step 4: unknown trust domain, no fallback to other roots.
     let fx = Fixture::new();
     let leaf = fx.evil.leaf("spiffe://evil.org/ns/a/sa/b").build();
     fx.rejects(&leaf, HandshakeFailureReason::UntrustedDomain)
@@ -486,7 +487,7 @@ async fn a_foreign_trust_domain_without_a_bundle_is_rejected() {
 
 #[tokio::test]
 async fn a_trust_domain_with_a_bundle_that_is_not_allowed_is_rejected() {
-    // A.5 step 4, DESIGN `inbound.allowed_trust_domains`.
+    // Step 4, `inbound.allowed_trust_domains` (docs/configuration.md).
     let fx = Fixture::new();
     let leaf = fx.blocked.leaf("spiffe://blocked.org/ns/a/sa/b").build();
     fx.rejects(&leaf, HandshakeFailureReason::UntrustedDomain)
@@ -495,7 +496,7 @@ async fn a_trust_domain_with_a_bundle_that_is_not_allowed_is_rejected() {
 
 #[tokio::test]
 async fn an_svid_signed_by_the_other_federated_domains_ca_is_rejected() {
-    // A.1 federation, A.5 step 4: the bundle is picked by the SVID's trust domain, never another's.
+    // Federation, step 4: the bundle is picked by the SVID's trust domain, never another's.
     let fx = Fixture::new();
     let leaf = fx.example.leaf(ID).signed_by(&fx.other).build();
     fx.rejects(&leaf, HandshakeFailureReason::UntrustedChain)
@@ -506,7 +507,7 @@ async fn an_svid_signed_by_the_other_federated_domains_ca_is_rejected() {
 
 #[tokio::test]
 async fn an_svid_from_an_untrusted_root_with_the_same_name_is_rejected() {
-    // A.5 step 5: same subject name as example.org's root, different key.
+    // Step 5: same subject name as example.org's root, different key.
     let fx = Fixture::new();
     let impostor = Ca::new("example.org");
     fx.rejects(
@@ -518,7 +519,7 @@ async fn an_svid_from_an_untrusted_root_with_the_same_name_is_rejected() {
 
 #[tokio::test]
 async fn a_self_signed_leaf_is_rejected() {
-    // A.5 step 5.
+    // Step 5.
     let fx = Fixture::new();
     fx.rejects(
         &fx.example.leaf(ID).self_signed().build(),
@@ -529,7 +530,7 @@ async fn a_self_signed_leaf_is_rejected() {
 
 #[tokio::test]
 async fn a_leaf_issued_by_a_certificate_that_is_not_a_ca_is_rejected() {
-    // A.5 step 5 (RFC 5280 §4.2.1.9 basic constraints), A.1 X509-SVID §4.1.
+    // Step 5 (RFC 5280 §4.2.1.9 basic constraints), X509-SVID §4.1.
     let fx = Fixture::new();
     let not_ca = fx.example.intermediate_builder().not_ca().build();
     fx.rejects(
@@ -541,7 +542,7 @@ async fn a_leaf_issued_by_a_certificate_that_is_not_a_ca_is_rejected() {
 
 #[tokio::test]
 async fn a_leaf_presented_without_its_intermediate_is_rejected() {
-    // A.5 step 5: intermediates come only from the presented chain.
+    // Step 5: intermediates come only from the presented chain.
     let fx = Fixture::new();
     let leaf = fx
         .example
@@ -555,7 +556,7 @@ async fn a_leaf_presented_without_its_intermediate_is_rejected() {
 
 #[tokio::test]
 async fn an_intermediate_whose_spiffe_id_has_a_path_is_rejected() {
-    // A.1 X509-SVID §3.2, A.5 step 6.
+    // X509-SVID §3.2, step 6.
     let fx = Fixture::new();
     let ca = fx
         .example
@@ -568,7 +569,7 @@ async fn an_intermediate_whose_spiffe_id_has_a_path_is_rejected() {
 
 #[tokio::test]
 async fn an_intermediate_with_the_id_of_another_trust_domain_is_rejected() {
-    // A.5 step 6 (PROFILE: X509-SVID §3.2 "SHOULD be in the leaf's trust domain" enforced).
+    // Step 6 (PROFILE: X509-SVID §3.2 "SHOULD be in the leaf's trust domain" enforced).
     let fx = Fixture::new();
     let ca = fx
         .example

@@ -1,6 +1,7 @@
 //! Hop tokens on the inbound side, over real mTLS: a token minted by the caller's own SVID for
 //! this workload verifies, reaches the policy as `context.token` and the app for relaying;
-//! every misuse is a 401 with its reason code (SECURITY-RULES B, C).
+//! every misuse is a 401 with its reason code (docs/tokens.md, "Receiver checks and reason
+//! codes").
 
 use std::time::Duration;
 
@@ -85,7 +86,8 @@ when {{ context.token.present && context.token has scope && context.token.scope.
 
 #[tokio::test]
 async fn a_token_replayed_by_another_workload_is_refused_as_binding() {
-    // SECURITY-RULES CNF-*, ACT: the token names its minter; only that workload may present it.
+    // CNF-*, ACT-* (docs/security.md): the token names its minter; only that workload may
+    // present it.
     let app = Upstream::start().await;
     let mesh = Mesh::new();
     let proxy = mesh.proxy(app.addr).start().await;

@@ -1,7 +1,7 @@
-//! Request spans (DESIGN.md "Telemetry") as a real OTLP collector receives them: three
-//! workloads, each an app behind its own hopgate exporting under its own `service.name`, over
-//! OTLP gRPC and HTTP/protobuf; a collector that is down or hangs; and the join between an audit
-//! line and its span.
+//! Request spans (docs/telemetry.md, "Request spans") as a real OTLP collector receives them:
+//! three workloads, each an app behind its own hopgate exporting under its own `service.name`,
+//! over OTLP gRPC and HTTP/protobuf; a collector that is down or hangs; and the join between an
+//! audit line and its span.
 
 use std::time::{Duration, Instant};
 

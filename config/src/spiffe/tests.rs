@@ -1,4 +1,5 @@
-//! SECURITY-RULES A.3, one test per row, named after its ID (`svid_s13_...`).
+//! The SPIFFE ID rules of docs/security.md ("SPIFFE IDs"), one test per row, named after its ID
+//! (`svid_s13_...`).
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Deciding hops: the Cedar model and the D.6 rules.
+//! Deciding hops: the Cedar model and the safety rules of docs/security.md, "Cedar evaluation
+//! pitfalls".
 
 use serde_json::json;
 

@@ -1,6 +1,6 @@
 //! Authorization: the Cedar decision for one hop, built from the request the proxy is about to
 //! forward, so the policy sees exactly the method, path and host the app will see
-//! (SECURITY-RULES PATH-01).
+//! (PATH-01 in docs/security.md).
 //!
 //! The request facts are built here and nowhere else: `hopgate policy explain` and
 //! `hopgate policy test` call [`HttpFacts::from_parts`] too, so an offline decision is the

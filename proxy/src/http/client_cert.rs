@@ -4,7 +4,7 @@
 //! able to set it: every client-supplied copy is removed, under any spelling the app might fold
 //! into the same name (`x_forwarded_client_cert`), and then one value is set from the verified
 //! TLS connection, in Envoy's `SANITIZE_SET` format: `By=<own ID>;Hash=<hex SHA-256 of the peer
-//! certificate>;URI=<peer ID>` (SECURITY-RULES HDR-01, HDR-02).
+//! certificate>;URI=<peer ID>` (HDR-01, HDR-02 in docs/security.md).
 
 use hopgate_config::SpiffeId;
 use http::HeaderMap;

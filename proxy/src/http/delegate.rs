@@ -8,7 +8,7 @@
 //!                                                    hop-token: <child>  ◀─┘  Authorization: removed
 //! ```
 //!
-//! Rules (DESIGN.md "Relay rules", SECURITY-RULES ACT-14, HDR-07):
+//! Rules (docs/tokens.md, "Relaying: what the app must do"; ACT-14, HDR-07 in docs/security.md):
 //!
 //! - A relayed `hop-token` must verify (chain, signature, `aud` = this workload, time); one that
 //!   does not is a 401 with its reason code, never dropped in favour of a fresh chain.

@@ -1,4 +1,4 @@
-//! Hop-by-hop header hygiene (RFC 9110 §7.6.1, SECURITY-RULES D.3).
+//! Hop-by-hop header hygiene (RFC 9110 §7.6.1; docs/security.md, "Hop-by-hop hygiene").
 //!
 //! A proxy must parse `Connection`, remove every field it nominates, then remove the fixed set of
 //! hop-by-hop fields. This runs on requests (client → app) and on responses (app → client).
@@ -74,8 +74,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Result<(), HopByHopError> {
     result
 }
 
-/// Checks that the request names one authority (SECURITY-RULES SMG-17, PATH-03): at most one
-/// `Host`, readable, and equal to the request target's authority when both are present (an
+/// Checks that the request names one authority (SMG-17, PATH-03 in docs/security.md): at most
+/// one `Host`, readable, and equal to the request target's authority when both are present (an
 /// absolute-form HTTP/1.1 target, or `:authority` on HTTP/2). Otherwise the policy and the app
 /// could each pick a different one.
 ///

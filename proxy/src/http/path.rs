@@ -1,4 +1,4 @@
-//! Request-path hygiene (SECURITY-RULES PATH-01, PATH-02).
+//! Request-path hygiene (PATH-01, PATH-02 in docs/security.md).
 //!
 //! A policy reads `context.http.path` as bytes, while the app behind the sidecar may normalise
 //! it first: resolve `..`, merge `//`, decode `%2e` or `%61`, cut `;params`. Any path the app

@@ -16,10 +16,12 @@ use crate::telemetry::metrics::DecisionLabel;
 /// (`UpstreamConnect`, `UpstreamTimeout`) or hopgate (`Overloaded`, `Internal`).
 #[derive(Debug, Error)]
 pub enum RequestError {
-    /// The request is malformed in a way a proxy must not forward (SECURITY-RULES D.2).
+    /// The request is malformed in a way a proxy must not forward (docs/security.md, "Request
+    /// smuggling and ambiguity").
     #[error("bad request: {0}")]
     BadRequest(&'static str),
-    /// The hop token is missing or invalid; the reason is a stable code from DESIGN.md.
+    /// The hop token is missing or invalid; the reason is a stable code from docs/tokens.md,
+    /// "Receiver checks and reason codes".
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),
     /// Policy denied the request.

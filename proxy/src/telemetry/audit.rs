@@ -1,8 +1,8 @@
 //! Audit records: one JSON line per policy decision on stdout, target `hopgate::audit`.
 //!
 //! The record names who called whom, for what, under which decision and policies. It never
-//! holds a token, a key or the request's headers (SECURITY-RULES TEL-01): only the decision's
-//! facts and, from a verified hop token, its `jti`, `txn`, `sub` and depth.
+//! holds a token, a key or the request's headers (TEL-01 in docs/security.md): only the
+//! decision's facts and, from a verified hop token, its `jti`, `txn`, `sub` and depth.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -369,8 +369,8 @@ impl ProxyMetrics {
             .inc();
     }
 
-    /// Counts one refused hop token; `reason` is one of the stable codes of DESIGN.md, a
-    /// closed set.
+    /// Counts one refused hop token; `reason` is one of the stable codes of docs/tokens.md,
+    /// "Receiver checks and reason codes", a closed set.
     pub fn record_token_rejection(&self, reason: &'static str) {
         self.token_rejections
             .get_or_create(&TokenReasonLabels {

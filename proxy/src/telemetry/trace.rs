@@ -1,6 +1,6 @@
-//! Request spans (DESIGN.md "Telemetry"): one `hopgate.inbound` (server) or `hopgate.outbound`
-//! (client) span per request, with the HTTP semantic-convention attributes and every `hop.*`
-//! attribute, exported over OTLP and/or collected in memory.
+//! Request spans (docs/telemetry.md, "Request spans"): one `hopgate.inbound` (server) or
+//! `hopgate.outbound` (client) span per request, with the HTTP semantic-convention attributes
+//! and every `hop.*` attribute, exported over OTLP and/or collected in memory.
 //!
 //! ```text
 //!  request ─ traceparent? ─▶ tracing span (this sidecar's Dispatch) ─ tracing-opentelemetry ─▶
@@ -696,8 +696,8 @@ pub fn authority<B>(req: &http::Request<B>) -> &str {
 fn remote_parent(headers: &HeaderMap) -> Option<SpanContext> {
     let (trace_id, span_id, flags) = traceparent::parse(headers.get(TRACEPARENT)?.as_bytes())?;
     // A malformed `tracestate` is dropped, not the trace: the W3C rule, and the SDK's. So is one
-    // longer than the 512 bytes W3C asks every tracer to pass on (SECURITY-RULES TEL-02): it is
-    // not parsed, and not forwarded.
+    // longer than the 512 bytes W3C asks every tracer to pass on (TEL-02 in docs/security.md):
+    // it is not parsed, and not forwarded.
     let state = headers
         .get(TRACESTATE)
         .filter(|v| v.len() <= TRACESTATE_LIMIT)

@@ -4,7 +4,7 @@
 //! outbound client config): every certificate decision hopgate makes is in this file and in
 //! `svid_profile.rs`, which it calls.
 //!
-//! # Order (SECURITY-RULES A.5)
+//! # Order (docs/security.md, "Inbound: the SVID on the handshake")
 //!
 //! 1. Parse the leaf strictly (x509-parser): no trailing data, no repeated extension, every known
 //!    extension parses.
@@ -28,7 +28,7 @@
 //! extended key usage for the side (`client_auth()` / `server_auth()`, required if present),
 //! name constraints (URI constraints fail closed) and unknown critical extensions.
 //!
-//! Replaced or added, because webpki does not do them for SVIDs (SECURITY-RULES A.2):
+//! Replaced or added, because webpki does not do them for SVIDs:
 //! - the subject name check: webpki matches DNS names and IP addresses; an SVID is named by its
 //!   one URI SAN, so no DNS name is ever checked and the SPIFFE ID rules of steps 2–3 apply;
 //! - key usage: webpki ignores it; X509-SVID §4.3 requires it (step 3, step 6);

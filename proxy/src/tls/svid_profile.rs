@@ -1,11 +1,12 @@
 //! The X.509-SVID certificate profile, checked on one certificate at a time.
 //!
-//! These are the SVID rules that RFC 5280 path validation (webpki) does not make
-//! (SECURITY-RULES A.2): exactly one URI SAN holding a canonical SPIFFE ID with a non-root path,
-//! a leaf that is not a CA, a critical key usage with `digitalSignature` and without
-//! `keyCertSign`/`cRLSign`, and signing certificates whose SPIFFE ID (if any) has no path and
-//! sits in the leaf's trust domain. The parse is strict (A.5 step 1): trailing data, a repeated
-//! extension or an extension that does not parse rejects the certificate.
+//! These are the SVID rules that RFC 5280 path validation (webpki) does not make (docs/security.md,
+//! "Inbound: the SVID on the handshake", whose step numbers are used below): exactly one URI SAN
+//! holding a canonical SPIFFE ID with a non-root path, a leaf that is not a CA, a critical key
+//! usage with `digitalSignature` and without `keyCertSign`/`cRLSign`, and signing certificates
+//! whose SPIFFE ID (if any) has no path and sits in the leaf's trust domain. The parse is strict
+//! (step 1): trailing data, a repeated extension or an extension that does not parse rejects the
+//! certificate.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -164,7 +165,7 @@ impl SvidError {
 
 // === checks ===
 
-/// Checks a leaf against the X.509-SVID profile (A.5 steps 1–3) and returns its SPIFFE ID.
+/// Checks a leaf against the X.509-SVID profile (steps 1–3) and returns its SPIFFE ID.
 pub(crate) fn check_leaf(der: &[u8], usage: Usage) -> Result<SvidLeaf, SvidError> {
     let cert = parse_strict(der)?;
     let id = single_spiffe_id(&cert)?;
@@ -198,7 +199,7 @@ pub(crate) fn check_leaf(der: &[u8], usage: Usage) -> Result<SvidLeaf, SvidError
     })
 }
 
-/// Checks an intermediate that path validation used (A.5 step 6): a critical key usage with
+/// Checks an intermediate that path validation used (step 6): a critical key usage with
 /// `keyCertSign`, and every SPIFFE ID it carries canonical, without a path and in the leaf's
 /// trust domain (X509-SVID §3.2, PROFILE: "SHOULD be in the leaf's trust domain" made a MUST).
 pub(crate) fn check_signing_cert(der: &[u8], leaf: &TrustDomain) -> Result<(), SvidError> {

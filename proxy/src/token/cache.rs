@@ -1,8 +1,8 @@
 //! Two small bounded caches: verified tokens, and minted tokens for reuse.
 //!
 //! The verified cache is keyed by the SHA-256 of the whole compact token, never by signature
-//! bytes: ECDSA signatures are malleable (`(r, s)` and `(r, n−s)` both verify, SECURITY-RULES
-//! key finding 4 and JWT-45), so two distinct tokens may share claims, and one token may not be
+//! bytes: ECDSA signatures are malleable (`(r, s)` and `(r, n−s)` both verify, JWT-45 in
+//! docs/security.md), so two distinct tokens may share claims, and one token may not be
 //! found under another's signature. It stores what the peer-independent checks established, not
 //! a decision: binding, audience and time are checked again on every hit.
 //!

@@ -1,4 +1,4 @@
-//! The claim set of a hop token (DESIGN.md "Hop token") and the `act` walker.
+//! The claim set of a hop token (docs/tokens.md, "Claims") and the `act` walker.
 //!
 //! Unknown claims are allowed (RFC 7519 §4), the known ones are strictly typed: strings are
 //! strings (JWT-32), times are non-negative integers below year 10000 (JWT-29), `aud` is one

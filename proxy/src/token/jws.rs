@@ -288,7 +288,7 @@ impl UnverifiedToken {
 // === impl HopHeader ===
 
 impl HopHeader {
-    /// Applies the `hop+jwt` header profile (SECURITY-RULES B.1).
+    /// Applies the `hop+jwt` header profile (docs/tokens.md, "JOSE header").
     ///
     /// # Errors
     /// [`RejectReason::Malformed`] for any parameter besides `alg`, `typ`, `x5c`;

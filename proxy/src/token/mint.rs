@@ -102,7 +102,7 @@ impl Minter {
         self.mint_at(request, SystemTime::now())
     }
 
-    /// Mints the token for `request.aud` (DESIGN.md "Relay rules"):
+    /// Mints the token for `request.aud` (docs/tokens.md, "Minting (outbound)"):
     ///
     /// - relaying a parent: `sub`, `txn`, `tctx` copied; `scope` = parent ∩ route;
     ///   `act` = `{sub: self, act: parent's act}` (or `{sub: self}` when the parent has none);
@@ -113,8 +113,8 @@ impl Minter {
     ///
     /// `iat` = `nbf` = now, `exp` ≤ now + TTL and ≤ the SVID's notAfter. A token minted from the
     /// same parent (or origin token, or neither) and `tctx`, for the same destination and scope,
-    /// is reused while more than half its lifetime is left (DESIGN.md "Relay rules"). So calls a
-    /// workload starts for itself share one `txn` for up to half the TTL: `txn` names the
+    /// is reused while more than half its lifetime is left (docs/tokens.md, "Caches"). So calls
+    /// a workload starts for itself share one `txn` for up to half the TTL: `txn` names the
     /// delegation, a trace id names the call.
     ///
     /// # Errors
@@ -277,7 +277,7 @@ struct Basis {
 }
 
 /// The entries of `granted` that `route` allows, in `granted`'s order, each once: a scope can
-/// narrow along a chain, never widen (ACT-05, DESIGN.md).
+/// narrow along a chain, never widen (ACT-05; docs/tokens.md, "Minting (outbound)").
 fn narrow<'a>(granted: impl Iterator<Item = &'a str>, route: &[String]) -> String {
     let mut kept: Vec<&str> = Vec::new();
     for scope in granted {

@@ -1,5 +1,6 @@
 //! Cross-module tests of the token module: mint → verify round trips, relay chains, every
-//! rejection reason, the attack cases of SECURITY-RULES B.2/C, and an independent oracle.
+//! rejection reason, the attack cases of docs/security.md ("JWS and JWT", "Delegation and
+//! actors", "Confirmation and binding"), and an independent oracle.
 //! Each test names the rule it covers.
 
 use std::time::Duration;

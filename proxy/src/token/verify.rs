@@ -251,7 +251,8 @@ impl TokenVerifier {
 
     /// The signer of a token: its `x5c` leaf key, checked against `alg` first (no chain crypto
     /// for a token whose algorithm cannot fit), then the chain judged by the SPIFFE verifier as
-    /// an inbound handshake would be (A.5, at now), or the remembered outcome of that.
+    /// an inbound handshake would be (docs/security.md, "Inbound: the SVID on the handshake",
+    /// at now), or the remembered outcome of that.
     fn signer(&self, header: &HopHeader, now: u64) -> Result<Arc<Signer>, RejectReason> {
         let mut entries = Vec::with_capacity(header.x5c.len() * 32);
         for der in &header.x5c {

@@ -1,5 +1,6 @@
 //! The app behind the sidecar: an in-process HTTP/1.1 server on 127.0.0.1:0 that records what it
-//! received, so tests assert on both the status and the upstream's view (SECURITY-RULES D.1).
+//! received, so tests assert on both the status and the upstream's view (docs/security.md,
+//! "Headers the app receives").
 //!
 //! Routes: `/sse` streams one event, waits for the test to release it, then a second;
 //! `/slow/<ms>` answers after that many milliseconds; anything else echoes the request head as

@@ -55,7 +55,8 @@ fn a_leaf_direct_under_the_root_and_one_via_an_intermediate_are_accepted() {
 
 #[test]
 fn the_bundle_is_picked_by_the_leafs_trust_domain_only() {
-    // A.5 step 4: example.org's roots never vouch for an other.org SVID, even one they signed.
+    // Step 4 (docs/security.md, "Inbound: the SVID on the handshake"): example.org's roots never
+    // vouch for an other.org SVID, even one they signed.
     let dir = tempfile::tempdir().unwrap();
     let (ours, theirs) = (TestCa::new("example.org"), TestCa::new("other.org"));
     let b = bundles(
@@ -90,7 +91,7 @@ fn a_domain_with_a_bundle_that_is_not_allowed_is_rejected_before_path_validation
 
 #[test]
 fn intermediates_on_the_path_must_follow_the_signing_certificate_rules() {
-    // A.5 step 6.
+    // Step 6.
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("example.org");
     let verifier = SpiffeClientVerifier::new(

@@ -37,7 +37,7 @@ fn a_valid_leaf_yields_its_id_and_expiry() {
 
 #[test]
 fn trailing_data_after_the_certificate_is_rejected() {
-    // A.5 step 1.
+    // Step 1 (docs/security.md, "Inbound: the SVID on the handshake").
     let mut der = leaf_der(|_| {});
     der.push(0);
     assert!(matches!(
@@ -48,7 +48,7 @@ fn trailing_data_after_the_certificate_is_rejected() {
 
 #[test]
 fn a_repeated_extension_is_rejected() {
-    // A.5 step 1: a second SAN extension must not hide behind the first.
+    // Step 1: a second SAN extension must not hide behind the first.
     let der = leaf_der(|p| {
         p.custom_extensions.push(CustomExtension::from_oid_content(
             &[2, 5, 29, 17],
@@ -64,7 +64,7 @@ fn a_repeated_extension_is_rejected() {
 
 #[test]
 fn a_key_usage_that_does_not_parse_is_rejected() {
-    // A.5 step 1: fail closed on a malformed known extension.
+    // Step 1: fail closed on a malformed known extension.
     let der = leaf_der(|p| {
         p.key_usages.clear();
         let mut ku = CustomExtension::from_oid_content(&[2, 5, 29, 15], vec![0x04, 0x00]);
@@ -77,7 +77,7 @@ fn a_key_usage_that_does_not_parse_is_rejected() {
 
 #[test]
 fn every_uri_san_counts_whatever_its_scheme() {
-    // A.1 X509-SVID §2.
+    // X509-SVID §2.
     let der = leaf_der(|p| {
         p.subject_alt_names
             .push(SanType::URI("https://example.org/".try_into().unwrap()));
@@ -90,7 +90,7 @@ fn every_uri_san_counts_whatever_its_scheme() {
 
 #[test]
 fn a_dns_san_next_to_the_uri_san_is_allowed() {
-    // A.1 X509-SVID §2: other SAN types MAY be present.
+    // X509-SVID §2: other SAN types MAY be present.
     let der = leaf_der(|p| {
         p.subject_alt_names
             .push(SanType::DnsName("api.example.org".try_into().unwrap()));
@@ -100,7 +100,7 @@ fn a_dns_san_next_to_the_uri_san_is_allowed() {
 
 #[test]
 fn an_empty_subject_needs_a_critical_san() {
-    // A.1 X509-SVID §3.1. rcgen marks the SAN critical exactly when the subject is empty, so
+    // X509-SVID §3.1. rcgen marks the SAN critical exactly when the subject is empty, so
     // the SAN is added by hand, non-critical.
     let der = leaf_der(|p| {
         p.distinguished_name = rcgen::DistinguishedName::new();
@@ -118,7 +118,7 @@ fn an_empty_subject_needs_a_critical_san() {
 
 #[test]
 fn our_own_svid_needs_both_client_and_server_auth_when_it_has_an_eku() {
-    // A.1 X509-SVID §4.4.
+    // X509-SVID §4.4.
     let der = leaf_der(|p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth]);
     assert!(check_leaf(&der, Usage::ClientAuth).is_ok());
     assert!(matches!(
@@ -133,14 +133,14 @@ fn our_own_svid_needs_both_client_and_server_auth_when_it_has_an_eku() {
 
 #[test]
 fn a_leaf_without_eku_is_allowed() {
-    // A.1 X509-SVID §4.4: the leaf SHOULD carry one; it is not required.
+    // X509-SVID §4.4: the leaf SHOULD carry one; it is not required.
     let der = leaf_der(|p| p.extended_key_usages.clear());
     assert!(check_leaf(&der, Usage::Both).is_ok());
 }
 
 #[test]
 fn key_encipherment_and_key_agreement_are_allowed_on_a_leaf() {
-    // A.1 X509-SVID §4.3: MAY set keyEncipherment/keyAgreement.
+    // X509-SVID §4.3: MAY set keyEncipherment/keyAgreement.
     let der = leaf_der(|p| {
         p.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -161,7 +161,7 @@ fn a_signing_cert_with_the_root_id_of_the_leafs_domain_is_accepted() {
 
 #[test]
 fn a_signing_cert_with_a_path_or_another_domain_or_a_non_canonical_id_is_rejected() {
-    // A.5 step 6, A.1 X509-SVID §3.2.
+    // Step 6, X509-SVID §3.2.
     let td = TrustDomain::parse("example.org").unwrap();
     let err = check_signing_cert(&ca_der("spiffe://example.org/ca", |_| {}), &td).unwrap_err();
     assert!(matches!(err, SvidError::SigningCertPath(_)), "{err:?}");
@@ -176,7 +176,7 @@ fn a_signing_cert_with_a_path_or_another_domain_or_a_non_canonical_id_is_rejecte
 
 #[test]
 fn a_signing_cert_without_key_cert_sign_is_rejected() {
-    // A.5 step 6, A.1 X509-SVID §4.3.
+    // Step 6, X509-SVID §4.3.
     let td = TrustDomain::parse("example.org").unwrap();
     let der = ca_der("spiffe://example.org", |p| {
         p.key_usages = vec![KeyUsagePurpose::CrlSign]

@@ -1,6 +1,6 @@
-//! The JWS attack cases of SECURITY-RULES B.2: algorithm confusion, header injection, format
-//! confusion, JSON ambiguity and signature encoding (JWT-01..11, 16, 21, 23, 24, 29, 32..36,
-//! 41..45, 48, 49).
+//! The JWS attack cases of docs/security.md, "JWS and JWT": algorithm confusion, header
+//! injection, format confusion, JSON ambiguity and signature encoding (JWT-01..11, 16, 21, 23,
+//! 24, 29, 32..36, 41..45, 48, 49).
 
 use aws_lc_rs::hmac;
 use base64::Engine as _;

@@ -1,5 +1,6 @@
-//! One test (or more) per DESIGN reason code, on otherwise valid tokens: typ, audience,
-//! expired, not_yet_valid, lifetime, actor, depth, binding, chain, too_large.
+//! One test (or more) per reason code of docs/tokens.md ("Receiver checks and reason codes"),
+//! on otherwise valid tokens: typ, audience, expired, not_yet_valid, lifetime, actor, depth,
+//! binding, chain, too_large.
 
 use std::time::SystemTime;
 
@@ -342,7 +343,8 @@ fn an_x5c_that_is_not_a_valid_svid_of_its_trust_domain_is_refused_jwt_12_to_14()
             "JWT-13"
         );
     }
-    // JWT-14: leaves a peer verifier must reject (section A).
+    // JWT-14: leaves a peer verifier must reject (docs/security.md, "Inbound: the SVID on the
+    // handshake").
     let ca = TestCa::new("example.org");
     let bad_leaves: [fn(&mut rcgen::CertificateParams); 3] = [
         |p| p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained),

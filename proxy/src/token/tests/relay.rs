@@ -1,4 +1,5 @@
-//! Relay chains (ACT-05, ACT-06, ACT-07, ACT-08, ACT-12, DESIGN.md "Relay rules").
+//! Relay chains (ACT-05, ACT-06, ACT-07, ACT-08, ACT-12; docs/tokens.md, "Relaying: what the
+//! app must do").
 
 use std::time::Duration;
 
