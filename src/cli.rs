@@ -120,9 +120,11 @@ pub(crate) struct PolicyExplain {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DevCaCommand {
-    /// Create a CA for one trust domain in DIR (ca.pem, ca_key.pem, bundle.pem).
+    /// Create a CA for one trust domain in DIR (ca.pem, ca_key.pem, bundle.pem). Exit 0; 78 for
+    /// a bad trust domain; 1 when a CA is already there or it cannot be written.
     Init(DevCaInit),
-    /// Issue an X.509-SVID for SPIFFE_ID from the CA in DIR.
+    /// Issue an X.509-SVID for SPIFFE_ID from the CA in DIR. Exit 0; 78 for bad arguments; 1
+    /// when it cannot be done (no CA, an SVID already there without --force).
     Issue(DevCaIssue),
 }
 
@@ -147,4 +149,11 @@ pub(crate) struct DevCaIssue {
     /// How long the SVID is valid, such as `24h` or `30m` (default 24h).
     #[arg(long, default_value = "24h")]
     pub(crate) ttl: String,
+    /// A DNS name to add as a subject alternative name (repeatable), such as `localhost`, so
+    /// clients that check host names (curl, browsers) can verify the sidecar by it.
+    #[arg(long = "dns", value_name = "NAME")]
+    pub(crate) dns: Vec<String>,
+    /// Replace an SVID already in the output folder (without it, `issue` refuses, exit 1).
+    #[arg(long)]
+    pub(crate) force: bool,
 }

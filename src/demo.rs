@@ -346,13 +346,14 @@ impl Mesh {
         dev_ca::init(&root.join("ca"), &td).context("the dev CA")?;
         for (name, id) in [("agent", AGENT), ("inference", INFERENCE), ("crm", CRM)] {
             let id = SpiffeId::parse(id).context("a demo SPIFFE ID")?;
-            dev_ca::issue(
-                &root.join("ca"),
-                &id,
-                Some(&root.join(name)),
-                Duration::from_secs(3600),
-            )
-            .with_context(|| format!("the {name} SVID"))?;
+            let options = dev_ca::IssueOptions {
+                out: Some(&root.join(name)),
+                ttl: Duration::from_secs(3600),
+                dns: &[],
+                force: false,
+            };
+            dev_ca::issue(&root.join("ca"), &id, &options)
+                .with_context(|| format!("the {name} SVID"))?;
         }
         let policies = root.join("policies");
         std::fs::create_dir_all(&policies)?;

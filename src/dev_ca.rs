@@ -2,15 +2,16 @@
 //!
 //! ```text
 //! dev-ca init DIR --trust-domain TD    DIR/ca.pem  ca_key.pem (0600)  bundle.pem (= ca.pem)  trust_domain
-//! dev-ca issue DIR spiffe://TD/a/b     DIR/b/svid.pem (leaf)  svid_key.pem (PKCS#8, 0600)  bundle.pem
+//! dev-ca issue DIR spiffe://TD/a/b [--dns NAME]... [--force]
+//!                                      DIR/b/svid.pem (leaf)  svid_key.pem (PKCS#8, 0600)  bundle.pem
 //! ```
 //!
 //! The certificates follow the X.509-SVID profile of docs/security.md ("Inbound: the SVID on
 //! the handshake") so that hopgate's strict verifier accepts them:
 //! - CA: `cA=true` with `pathLen=0` (it signs leaves only), critical key usage
 //!   `keyCertSign` + `cRLSign`, URI SAN `spiffe://<td>` without a path.
-//! - Leaf: `cA=false`, exactly one URI SAN (the SPIFFE ID, non-root path), critical key usage
-//!   `digitalSignature` only, EKU `serverAuth` + `clientAuth`.
+//! - Leaf: `cA=false`, exactly one URI SAN (the SPIFFE ID, non-root path) plus any `--dns`
+//!   names, critical key usage `digitalSignature` only, EKU `serverAuth` + `clientAuth`.
 //!
 //! Keys are ECDSA P-256. Nothing here is meant for production: the CA key lies on disk unencrypted.
 
@@ -128,6 +129,18 @@ pub(crate) enum DevCaError {
         /// The requested ID.
         id: SpiffeId,
     },
+    /// A `--dns` name is not a DNS name an SVID can carry.
+    BadDns {
+        /// The argument as given.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `issue` found an SVID already in place and `--force` was not given.
+    SvidExists {
+        /// The file that exists.
+        path: PathBuf,
+    },
     /// `init` found a CA file already in place.
     Exists {
         /// The file that exists.
@@ -170,8 +183,12 @@ impl DevCaError {
     /// 1 when the command could not be carried out.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            Self::BadTtl { .. } | Self::ForeignTrustDomain { .. } | Self::RootId { .. } => 78,
+            Self::BadTtl { .. }
+            | Self::BadDns { .. }
+            | Self::ForeignTrustDomain { .. }
+            | Self::RootId { .. } => 78,
             Self::Exists { .. }
+            | Self::SvidExists { .. }
             | Self::NoCa { .. }
             | Self::BadCaFile { .. }
             | Self::Read { .. }
@@ -192,6 +209,12 @@ impl fmt::Display for DevCaError {
             Self::RootId { id } => write!(
                 f,
                 "`{id}` has no path; an X.509-SVID needs one, such as `{id}/workload`"
+            ),
+            Self::BadDns { input, reason } => write!(f, "invalid --dns `{input}`: {reason}"),
+            Self::SvidExists { path } => write!(
+                f,
+                "`{}` already exists; pass --force to replace the SVID there",
+                path.display()
             ),
             Self::Exists { path } => write!(
                 f,
@@ -225,6 +248,8 @@ impl std::error::Error for DevCaError {
             Self::BadTtl { .. }
             | Self::ForeignTrustDomain { .. }
             | Self::RootId { .. }
+            | Self::BadDns { .. }
+            | Self::SvidExists { .. }
             | Self::Exists { .. }
             | Self::NoCa { .. }
             | Self::BadCaFile { .. } => None,
@@ -285,6 +310,49 @@ fn check_ttl(ttl: Duration) -> Result<(), &'static str> {
         return Err("is longer than 90 days");
     }
     Ok(())
+}
+
+/// Checks a `--dns` name: a host name of letters, digits and hyphens in dot-separated labels,
+/// as curl and browsers match it against the certificate. No wildcards: a dev SVID names hosts.
+///
+/// # Errors
+/// [`DevCaError::BadDns`] naming what is wrong.
+pub(crate) fn parse_dns(input: &str) -> Result<String, DevCaError> {
+    let bad = |reason| DevCaError::BadDns {
+        input: input.to_owned(),
+        reason,
+    };
+    let name = input
+        .strip_suffix('.')
+        .unwrap_or(input)
+        .to_ascii_lowercase();
+    if name.is_empty() || name.len() > 253 {
+        return Err(bad("must be 1 to 253 characters"));
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(bad("each dot-separated label must be 1 to 63 characters"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(bad(
+                "only letters, digits, hyphens and dots (no wildcards, no IP addresses)",
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(bad("a label cannot start or end with a hyphen"));
+        }
+    }
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad("an IP address is not a DNS name"));
+    }
+    Ok(name)
 }
 
 // === init ===
@@ -367,7 +435,9 @@ fn ca_params(trust_domain: &TrustDomain) -> Result<CertificateParams, DevCaError
 ///
 /// Writes `svid.pem` (the leaf; the CA signs leaves directly, so the chain has no
 /// intermediate), `svid_key.pem` (PKCS#8, mode 0600) and `bundle.pem` into `out`, or by default
-/// into `dir/<last path segment of id>`. Existing SVID files there are replaced, each by an
+/// into `dir/<last path segment of id>`. `dns` names go into the certificate as DNS SANs beside
+/// the SPIFFE ID, so a client that checks host names (curl) can verify a sidecar by them.
+/// Existing SVID files there are refused unless `force`; then they are replaced, each by an
 /// atomic rename, so a running hopgate watching them sees a whole file or the old one.
 ///
 /// # Errors
@@ -376,13 +446,19 @@ fn ca_params(trust_domain: &TrustDomain) -> Result<CertificateParams, DevCaError
 /// - [`DevCaError::NoCa`] when `dir` holds no CA key; [`DevCaError::BadCaFile`] when a CA file
 ///   does not parse; [`DevCaError::Read`] when one cannot be read.
 /// - [`DevCaError::ForeignTrustDomain`] when `id` is not in the CA's trust domain.
+/// - [`DevCaError::SvidExists`] when an SVID file is in `out` and `force` is not set.
 /// - [`DevCaError::Write`] and [`DevCaError::Crypto`] when writing or signing fails.
 pub(crate) fn issue(
     dir: &Path,
     id: &SpiffeId,
-    out: Option<&Path>,
-    ttl: Duration,
+    options: &IssueOptions<'_>,
 ) -> Result<SvidFiles, DevCaError> {
+    let IssueOptions {
+        out,
+        ttl,
+        dns,
+        force,
+    } = *options;
     check_ttl(ttl).map_err(|reason| DevCaError::BadTtl {
         input: format!("{}s", ttl.as_secs()),
         reason,
@@ -405,6 +481,21 @@ pub(crate) fn issue(
         None => dir.join(id.path().rsplit('/').next().unwrap_or_default()),
     };
 
+    let files = SvidFiles {
+        svid: out.join(SVID_CERT),
+        key: out.join(SVID_KEY),
+        bundle: out.join(BUNDLE),
+        not_after: OffsetDateTime::UNIX_EPOCH,
+    };
+    if !force {
+        // Check both before writing either, so a refusal leaves the old pair whole.
+        for path in [&files.svid, &files.key] {
+            if path.symlink_metadata().is_ok() {
+                return Err(DevCaError::SvidExists { path: path.clone() });
+            }
+        }
+    }
+
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     // Whole seconds, as the certificate stores them, so `SvidFiles::not_after` is exact.
     let now = OffsetDateTime::now_utc();
@@ -416,6 +507,11 @@ pub(crate) fn issue(
         .distinguished_name
         .push(DnType::OrganizationName, "hopgate dev SVID");
     params.subject_alt_names = vec![SanType::URI(id.as_str().try_into()?)];
+    for name in dns {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(name.as_str().try_into()?));
+    }
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
@@ -433,17 +529,26 @@ pub(crate) fn issue(
         path: out.clone(),
         source,
     })?;
-    let files = SvidFiles {
-        svid: out.join(SVID_CERT),
-        key: out.join(SVID_KEY),
-        bundle: out.join(BUNDLE),
-        not_after,
-    };
+    let files = SvidFiles { not_after, ..files };
     // The key before the certificate: a watcher that sees the new certificate finds its key.
     write_replace(&files.key, key.serialize_pem().as_bytes(), 0o600)?;
     write_replace(&files.svid, cert.as_bytes(), 0o644)?;
     write_replace(&files.bundle, ca.cert_pem.as_bytes(), 0o644)?;
     Ok(files)
+}
+
+/// How `issue` issues: where to, for how long, with which DNS names, over an existing SVID or
+/// not.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IssueOptions<'a> {
+    /// The folder for the files; `None`: `DIR/<last path segment of the ID>`.
+    pub(crate) out: Option<&'a Path>,
+    /// How long the SVID is valid.
+    pub(crate) ttl: Duration,
+    /// DNS SANs besides the SPIFFE ID, each checked by [`parse_dns`].
+    pub(crate) dns: &'a [String],
+    /// Replace an SVID already in the folder.
+    pub(crate) force: bool,
 }
 
 /// A CA loaded from its folder.
@@ -557,73 +662,4 @@ fn set_mode(options: &mut OpenOptions, mode: u32) {
 fn set_mode(_options: &mut OpenOptions, _mode: u32) {}
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttl_accepts_seconds_minutes_hours_and_days() {
-        assert_eq!(parse_ttl("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_ttl("30m").unwrap(), Duration::from_secs(1800));
-        assert_eq!(parse_ttl("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_ttl("90d").unwrap(), MAX_TTL);
-    }
-
-    #[test]
-    fn ttl_rejects_zero_overlong_and_malformed_values() {
-        for input in [
-            "",
-            "0s",
-            "91d",
-            "2161h",
-            "h",
-            "24",
-            "24H",
-            "+5h",
-            " 5h",
-            "5 h",
-            "1.5h",
-            "-1h",
-            "5ms",
-            "99999999999999999999d",
-            "18446744073709551615d",
-            "é",
-        ] {
-            assert!(
-                matches!(parse_ttl(input), Err(DevCaError::BadTtl { .. })),
-                "{input:?} was accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn issue_rejects_a_ttl_beyond_ninety_days_before_touching_the_disk() {
-        let dir = Path::new("/nonexistent/hopgate-dev-ca");
-        let id = SpiffeId::parse("spiffe://example.org/api").unwrap();
-        let err = issue(dir, &id, None, MAX_TTL + Duration::from_secs(1)).unwrap_err();
-        assert!(matches!(err, DevCaError::BadTtl { .. }), "{err}");
-    }
-
-    #[test]
-    fn serials_are_positive_and_differ() {
-        let a = random_serial().unwrap().to_bytes();
-        let b = random_serial().unwrap().to_bytes();
-        assert_eq!(a.len(), 16);
-        assert!(a[0] < 0x80);
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn bad_arguments_exit_78_and_failures_exit_1() {
-        let id = SpiffeId::parse("spiffe://example.org").unwrap();
-        assert_eq!(DevCaError::RootId { id }.exit_code(), 78);
-        assert_eq!(parse_ttl("0s").unwrap_err().exit_code(), 78);
-        let no_ca = DevCaError::NoCa {
-            dir: PathBuf::from("d"),
-        };
-        assert_eq!(no_ca.exit_code(), 1);
-        assert_eq!(
-            no_ca.to_string(),
-            "no dev CA in `d`: run `hopgate dev-ca init` first"
-        );
-    }
-}
+mod tests;

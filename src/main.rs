@@ -253,7 +253,18 @@ fn dev_ca_issue(args: &cli::DevCaIssue) -> ExitCode {
         .with_context(|| format!("SPIFFE ID `{}`", args.spiffe_id))
         .and_then(|id| {
             let ttl = dev_ca::parse_ttl(&args.ttl)?;
-            Ok(dev_ca::issue(&args.dir, &id, args.out.as_deref(), ttl)?)
+            let dns = args
+                .dns
+                .iter()
+                .map(|name| dev_ca::parse_dns(name))
+                .collect::<Result<Vec<_>, _>>()?;
+            let options = dev_ca::IssueOptions {
+                out: args.out.as_deref(),
+                ttl,
+                dns: &dns,
+                force: args.force,
+            };
+            Ok(dev_ca::issue(&args.dir, &id, &options)?)
         });
     match result {
         Ok(files) => {
@@ -264,7 +275,8 @@ fn dev_ca_issue(args: &cli::DevCaIssue) -> ExitCode {
     }
 }
 
-/// Bad input (a malformed ID, a foreign trust domain, a bad ttl) exits 78; anything else 1.
+/// Bad input (a malformed ID, a foreign trust domain, a bad ttl or DNS name) exits 78; anything
+/// else (an existing CA or SVID, no CA, an I/O error) 1.
 fn fail(err: &anyhow::Error) -> ExitCode {
     eprintln!("error: {err:#}");
     let code = if let Some(err) = err.downcast_ref::<dev_ca::DevCaError>() {

@@ -227,18 +227,87 @@ fn dev_ca_issue_without_init_names_the_missing_ca() {
 }
 
 #[test]
-fn dev_ca_issue_again_replaces_the_svid() {
+fn dev_ca_issue_refuses_to_replace_an_svid_without_force() {
     let tmp = tempfile::tempdir().unwrap();
     init_ca(tmp.path());
     assert!(issue(tmp.path(), ID).status.success());
     let first = std::fs::read(tmp.path().join("api/svid.pem")).unwrap();
+    let first_key = std::fs::read(tmp.path().join("api/svid_key.pem")).unwrap();
     let out = issue(tmp.path(), ID);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("svid.pem") && err.contains("--force"), "{err}");
+    assert_eq!(
+        std::fs::read(tmp.path().join("api/svid.pem")).unwrap(),
+        first
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("api/svid_key.pem")).unwrap(),
+        first_key
+    );
+}
+
+#[test]
+fn dev_ca_issue_with_force_replaces_the_svid() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+    assert!(issue(tmp.path(), ID).status.success());
+    let first = std::fs::read(tmp.path().join("api/svid.pem")).unwrap();
+    let out = hopgate(&["dev-ca", "issue", path_arg(tmp.path()), ID, "--force"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_ne!(
         std::fs::read(tmp.path().join("api/svid.pem")).unwrap(),
         first
     );
     assert!(!tmp.path().join("api/svid.pem.tmp").exists());
+}
+
+#[test]
+fn dev_ca_issue_with_dns_puts_the_names_beside_the_spiffe_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+    let out = hopgate(&[
+        "dev-ca",
+        "issue",
+        path_arg(tmp.path()),
+        ID,
+        "--dns",
+        "localhost",
+        "--dns",
+        "API.Example.org.",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let svid = tmp.path().join("api/svid.pem");
+    let Some(text) = openssl(&["x509", "-noout", "-text", "-in", path_arg(&svid)]) else {
+        return;
+    };
+    assert_eq!(
+        value_after(&text, "X509v3 Subject Alternative Name"),
+        format!("URI:{ID}, DNS:localhost, DNS:api.example.org")
+    );
+}
+
+#[test]
+fn dev_ca_issue_refuses_a_bad_dns_name_with_78() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_ca(tmp.path());
+    for bad in [
+        "",
+        "*.example.org",
+        "a..b",
+        "-a.example",
+        "10.0.0.1",
+        "exa mple",
+    ] {
+        let arg = format!("--dns={bad}");
+        let out = hopgate(&["dev-ca", "issue", path_arg(tmp.path()), ID, &arg]);
+        assert_eq!(out.status.code(), Some(78), "{bad:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--dns"), "{}", stderr(&out));
+        assert!(
+            !tmp.path().join("api/svid.pem").exists(),
+            "{bad:?} wrote files"
+        );
+    }
 }
 
 #[test]

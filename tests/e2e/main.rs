@@ -19,7 +19,6 @@ mod rotation;
 mod shutdown;
 mod support;
 mod svid_matrix;
-mod transparent;
 
 mod audit;
 mod audit_stall;

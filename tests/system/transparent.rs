@@ -7,7 +7,7 @@
 //! test ends, whatever the outcome, it deletes the namespace, and every address and rule goes
 //! with it.
 //!
-//! These tests need root, `ip` (iproute2) and `iptables`; `.ci/run` installs them. Without them
+//! These tests need root, `ip` (iproute2) and `iptables`; `./test.sh` installs them. Without them
 //! the outer tests fail and say what is missing. `HOPGATE_SKIP_NETNS=1` is the explicit opt-out.
 
 use std::net::SocketAddr;
@@ -217,7 +217,7 @@ async fn curl(url: String) -> (i32, String) {
             .args(["--silent", "--show-error", "--max-time", "10"])
             .args(["--write-out", "\n%{http_code}", &url])
             .output()
-            .expect("curl is installed (.ci/run installs it)");
+            .expect("curl is installed (./test.sh installs it)");
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         (out.status.code().unwrap_or(-1), text)
@@ -264,7 +264,7 @@ fn run_in_netns(inner: &str) {
     assert!(
         missing.is_empty(),
         "transparent-mode tests need a network namespace and iptables, but this machine lacks: \
-         {}. Run as root with iproute2 and iptables installed (.ci/run installs them), or set \
+         {}. Run as root with iproute2 and iptables installed (./test.sh installs them), or set \
          {SKIP_ENV}=1 to skip these tests explicitly",
         missing.join("; ")
     );

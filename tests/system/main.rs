@@ -1,0 +1,26 @@
+//! System tests: they need root, network namespaces and iptables, so `cargo test --workspace`
+//! leaves them out (`test = false` in Cargo.toml) and `./test.sh` runs them explicitly
+//! (`cargo test --test system`), as root.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+// The end-to-end tests' sidecars, PKI and upstreams; only part of it is used here.
+#[allow(dead_code, reason = "shared with tests/e2e, which uses the rest")]
+#[path = "../e2e/support"]
+mod support {
+    pub(crate) mod client;
+    pub(crate) mod idp;
+    pub(crate) mod otlp;
+    pub(crate) mod pki;
+    pub(crate) mod proxy;
+    pub(crate) mod sidecar;
+    pub(crate) mod upstream;
+    pub(crate) mod workload;
+}
+
+mod transparent;
