@@ -29,11 +29,24 @@ pub struct Admin {
     state: Arc<AdminState>,
 }
 
+/// How policy decides on this sidecar, as `/ready`, `/policy` and the startup line say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyMode {
+    /// A policy section, and denies are enforced.
+    Enforced,
+    /// A policy section with `inbound.mode: audit`: a would-be deny is recorded
+    /// (`audit_deny`) and the call let through.
+    Audit,
+    /// No policy section: every verified peer of an allowed trust domain is admitted.
+    IdentityOnly,
+}
+
 /// What the endpoints report on.
 #[derive(Debug)]
 struct AdminState {
     identity: Arc<IdentityStore>,
     policies: Option<Arc<PolicyStore>>,
+    mode: PolicyMode,
     metrics: Arc<ProxyMetrics>,
     draining: shutdown::Draining,
     audit: AuditSink,
@@ -50,6 +63,7 @@ impl Admin {
         addr: SocketAddr,
         identity: Arc<IdentityStore>,
         policies: Option<Arc<PolicyStore>>,
+        mode: PolicyMode,
         metrics: Arc<ProxyMetrics>,
         draining: shutdown::Draining,
         audit: AuditSink,
@@ -60,6 +74,7 @@ impl Admin {
             state: Arc::new(AdminState {
                 identity,
                 policies,
+                mode,
                 metrics,
                 draining,
                 audit,
@@ -144,7 +159,7 @@ impl AdminState {
             // domain; /ready says so, as the startup log does.
             None => json_response(
                 StatusCode::OK,
-                &json!({"ready": true, "policy": self.policy_mode()}),
+                &json!({"ready": true, "policy": self.mode.as_str()}),
             ),
         }
     }
@@ -191,15 +206,6 @@ impl AdminState {
 }
 
 impl AdminState {
-    /// `enforced` with a policy section, `identity_only` without.
-    fn policy_mode(&self) -> &'static str {
-        if self.policies.is_some() {
-            "enforced"
-        } else {
-            "identity_only"
-        }
-    }
-
     fn policy(&self) -> Response<Body> {
         let Some(policies) = &self.policies else {
             return json_response(
@@ -212,7 +218,7 @@ impl AdminState {
         json_response(
             StatusCode::OK,
             &json!({
-                "policy": "enforced",
+                "policy": self.mode.as_str(),
                 "digest": snapshot.digest(),
                 "loaded_at": rfc3339(snapshot.loaded_at()),
                 "policy_ids": snapshot.policy_ids(),
@@ -224,6 +230,19 @@ impl AdminState {
                 },
             }),
         )
+    }
+}
+
+// === impl PolicyMode ===
+
+impl PolicyMode {
+    /// `enforced`, `audit` or `identity_only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforced => "enforced",
+            Self::Audit => "audit",
+            Self::IdentityOnly => "identity_only",
+        }
     }
 }
 

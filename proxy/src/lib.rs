@@ -30,7 +30,7 @@ pub mod tls;
 pub mod token;
 mod watch;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, PolicyMode};
 use crate::http::authenticate::Authenticator;
 use crate::http::authorize::Authorizer;
 use crate::http::delegate::Delegator;
@@ -63,6 +63,7 @@ pub struct Proxy {
     inbound: Option<Inbound>,
     outbound: Option<Outbound>,
     admin: Admin,
+    mode: PolicyMode,
     tracing: Tracing,
     drain: (shutdown::Trigger, shutdown::Watch),
     grace: Duration,
@@ -308,11 +309,17 @@ impl Proxy {
             }
             None => None,
         };
+        let mode = match (&policies, config.inbound().map(|i| i.mode())) {
+            (None, _) => PolicyMode::IdentityOnly,
+            (Some(_), Some(InboundMode::Audit)) => PolicyMode::Audit,
+            (Some(_), _) => PolicyMode::Enforced,
+        };
         let admin_addr = config.admin().listen();
         let admin = Admin::bind(
             admin_addr,
             Arc::clone(&identity),
             policies.clone(),
+            mode,
             Arc::clone(&metrics),
             drain.0.draining(),
             audit.clone(),
@@ -330,6 +337,7 @@ impl Proxy {
             inbound,
             outbound,
             admin,
+            mode,
             tracing,
             drain,
             grace: config.shutdown_grace(),
@@ -374,10 +382,21 @@ impl Proxy {
         let (trigger, watch) = self.drain;
         let identity = self.identity.current();
         match &self.policies {
+            Some(policies) if self.mode == PolicyMode::Audit => {
+                let snapshot = policies.current();
+                tracing::warn!(
+                    spiffe.id = %identity.svid().id(),
+                    policy = "audit",
+                    policy.digest = snapshot.digest(),
+                    policy.count = snapshot.policy_ids().len(),
+                    "hopgate started: Cedar policies in audit mode: a would-be deny is recorded as audit_deny and let through"
+                );
+            }
             Some(policies) => {
                 let snapshot = policies.current();
                 tracing::info!(
                     spiffe.id = %identity.svid().id(),
+                    policy = "enforced",
                     policy.digest = snapshot.digest(),
                     policy.count = snapshot.policy_ids().len(),
                     "hopgate started: Cedar policies enforced, default deny"

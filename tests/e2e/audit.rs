@@ -126,7 +126,7 @@ forbid (principal == Hop::Workload::"{}", action, resource);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_action_is_audited_with_its_reason_and_an_audit_mode_deny_as_audit_deny() {
+async fn an_unknown_action_in_audit_mode_is_audit_deny_and_the_mode_shows_as_audit() {
     let app = Upstream::start().await;
     let mesh = Mesh::new();
     mesh.write_policies(&[
@@ -160,6 +160,18 @@ async fn an_unknown_action_is_audited_with_its_reason_and_an_audit_mode_deny_as_
         record["trace_id"].is_null(),
         "no traceparent was sent: {record}"
     );
+    // Operators see the mode everywhere they look: startup line, /ready, /policy.
+    assert!(
+        sidecar.logged("Cedar policies in audit mode"),
+        "{}",
+        sidecar.output()
+    );
+    assert!(!sidecar.logged("policies enforced"), "{}", sidecar.output());
+    let (_, ready) = crate::support::proxy::admin_get(sidecar.admin, "/ready").await;
+    assert!(ready.contains(r#""policy":"audit""#), "{ready}");
+    let (_, policy) = crate::support::proxy::admin_get(sidecar.admin, "/policy").await;
+    let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
+    assert_eq!(policy["policy"], "audit", "{policy}");
 }
 
 // === the binary as a child process ===

@@ -134,6 +134,10 @@ impl WorkloadBuilder<'_> {
     }
 
     /// Extra `outbound:` keys, as indented YAML lines (`"  transparent: true\n"`).
+    #[allow(
+        dead_code,
+        reason = "used by the transparent-mode tests in tests/system"
+    )]
     pub(crate) fn outbound_yaml(mut self, yaml: &str) -> Self {
         self.outbound_extra.push_str(yaml);
         self
