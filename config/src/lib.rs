@@ -198,7 +198,7 @@ impl Config {
             Duration::from_secs(30),
             Duration::ZERO..=Duration::from_secs(3600),
         );
-        Some(Self {
+        let config = Self {
             identity: identity?,
             inbound: inbound?,
             outbound: outbound?,
@@ -208,7 +208,43 @@ impl Config {
             telemetry: telemetry?,
             admin: admin?,
             shutdown_grace: shutdown_grace?,
-        })
+        };
+        config.check_listeners(check);
+        Some(config)
+    }
+
+    /// Two listeners on one address would fail at bind time, the second one after the first
+    /// had started; say so now, naming both. A wildcard address (`0.0.0.0`, `[::]`) takes its
+    /// port on every address. Port 0 asks the kernel for a free port, so it never clashes.
+    fn check_listeners(&self, check: &mut Check) {
+        let listeners = [
+            self.inbound
+                .as_ref()
+                .map(|l| ("inbound.listen", l.listen())),
+            self.outbound
+                .as_ref()
+                .map(|l| ("outbound.listen", l.listen())),
+            Some(("admin.listen", self.admin.listen())),
+        ];
+        let listeners: Vec<_> = listeners.into_iter().flatten().collect();
+        for (i, (path, addr)) in listeners.iter().enumerate() {
+            let clash = listeners[..i].iter().find(|(_, earlier)| {
+                addr.port() != 0
+                    && addr.port() == earlier.port()
+                    && (addr.ip() == earlier.ip()
+                        || addr.ip().is_unspecified()
+                        || earlier.ip().is_unspecified())
+            });
+            if let Some((earlier_path, earlier)) = clash {
+                check.error(
+                    *path,
+                    format!(
+                        "`{addr}` clashes with `{earlier_path}` (`{earlier}`): each listener \
+                         needs a port of its own"
+                    ),
+                );
+            }
+        }
     }
 }
 

@@ -186,6 +186,37 @@ fn a_listener_section_is_required() {
 }
 
 #[test]
+fn two_listeners_on_one_address_are_refused_naming_both() {
+    let yaml = format!(
+        "{IDENTITY}inbound:\n  listen: 127.0.0.1:15006\n  app: 127.0.0.1:8080\n\
+         outbound:\n  listen: 127.0.0.1:15006\nadmin:\n  listen: 0.0.0.0:15006\n"
+    );
+    let errors = Fixture::new().errors(&yaml);
+    assert_eq!(
+        errors,
+        [
+            "outbound.listen: `127.0.0.1:15006` clashes with `inbound.listen` \
+             (`127.0.0.1:15006`): each listener needs a port of its own",
+            "admin.listen: `0.0.0.0:15006` clashes with `inbound.listen` \
+             (`127.0.0.1:15006`): each listener needs a port of its own",
+        ]
+    );
+}
+
+#[test]
+fn listeners_on_port_zero_or_on_other_ports_do_not_clash() {
+    let fx = Fixture::new();
+    fx.load(&format!(
+        "{IDENTITY}inbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:8080\n\
+         outbound:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n"
+    ));
+    fx.load(&format!(
+        "{IDENTITY}inbound:\n  listen: 127.0.0.1:15006\n  app: 127.0.0.1:8080\n\
+         outbound:\n  listen: 0.0.0.0:15001\nadmin:\n  listen: 127.0.0.2:15006\n"
+    ));
+}
+
+#[test]
 fn shutdown_grace_may_be_zero() {
     let config = Fixture::new().load(&format!("{MINIMAL}shutdown_grace: 0s\n"));
     assert_eq!(config.shutdown_grace(), Duration::ZERO);
