@@ -228,7 +228,7 @@ impl Config {
         ];
         let listeners: Vec<_> = listeners.into_iter().flatten().collect();
         for (i, (path, addr)) in listeners.iter().enumerate() {
-            let clash = listeners[..i].iter().find(|(_, earlier)| {
+            let clash = listeners.iter().take(i).find(|(_, earlier)| {
                 addr.port() != 0
                     && addr.port() == earlier.port()
                     && (addr.ip() == earlier.ip()
