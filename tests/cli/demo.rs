@@ -32,3 +32,64 @@ fn demo_runs_the_four_steps_and_exits_0_when_each_behaves_as_expected() {
     );
     assert!(!stdout.contains("eyJ"), "a token was printed: {stdout}");
 }
+
+#[test]
+fn demo_serve_prints_its_files_and_a_token_to_inspect_and_cleans_up_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+        .args(["demo", "--serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut printed = String::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The last line `--serve` prints before it waits.
+    while !printed.contains("/identity") {
+        let line = lines.next().expect("demo --serve ended early").unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+    }
+    let root = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("The mesh stays up in "))
+        .and_then(|l| l.split(';').next())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no folder in:\n{printed}"));
+    assert!(root.join("ca/ca_key.pem").exists(), "{printed}");
+    for name in ["agent", "inference", "crm"] {
+        let config = root.join(format!("{name}.yaml"));
+        assert!(printed.contains(&config.display().to_string()), "{printed}");
+        assert!(config.exists());
+        let audit = root.join(format!("{name}.audit.jsonl"));
+        assert!(printed.contains(&audit.display().to_string()), "{printed}");
+    }
+    assert!(!printed.contains("eyJ"), "a token was printed: {printed}");
+
+    // The token file it names is a real hop token that `token inspect` verifies.
+    let inspect = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hopgate token inspect - --bundle "))
+        .unwrap_or_else(|| panic!("no token to inspect in:\n{printed}"));
+    let (bundle, token) = inspect.split_once(" < ").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+        .args(["token", "inspect", "-", "--bundle", bundle])
+        .stdin(std::fs::File::open(token).unwrap())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("verified"), "{shown}");
+
+    // SIGTERM, like Ctrl-C: the mesh stops and its folder, CA key included, is gone.
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!root.exists(), "{} was left behind", root.display());
+}

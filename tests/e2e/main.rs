@@ -10,6 +10,7 @@
 mod admin;
 mod caller_rotation;
 mod curl;
+mod demo_export;
 mod inbound;
 mod outbound;
 mod outbound_edge;
