@@ -77,7 +77,7 @@ impl Exporter {
                 let response = client
                     .request(request)
                     .await
-                    .map_err(|err| format!("{err:?}"))?;
+                    .map_err(|err| error_chain(&err))?;
                 let status = response.status();
                 // Read the answer to its end so the connection goes back to the pool.
                 let _ = Limited::new(response.into_body(), ANSWER_LIMIT)
@@ -681,6 +681,19 @@ impl Writer {
 /// How many bytes `value` takes as a varint.
 fn varint_width(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// An error and its sources as one line (`client error (Connect): tcp connect error: ...`):
+/// hyper's own message alone hides the cause, and its `Debug` text is not for logs.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 #[cfg(test)]

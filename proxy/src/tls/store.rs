@@ -149,7 +149,8 @@ impl IdentityStore {
         match Published::build(&self.files, &self.allowed) {
             Ok(published) => {
                 let svid = published.identity.svid();
-                tracing::info!(svid.id = %svid.id(), svid.not_after = ?svid.not_after(), "identity reloaded");
+                let not_after = crate::admin::rfc3339(svid.not_after());
+                tracing::info!(svid.id = %svid.id(), svid.not_after = %not_after, "identity reloaded");
                 self.metrics.set_svid_expiry(svid.not_after());
                 self.metrics.record_identity_reload(ReloadResult::Ok);
                 self.published.store(Arc::new(published));
