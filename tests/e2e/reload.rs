@@ -220,3 +220,31 @@ async fn wait_for_last_reload_ok(proxy: &TestProxy) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_log_lines_carry_plain_values_not_debug_text() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let config = mesh.write_config(app.addr, "", "");
+    let mut sidecar = crate::support::sidecar::Sidecar::start(&config).await;
+    let next = mesh.ca.leaf(SERVER_ID).build();
+    std::fs::write(mesh.svid_dir().join("svid_key.pem"), &next.key_pem).unwrap();
+    std::fs::write(mesh.svid_dir().join("svid.pem"), &next.chain_pem).unwrap();
+    sidecar.wait_for_log("identity reloaded").await;
+    let output = sidecar.output();
+    let line = output
+        .lines()
+        .find(|l| l.contains("identity reloaded"))
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(line).unwrap();
+    let not_after = record["svid.not_after"].as_str().unwrap_or_default();
+    assert!(
+        not_after.len() >= 20 && not_after.ends_with('Z') && not_after.as_bytes()[10] == b'T',
+        "not RFC 3339: {line}"
+    );
+    assert!(!output.contains("SystemTime"), "{output}");
+    assert!(
+        !output.contains(" { "),
+        "Debug text in a log line: {output}"
+    );
+}
