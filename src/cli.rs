@@ -70,35 +70,37 @@ pub(crate) struct TokenInspect {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCommand {
-    /// Parse and strictly validate the policies in DIR against its schema; report policies that
-    /// can never apply. Exit 0 when all is well, 1 otherwise.
+    /// Parse and strictly validate the policies in DIR against its schema; report every problem
+    /// of every file, and policies that can never apply. Exit 0 when all is well, 1 otherwise.
     Check {
         /// The policy folder: *.cedar, schema.cedarschema, optional entities.json.
         dir: PathBuf,
     },
-    /// Build the request the sidecar would build and print the decision. Exit 0 allow, 1 deny.
+    /// Build the request the sidecar would build and print the decision. Exit 0 allow, 1 deny,
+    /// 78 bad input.
     Explain(PolicyExplain),
-    /// Run a file of cases against DIR and print a pass/fail row each. Exit 0 when all pass.
-    Test {
-        /// The policy folder.
-        dir: PathBuf,
-        /// The cases (YAML): a list of `{name, peer, dest, action?, method?, path?, headers?,
-        /// token_claims?, direction?, expect: allow|deny}`.
-        cases: PathBuf,
-    },
+    /// Run a file of cases against the policies and print a pass/fail row each. Exit 0 when
+    /// all pass, 1 when one fails, 78 bad input.
+    #[command(allow_missing_positional = true)]
+    Test(PolicyTest),
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct PolicyExplain {
-    /// The policy folder.
-    pub(crate) dir: PathBuf,
+    /// The policy folder (default with --config: its `policy.dir`).
+    pub(crate) dir: Option<PathBuf>,
+    /// A sidecar config (YAML): decide with its `intent.header_prefix`,
+    /// `intent.default_action` and, without DIR, its `policy.dir`.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// The caller's SPIFFE ID (the principal).
     #[arg(long)]
     pub(crate) peer: String,
     /// The destination's SPIFFE ID (the resource).
     #[arg(long)]
     pub(crate) dest: String,
-    /// The Cedar action, as the `intent-action` header would carry it (default: `call`).
+    /// The Cedar action, as the `<prefix>action` header would carry it (default: the default
+    /// action, `call` without --config).
     #[arg(long)]
     pub(crate) action: Option<String>,
     /// The HTTP method.
@@ -116,6 +118,23 @@ pub(crate) struct PolicyExplain {
     /// Which side decides.
     #[arg(long, default_value = "inbound", value_parser = ["inbound", "outbound"])]
     pub(crate) direction: String,
+    /// Also print the Cedar request evaluated: principal, action, resource, the context and
+    /// the entities involved, as Cedar JSON.
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PolicyTest {
+    /// The policy folder (default with --config: its `policy.dir`).
+    pub(crate) dir: Option<PathBuf>,
+    /// The cases (YAML): a list of `{name, peer, dest, action?, method?, path?, headers?,
+    /// token_claims?, direction?, expect: allow|deny, expect_policies?, expect_reason?}`.
+    pub(crate) cases: PathBuf,
+    /// A sidecar config (YAML): decide with its `intent.header_prefix`,
+    /// `intent.default_action` and, without DIR, its `policy.dir`.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

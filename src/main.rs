@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Command::Demo { otlp, serve } => demo(demo::DemoOptions { otlp, serve }),
         Command::Policy(PolicyCommand::Check { dir }) => policy_cmd::check(&dir),
         Command::Policy(PolicyCommand::Explain(args)) => policy_cmd::explain(&args),
-        Command::Policy(PolicyCommand::Test { dir, cases }) => policy_cmd::test(&dir, &cases),
+        Command::Policy(PolicyCommand::Test(args)) => policy_cmd::test(&args),
         Command::Token(TokenCommand::Inspect(args)) => token_cmd::run(&args),
         Command::DevCa(DevCaCommand::Init(args)) => dev_ca_init(&args),
         Command::DevCa(DevCaCommand::Issue(args)) => dev_ca_issue(&args),

@@ -1,84 +1,73 @@
 //! `hopgate policy check | explain | test`: Cedar policies checked, explained and tested offline,
 //! through the sidecar's own request building ([`HttpFacts`]), so an offline decision is the
-//! live one.
+//! live one. With `--config`, `explain` and `test` decide with that sidecar's intent settings
+//! and, without DIR, its policy folder.
+//!
+//! Everything is printed through [`Out`]: a reader that goes away (`| head -1`) ends the
+//! output quietly, never with a panic.
+//!
+//! [`HttpFacts`]: hopgate_proxy::http::authorize::HttpFacts
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
-use hopgate_config::SpiffeId;
-use hopgate_policy::{Decision, Direction, Effect, PolicySnapshot, TokenFacts};
-use hopgate_proxy::http::authorize::HttpFacts;
-use serde::Deserialize;
+use hopgate_config::ConfigError;
+use hopgate_policy::PolicySnapshot;
 
-use crate::cli::PolicyExplain;
+/// A line on stdout, through an [`Out`]: `outln!(out, "{x}")`.
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {
+        $out.line(format_args!($($arg)*))
+    };
+}
 
-/// The defaults of `intent.header_prefix` and `intent.default_action`.
+/// A line on stderr, through an [`Out`]: `errln!(out, "error: {x}")`.
+macro_rules! errln {
+    ($out:expr, $($arg:tt)*) => {
+        $out.err_line(format_args!($($arg)*))
+    };
+}
+
+mod cases;
+mod explain;
+mod output;
+
+pub(crate) use cases::test;
+pub(crate) use explain::explain;
+use output::Out;
+
+/// The defaults of `intent.header_prefix` and `intent.default_action`, used without `--config`.
 const INTENT_PREFIX: &str = "intent-";
 const DEFAULT_ACTION: &str = "call";
 
-/// One request to decide, from the command line or a cases file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    #[serde(default)]
-    name: String,
-    peer: String,
-    dest: String,
-    action: Option<String>,
-    #[serde(default = "default_method")]
-    method: String,
-    #[serde(default = "default_path")]
-    path: String,
-    #[serde(default)]
-    headers: std::collections::BTreeMap<String, String>,
-    token_claims: Option<serde_json::Value>,
-    #[serde(default)]
-    direction: CaseDirection,
-    #[serde(default)]
-    expect: Option<Expect>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum CaseDirection {
-    #[default]
-    Inbound,
-    Outbound,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Expect {
-    Allow,
-    Deny,
-}
-
-fn default_method() -> String {
-    "GET".to_owned()
-}
-
-fn default_path() -> String {
-    "/".to_owned()
+/// What `explain` and `test` decide with: a policy folder and a sidecar's intent settings.
+#[derive(Debug)]
+struct Sidecar {
+    dir: PathBuf,
+    intent_prefix: String,
+    default_action: String,
 }
 
 /// `policy check DIR`.
 pub(crate) fn check(dir: &Path) -> ExitCode {
-    let snapshot = match PolicySnapshot::load(dir, DEFAULT_ACTION) {
-        Ok(snapshot) => snapshot,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::FAILURE;
-        }
+    let mut out = Out::default();
+    let code = run_check(dir, &mut out);
+    out.finish(code)
+}
+
+fn run_check(dir: &Path, out: &mut Out) -> ExitCode {
+    let Some(snapshot) = load(dir, DEFAULT_ACTION, out) else {
+        return ExitCode::FAILURE;
     };
     for warning in snapshot.warnings() {
-        eprintln!("warning: {warning}");
+        errln!(out, "warning: {warning}");
     }
     let impossible = snapshot.impossible_policies();
     for id in &impossible {
-        eprintln!("error: policy `{id}` can never apply");
+        errln!(out, "error: policy `{id}` can never apply");
     }
-    println!(
+    outln!(
+        out,
         "{}: {} policies, digest {}",
         dir.display(),
         snapshot.policy_ids().len(),
@@ -91,190 +80,99 @@ pub(crate) fn check(dir: &Path) -> ExitCode {
     }
 }
 
-/// `policy explain DIR ...`: 0 allow, 1 deny, 78 bad input.
-pub(crate) fn explain(args: &PolicyExplain) -> ExitCode {
-    let result = explain_case(args).and_then(|case| {
-        let snapshot = PolicySnapshot::load(&args.dir, DEFAULT_ACTION)?;
-        let decision = decide(&snapshot, &case)?;
-        Ok(decision)
-    });
-    match result {
-        Ok(decision) => {
-            print_decision(&decision);
-            match decision.effect() {
-                Effect::Allow => ExitCode::SUCCESS,
-                Effect::Deny => ExitCode::FAILURE,
-            }
-        }
+/// Loads a policy folder as the sidecar does. On failure prints every problem, one a line
+/// (`error: file:line:column: message`), and their count, and returns `None`.
+fn load(dir: &Path, default_action: &str, out: &mut Out) -> Option<PolicySnapshot> {
+    match PolicySnapshot::load(dir, default_action) {
+        Ok(snapshot) => Some(snapshot),
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(crate::EXIT_CONFIG)
-        }
-    }
-}
-
-/// `policy test DIR CASES.yaml`: 0 when every case passes.
-pub(crate) fn test(dir: &Path, cases_file: &Path) -> ExitCode {
-    let loaded = load_cases(cases_file)
-        .and_then(|cases| Ok((cases, PolicySnapshot::load(dir, DEFAULT_ACTION)?)));
-    let (cases, snapshot) = match loaded {
-        Ok(loaded) => loaded,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return ExitCode::from(crate::EXIT_CONFIG);
-        }
-    };
-    let mut failed = 0;
-    for (i, case) in cases.iter().enumerate() {
-        let name = if case.name.is_empty() {
-            format!("case {i}")
-        } else {
-            case.name.clone()
-        };
-        let Some(expect) = case.expect else {
-            failed += 1;
-            println!("FAIL  {name}: no `expect` (allow or deny)");
-            continue;
-        };
-        match decide(&snapshot, case) {
-            Ok(decision) => {
-                let got = match decision.effect() {
-                    Effect::Allow => Expect::Allow,
-                    Effect::Deny => Expect::Deny,
-                };
-                let detail = format!(
-                    "{} by [{}]{}",
-                    effect_str(decision.effect()),
-                    decision.policies().join(", "),
-                    reason_suffix(&decision)
-                );
-                if got == expect {
-                    println!("pass  {name}: {detail}");
-                } else {
-                    failed += 1;
-                    println!(
-                        "FAIL  {name}: expected {}, got {detail}",
-                        expect_str(expect)
-                    );
+            match err.problems() {
+                [] => errln!(out, "error: {err}"),
+                problems => {
+                    for problem in problems {
+                        errln!(out, "error: {problem}");
+                    }
+                    errln!(out, "{}: {} problem(s)", dir.display(), problems.len());
                 }
             }
-            Err(err) => {
-                failed += 1;
-                println!("FAIL  {name}: {err:#}");
-            }
+            None
         }
-    }
-    println!("{} passed, {failed} failed", cases.len() - failed);
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }
 
-fn explain_case(args: &PolicyExplain) -> anyhow::Result<Case> {
-    let mut headers = std::collections::BTreeMap::new();
-    for header in &args.headers {
-        let Some((name, value)) = header.split_once(':') else {
-            bail!("--header `{header}` is not `name: value`");
+/// The folder and intent settings to decide with: DIR and the defaults, or a sidecar config's
+/// `intent` and (without DIR) its `policy.dir`. Exactly one folder must come out: none, or
+/// DIR and a `policy.dir` naming another folder, is an error. On error prints why and
+/// returns `None` (exit 78).
+fn sidecar(dir: Option<&Path>, config: Option<&Path>, out: &mut Out) -> Option<Sidecar> {
+    let Some(path) = config else {
+        let Some(dir) = dir else {
+            errln!(
+                out,
+                "error: no policy folder: give DIR, or --config FILE with a `policy.dir`"
+            );
+            return None;
         };
-        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-    }
-    let token_claims = args
-        .token_claims
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .context("--token-claims is not JSON")?;
-    Ok(Case {
-        name: String::new(),
-        peer: args.peer.clone(),
-        dest: args.dest.clone(),
-        action: args.action.clone(),
-        method: args.method.clone(),
-        path: args.path.clone(),
-        headers,
-        token_claims,
-        direction: if args.direction == "outbound" {
-            CaseDirection::Outbound
-        } else {
-            CaseDirection::Inbound
-        },
-        expect: None,
+        return Some(Sidecar {
+            dir: dir.to_owned(),
+            intent_prefix: INTENT_PREFIX.to_owned(),
+            default_action: DEFAULT_ACTION.to_owned(),
+        });
+    };
+    let config = match hopgate_config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            report_config_error(path, &err, out);
+            return None;
+        }
+    };
+    let configured = config.policy().map(hopgate_config::PolicyConfig::dir);
+    let dir = match (dir, configured) {
+        (None, None) => {
+            errln!(
+                out,
+                "error: `{}` has no `policy.dir`: give the policy folder as DIR",
+                path.display()
+            );
+            return None;
+        }
+        (Some(dir), None) | (None, Some(dir)) => dir,
+        (Some(dir), Some(configured)) if same_folder(dir, configured) => dir,
+        (Some(dir), Some(configured)) => {
+            errln!(
+                out,
+                "error: DIR `{}` is not the `policy.dir` of `{}` (`{}`): give one of them",
+                dir.display(),
+                path.display(),
+                configured.display()
+            );
+            return None;
+        }
+    };
+    Some(Sidecar {
+        dir: dir.to_owned(),
+        intent_prefix: config.intent().header_prefix().to_owned(),
+        default_action: config.intent().default_action().to_owned(),
     })
 }
 
-fn load_cases(path: &Path) -> anyhow::Result<Vec<Case>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read `{}`", path.display()))?;
-    serde_saphyr::from_str(&text).with_context(|| format!("`{}`", path.display()))
-}
-
-/// Builds the request head the sidecar would see and decides it with the sidecar's own code.
-fn decide(snapshot: &PolicySnapshot, case: &Case) -> anyhow::Result<Decision> {
-    let peer = SpiffeId::parse(&case.peer).with_context(|| format!("peer `{}`", case.peer))?;
-    let dest = SpiffeId::parse(&case.dest).with_context(|| format!("dest `{}`", case.dest))?;
-    let mut request = http::Request::builder()
-        .method(case.method.as_str())
-        .uri(case.path.as_str());
-    for (name, value) in &case.headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    if let Some(action) = &case.action {
-        request = request.header(format!("{INTENT_PREFIX}action"), action.as_str());
-    }
-    let (parts, ()) = request
-        .body(())
-        .context("method, path or a header is not valid HTTP")?
-        .into_parts();
-    let facts =
-        HttpFacts::from_parts(&parts, INTENT_PREFIX).map_err(|err| anyhow::anyhow!("{err}"))?;
-    let token = case
-        .token_claims
-        .as_ref()
-        .map(TokenFacts::from_claims)
-        .transpose()
-        .context("token_claims")?;
-    let direction = match case.direction {
-        CaseDirection::Inbound => Direction::Inbound,
-        CaseDirection::Outbound => Direction::Outbound,
-    };
-    Ok(snapshot.authorize(&facts.hop_request(&peer, &dest, direction, token.as_ref())))
-}
-
-fn print_decision(decision: &Decision) {
-    println!("decision:    {}", effect_str(decision.effect()));
-    println!("decision id: {}", decision.id());
-    println!("action:      {}", decision.action());
-    if decision.policies().is_empty() {
-        println!("policies:    (none)");
-    } else {
-        println!("policies:    {}", decision.policies().join(", "));
-    }
-    if let Some(reason) = decision.reason() {
-        println!("reason:      {reason}");
-    }
-    for error in decision.errors() {
-        println!("error:       {error}");
+/// Whether two paths name one folder (the same after resolving links and `..`).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 
-fn effect_str(effect: Effect) -> &'static str {
-    match effect {
-        Effect::Allow => "allow",
-        Effect::Deny => "deny",
+/// As `hopgate check-config` prints it: each problem with its path, then their count.
+fn report_config_error(path: &Path, err: &ConfigError, out: &mut Out) {
+    match err {
+        ConfigError::Invalid(errors) => {
+            for error in errors {
+                errln!(out, "error: {error}");
+            }
+            errln!(out, "{}: {} problem(s)", path.display(), errors.len());
+        }
+        ConfigError::Read { .. } => errln!(out, "error: {err}"),
     }
-}
-
-fn expect_str(expect: Expect) -> &'static str {
-    match expect {
-        Expect::Allow => "allow",
-        Expect::Deny => "deny",
-    }
-}
-
-fn reason_suffix(decision: &Decision) -> String {
-    decision
-        .reason()
-        .map_or_else(String::new, |reason| format!(" ({reason})"))
 }

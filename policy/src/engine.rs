@@ -27,12 +27,14 @@ use crate::usage::ContextUsage;
 
 mod decision;
 mod memo;
+mod render;
 
 pub use decision::{Decision, DenyReason, Effect};
 pub(crate) use memo::DecisionMemo;
 use memo::Memoized;
 #[cfg(test)]
 pub(crate) use memo::key as memo_key;
+pub use render::CedarRequest;
 
 /// What one snapshot evaluates with. Immutable once built.
 #[derive(Debug)]

@@ -26,22 +26,13 @@ pub enum PolicyError {
         /// Where the schema was expected.
         path: PathBuf,
     },
-    /// One or more files are not valid: Cedar syntax, schema, strict validation, entities or a
-    /// hopgate rule. Every problem names its file.
+    /// One or more files are not valid: Cedar syntax, schema, a duplicate policy id, strict
+    /// validation, entities or a hopgate rule. Every problem of every file, each naming its
+    /// file: one load reports them all.
     #[error("{}", DisplayProblems(problems))]
     Invalid {
-        /// Each problem, in file order.
+        /// Each problem, in file order: the schema, the policy files by name, entities.json.
         problems: Vec<Problem>,
-    },
-    /// Two policies carry the same `@id` (or an `@id` equals another policy's fallback id).
-    #[error("policy id `{id}` is used twice: in {} and in {}", first.display(), second.display())]
-    DuplicateId {
-        /// The id.
-        id: String,
-        /// The file that used it first.
-        first: PathBuf,
-        /// The file that used it again.
-        second: PathBuf,
     },
     /// Hop-token claims lack a field hopgate needs or hold the wrong JSON type.
     #[error("token claims: {0}")]
@@ -66,10 +57,7 @@ impl PolicyError {
     pub fn problems(&self) -> &[Problem] {
         match self {
             Self::Invalid { problems } => problems,
-            Self::Io { .. }
-            | Self::MissingSchema { .. }
-            | Self::DuplicateId { .. }
-            | Self::Claims(_) => &[],
+            Self::Io { .. } | Self::MissingSchema { .. } | Self::Claims(_) => &[],
         }
     }
 
@@ -103,6 +91,15 @@ impl Problem {
             path: path.to_owned(),
             position: offset.map(|offset| line_column(text, offset)),
             message,
+        }
+    }
+
+    /// `path:line:column` of byte `offset` of `text` (the contents of `path`), or `path` alone
+    /// without an offset: how a problem names another place.
+    pub(crate) fn place(path: &Path, text: &str, offset: Option<usize>) -> String {
+        match offset.map(|offset| line_column(text, offset)) {
+            Some((line, column)) => format!("{}:{line}:{column}", path.display()),
+            None => path.display().to_string(),
         }
     }
 

@@ -54,7 +54,7 @@ mod usage;
 
 pub use hopgate_config::SpiffeId;
 
-pub use engine::{Decision, DenyReason, Effect};
+pub use engine::{CedarRequest, Decision, DenyReason, Effect};
 pub use error::{PolicyError, Problem};
 pub use reload::{PolicyReloadStatus, PolicyStore, ReloadHook};
 pub use request::{Direction, HopRequest};

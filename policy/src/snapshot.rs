@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Authorizer, Schema, SchemaFragment, ValidationMode, ValidationWarning, Validator,
+    Authorizer, PolicySet, Schema, SchemaFragment, ValidationMode, ValidationWarning, Validator,
 };
 
 use crate::engine::{DecisionMemo, Engine, Scope};
@@ -25,7 +25,7 @@ use crate::schema::SchemaInfo;
 use crate::slice::SliceIndex;
 use crate::source::{SourceFile, Sources};
 use crate::usage::ContextUsage;
-use crate::{Decision, HopRequest, PolicyError};
+use crate::{CedarRequest, Decision, HopRequest, PolicyError};
 
 /// An immutable, validated policy folder, ready to authorize.
 pub struct PolicySnapshot {
@@ -51,10 +51,11 @@ impl PolicySnapshot {
     /// # Errors
     /// - [`PolicyError::Io`]: the folder or a file cannot be read (or is not UTF-8);
     /// - [`PolicyError::MissingSchema`]: no `schema.cedarschema`;
-    /// - [`PolicyError::DuplicateId`]: two policies share an id;
     /// - [`PolicyError::Invalid`]: schema syntax, context shape (see the crate docs), policy
-    ///   syntax, templates, non-canonical SPIFFE IDs in scopes (CED-05), strict validation,
-    ///   entities.json syntax or conformance. Every problem names its file.
+    ///   syntax, templates, a duplicate policy id, non-canonical SPIFFE IDs in scopes (CED-05),
+    ///   strict validation, entities.json syntax or conformance. Every problem of every file,
+    ///   each naming its file (and `line:column` where there is one): the policies are
+    ///   validated even when another file has a syntax error or an id is used twice.
     pub fn load(dir: &Path, default_action: &str) -> Result<Self, PolicyError> {
         Self::from_sources(&Sources::read(dir)?, dir, default_action)
     }
@@ -66,9 +67,31 @@ impl PolicySnapshot {
         default_action: &str,
     ) -> Result<Self, PolicyError> {
         let mut warnings = Vec::new();
-        let (schema, info) = load_schema(&sources.schema, &mut warnings)?;
-        let parsed = Parsed::parse(&sources.policies)?;
-        let impossible = validate(&schema, &parsed, &sources.policies, &mut warnings)?;
+        // Every stage that can run does, so one load reports the problems of every file, in
+        // file order: the schema, the policy files by name (each in line order), entities.json.
+        let mut problems = Vec::new();
+        let (schema, info) = load_schema(&sources.schema, &mut warnings, &mut problems);
+        let (parsed, mut policy_problems) = Parsed::parse(&sources.policies);
+        let mut impossible = Vec::new();
+        let mut entities = None;
+        let mut entity_problems = Vec::new();
+        if let Some(schema) = &schema {
+            match validate(schema, &parsed, &sources.policies, &mut warnings) {
+                Ok(found) => impossible = found,
+                Err(found) => policy_problems.extend(found),
+            }
+            let file = sources.entities.as_ref();
+            match load_static(file.map(|f| (f.path.as_path(), f.text.as_str())), schema) {
+                Ok(loaded) => entities = Some(loaded),
+                Err(found) => entity_problems = found,
+            }
+        }
+        policy_problems.sort_by(|a, b| (a.path(), a.position()).cmp(&(b.path(), b.position())));
+        problems.extend(policy_problems);
+        problems.extend(entity_problems);
+        let (Some(info), Some(entities), true) = (info, entities, problems.is_empty()) else {
+            return Err(PolicyError::invalid(problems));
+        };
         warnings.extend(parsed.lint_warnings(&sources.policies));
         if parsed.ids.is_empty() {
             warnings.push(format!(
@@ -83,14 +106,6 @@ impl PolicySnapshot {
                 sources.schema.path.display()
             ));
         }
-        let entities = load_static(
-            sources
-                .entities
-                .as_ref()
-                .map(|f| (f.path.as_path(), f.text.as_str())),
-            &schema,
-        )
-        .map_err(PolicyError::invalid)?;
         let names = Names::new().map_err(|e| invalid(&sources.schema.path, e))?;
         let slices =
             SliceIndex::build(&parsed.set, &entities, &names).map_err(|e| invalid(dir, e))?;
@@ -128,6 +143,14 @@ impl PolicySnapshot {
     #[doc(hidden)]
     pub fn authorize_unsliced(&self, req: &HopRequest<'_>) -> Decision {
         self.engine.authorize(req, Scope::Unsliced)
+    }
+
+    /// The Cedar request [`authorize`](Self::authorize) evaluates for `req`, rendered for people
+    /// (`hopgate policy explain --verbose`). `None` when nothing is evaluated (an action the
+    /// schema does not declare) or the request cannot be built (the decision's errors say why).
+    /// It builds everything anew: never call it on the request path.
+    pub fn cedar_request(&self, req: &HopRequest<'_>) -> Option<CedarRequest> {
+        self.engine.cedar_request(req)
     }
 
     /// SHA-256 (hex) of every file the snapshot was built from.
@@ -172,51 +195,76 @@ impl fmt::Debug for PolicySnapshot {
     }
 }
 
+/// The schema, and what hopgate reads of it once its context shapes check out (see
+/// `schema.rs`). Cedar's schema alone is enough to validate policies against, so a shape
+/// problem still lets the policies be checked.
 fn load_schema(
     file: &SourceFile,
     warnings: &mut Vec<String>,
-) -> Result<(Schema, SchemaInfo), PolicyError> {
+    problems: &mut Vec<Problem>,
+) -> (Option<Schema>, Option<SchemaInfo>) {
     let at = |e: &(dyn miette::Diagnostic + 'static)| {
-        PolicyError::invalid(vec![Problem::at(
-            &file.path,
-            &file.text,
-            first_offset(e),
-            cedar_message(e),
-        )])
+        Problem::at(&file.path, &file.text, first_offset(e), cedar_message(e))
     };
-    let (schema, schema_warnings) = Schema::from_cedarschema_str(&file.text).map_err(|e| at(&e))?;
+    let (schema, schema_warnings) = match Schema::from_cedarschema_str(&file.text) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            problems.push(at(&e));
+            return (None, None);
+        }
+    };
     warnings.extend(schema_warnings.map(|w| format!("{}: {w}", file.path.display())));
-    let (fragment, _) = SchemaFragment::from_cedarschema_str(&file.text).map_err(|e| at(&e))?;
-    let json = fragment.to_json_value().map_err(|e| at(&e))?;
-    let info = SchemaInfo::new(&schema, &json, &file.path).map_err(PolicyError::invalid)?;
-    Ok((schema, info))
+    let json = SchemaFragment::from_cedarschema_str(&file.text)
+        .map_err(|e| at(&e))
+        .and_then(|(fragment, _)| fragment.to_json_value().map_err(|e| at(&e)));
+    let info = match json {
+        Ok(json) => SchemaInfo::new(&schema, &json, &file.path),
+        Err(problem) => Err(vec![problem]),
+    };
+    match info {
+        Ok(info) => (Some(schema), Some(info)),
+        Err(found) => {
+            problems.extend(found);
+            (Some(schema), None)
+        }
+    }
 }
 
-/// Strict validation; returns the ids of impossible policies, adds the other warnings.
+/// Strict validation, of the set and of each policy left out of it for a duplicate id;
+/// returns the ids of impossible policies and adds the other warnings, or every error.
 fn validate(
     schema: &Schema,
     parsed: &Parsed,
     files: &[SourceFile],
     warnings: &mut Vec<String>,
-) -> Result<Vec<String>, PolicyError> {
-    let result = Validator::new(schema.clone()).validate(&parsed.set, ValidationMode::Strict);
-    let problem = |id: String, diagnostic: &(dyn miette::Diagnostic + 'static)| match parsed
-        .file_of(&id, files)
-    {
-        Some(file) => Problem::at(
-            &file.path,
-            &file.text,
-            first_offset(diagnostic),
-            cedar_message(diagnostic),
-        ),
-        None => Problem::new(Path::new(""), cedar_message(diagnostic)),
-    };
-    let errors: Vec<Problem> = result
+) -> Result<Vec<String>, Vec<Problem>> {
+    let validator = Validator::new(schema.clone());
+    let result = validator.validate(&parsed.set, ValidationMode::Strict);
+    let problem =
+        |file: Option<&SourceFile>, diagnostic: &(dyn miette::Diagnostic + 'static)| match file {
+            Some(file) => Problem::at(
+                &file.path,
+                &file.text,
+                first_offset(diagnostic),
+                cedar_message(diagnostic),
+            ),
+            None => Problem::new(Path::new(""), cedar_message(diagnostic)),
+        };
+    let mut errors: Vec<Problem> = result
         .validation_errors()
-        .map(|e| problem(e.policy_id().to_string(), e))
+        .map(|e| problem(parsed.file_of(e.policy_id().as_ref(), files), e))
         .collect();
+    for (index, policy) in &parsed.duplicates {
+        let mut alone = PolicySet::new();
+        if alone.add(policy.clone()).is_err() {
+            continue;
+        }
+        let file = files.get(*index);
+        let result = validator.validate(&alone, ValidationMode::Strict);
+        errors.extend(result.validation_errors().map(|e| problem(file, e)));
+    }
     if !errors.is_empty() {
-        return Err(PolicyError::invalid(errors));
+        return Err(errors);
     }
     let mut impossible = Vec::new();
     for warning in result.validation_warnings() {
@@ -228,7 +276,7 @@ fn validate(
         {
             impossible.push(id.clone());
         }
-        warnings.push(problem(id, warning).to_string());
+        warnings.push(problem(parsed.file_of(&id, files), warning).to_string());
     }
     impossible.sort_by_key(|id| parsed.ids.iter().position(|known| known == id));
     Ok(impossible)

@@ -4,6 +4,7 @@
 mod authorize;
 mod load;
 mod reload;
+mod render;
 mod slicing;
 
 use std::fs;

@@ -93,19 +93,95 @@ fn policies_are_keyed_by_their_id_annotation_and_others_by_file_and_index() {
 }
 
 #[test]
-fn a_duplicate_id_is_a_load_error_naming_both_files() {
+fn a_duplicate_id_is_a_load_error_naming_both_places() {
     let folder = Folder::with_policies(r#"@id("same") permit (principal, action, resource);"#);
     folder.write(
         "b.cedar",
-        r#"@id("same") forbid (principal, action, resource);"#,
+        "// first\n\n  @id(\"same\") forbid (principal, action, resource);",
     );
     let err = PolicySnapshot::load(folder.path(), "call").unwrap_err();
-    assert!(matches!(err, PolicyError::DuplicateId { .. }));
-    let message = err.to_string();
-    assert!(message.contains("`same`"), "{message}");
+    let [problem] = err.problems() else {
+        panic!("not one problem: {err}");
+    };
+    assert!(problem.path().ends_with("policies.cedar"), "{problem}");
+    assert_eq!(problem.position(), Some((1, 1)), "{problem}");
+    let first = folder.path().join("b.cedar");
+    assert_eq!(
+        problem.message(),
+        format!(
+            "policy id `same` is already used in {}:3:3",
+            first.display()
+        )
+    );
+}
+
+#[test]
+fn a_duplicate_id_does_not_hide_the_other_problems_of_any_file() {
+    let folder = Folder::with_policies(
+        "@id(\"same\") permit (principal, action, resource)\nwhen { context.intent.porpose == \"x\" };\n\
+         @id(\"same\") forbid (principal, action, resource)\nwhen { context.token.dept > 4 };\n",
+    );
+    folder.write("a.cedar", "permit (principal,");
+    folder.write(
+        "c.cedar",
+        r#"@id("bad-scope") forbid (principal == Hop::Workload::"spiffe://EXAMPLE.org/a", action, resource);"#,
+    );
+    let err = PolicySnapshot::load(folder.path(), "call").unwrap_err();
+    let problems: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+    let at = |needle: &str| {
+        problems
+            .iter()
+            .position(|p| p.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {problems:#?}"))
+    };
+    let syntax = at("a.cedar:1:");
+    let typo = at("policies.cedar:2:");
+    let duplicate = at("policy id `same` is already used in");
+    let duplicates_own = at("policies.cedar:4:");
+    let scope = at("CED-05");
     assert!(
-        message.contains("b.cedar") && message.contains("policies.cedar"),
-        "{message}"
+        problems[duplicate].contains("policies.cedar:3:1: "),
+        "{problems:#?}"
+    );
+    assert!(problems[duplicates_own].contains("dept"), "{problems:#?}");
+    assert!(problems[scope].contains("c.cedar"), "{problems:#?}");
+    // Files by name (a, c, policies), each in line order.
+    assert!(
+        syntax < scope && scope < typo && typo < duplicate && duplicate < duplicates_own,
+        "not in file and line order: {problems:#?}"
+    );
+}
+
+#[test]
+fn a_context_shape_problem_does_not_hide_the_policies_validation_errors() {
+    let schema = SCHEMA.replace("purpose?: String", "purpose?: Long");
+    let folder = Folder::new(&[("schema.cedarschema", &schema)]);
+    folder.write(
+        "policies.cedar",
+        r#"@id("typo") permit (principal, action, resource) when { context.http.methd == "GET" };"#,
+    );
+    let err = folder.load_error();
+    assert!(
+        err.contains("`context.intent.purpose` must be a String") && err.contains("`typo`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_id_annotation_is_found_past_comments_strings_and_escapes() {
+    let folder = Folder::with_policies(
+        "// @id(\"x\") in a comment\n\
+         @id(\"x\") permit (principal, action, resource) when { context.http.path == \"@id(\\\"x\\\")\" };\n\
+         @id(\"\\u{78}\") forbid (principal, action, resource);\n",
+    );
+    let err = PolicySnapshot::load(folder.path(), "call").unwrap_err();
+    let [problem] = err.problems() else {
+        panic!("not one problem: {err}");
+    };
+    assert_eq!(problem.position(), Some((3, 1)), "{problem}");
+    assert!(
+        problem.message().ends_with("policies.cedar:2:1"),
+        "{problem}"
     );
 }
 

@@ -40,6 +40,29 @@ fn a_good_reload_swaps_the_snapshot_and_records_success() {
 }
 
 #[test]
+fn a_duplicate_id_keeps_the_last_good_snapshot_ced_07() {
+    let folder = Folder::with_policies(ALLOW);
+    let (store, hook) = store_with_hook(&folder);
+    let digest = store.current().digest().to_owned();
+
+    // Valid on its own, but `allow` is taken: the folder is refused as a whole.
+    folder.write("zz.cedar", &DENY.replace("\"deny\"", "\"allow\""));
+    let err = store.reload().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("policy id `allow` is already used in"),
+        "{err}"
+    );
+    assert_eq!(hook.try_recv(), Ok(false));
+    assert_eq!(store.current().digest(), digest);
+    assert!(
+        Hop::new(AGENT, INFERENCE)
+            .decide(&store.current())
+            .is_allowed()
+    );
+}
+
+#[test]
 fn a_broken_policy_file_keeps_the_last_good_snapshot_ced_07() {
     let folder = Folder::with_policies(ALLOW);
     let (store, hook) = store_with_hook(&folder);
