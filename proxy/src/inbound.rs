@@ -1,32 +1,35 @@
 //! The inbound side: a peer sidecar's call, over mTLS, to the local app.
 //!
 //! ```text
-//!  accept ─▶ TLS handshake ─▶ PeerIdentity ─▶ per request: in-flight cap ─▶ strip hop-by-hop
-//!  (cap)     (SPIFFE verifier)  (verified SVID)   ─▶ Cedar decision + audit ─▶ set XFCC ─▶ forward to app
+//!  accept ─▶ TLS handshake ─▶ PeerIdentity ─▶ per request, through crate::hop::serve:
+//!  (cap)     (SPIFFE verifier)  (verified SVID)   admit: verify the hop token against this peer
+//!                                                 prepare: set XFCC; send: forward to the app
 //! ```
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hopgate_config::InboundConfig;
-use hopgate_policy::Direction as PolicyDirection;
+use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::ConnectionServer;
+use crate::hop::{self, Hop, HopToken, Shared};
 use crate::http::authenticate::Authenticator;
-use crate::http::authorize::{Authorizer, TokenSeen};
+use crate::http::authorize::Authorizer;
 use crate::http::forward::Forwarder;
-use crate::http::{Body, RequestError, WithoutTrailers, client_cert, headers, path, stream_body};
+use crate::http::{Body, RequestError, client_cert};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
-use crate::telemetry::metrics::{DecisionLabel, Direction, HandshakeFailureReason, ProxyMetrics};
-use crate::telemetry::trace::{HopSpan, SpanKind, Tracing, authority};
+use crate::telemetry::metrics::{Direction, HandshakeFailureReason, ProxyMetrics};
+use crate::telemetry::trace::{HopSpan, Tracing, authority};
 use crate::tls::{IdentityStore, PeerIdentity, classify_handshake_error};
 use crate::token::VerifiedClaims;
 
@@ -36,19 +39,16 @@ pub struct Inbound {
     listener: Listener,
     server: ConnectionServer,
     handshake_timeout: Duration,
-    state: Arc<State>,
+    side: Arc<InboundSide>,
 }
 
-/// What every inbound request needs, shared by all connections.
+/// What every inbound request needs, shared by all connections: the inbound [`hop::Side`].
 #[derive(Debug)]
-struct State {
+struct InboundSide {
+    shared: Shared,
     identity: Arc<IdentityStore>,
     authenticator: Authenticator,
-    authorizer: Authorizer,
     forwarder: Forwarder,
-    tracing: Tracing,
-    metrics: Arc<ProxyMetrics>,
-    in_flight: Arc<Semaphore>,
 }
 
 // === impl Inbound ===
@@ -84,14 +84,16 @@ impl Inbound {
             listener,
             server: ConnectionServer::new(timeouts, limits),
             handshake_timeout: timeouts.header_read(),
-            state: Arc::new(State {
+            side: Arc::new(InboundSide {
+                shared: Shared {
+                    authorizer,
+                    tracing,
+                    metrics,
+                    in_flight: Arc::new(Semaphore::new(max_in_flight)),
+                },
                 identity,
                 authenticator,
-                authorizer,
                 forwarder,
-                tracing,
-                metrics,
-                in_flight: Arc::new(Semaphore::new(max_in_flight)),
             }),
         })
     }
@@ -113,7 +115,7 @@ impl Inbound {
                 accepted = self.listener.accept() => accepted,
             };
             let conn = Connection {
-                state: Arc::clone(&self.state),
+                side: Arc::clone(&self.side),
                 server: self.server.clone(),
                 handshake_timeout: self.handshake_timeout,
             };
@@ -132,7 +134,7 @@ struct Peer {
 
 /// One accepted TCP connection on its way through the handshake to HTTP.
 struct Connection {
-    state: Arc<State>,
+    side: Arc<InboundSide>,
     server: ConnectionServer,
     handshake_timeout: Duration,
 }
@@ -146,10 +148,10 @@ impl Connection {
             remote,
             permit,
         } = accepted;
-        let metrics = &self.state.metrics;
+        let metrics = &self.side.shared.metrics;
         // The config is taken per connection, so a rotated SVID or bundle applies to the next
         // handshake while established connections keep the one they proved themselves with.
-        let acceptor = TlsAcceptor::from(self.state.identity.server_config());
+        let acceptor = TlsAcceptor::from(self.side.identity.server_config());
         let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await
         {
             Ok(Ok(tls)) => tls,
@@ -174,7 +176,7 @@ impl Connection {
         tracing::debug!(client.addr = %remote, peer.id = %peer.id(), "connection accepted");
         // What every request on this connection shares is worked out once: the identities on
         // both ends (as of the handshake) and the identity header the app will receive.
-        let own = self.state.identity.current().svid().id().clone();
+        let own = self.side.identity.current().svid().id().clone();
         let Some(xfcc) = client_cert::client_cert_value(&own, &peer) else {
             tracing::warn!(client.addr = %remote, "peer identity does not fit a header");
             return;
@@ -184,109 +186,69 @@ impl Connection {
             own,
             xfcc,
         });
-        let state = self.state;
+        let side = self.side;
         let service = hyper::service::service_fn(move |req| {
-            let state = Arc::clone(&state);
+            let side = Arc::clone(&side);
             let peer = Arc::clone(&peer);
-            async move { Ok::<_, Infallible>(state.handle(&peer, req).await) }
+            async move { Ok::<_, Infallible>(hop::serve(&*side, &*peer, req).await) }
         });
         self.server.serve(tls, service, drain).await;
         drop(permit);
     }
 }
 
-// === impl State ===
+// === impl InboundSide ===
 
-impl State {
-    async fn handle(&self, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
-        let start = Instant::now();
-        let span = self.tracing.request_span(
-            SpanKind::Inbound,
-            req.headers(),
-            req.method().as_str(),
-            req.uri().path(),
-            req.version(),
-        );
-        span.record_hop(peer.identity.id(), &peer.own, authority(&req));
-        let (rsp, decision) = match self.forward(peer, req, &span).await {
-            Ok(forwarded) => forwarded,
-            Err(err) => {
-                tracing::info!(peer.id = %peer.identity.id(), status = err.status().as_u16(), error = %err, "request failed");
-                span.record_refusal(&err);
-                let decision = err.decision();
-                (err.into_response(), decision)
-            }
-        };
-        span.record_status(rsp.status().as_u16());
-        self.metrics
-            .record_request(Direction::Inbound, decision, start.elapsed());
-        rsp
+impl hop::Side for InboundSide {
+    type Conn = Peer;
+    /// The hop token, verified against this connection's peer, when the caller sent one.
+    type Admission = Option<VerifiedClaims>;
+    const DIRECTION: Direction = Direction::Inbound;
+
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
 
-    async fn forward(
+    /// The handshake proved who calls whom before the first byte of the request.
+    fn on_start(&self, peer: &Peer, req: &Request<Incoming>, span: &HopSpan) {
+        span.record_hop(peer.identity.id(), &peer.own, authority(req));
+    }
+
+    /// The hop token must verify against this connection's peer before anything reads it.
+    fn admit(
         &self,
         peer: &Peer,
-        req: Request<Incoming>,
-        span: &HopSpan,
-    ) -> Result<(Response<Body>, DecisionLabel), RequestError> {
-        // Held until the response head is back: that is the work an overload must bound.
-        let _permit = Arc::clone(&self.in_flight)
-            .try_acquire_owned()
-            .map_err(|_| RequestError::Overloaded)?;
-        // Before any work: a request whose audit record could not be kept is not served
-        // (`telemetry.audit.when_full: refuse` while stdout is not read).
-        self.authorizer.check_audit()?;
-        let (mut parts, body) = req.into_parts();
-        // Connection-scoped fields describe the caller's hop, not the request (RFC 9110 §7.6.1).
-        headers::strip_hop_by_hop(&mut parts.headers)
-            .map_err(|_| RequestError::BadRequest("connection header nominates a framing field"))?;
-        // The policy reads the path's bytes and one authority; a path the app could resolve
-        // differently, or a request naming two hosts, is refused.
-        path::check(parts.uri.path()).map_err(RequestError::BadRequest)?;
-        headers::check_authority(&parts).map_err(RequestError::BadRequest)?;
-        // The hop token must verify against this connection's peer before anything reads it.
-        let token =
-            self.authenticator
-                .authenticate(&parts.headers, &peer.identity, &self.identity)?;
-        // The decision reads the head after hygiene and before anything is added, so the policy
-        // sees what the caller sent and the app will see; the snapshot is read per request.
-        // The token's facts are built only for a reader: a policy or a span.
-        let facts = token
-            .as_ref()
-            .filter(|_| self.authorizer.has_policies() || span.is_enabled())
-            .map(VerifiedClaims::facts);
-        if let (Some(token), Some(facts)) = (&token, &facts) {
-            span.record_token(facts, token.jti(), token.prv());
+        parts: &mut Parts,
+        _span: &HopSpan,
+    ) -> Result<Option<VerifiedClaims>, RequestError> {
+        self.authenticator
+            .authenticate(&parts.headers, &peer.identity, &self.identity)
+    }
+
+    fn hop<'a>(&'a self, peer: &'a Peer, token: &'a Option<VerifiedClaims>) -> Hop<'a> {
+        Hop {
+            caller: peer.identity.id(),
+            callee: &peer.own,
+            token: token.as_ref().map(HopToken::Verified),
         }
-        let decision = self.authorizer.authorize_token(
-            &parts,
-            peer.identity.id(),
-            &peer.own,
-            PolicyDirection::Inbound,
-            token
-                .as_ref()
-                .zip(facts.as_ref())
-                .map(|(t, facts)| TokenSeen {
-                    facts,
-                    jti: t.jti(),
-                }),
-            span,
-        )?;
-        // The app trusts XFCC to name the caller: whatever the caller sent is replaced by the
-        // identity this connection proved. A hop token still present has just been verified
-        // (aud = this workload), so the app may relay it.
+    }
+
+    /// The app trusts XFCC to name the caller: whatever the caller sent is replaced by the
+    /// identity this connection proved. A hop token still present has just been verified
+    /// (aud = this workload), so the app may relay it.
+    fn prepare(&self, peer: &Peer, parts: &mut Parts) {
         client_cert::set_client_cert_header(&mut parts.headers, &peer.xfcc);
-        // Trailers arrive after the head was cleaned: none reach the app, and neither does the
-        // header announcing them.
-        parts.headers.remove(http::header::TRAILER);
-        // The app's spans become children of this hop's span.
-        self.tracing.inject(span, &mut parts.headers);
-        let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
-        let rsp = self.forwarder.forward(req).await?;
-        let (mut parts, body) = rsp.into_parts();
-        // The app's own hop-by-hop fields stop here too; a framing field it wrongly nominated
-        // is kept, since hyper re-frames the body for the caller anyway.
-        let _ = headers::strip_hop_by_hop(&mut parts.headers);
-        Ok((Response::from_parts(parts, stream_body(body)), decision))
+    }
+
+    fn send(
+        &self,
+        _token: Option<VerifiedClaims>,
+        req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Incoming>, RequestError>> + Send {
+        self.forwarder.forward(req)
+    }
+
+    fn log_failure(&self, peer: &Peer, err: &RequestError) {
+        tracing::info!(peer.id = %peer.identity.id(), status = err.status().as_u16(), error = %err, "request failed");
     }
 }

@@ -20,6 +20,7 @@ use thiserror::Error;
 
 pub mod admin;
 pub mod connection;
+mod hop;
 pub mod http;
 pub mod inbound;
 pub mod listener;

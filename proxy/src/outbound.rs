@@ -19,10 +19,9 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use hopgate_config::{InboundConfig, InboundLimits, InboundTimeouts, OutboundConfig, Route};
-use hopgate_policy::Direction as PolicyDirection;
+use http::request::Parts;
 use http::uri::Authority;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -30,14 +29,16 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::connection::ConnectionServer;
-use crate::http::authorize::{Authorizer, TokenSeen};
+use crate::hop::{self, Hop, HopToken, Shared};
+use crate::http::authorize::Authorizer;
 use crate::http::delegate::Delegator;
-use crate::http::{Body, RequestError, WithoutTrailers, headers, path, stream_body};
+use crate::http::{Body, RequestError};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
-use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
-use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
-use crate::tls::IdentityStore;
+use crate::telemetry::metrics::{Direction, ProxyMetrics};
+use crate::telemetry::trace::{HopSpan, Tracing};
+use crate::tls::{Identity, IdentityStore};
+use crate::token::MintedToken;
 
 mod upstream;
 
@@ -49,19 +50,26 @@ pub struct Outbound {
     listener: Listener,
     server: ConnectionServer,
     transparent: bool,
-    state: Arc<State>,
+    side: Arc<OutboundSide>,
 }
 
-/// What every outbound request needs, shared by all connections.
+/// What every outbound request needs, shared by all connections: the outbound [`hop::Side`].
 #[derive(Debug)]
-struct State {
+struct OutboundSide {
+    shared: Shared,
     identity: Arc<IdentityStore>,
-    routes: Vec<Destination>,
+    routes: Vec<Arc<Destination>>,
     delegator: Delegator,
-    authorizer: Authorizer,
-    tracing: Tracing,
-    metrics: Arc<ProxyMetrics>,
-    in_flight: Arc<Semaphore>,
+}
+
+/// What admitting an outbound request worked out, for sending it.
+struct Outgoing {
+    destination: Arc<Destination>,
+    authority: Authority,
+    token: MintedToken,
+    /// The identity snapshot the token was minted with: it picks the connection pool, so the
+    /// token's binding matches the connection it travels on.
+    identity: Arc<Identity>,
 }
 
 /// A route with its pooled client.
@@ -115,9 +123,11 @@ impl Outbound {
         let routes = config
             .routes()
             .iter()
-            .map(|route| Destination {
-                route: route.clone(),
-                upstream: Upstream::new(route, timeouts.app_connect(), timeouts.app_response()),
+            .map(|route| {
+                Arc::new(Destination {
+                    route: route.clone(),
+                    upstream: Upstream::new(route, timeouts.app_connect(), timeouts.app_response()),
+                })
             })
             .collect();
         let max_in_flight = limits
@@ -128,14 +138,16 @@ impl Outbound {
             listener,
             server: ConnectionServer::new(timeouts, limits),
             transparent: config.transparent(),
-            state: Arc::new(State {
+            side: Arc::new(OutboundSide {
+                shared: Shared {
+                    authorizer,
+                    tracing,
+                    metrics,
+                    in_flight: Arc::new(Semaphore::new(max_in_flight)),
+                },
                 identity,
                 routes,
                 delegator,
-                authorizer,
-                tracing,
-                metrics,
-                in_flight: Arc::new(Semaphore::new(max_in_flight)),
             }),
         })
     }
@@ -161,17 +173,17 @@ impl Outbound {
                 permit,
             } = accepted;
             let target = if self.transparent {
-                self.state.original_target(&stream, remote)
+                self.side.original_target(&stream, remote)
             } else {
                 Target::ByAuthority
             };
-            let state = Arc::clone(&self.state);
+            let side = Arc::clone(&self.side);
             let server = self.server.clone();
             let drain = drain.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let state = Arc::clone(&state);
-                    async move { Ok::<_, Infallible>(state.handle(target, req).await) }
+                    let side = Arc::clone(&side);
+                    async move { Ok::<_, Infallible>(hop::serve(&*side, &target, req).await) }
                 });
                 server.serve(stream, service, drain).await;
                 drop(permit);
@@ -180,9 +192,9 @@ impl Outbound {
     }
 }
 
-// === impl State ===
+// === impl OutboundSide ===
 
-impl State {
+impl OutboundSide {
     /// The route of a redirected connection, from `SO_ORIGINAL_DST`.
     fn original_target(&self, stream: &TcpStream, remote: SocketAddr) -> Target {
         let Some(original) = original_dst(stream) else {
@@ -203,102 +215,9 @@ impl State {
         Target::Fixed(route)
     }
 
-    async fn handle(&self, target: Target, req: Request<Incoming>) -> Response<Body> {
-        let start = Instant::now();
-        let span = self.tracing.request_span(
-            SpanKind::Outbound,
-            req.headers(),
-            req.method().as_str(),
-            req.uri().path(),
-            req.version(),
-        );
-        let (rsp, decision) = match self.forward(target, req, &span).await {
-            Ok(forwarded) => forwarded,
-            Err(err) => {
-                tracing::info!(direction = "outbound", status = err.status().as_u16(), error = %err, "request failed");
-                span.record_refusal(&err);
-                let decision = err.decision();
-                (err.into_response(), decision)
-            }
-        };
-        span.record_status(rsp.status().as_u16());
-        self.metrics
-            .record_request(Direction::Outbound, decision, start.elapsed());
-        rsp
-    }
-
-    async fn forward(
-        &self,
-        target: Target,
-        req: Request<Incoming>,
-        span: &HopSpan,
-    ) -> Result<(Response<Body>, DecisionLabel), RequestError> {
-        let _permit = Arc::clone(&self.in_flight)
-            .try_acquire_owned()
-            .map_err(|_| RequestError::Overloaded)?;
-        // Before any work: a request whose audit record could not be kept is not served
-        // (`telemetry.audit.when_full: refuse` while stdout is not read).
-        self.authorizer.check_audit()?;
-        let (mut parts, body) = req.into_parts();
-        if parts.method == Method::CONNECT {
-            // A tunnel would carry bytes no policy or token ever sees.
-            return Err(RequestError::BadRequest("CONNECT tunnels are not proxied"));
-        }
-        headers::strip_hop_by_hop(&mut parts.headers)
-            .map_err(|_| RequestError::BadRequest("connection header nominates a framing field"))?;
-        path::check(parts.uri.path()).map_err(RequestError::BadRequest)?;
-        // Router, policy and destination read one authority (PATH-03, SMG-17 in
-        // docs/security.md).
-        headers::check_authority(&parts).map_err(RequestError::BadRequest)?;
-        let authority = request_authority(&parts);
-        let destination = match target {
-            Target::Fixed(route) => route.and_then(|i| self.routes.get(i)),
-            Target::ByAuthority => authority.and_then(|a| self.by_authority(a)),
-        }
-        .ok_or(RequestError::NoRoute)?;
-        let route = &destination.route;
-        let authority = match authority {
-            Some(authority) => Authority::try_from(authority),
-            None => Authority::try_from(route.host()),
-        }
-        .map_err(|_| RequestError::BadRequest("invalid authority"))?;
-        // The app's credential is verified and swapped for a token scoped to this route. The
-        // token is bound to the SVID of `identity`, so it must travel on a connection made with
-        // that same snapshot (`upstream.send` below), whatever rotates in between.
-        let (token, identity) =
-            self.delegator
-                .delegate(&mut parts.headers, route, &self.identity)?;
-        // The egress decision reads the token that is about to leave (`policy.outbound`).
-        span.record_hop(identity.svid().id(), route.identity(), authority.as_str());
-        // The token's facts are built only for a reader: an egress policy or a span.
-        let facts = (self.authorizer.has_policies() || span.is_enabled()).then(|| token.facts());
-        if let Some(facts) = &facts {
-            span.record_token(facts, token.claims().jti(), token.claims().prv());
-        }
-        let decision = self.authorizer.authorize_token(
-            &parts,
-            identity.svid().id(),
-            route.identity(),
-            PolicyDirection::Outbound,
-            facts.as_ref().map(|facts| TokenSeen {
-                facts,
-                jti: token.claims().jti(),
-            }),
-            span,
-        )?;
-        parts.headers.remove(http::header::TRAILER);
-        // The next hop's spans become children of this one.
-        self.tracing.inject(span, &mut parts.headers);
-        let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
-        let rsp = destination.upstream.send(req, authority, &identity).await?;
-        let (mut parts, body) = rsp.into_parts();
-        let _ = headers::strip_hop_by_hop(&mut parts.headers);
-        Ok((Response::from_parts(parts, stream_body(body)), decision))
-    }
-
     /// The route for an authority: `host:port` exactly, else the host alone (ASCII case
     /// insensitive).
-    fn by_authority(&self, authority: &str) -> Option<&Destination> {
+    fn by_authority(&self, authority: &str) -> Option<&Arc<Destination>> {
         let exact = self
             .routes
             .iter()
@@ -313,9 +232,88 @@ impl State {
     }
 }
 
+impl hop::Side for OutboundSide {
+    type Conn = Target;
+    type Admission = Outgoing;
+    const DIRECTION: Direction = Direction::Outbound;
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// A tunnel would carry bytes no policy or token ever sees.
+    fn screen(&self, parts: &Parts) -> Result<(), RequestError> {
+        if parts.method == Method::CONNECT {
+            return Err(RequestError::BadRequest("CONNECT tunnels are not proxied"));
+        }
+        Ok(())
+    }
+
+    /// Router, policy and destination read one authority; the app's credential is verified
+    /// and swapped for a token scoped to the route.
+    fn admit(
+        &self,
+        target: &Target,
+        parts: &mut Parts,
+        span: &HopSpan,
+    ) -> Result<Outgoing, RequestError> {
+        let authority = request_authority(parts);
+        let destination = match *target {
+            Target::Fixed(route) => route.and_then(|i| self.routes.get(i)),
+            Target::ByAuthority => authority.and_then(|a| self.by_authority(a)),
+        }
+        .ok_or(RequestError::NoRoute)?;
+        let route = &destination.route;
+        let authority = match authority {
+            Some(authority) => Authority::try_from(authority),
+            None => Authority::try_from(route.host()),
+        }
+        .map_err(|_| RequestError::BadRequest("invalid authority"))?;
+        // The token is bound to the SVID of `identity`, so it must travel on a connection made
+        // with that same snapshot (`send` below), whatever rotates in between.
+        let (token, identity) =
+            self.delegator
+                .delegate(&mut parts.headers, route, &self.identity)?;
+        span.record_hop(identity.svid().id(), route.identity(), authority.as_str());
+        Ok(Outgoing {
+            destination: Arc::clone(destination),
+            authority,
+            token,
+            identity,
+        })
+    }
+
+    /// The egress decision reads the token that is about to leave (`policy.outbound`).
+    fn hop<'a>(&'a self, _target: &'a Target, out: &'a Outgoing) -> Hop<'a> {
+        Hop {
+            caller: out.identity.svid().id(),
+            callee: out.destination.route.identity(),
+            token: Some(HopToken::Minted(&out.token)),
+        }
+    }
+
+    async fn send(
+        &self,
+        out: Outgoing,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, RequestError> {
+        let Outgoing {
+            destination,
+            authority,
+            identity,
+            ..
+        } = out;
+        destination.upstream.send(req, authority, &identity).await
+    }
+
+    fn log_failure(&self, _target: &Target, err: &RequestError) {
+        tracing::info!(direction = "outbound", status = err.status().as_u16(), error = %err, "request failed");
+    }
+}
+
 /// The authority a request names: the URI's (absolute-form, or `:authority` on HTTP/2), else
 /// `Host`. [`headers::check_authority`] has made sure the two agree when both are present.
-fn request_authority(parts: &http::request::Parts) -> Option<&str> {
+fn request_authority(parts: &Parts) -> Option<&str> {
     parts
         .uri
         .authority()

@@ -1,0 +1,241 @@
+//! One runner for both sides of a hop.
+//!
+//! ```text
+//!  request ─▶ span ─▶ in-flight cap ─▶ audit buffer ─▶ hygiene (hop-by-hop, path, authority)
+//!          ─▶ Side::admit (inbound: the hop token; outbound: route + credential swap)
+//!          ─▶ token facts, only for a reader ─▶ Cedar decision + audit ─▶ Side::prepare (XFCC)
+//!          ─▶ trailers off, traceparent on ─▶ Side::send ─▶ response hygiene
+//!  any error ─▶ the one error → response map; span status and metrics, once, either way
+//! ```
+//!
+//! What differs between the sides is in [`Side`]: how a request is admitted (whose token, which
+//! route), what is added to the head after the decision, and where it is sent. Everything else,
+//! in this order, is here, so the two sides cannot drift apart.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hopgate_config::SpiffeId;
+use hopgate_policy::{Direction as PolicyDirection, TokenFacts};
+use http::request::Parts;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::sync::Semaphore;
+
+use crate::http::authorize::{Authorizer, TokenSeen};
+use crate::http::{Body, RequestError, WithoutTrailers, headers, path, stream_body};
+use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
+use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
+use crate::token::{MintedToken, VerifiedClaims};
+
+/// What both sides' requests need, whichever side they are on.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) authorizer: Authorizer,
+    pub(crate) tracing: Tracing,
+    pub(crate) metrics: Arc<ProxyMetrics>,
+    /// Held per request until its response head is back: the work an overload must bound.
+    pub(crate) in_flight: Arc<Semaphore>,
+}
+
+/// A side's own stages; [`serve`] runs them in its fixed order.
+pub(crate) trait Side: Sync {
+    /// What a connection's requests share (inbound: the verified peer; outbound: how they
+    /// find their route).
+    type Conn: Sync;
+    /// What [`Side::admit`] worked out and [`Side::send`] needs.
+    type Admission: Send;
+    /// Which side this is.
+    const DIRECTION: Direction;
+
+    /// The state both sides share.
+    fn shared(&self) -> &Shared;
+
+    /// Before anything is read: what the span should know from the start (inbound: the peer,
+    /// which the handshake proved).
+    fn on_start(&self, _conn: &Self::Conn, _req: &Request<Incoming>, _span: &HopSpan) {}
+
+    /// Refusals of this side that come before hygiene (outbound: `CONNECT`).
+    ///
+    /// # Errors
+    /// The refusal.
+    fn screen(&self, _parts: &Parts) -> Result<(), RequestError> {
+        Ok(())
+    }
+
+    /// The side's admission of a clean head: the hop token verified against the connection
+    /// (inbound), or the route found and the credential swapped for a token (outbound).
+    ///
+    /// # Errors
+    /// Why the request is refused.
+    fn admit(
+        &self,
+        conn: &Self::Conn,
+        parts: &mut Parts,
+        span: &HopSpan,
+    ) -> Result<Self::Admission, RequestError>;
+
+    /// Who calls whom on this hop, and with which token: what the policy, the span and the
+    /// audit record read.
+    fn hop<'a>(&'a self, conn: &'a Self::Conn, admission: &'a Self::Admission) -> Hop<'a>;
+
+    /// The side's additions to the head once the decision allowed it (inbound: XFCC).
+    fn prepare(&self, _conn: &Self::Conn, _parts: &mut Parts) {}
+
+    /// Sends the request on: to the app (inbound) or to the destination sidecar (outbound).
+    fn send(
+        &self,
+        admission: Self::Admission,
+        req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Incoming>, RequestError>> + Send;
+
+    /// The log line of a request that failed.
+    fn log_failure(&self, conn: &Self::Conn, err: &RequestError);
+}
+
+/// The parties of one hop, as one side sees them.
+#[derive(Clone, Copy)]
+pub(crate) struct Hop<'a> {
+    /// The principal: the peer (inbound) or this workload (outbound).
+    pub(crate) caller: &'a SpiffeId,
+    /// The resource: this workload (inbound) or the route's destination (outbound).
+    pub(crate) callee: &'a SpiffeId,
+    /// The hop token: verified (inbound) or about to be sent (outbound).
+    pub(crate) token: Option<HopToken<'a>>,
+}
+
+/// The hop token of a hop, whichever way it came.
+#[derive(Clone, Copy)]
+pub(crate) enum HopToken<'a> {
+    /// Verified against the connection it arrived on.
+    Verified(&'a VerifiedClaims),
+    /// Minted for the next hop.
+    Minted(&'a MintedToken),
+}
+
+// === impl HopToken ===
+
+impl HopToken<'_> {
+    fn facts(self) -> TokenFacts {
+        match self {
+            Self::Verified(token) => token.facts(),
+            Self::Minted(token) => token.facts(),
+        }
+    }
+
+    fn jti(&self) -> &str {
+        match self {
+            Self::Verified(token) => token.jti(),
+            Self::Minted(token) => token.claims().jti(),
+        }
+    }
+
+    fn prv(&self) -> Option<&str> {
+        match self {
+            Self::Verified(token) => token.prv(),
+            Self::Minted(token) => token.claims().prv(),
+        }
+    }
+}
+
+/// Serves one request on `side`: the whole pipeline, one response, recorded once.
+pub(crate) async fn serve<S: Side>(
+    side: &S,
+    conn: &S::Conn,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let shared = side.shared();
+    let start = Instant::now();
+    let kind = match S::DIRECTION {
+        Direction::Inbound => SpanKind::Inbound,
+        Direction::Outbound => SpanKind::Outbound,
+    };
+    let span = shared.tracing.request_span(
+        kind,
+        req.headers(),
+        req.method().as_str(),
+        req.uri().path(),
+        req.version(),
+    );
+    side.on_start(conn, &req, &span);
+    let (rsp, decision) = match run(side, conn, req, &span).await {
+        Ok(forwarded) => forwarded,
+        Err(err) => {
+            side.log_failure(conn, &err);
+            span.record_refusal(&err);
+            let decision = err.decision();
+            (err.into_response(), decision)
+        }
+    };
+    span.record_status(rsp.status().as_u16());
+    shared
+        .metrics
+        .record_request(S::DIRECTION, decision, start.elapsed());
+    rsp
+}
+
+async fn run<S: Side>(
+    side: &S,
+    conn: &S::Conn,
+    req: Request<Incoming>,
+    span: &HopSpan,
+) -> Result<(Response<Body>, DecisionLabel), RequestError> {
+    let shared = side.shared();
+    let _permit = Arc::clone(&shared.in_flight)
+        .try_acquire_owned()
+        .map_err(|_| RequestError::Overloaded)?;
+    // Before any work: a request whose audit record could not be kept is not served
+    // (`telemetry.audit.when_full: refuse` while stdout is not read).
+    shared.authorizer.check_audit()?;
+    let (mut parts, body) = req.into_parts();
+    side.screen(&parts)?;
+    // Connection-scoped fields describe the caller's hop, not the request (RFC 9110 §7.6.1).
+    headers::strip_hop_by_hop(&mut parts.headers)
+        .map_err(|_| RequestError::BadRequest("connection header nominates a framing field"))?;
+    // The policy reads the path's bytes and one authority; a path the app could resolve
+    // differently, or a request naming two hosts, is refused (PATH-03, SMG-17 in
+    // docs/security.md).
+    path::check(parts.uri.path()).map_err(RequestError::BadRequest)?;
+    headers::check_authority(&parts).map_err(RequestError::BadRequest)?;
+    let admission = side.admit(conn, &mut parts, span)?;
+    let hop = side.hop(conn, &admission);
+    // The decision reads the head after hygiene and before anything is added, so the policy
+    // sees what the caller sent and the next hop will see; the snapshot is read per request.
+    // The token's facts are built only for a reader: a policy or a span.
+    let facts = hop
+        .token
+        .filter(|_| shared.authorizer.has_policies() || span.is_enabled())
+        .map(HopToken::facts);
+    if let (Some(token), Some(facts)) = (&hop.token, &facts) {
+        span.record_token(facts, token.jti(), token.prv());
+    }
+    let direction = match S::DIRECTION {
+        Direction::Inbound => PolicyDirection::Inbound,
+        Direction::Outbound => PolicyDirection::Outbound,
+    };
+    let seen = hop
+        .token
+        .as_ref()
+        .zip(facts.as_ref())
+        .map(|(token, facts)| TokenSeen {
+            facts,
+            jti: token.jti(),
+        });
+    let decision = shared
+        .authorizer
+        .authorize_token(&parts, hop.caller, hop.callee, direction, seen, span)?;
+    side.prepare(conn, &mut parts);
+    // Trailers arrive after the head was cleaned: none are passed on, and neither is the
+    // header announcing them.
+    parts.headers.remove(http::header::TRAILER);
+    // The next hop's (or the app's) spans become children of this one.
+    shared.tracing.inject(span, &mut parts.headers);
+    let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
+    let rsp = side.send(admission, req).await?;
+    let (mut parts, body) = rsp.into_parts();
+    // The other end's hop-by-hop fields stop here too; a framing field it wrongly nominated is
+    // kept, since hyper re-frames the body anyway.
+    let _ = headers::strip_hop_by_hop(&mut parts.headers);
+    Ok((Response::from_parts(parts, stream_body(body)), decision))
+}
