@@ -18,6 +18,7 @@ pub mod client_cert;
 pub mod delegate;
 pub mod forward;
 pub mod headers;
+pub(crate) mod intent;
 pub mod path;
 pub mod respond;
 

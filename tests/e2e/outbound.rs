@@ -173,6 +173,35 @@ async fn a_call_without_an_origin_credential_starts_the_chain_as_the_workload() 
 }
 
 #[tokio::test]
+async fn a_repeated_intent_header_is_refused_before_it_can_reach_the_tokens_tctx() {
+    // Without an egress policy nothing else reads the intent headers on the outbound side: the
+    // token's `tctx` must take them by the policy's rules, so a duplicate is refused, never
+    // settled by keeping one of them.
+    let mesh = Workloads::new();
+    let idp = Idp::new();
+    let (agent, inference, _crm) = chain(&mesh, &idp).await;
+    let reply = agent
+        .call(
+            "inference.ml",
+            "/",
+            &[("intent-purpose", "support"), ("intent-purpose", "billing")],
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        inference.app.received().is_empty(),
+        "nothing crossed the hop"
+    );
+    // One of each is carried as before.
+    let reply = agent
+        .call("inference.ml", "/", &[("intent-purpose", "support")])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let t1 = claims(&received_token(&inference));
+    assert_eq!(t1["tctx"], json!({ "purpose": "support" }));
+}
+
+#[tokio::test]
 async fn end_user_tokens_that_fail_verification_are_refused_with_401() {
     let mesh = Workloads::new();
     let idp = Idp::new();

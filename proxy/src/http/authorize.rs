@@ -16,7 +16,7 @@ use hopgate_policy::{
 use http::header::HOST;
 use http::request::Parts;
 
-use super::RequestError;
+use super::{RequestError, intent};
 use crate::telemetry::audit::{AuditRecord, AuditSink};
 use crate::telemetry::metrics::{DecisionLabel, ProxyMetrics};
 use crate::telemetry::stdout::Kept;
@@ -84,21 +84,7 @@ impl<'a> HttpFacts<'a> {
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.authority().map(http::uri::Authority::as_str))
             .unwrap_or_default();
-        let mut intent: Vec<(&'a str, &'a str)> = Vec::new();
-        for (name, value) in &parts.headers {
-            let Some(key) = name.as_str().strip_prefix(intent_prefix) else {
-                continue;
-            };
-            let value = value
-                .to_str()
-                .map_err(|_| RequestError::BadRequest("intent header is not visible ASCII"))?;
-            if intent.iter().any(|(k, _)| *k == key) {
-                return Err(RequestError::BadRequest(
-                    "intent header appears more than once",
-                ));
-            }
-            intent.push((key, value));
-        }
+        let intent = intent::entries(&parts.headers, intent_prefix)?;
         let action = intent.iter().find(|(k, _)| *k == "action").map(|(_, v)| *v);
         Ok(Self {
             method: parts.method.as_str(),

@@ -29,7 +29,7 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
-use super::{RequestError, headers};
+use super::{RequestError, headers, intent};
 use crate::telemetry::metrics::ProxyMetrics;
 use crate::tls::{Identity, IdentityStore, SpiffeClientVerifier};
 use crate::token::{
@@ -125,7 +125,7 @@ impl Delegator {
             _ => None,
         };
         let tctx = match parent {
-            None => self.transaction_context(headers),
+            None => self.transaction_context(headers)?,
             Some(_) => None,
         };
         let minted = current
@@ -161,21 +161,21 @@ impl Delegator {
         headers::single(headers, name).map_err(|_| self.reject("malformed"))
     }
 
-    /// `tctx` for a new transaction: the intent headers, prefix stripped, `action` excepted.
-    fn transaction_context(&self, headers: &HeaderMap) -> Option<Map<String, Value>> {
-        let mut tctx = Map::new();
-        for (name, value) in headers {
-            let Some(key) = name.as_str().strip_prefix(&self.intent_prefix) else {
-                continue;
-            };
-            if key == "action" || key.is_empty() {
-                continue;
-            }
-            if let Ok(value) = value.to_str() {
-                tctx.insert(key.to_owned(), Value::String(value.to_owned()));
-            }
-        }
-        (!tctx.is_empty()).then_some(tctx)
+    /// `tctx` for a new transaction: the intent headers, prefix stripped, `action` excepted,
+    /// read by the same rules as the policy's `context.intent` (a repeated one is refused).
+    ///
+    /// # Errors
+    /// As [`intent::entries`].
+    fn transaction_context(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Map<String, Value>>, RequestError> {
+        let tctx: Map<String, Value> = intent::entries(headers, &self.intent_prefix)?
+            .into_iter()
+            .filter(|(key, _)| *key != "action" && !key.is_empty())
+            .map(|(key, value)| (key.to_owned(), Value::String(value.to_owned())))
+            .collect();
+        Ok((!tctx.is_empty()).then_some(tctx))
     }
 
     fn reject(&self, reason: &'static str) -> RequestError {
