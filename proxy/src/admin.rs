@@ -20,6 +20,7 @@ use crate::http::{Body, full_body};
 use crate::shutdown;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::ProxyMetrics;
+use crate::time::{rfc3339, unix_seconds};
 use crate::tls::IdentityStore;
 
 /// The admin server, bound and ready.
@@ -252,16 +253,4 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body>
     rsp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     rsp
-}
-
-fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// An RFC 3339 UTC timestamp, for humans reading `/identity`.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

@@ -27,6 +27,7 @@ pub mod listener;
 pub mod outbound;
 pub mod shutdown;
 pub mod telemetry;
+mod time;
 pub mod tls;
 pub mod token;
 mod watch;

@@ -89,7 +89,7 @@ impl AuditRecord<'_> {
             (Effect::Deny, InboundMode::Audit) => "audit_deny",
         };
         let line = Line {
-            timestamp: crate::admin::rfc3339(SystemTime::now()),
+            timestamp: crate::time::rfc3339(SystemTime::now()),
             level: "INFO",
             target: "hopgate::audit",
             decision_id: d.id(),

@@ -149,7 +149,7 @@ impl IdentityStore {
         match Published::build(&self.files, &self.allowed) {
             Ok(published) => {
                 let svid = published.identity.svid();
-                let not_after = crate::admin::rfc3339(svid.not_after());
+                let not_after = crate::time::rfc3339(svid.not_after());
                 tracing::info!(svid.id = %svid.id(), svid.not_after = %not_after, "identity reloaded");
                 self.metrics.set_svid_expiry(svid.not_after());
                 self.metrics.record_identity_reload(ReloadResult::Ok);

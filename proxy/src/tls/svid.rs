@@ -55,7 +55,7 @@ impl Svid {
         if facts.not_after <= SystemTime::now() {
             return Err(TlsError::Expired {
                 path: cert.to_owned(),
-                not_after: crate::admin::rfc3339(facts.not_after),
+                not_after: crate::time::rfc3339(facts.not_after),
             });
         }
         let key_der = read_pkcs8(key)?;
