@@ -4,13 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http::HeaderName;
+
 use crate::check::{Check, at, header_name};
 use crate::{IntentConfig, raw};
 
 /// Hop token settings (`token`).
 #[derive(Clone, Debug)]
 pub struct TokenConfig {
-    header: String,
+    header: HeaderName,
     ttl: Duration,
     max_depth: usize,
     leeway: Duration,
@@ -49,8 +51,8 @@ const RESERVED_HEADERS: &[&str] = &[
 // === impl TokenConfig ===
 
 impl TokenConfig {
-    /// The header carrying the hop token. Default `hop-token`.
-    pub fn header(&self) -> &str {
+    /// The header carrying the hop token. Default `hop-token`. Parsed once, here.
+    pub fn header(&self) -> &HeaderName {
         &self.header
     }
 
@@ -110,7 +112,7 @@ impl TokenConfig {
         raw: Option<String>,
         intent: Option<&IntentConfig>,
         check: &mut Check,
-    ) -> Option<String> {
+    ) -> Option<HeaderName> {
         let path = "token.header";
         let header = raw.unwrap_or_else(|| "hop-token".to_owned());
         let problem = if let Err(problem) = header_name(&header) {
@@ -123,7 +125,10 @@ impl TokenConfig {
         {
             format!("`{header}` starts with the intent header prefix `{prefix}`; choose another")
         } else {
-            return Some(header);
+            match HeaderName::from_bytes(header.as_bytes()) {
+                Ok(name) => return Some(name),
+                Err(_) => format!("`{header}` is not a header name"),
+            }
         };
         check.error(path, problem);
         None

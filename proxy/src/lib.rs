@@ -239,8 +239,7 @@ impl Proxy {
                     audit.clone(),
                 );
                 let authenticator =
-                    Authenticator::new(config.token(), cfg.require_token(), Arc::clone(&metrics))
-                        .map_err(|_| StartupError::Unsupported("token.header: not a header name"))?;
+                    Authenticator::new(config.token(), cfg.require_token(), Arc::clone(&metrics));
                 let inbound = Inbound::bind(
                     cfg,
                     Arc::clone(&identity),
@@ -267,8 +266,7 @@ impl Proxy {
         }
         let outbound = match config.outbound() {
             Some(cfg) => {
-                let header = ::http::HeaderName::from_bytes(config.token().header().as_bytes())
-                    .map_err(|_| StartupError::Unsupported("token.header: not a header name"))?;
+                let header = config.token().header().clone();
                 let delegator = Delegator::new(
                     config.token(),
                     header,

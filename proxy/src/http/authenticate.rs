@@ -39,21 +39,14 @@ struct Current {
 
 impl Authenticator {
     /// An authenticator for `token.header`, requiring a token when `require` is set.
-    ///
-    /// # Errors
-    /// When `token.header` is not a header name (the config crate already refuses that).
-    pub fn new(
-        config: &TokenConfig,
-        require: bool,
-        metrics: Arc<ProxyMetrics>,
-    ) -> Result<Self, http::header::InvalidHeaderName> {
-        Ok(Self {
-            header: HeaderName::from_bytes(config.header().as_bytes())?,
+    pub fn new(config: &TokenConfig, require: bool, metrics: Arc<ProxyMetrics>) -> Self {
+        Self {
+            header: config.header().clone(),
             require,
             limits: Limits::from(config),
             metrics,
             current: ArcSwapOption::empty(),
-        })
+        }
     }
 
     /// Verifies the request's hop token against `peer`, the verified client of this connection.
