@@ -1,0 +1,164 @@
+//! A request's span: the attributes each stage records on it, and the caller's context it
+//! continues.
+
+use super::*;
+
+// === impl HopSpan ===
+
+impl HopSpan {
+    /// No span: tracing is off.
+    pub fn disabled() -> Self {
+        Self {
+            _span: tracing::Span::none(),
+            cx: None,
+        }
+    }
+
+    /// Whether this is a real span (tracing is on).
+    pub fn is_enabled(&self) -> bool {
+        self.cx.is_some()
+    }
+
+    fn set(&self, attributes: impl IntoIterator<Item = KeyValue>) {
+        if let Some(cx) = &self.cx {
+            cx.span().set_attributes(attributes);
+        }
+    }
+
+    /// The trace id (32 hex digits), when there is a span.
+    pub fn trace_id(&self) -> Option<TraceIdHex> {
+        let span = self.cx.as_ref()?.span();
+        let span_context = span.span_context();
+        span_context
+            .is_valid()
+            .then(|| TraceIdHex::new(span_context.trace_id()))
+    }
+
+    /// Who called whom: `hop.peer.id` (the principal) and `hop.dest.id` (the resource), and the
+    /// authority as `server.address`.
+    pub fn record_hop(&self, peer: &SpiffeId, dest: &SpiffeId, host: &str) {
+        if !self.is_enabled() {
+            return;
+        }
+        let ids = [
+            KeyValue::new("hop.peer.id", recent::value(peer.as_str())),
+            KeyValue::new("hop.dest.id", recent::value(dest.as_str())),
+        ];
+        let host = (!host.is_empty()).then(|| KeyValue::new("server.address", recent::value(host)));
+        self.set(ids.into_iter().chain(host));
+    }
+
+    /// The hop token this hop carries: verified (inbound) or minted (outbound).
+    pub fn record_token(&self, facts: &TokenFacts, jti: &str, prv: Option<&str>) {
+        if !self.is_enabled() {
+            return;
+        }
+        // Origin first, the current peer last: `sub` when it is a workload, then the actors
+        // from the deepest (least recent) to the outermost (current).
+        // `sub` is `enduser.id` and often the chain's origin too: one shared copy for both.
+        let sub = recent::value(&facts.sub);
+        let mut chain: Vec<opentelemetry::StringValue> = Vec::with_capacity(facts.actors.len() + 1);
+        if facts.sub.starts_with("spiffe://") {
+            chain.push(sub.clone());
+        }
+        chain.extend(facts.actors.iter().rev().map(|a| recent::value(a)));
+        let txn = facts
+            .txn
+            .as_ref()
+            .map(|txn| KeyValue::new("hop.txn", recent::value(txn)));
+        let prv = prv.map(|prv| KeyValue::new("hop.token.prv", recent::value(prv)));
+        let attributes = [
+            KeyValue::new("hop.token.jti", recent::value(jti)),
+            KeyValue::new("enduser.id", sub),
+            KeyValue::new("hop.chain", Value::Array(chain.into())),
+            KeyValue::new(
+                "hop.chain.depth",
+                i64::try_from(facts.actors.len()).unwrap_or(i64::MAX),
+            ),
+        ];
+        self.set(txn.into_iter().chain(prv).chain(attributes));
+    }
+
+    /// The Cedar action this hop was decided under.
+    pub fn record_action(&self, action: &str) {
+        if self.is_enabled() {
+            self.set([KeyValue::new("hop.intent.action", recent::value(action))]);
+        }
+    }
+
+    /// The decision: `allow`, `deny` or `audit_deny`, with its id and determining policies when
+    /// policies were evaluated.
+    pub fn record_decision(
+        &self,
+        decision: &'static str,
+        id: Option<&Arc<str>>,
+        policies: &[String],
+    ) {
+        if !self.is_enabled() {
+            return;
+        }
+        let decision = KeyValue::new("hop.decision", decision);
+        match id {
+            Some(id) => {
+                let ids: Vec<opentelemetry::StringValue> =
+                    policies.iter().map(|p| recent::value(p)).collect();
+                self.set([
+                    decision,
+                    KeyValue::new(
+                        "hop.decision.id",
+                        opentelemetry::StringValue::from(Arc::clone(id)),
+                    ),
+                    KeyValue::new("hop.policy.ids", Value::Array(ids.into())),
+                ]);
+            }
+            None => self.set([decision]),
+        }
+    }
+
+    /// A request refused before or without a policy decision: a 401, 400 or 403 `no_route` is
+    /// a `deny`. A policy denial was recorded with its id already; a failure after admission
+    /// (502, 503, 504) leaves the decision as it was.
+    pub fn record_refusal(&self, err: &RequestError) {
+        let decided = matches!(err, RequestError::Forbidden(_));
+        if !decided && err.decision() != DecisionLabel::Allow {
+            self.record_decision(DecisionLabel::Deny.as_str(), None, &[]);
+        }
+    }
+
+    /// The response status; 5xx marks the span as an error.
+    pub fn record_status(&self, status: u16) {
+        let Some(cx) = &self.cx else { return };
+        self.set([KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        )]);
+        if status >= 500 {
+            cx.span()
+                .set_status(Status::error(format!("HTTP {status}")));
+        }
+    }
+}
+
+/// The authority a request names, for `server.address`: `Host`, else the URI's.
+pub fn authority<B>(req: &http::Request<B>) -> &str {
+    req.headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
+        .unwrap_or_default()
+}
+
+/// The caller's span, from `traceparent` (and `tracestate`), when it names a valid one.
+pub(super) fn remote_parent(headers: &HeaderMap) -> Option<SpanContext> {
+    let (trace_id, span_id, flags) = traceparent::parse(headers.get(TRACEPARENT)?.as_bytes())?;
+    // A malformed `tracestate` is dropped, not the trace: the W3C rule, and the SDK's. So is one
+    // longer than the 512 bytes W3C asks every tracer to pass on (TEL-02 in docs/security.md):
+    // it is not parsed, and not forwarded.
+    let state = headers
+        .get(TRACESTATE)
+        .filter(|v| v.len() <= TRACESTATE_LIMIT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    Some(SpanContext::new(trace_id, span_id, flags, true, state))
+}
