@@ -26,4 +26,5 @@ mod audit_stall;
 mod policy;
 mod policy_reload;
 mod token;
+mod tracing_outage;
 mod tracing_spans;
