@@ -88,14 +88,18 @@ impl Authenticator {
         RequestError::Unauthenticated(reason)
     }
 
+    /// The token verifier of the identity snapshot in use. The identity and its bundles are
+    /// read together, so a reload between two reads cannot pair this workload's ID of one
+    /// snapshot with the bundles of another. Every reload publishes a new verifier, so the
+    /// pointer tells whether the cached one is still current.
     fn current(&self, identity: &IdentityStore) -> Arc<Current> {
-        let chains = identity.client_verifier();
+        let (svid, chains) = identity.current_with_verifier();
         if let Some(current) = self.current.load_full()
             && Arc::ptr_eq(&current.chains, &chains)
         {
             return current;
         }
-        let own: SpiffeId = identity.current().svid().id().clone();
+        let own: SpiffeId = svid.svid().id().clone();
         let verifier = TokenVerifier::new(own, Arc::clone(&chains), self.limits);
         let fresh = Arc::new(Current { chains, verifier });
         self.current.store(Some(Arc::clone(&fresh)));
