@@ -3,7 +3,8 @@
 //! ```text
 //!  request ─▶ span ─▶ in-flight cap ─▶ audit buffer ─▶ hygiene (hop-by-hop, path, authority)
 //!          ─▶ Side::admit (inbound: the hop token; outbound: route + credential swap)
-//!          ─▶ token facts, only for a reader ─▶ Cedar decision + audit ─▶ Side::prepare (XFCC)
+//!          ─▶ token facts, only for a reader ─▶ Authorizer::decide ─▶ recorded here, once:
+//!             audit record, span, metrics, log line ─▶ Side::prepare (XFCC)
 //!          ─▶ trailers off, traceparent on ─▶ Side::send ─▶ response hygiene
 //!  any error ─▶ the one error → response map; span status and metrics, once, either way
 //! ```
@@ -17,24 +18,37 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hopgate_config::SpiffeId;
-use hopgate_policy::{Direction as PolicyDirection, TokenFacts};
+use hopgate_policy::{DenyReason, Direction as PolicyDirection, Effect, TokenFacts};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
-use crate::http::authorize::{Authorizer, TokenSeen};
+use crate::http::authorize::{Authorizer, Verdict};
 use crate::http::{Body, RequestError, WithoutTrailers, headers, path, stream_body};
+use crate::telemetry::audit::{AuditRecord, AuditSink};
 use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
+use crate::telemetry::stdout::Kept;
 use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
+use crate::telemetry::traceparent::{self, TraceIdHex};
 use crate::token::{MintedToken, VerifiedClaims};
+
+/// Where a side's requests are recorded: spans, metrics and audit records.
+#[derive(Clone, Debug)]
+pub struct HopTelemetry {
+    /// Request spans.
+    pub tracing: Tracing,
+    /// The sidecar's metrics.
+    pub metrics: Arc<ProxyMetrics>,
+    /// Where audit records go.
+    pub audit: AuditSink,
+}
 
 /// What both sides' requests need, whichever side they are on.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) authorizer: Authorizer,
-    pub(crate) tracing: Tracing,
-    pub(crate) metrics: Arc<ProxyMetrics>,
+    pub(crate) telemetry: HopTelemetry,
     /// Held per request until its response head is back: the work an overload must bound.
     pub(crate) in_flight: Arc<Semaphore>,
 }
@@ -151,7 +165,7 @@ pub(crate) async fn serve<S: Side>(
         Direction::Inbound => SpanKind::Inbound,
         Direction::Outbound => SpanKind::Outbound,
     };
-    let span = shared.tracing.request_span(
+    let span = shared.telemetry.tracing.request_span(
         kind,
         req.headers(),
         req.method().as_str(),
@@ -163,13 +177,14 @@ pub(crate) async fn serve<S: Side>(
         Ok(forwarded) => forwarded,
         Err(err) => {
             side.log_failure(conn, &err);
-            span.record_refusal(&err);
+            span.record_refusal(err.decision(), matches!(err, RequestError::Forbidden(_)));
             let decision = err.decision();
             (err.into_response(), decision)
         }
     };
     span.record_status(rsp.status().as_u16());
     shared
+        .telemetry
         .metrics
         .record_request(S::DIRECTION, decision, start.elapsed());
     rsp
@@ -187,7 +202,9 @@ async fn run<S: Side>(
         .map_err(|_| RequestError::Overloaded)?;
     // Before any work: a request whose audit record could not be kept is not served
     // (`telemetry.audit.when_full: refuse` while stdout is not read).
-    shared.authorizer.check_audit()?;
+    if shared.telemetry.audit.refusing() {
+        return Err(RequestError::AuditUnavailable);
+    }
     let (mut parts, body) = req.into_parts();
     side.screen(&parts)?;
     // Connection-scoped fields describe the caller's hop, not the request (RFC 9110 §7.6.1).
@@ -214,23 +231,25 @@ async fn run<S: Side>(
         Direction::Inbound => PolicyDirection::Inbound,
         Direction::Outbound => PolicyDirection::Outbound,
     };
-    let seen = hop
-        .token
-        .as_ref()
-        .zip(facts.as_ref())
-        .map(|(token, facts)| TokenSeen {
-            facts,
-            jti: token.jti(),
-        });
-    let decision = shared
-        .authorizer
-        .authorize_token(&parts, hop.caller, hop.callee, direction, seen, span)?;
+    let verdict =
+        shared
+            .authorizer
+            .decide(&parts, hop.caller, hop.callee, direction, facts.as_ref())?;
+    let decision = record(
+        shared,
+        &verdict,
+        &parts,
+        &hop,
+        direction,
+        facts.as_ref(),
+        span,
+    )?;
     side.prepare(conn, &mut parts);
     // Trailers arrive after the head was cleaned: none are passed on, and neither is the
     // header announcing them.
     parts.headers.remove(http::header::TRAILER);
     // The next hop's (or the app's) spans become children of this one.
-    shared.tracing.inject(span, &mut parts.headers);
+    shared.telemetry.tracing.inject(span, &mut parts.headers);
     let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
     let rsp = side.send(admission, req).await?;
     let (mut parts, body) = rsp.into_parts();
@@ -238,4 +257,67 @@ async fn run<S: Side>(
     // kept, since hyper re-frames the body anyway.
     let _ = headers::strip_hop_by_hop(&mut parts.headers);
     Ok((Response::from_parts(parts, stream_body(body)), decision))
+}
+
+/// Records a verdict once: the policy evaluation time, the audit record, the span's decision
+/// and, for a deny, a log line; then a deny in `enforce` mode becomes the 403.
+fn record(
+    shared: &Shared,
+    verdict: &Verdict,
+    parts: &Parts,
+    hop: &Hop<'_>,
+    direction: PolicyDirection,
+    token: Option<&TokenFacts>,
+    span: &HopSpan,
+) -> Result<DecisionLabel, RequestError> {
+    let Some(decision) = &verdict.decision else {
+        span.record_decision(DecisionLabel::Allow.as_str(), None, &[]);
+        return Ok(verdict.label);
+    };
+    let telemetry = &shared.telemetry;
+    telemetry
+        .metrics
+        .record_policy_evaluation(verdict.evaluation);
+    // The request span's trace id when there is one, else the caller's `traceparent`'s.
+    let span_trace_id = span.trace_id();
+    let trace_id = span_trace_id.as_ref().map(TraceIdHex::as_str).or_else(|| {
+        parts
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(traceparent::trace_id)
+    });
+    let kept = AuditRecord {
+        decision,
+        mode: shared.authorizer.mode(),
+        direction,
+        principal: hop.caller,
+        resource: hop.callee,
+        trace_id,
+        token,
+        token_jti: hop.token.as_ref().map(HopToken::jti),
+    }
+    .emit(&telemetry.audit);
+    if kept == Kept::Dropped {
+        telemetry.metrics.record_audit_dropped();
+    }
+    if decision.effect() == Effect::Deny {
+        tracing::info!(
+            peer.id = %hop.caller,
+            decision.id = decision.id(),
+            policy.effect = "deny",
+            reason = decision.reason().map_or("", DenyReason::as_str),
+            "request denied"
+        );
+    }
+    span.record_action(decision.action());
+    span.record_decision(
+        verdict.label.as_str(),
+        Some(decision.shared_id()),
+        decision.policies(),
+    );
+    match verdict.label {
+        DecisionLabel::Deny => Err(RequestError::Forbidden(decision.id().to_owned())),
+        other => Ok(other),
+    }
 }

@@ -21,15 +21,15 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::ConnectionServer;
-use crate::hop::{self, Hop, HopToken, Shared};
+use crate::hop::{self, Hop, HopTelemetry, HopToken, Shared};
 use crate::http::authenticate::Authenticator;
 use crate::http::authorize::Authorizer;
 use crate::http::forward::Forwarder;
 use crate::http::{Body, RequestError, client_cert};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
-use crate::telemetry::metrics::{Direction, HandshakeFailureReason, ProxyMetrics};
-use crate::telemetry::trace::{HopSpan, Tracing, authority};
+use crate::telemetry::metrics::{Direction, HandshakeFailureReason};
+use crate::telemetry::trace::{HopSpan, authority};
 use crate::tls::{IdentityStore, PeerIdentity, classify_handshake_error};
 use crate::token::VerifiedClaims;
 
@@ -63,8 +63,7 @@ impl Inbound {
         identity: Arc<IdentityStore>,
         authenticator: Authenticator,
         authorizer: Authorizer,
-        tracing: Tracing,
-        metrics: Arc<ProxyMetrics>,
+        telemetry: HopTelemetry,
     ) -> io::Result<Self> {
         let limits = config.limits();
         let timeouts = config.timeouts();
@@ -87,8 +86,7 @@ impl Inbound {
             side: Arc::new(InboundSide {
                 shared: Shared {
                     authorizer,
-                    tracing,
-                    metrics,
+                    telemetry,
                     in_flight: Arc::new(Semaphore::new(max_in_flight)),
                 },
                 identity,
@@ -148,7 +146,7 @@ impl Connection {
             remote,
             permit,
         } = accepted;
-        let metrics = &self.side.shared.metrics;
+        let metrics = &self.side.shared.telemetry.metrics;
         // The config is taken per connection, so a rotated SVID or bundle applies to the next
         // handshake while established connections keep the one they proved themselves with.
         let acceptor = TlsAcceptor::from(self.side.identity.server_config());

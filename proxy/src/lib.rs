@@ -20,7 +20,7 @@ use thiserror::Error;
 
 pub mod admin;
 pub mod connection;
-mod hop;
+pub mod hop;
 pub mod http;
 pub mod inbound;
 pub mod listener;
@@ -33,6 +33,7 @@ pub mod token;
 mod watch;
 
 use crate::admin::{Admin, PolicyMode};
+use crate::hop::HopTelemetry;
 use crate::http::authenticate::Authenticator;
 use crate::http::authorize::Authorizer;
 use crate::http::delegate::Delegator;
@@ -229,15 +230,14 @@ impl Proxy {
         };
         let tracing = Tracing::new(config.telemetry(), spans, Arc::clone(&metrics))?;
         let drain = shutdown::channel();
+        let telemetry = HopTelemetry {
+            tracing: tracing.clone(),
+            metrics: Arc::clone(&metrics),
+            audit: audit.clone(),
+        };
         let inbound = match config.inbound() {
             Some(cfg) => {
-                let authorizer = Authorizer::new(
-                    policies.clone(),
-                    cfg.mode(),
-                    config.intent(),
-                    Arc::clone(&metrics),
-                    audit.clone(),
-                );
+                let authorizer = Authorizer::new(policies.clone(), cfg.mode(), config.intent());
                 let authenticator =
                     Authenticator::new(config.token(), cfg.require_token(), Arc::clone(&metrics));
                 let inbound = Inbound::bind(
@@ -245,8 +245,7 @@ impl Proxy {
                     Arc::clone(&identity),
                     authenticator,
                     authorizer,
-                    tracing.clone(),
-                    Arc::clone(&metrics),
+                    telemetry.clone(),
                 )
                 .map_err(|source| StartupError::Bind {
                     what: "inbound",
@@ -284,21 +283,14 @@ impl Proxy {
                 let mode = config
                     .inbound()
                     .map_or(InboundMode::Enforce, InboundConfig::mode);
-                let authorizer = Authorizer::new(
-                    egress,
-                    mode,
-                    config.intent(),
-                    Arc::clone(&metrics),
-                    audit.clone(),
-                );
+                let authorizer = Authorizer::new(egress, mode, config.intent());
                 let outbound = Outbound::bind(
                     cfg,
                     config.inbound(),
                     Arc::clone(&identity),
                     delegator,
                     authorizer,
-                    tracing.clone(),
-                    Arc::clone(&metrics),
+                    telemetry.clone(),
                 )
                 .map_err(|source| StartupError::Bind {
                     what: "outbound",

@@ -29,14 +29,14 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::connection::ConnectionServer;
-use crate::hop::{self, Hop, HopToken, Shared};
+use crate::hop::{self, Hop, HopTelemetry, HopToken, Shared};
 use crate::http::authorize::Authorizer;
 use crate::http::delegate::Delegator;
 use crate::http::{Body, RequestError};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
-use crate::telemetry::metrics::{Direction, ProxyMetrics};
-use crate::telemetry::trace::{HopSpan, Tracing};
+use crate::telemetry::metrics::Direction;
+use crate::telemetry::trace::HopSpan;
 use crate::tls::{Identity, IdentityStore};
 use crate::token::MintedToken;
 
@@ -101,8 +101,7 @@ impl Outbound {
         identity: Arc<IdentityStore>,
         delegator: Delegator,
         authorizer: Authorizer,
-        tracing: Tracing,
-        metrics: Arc<ProxyMetrics>,
+        telemetry: HopTelemetry,
     ) -> io::Result<Self> {
         let defaults = (InboundTimeouts::default(), InboundLimits::default());
         let (timeouts, limits) =
@@ -141,8 +140,7 @@ impl Outbound {
             side: Arc::new(OutboundSide {
                 shared: Shared {
                     authorizer,
-                    tracing,
-                    metrics,
+                    telemetry,
                     in_flight: Arc::new(Semaphore::new(max_in_flight)),
                 },
                 identity,

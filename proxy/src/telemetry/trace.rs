@@ -44,7 +44,6 @@ use super::metrics::{DecisionLabel, ProxyMetrics};
 use super::otlp::{EncodedSpans, Exporter, SpanEncoder};
 use super::recent;
 use super::traceparent::{self, TraceIdHex};
-use crate::http::RequestError;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");

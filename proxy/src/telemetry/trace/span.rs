@@ -117,10 +117,9 @@ impl HopSpan {
 
     /// A request refused before or without a policy decision: a 401, 400 or 403 `no_route` is
     /// a `deny`. A policy denial was recorded with its id already; a failure after admission
-    /// (502, 503, 504) leaves the decision as it was.
-    pub fn record_refusal(&self, err: &RequestError) {
-        let decided = matches!(err, RequestError::Forbidden(_));
-        if !decided && err.decision() != DecisionLabel::Allow {
+    /// (502, 503, 504) leaves the decision as it was. `decided`: the policy denied it.
+    pub fn record_refusal(&self, label: DecisionLabel, decided: bool) {
+        if !decided && label != DecisionLabel::Allow {
             self.record_decision(DecisionLabel::Deny.as_str(), None, &[]);
         }
     }
