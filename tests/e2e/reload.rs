@@ -248,3 +248,33 @@ async fn reload_log_lines_carry_plain_values_not_debug_text() {
         "Debug text in a log line: {output}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_policy_reload_is_a_warn_line_naming_the_file() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    mesh.write_policies(&[
+        ("schema.cedarschema", crate::support::proxy::POLICY_SCHEMA),
+        ("mesh.cedar", crate::policy::PERMIT_EXAMPLE_ORG),
+    ]);
+    let config = mesh.write_config(app.addr, "", crate::support::proxy::POLICY_YAML);
+    let mut sidecar = crate::support::sidecar::Sidecar::start(&config).await;
+    mesh.write_policies(&[("mesh.cedar", "permit (principal,")]);
+    sidecar
+        .wait_for_log("policy reload failed; keeping the last good policies")
+        .await;
+    let output = sidecar.output();
+    let line = output
+        .lines()
+        .find(|l| l.contains("policy reload failed"))
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(record["level"], "WARN", "{line}");
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mesh.cedar"),
+        "{line}"
+    );
+}
