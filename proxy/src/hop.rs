@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hopgate_config::SpiffeId;
+use hopgate_config::{InboundLimits, SpiffeId};
 use hopgate_policy::{DenyReason, Direction as PolicyDirection, Effect, TokenFacts};
 use http::request::Parts;
 use http::{Request, Response};
@@ -51,6 +51,29 @@ pub(crate) struct Shared {
     pub(crate) telemetry: HopTelemetry,
     /// Held per request until its response head is back: the work an overload must bound.
     pub(crate) in_flight: Arc<Semaphore>,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// The shared state of a side whose listener takes `limits`. One HTTP/2 connection may
+    /// carry many requests, so requests get their own, larger cap (connections × streams);
+    /// past it the caller gets a fast 503 rather than an unbounded queue.
+    pub(crate) fn new(
+        authorizer: Authorizer,
+        telemetry: HopTelemetry,
+        limits: &InboundLimits,
+    ) -> Self {
+        let max_in_flight = limits
+            .max_connections()
+            .saturating_mul(usize::try_from(limits.max_concurrent_streams()).unwrap_or(1))
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            authorizer,
+            telemetry,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+        }
+    }
 }
 
 /// A side's own stages; [`serve`] runs them in its fixed order.

@@ -17,7 +17,6 @@ use hopgate_config::InboundConfig;
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::ConnectionServer;
@@ -73,22 +72,12 @@ impl Inbound {
             timeouts.app_connect(),
             timeouts.app_response(),
         );
-        // One HTTP/2 connection may carry many requests, so requests get their own, larger cap;
-        // past it the caller gets a fast 503 rather than an unbounded queue.
-        let max_in_flight = limits
-            .max_connections()
-            .saturating_mul(usize::try_from(limits.max_concurrent_streams()).unwrap_or(1))
-            .min(Semaphore::MAX_PERMITS);
         Ok(Self {
             listener,
             server: ConnectionServer::new(timeouts, limits),
             handshake_timeout: timeouts.header_read(),
             side: Arc::new(InboundSide {
-                shared: Shared {
-                    authorizer,
-                    telemetry,
-                    in_flight: Arc::new(Semaphore::new(max_in_flight)),
-                },
+                shared: Shared::new(authorizer, telemetry, limits),
                 identity,
                 authenticator,
                 forwarder,

@@ -26,7 +26,6 @@ use http::uri::Authority;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 
 use crate::connection::ConnectionServer;
 use crate::hop::{self, Hop, HopTelemetry, HopToken, Shared};
@@ -129,20 +128,12 @@ impl Outbound {
                 })
             })
             .collect();
-        let max_in_flight = limits
-            .max_connections()
-            .saturating_mul(usize::try_from(limits.max_concurrent_streams()).unwrap_or(1))
-            .min(Semaphore::MAX_PERMITS);
         Ok(Self {
             listener,
             server: ConnectionServer::new(timeouts, limits),
             transparent: config.transparent(),
             side: Arc::new(OutboundSide {
-                shared: Shared {
-                    authorizer,
-                    telemetry,
-                    in_flight: Arc::new(Semaphore::new(max_in_flight)),
-                },
+                shared: Shared::new(authorizer, telemetry, limits),
                 identity,
                 routes,
                 delegator,
