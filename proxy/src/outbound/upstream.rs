@@ -88,13 +88,43 @@ struct Pool {
     /// For one that did not: HTTP/1.1 keep-alive connections.
     http1: Client<MtlsConnector, Body>,
     connector: MtlsConnector,
-    protocol: AtomicU8,
+    protocol: AtomicProtocol,
     probe: tokio::sync::Mutex<()>,
 }
 
-const UNKNOWN: u8 = 0;
-const H2: u8 = 1;
-const HTTP1: u8 = 2;
+/// What a destination speaks, as far as the pool knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Protocol {
+    /// Not probed yet, or to be probed again after a connection failure.
+    Unknown = 0,
+    /// It selected `h2` by ALPN.
+    H2 = 1,
+    /// It did not.
+    Http1 = 2,
+}
+
+/// A [`Protocol`] read and written by every request of a pool, without a lock.
+#[derive(Debug)]
+struct AtomicProtocol(AtomicU8);
+
+impl AtomicProtocol {
+    fn new(protocol: Protocol) -> Self {
+        Self(AtomicU8::new(protocol as u8))
+    }
+
+    fn load(&self) -> Protocol {
+        match self.0.load(Ordering::Acquire) {
+            1 => Protocol::H2,
+            2 => Protocol::Http1,
+            _ => Protocol::Unknown,
+        }
+    }
+
+    fn store(&self, protocol: Protocol) {
+        self.0.store(protocol as u8, Ordering::Release);
+    }
+}
 
 /// Makes the TCP + TLS connections for one route, as one identity.
 #[derive(Clone)]
@@ -171,7 +201,7 @@ impl Upstream {
             Ok(Ok(rsp)) => Ok(rsp),
             Ok(Err(err)) => {
                 if err.is_connect() {
-                    pool.protocol.store(UNKNOWN, Ordering::Release);
+                    pool.protocol.store(Protocol::Unknown);
                 }
                 Err(RequestError::UpstreamConnect(Box::new(err)))
             }
@@ -197,7 +227,7 @@ impl Upstream {
         // The destination has not changed: what it speaks is known already.
         let protocol = old
             .as_ref()
-            .map_or(UNKNOWN, |pool| pool.protocol.load(Ordering::Acquire));
+            .map_or(Protocol::Unknown, |pool| pool.protocol.load());
         let pool = Arc::new(Pool::new(&self.target, Arc::clone(identity), protocol)?);
         if old.is_some() {
             tracing::info!(
@@ -218,7 +248,7 @@ impl Pool {
     fn new(
         target: &Arc<Target>,
         identity: Arc<Identity>,
-        protocol: u8,
+        protocol: Protocol,
     ) -> Result<Self, RequestError> {
         let config = outbound_client_config(&identity, target.expected.clone()).map_err(|err| {
             tracing::error!(route.host = %target.host, error = %err, "cannot build the mTLS client config");
@@ -244,7 +274,7 @@ impl Pool {
             h2: client(true),
             http1: client(false),
             connector,
-            protocol: AtomicU8::new(protocol),
+            protocol: AtomicProtocol::new(protocol),
             probe: tokio::sync::Mutex::new(()),
         })
     }
@@ -252,15 +282,15 @@ impl Pool {
     /// The client for the destination's protocol, probing it first when unknown.
     async fn client(&self) -> Result<&Client<MtlsConnector, Body>, RequestError> {
         let known = |protocol| match protocol {
-            H2 => Some(&self.h2),
-            HTTP1 => Some(&self.http1),
-            _ => None,
+            Protocol::H2 => Some(&self.h2),
+            Protocol::Http1 => Some(&self.http1),
+            Protocol::Unknown => None,
         };
-        if let Some(client) = known(self.protocol.load(Ordering::Acquire)) {
+        if let Some(client) = known(self.protocol.load()) {
             return Ok(client);
         }
         let _probing = self.probe.lock().await;
-        if let Some(client) = known(self.protocol.load(Ordering::Acquire)) {
+        if let Some(client) = known(self.protocol.load()) {
             return Ok(client);
         }
         let stream = self
@@ -270,11 +300,11 @@ impl Pool {
             .await
             .map_err(|err| RequestError::UpstreamConnect(Box::new(err)))?;
         let protocol = if stream.inner().connected().is_negotiated_h2() {
-            H2
+            Protocol::H2
         } else {
-            HTTP1
+            Protocol::Http1
         };
-        self.protocol.store(protocol, Ordering::Release);
+        self.protocol.store(protocol);
         Ok(known(protocol).unwrap_or(&self.http1))
     }
 }
@@ -283,7 +313,7 @@ impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("svid", self.identity.svid().id())
-            .field("protocol", &self.protocol.load(Ordering::Relaxed))
+            .field("protocol", &self.protocol.load())
             .finish_non_exhaustive()
     }
 }
