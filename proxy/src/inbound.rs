@@ -24,11 +24,11 @@ use crate::hop::{self, Hop, HopTelemetry, HopToken, Shared};
 use crate::http::authenticate::Authenticator;
 use crate::http::authorize::Authorizer;
 use crate::http::forward::Forwarder;
-use crate::http::{Body, RequestError, client_cert};
+use crate::http::{Body, RequestError, client_cert, headers};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
 use crate::telemetry::metrics::{Direction, HandshakeFailureReason};
-use crate::telemetry::trace::{HopSpan, authority};
+use crate::telemetry::trace::HopSpan;
 use crate::tls::{IdentityStore, PeerIdentity, classify_handshake_error};
 use crate::token::VerifiedClaims;
 
@@ -198,7 +198,8 @@ impl hop::Side for InboundSide {
 
     /// The handshake proved who calls whom before the first byte of the request.
     fn on_start(&self, peer: &Peer, req: &Request<Incoming>, span: &HopSpan) {
-        span.record_hop(peer.identity.id(), &peer.own, authority(req));
+        let authority = headers::authority(req.uri(), req.headers()).unwrap_or_default();
+        span.record_hop(peer.identity.id(), &peer.own, authority);
     }
 
     /// The hop token must verify against this connection's peer before anything reads it.

@@ -31,7 +31,7 @@ use crate::connection::ConnectionServer;
 use crate::hop::{self, Hop, HopTelemetry, HopToken, Shared};
 use crate::http::authorize::Authorizer;
 use crate::http::delegate::Delegator;
-use crate::http::{Body, RequestError};
+use crate::http::{Body, RequestError, headers};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
 use crate::telemetry::metrics::Direction;
@@ -246,7 +246,7 @@ impl hop::Side for OutboundSide {
         parts: &mut Parts,
         span: &HopSpan,
     ) -> Result<Outgoing, RequestError> {
-        let authority = request_authority(parts);
+        let authority = headers::authority(&parts.uri, &parts.headers);
         let destination = match *target {
             Target::Fixed(route) => route.and_then(|i| self.routes.get(i)),
             Target::ByAuthority => authority.and_then(|a| self.by_authority(a)),
@@ -298,22 +298,6 @@ impl hop::Side for OutboundSide {
     fn log_failure(&self, _target: &Target, err: &RequestError) {
         tracing::info!(direction = "outbound", status = err.status().as_u16(), error = %err, "request failed");
     }
-}
-
-/// The authority a request names: the URI's (absolute-form, or `:authority` on HTTP/2), else
-/// `Host`. [`headers::check_authority`] has made sure the two agree when both are present.
-fn request_authority(parts: &Parts) -> Option<&str> {
-    parts
-        .uri
-        .authority()
-        .map(Authority::as_str)
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .filter(|a| !a.is_empty())
 }
 
 /// `authority` without its `:port` (an IPv6 literal keeps its brackets).

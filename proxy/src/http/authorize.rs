@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use hopgate_config::{InboundMode, IntentConfig, SpiffeId};
 use hopgate_policy::{Decision, Direction, Effect, HopRequest, PolicyStore, TokenFacts};
-use http::header::HOST;
 use http::request::Parts;
 
-use super::{RequestError, intent};
+use super::{RequestError, headers, intent};
 use crate::telemetry::metrics::DecisionLabel;
 
 /// The facts of an HTTP request that policies may read, borrowed from the request head.
@@ -62,12 +61,7 @@ impl<'a> HttpFacts<'a> {
     /// [`RequestError::BadRequest`] when an intent header is not UTF-8 or appears twice: a
     /// value the policy cannot read unambiguously is refused, never guessed at.
     pub fn from_parts(parts: &'a Parts, intent_prefix: &str) -> Result<Self, RequestError> {
-        let host = parts
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.authority().map(http::uri::Authority::as_str))
-            .unwrap_or_default();
+        let host = headers::authority(&parts.uri, &parts.headers).unwrap_or_default();
         let intent = intent::entries(&parts.headers, intent_prefix)?;
         let action = intent.iter().find(|(k, _)| *k == "action").map(|(_, v)| *v);
         Ok(Self {

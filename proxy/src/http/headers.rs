@@ -3,9 +3,9 @@
 //! A proxy must parse `Connection`, remove every field it nominates, then remove the fixed set of
 //! hop-by-hop fields. This runs on requests (client → app) and on responses (app → client).
 
-use http::HeaderMap;
 use http::header::{CONNECTION, HOST, HeaderName, TE};
 use http::request::Parts;
+use http::{HeaderMap, Uri};
 
 /// Fields that describe one connection, never the message: removed both ways.
 const HOP_BY_HOP: [&str; 7] = [
@@ -99,6 +99,18 @@ pub fn check_authority(parts: &Parts) -> Result<(), &'static str> {
         }
         _ => Ok(()),
     }
+}
+
+/// The authority a request names: `Host`, else the request target's (absolute-form, or
+/// `:authority` on HTTP/2); `None` when neither is there or it is empty. The one place it is
+/// worked out: routing, the policy's `context.http.host` and the span's `server.address` all
+/// read it. [`check_authority`] has made sure the two agree (ignoring case) when both are sent.
+pub(crate) fn authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(http::uri::Authority::as_str))
+        .filter(|a| !a.is_empty())
 }
 
 /// A credential header given twice, or not as visible ASCII: which one to believe is ambiguous.

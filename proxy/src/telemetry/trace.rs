@@ -392,5 +392,4 @@ mod span;
 #[cfg(test)]
 mod tests;
 
-pub use span::authority;
 use span::remote_parent;

@@ -138,15 +138,6 @@ impl HopSpan {
     }
 }
 
-/// The authority a request names, for `server.address`: `Host`, else the URI's.
-pub fn authority<B>(req: &http::Request<B>) -> &str {
-    req.headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
-        .unwrap_or_default()
-}
-
 /// The caller's span, from `traceparent` (and `tracestate`), when it names a valid one.
 pub(super) fn remote_parent(headers: &HeaderMap) -> Option<SpanContext> {
     let (trace_id, span_id, flags) = traceparent::parse(headers.get(TRACEPARENT)?.as_bytes())?;
