@@ -16,6 +16,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 
+use crate::support::eventually::eventually;
 use crate::support::pki::Leaf;
 use crate::support::workload::{Workload, Workloads, workload_id};
 
@@ -126,19 +127,21 @@ fn rotate(mesh: &Workloads, name: &str) -> Leaf {
 
 /// Waits until B's app receives a request whose XFCC names `leaf`: A's connections present it.
 async fn wait_until_b_sees(b: &Workload, leaf: &Leaf) {
-    let want = format!("Hash={}", hex_sha256(&leaf.cert_der));
-    let deadline = Instant::now() + ROTATION_DEADLINE;
-    while !b
-        .app
-        .received()
-        .iter()
-        .rev()
-        .take(20)
-        .any(|r| xfcc(r).contains(&want))
-    {
-        assert!(Instant::now() < deadline, "A's rotation never reached B");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let want = &format!("Hash={}", hex_sha256(&leaf.cert_der));
+    eventually(
+        ROTATION_DEADLINE,
+        "A's rotation never reached B",
+        || async move {
+            b.app
+                .received()
+                .iter()
+                .rev()
+                .take(20)
+                .any(|r| xfcc(r).contains(want))
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 async fn wait_for_identity_reloads(w: &Workload, at_least: u32) {

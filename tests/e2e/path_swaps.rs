@@ -15,6 +15,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::policy::{PERMIT_EXAMPLE_ORG, id};
 use crate::support::client::Proto;
+use crate::support::eventually::eventually;
 use crate::support::proxy::{Mesh, POLICY_SCHEMA, POLICY_YAML, SERVER_ID, TestProxy};
 use crate::support::upstream::Upstream;
 
@@ -165,39 +166,35 @@ fn ids(status: &serde_json::Value) -> Vec<String> {
 /// Polls with new connections from `caller` until it is refused; returns how long that took.
 async fn wait_until_refused(mesh: &Mesh, proxy: &TestProxy, caller: &str) -> Duration {
     let started = Instant::now();
-    let client = mesh.client(caller, Proto::H2);
-    loop {
+    let client = &mesh.client(caller, Proto::H2);
+    let what = format!("`{caller}` still admitted");
+    eventually(Duration::from_secs(15), what, || async move {
         let reply = client.get(proxy.inbound, "/probe", &[]).await.unwrap();
-        if reply.status == StatusCode::FORBIDDEN {
-            return started.elapsed();
+        if reply.status != StatusCode::FORBIDDEN {
+            assert_eq!(reply.status, StatusCode::OK);
         }
-        assert_eq!(reply.status, StatusCode::OK);
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "`{caller}` still admitted after 15 s: {}",
-            policy_json(proxy).await
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (reply.status == StatusCode::FORBIDDEN).then_some(())
+    })
+    .await;
+    started.elapsed()
 }
 
 /// Polls new handshakes until the sidecar presents `leaf`; returns how long that took.
 async fn wait_until_served(mesh: &Mesh, proxy: &TestProxy, leaf: &[u8]) -> Duration {
     let started = Instant::now();
-    let probe = mesh.client("probe", Proto::H1);
-    loop {
-        let tls = probe.connect(proxy.inbound).await.unwrap();
-        let presented: CertificateDer<'_> = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-        if presented.as_ref() == leaf {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the new SVID was not served after 15 s: {}",
-            proxy.admin_get("/identity").await.1
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let probe = &mesh.client("probe", Proto::H1);
+    eventually(
+        Duration::from_secs(15),
+        "the new SVID was not served",
+        || async move {
+            let tls = probe.connect(proxy.inbound).await.unwrap();
+            let presented: CertificateDer<'_> =
+                tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+            (presented.as_ref() == leaf).then_some(())
+        },
+    )
+    .await;
+    started.elapsed()
 }
 
 /// Callers the policies always admit, each on a connection of its own that it replaces every

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 
 use crate::policy::{PERMIT_EXAMPLE_ORG, assert_forbidden, id, sample, sidecar};
 use crate::support::client::{Conn, Proto};
+use crate::support::eventually::eventually;
 use crate::support::proxy::{Mesh, TestProxy};
 use crate::support::upstream::Upstream;
 
@@ -30,15 +31,13 @@ async fn wait_for_policy(
     what: &str,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = policy_status(proxy).await;
-        if done(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "no {what} within 5 s: {status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let done = &done;
+    eventually(
+        Duration::from_secs(5),
+        format_args!("no {what}"),
+        || async move { Some(policy_status(proxy).await).filter(done) },
+    )
+    .await
 }
 
 /// `hopgate_policy_reloads_total{result}`.

@@ -11,6 +11,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::support::client::Proto;
+use crate::support::eventually::eventually;
 use crate::support::pki::Ca;
 use crate::support::proxy::{Mesh, SERVER_ID, TestProxy};
 use crate::support::upstream::Upstream;
@@ -193,14 +194,12 @@ async fn reload_errors(proxy: &TestProxy) -> f64 {
 
 /// Polls (bounded) until the watcher has counted a failed reload.
 async fn wait_for_reload_error(proxy: &TestProxy) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while reload_errors(proxy).await < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the watcher did not report the bad file within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "the watcher did not report the bad file",
+        || async move { (reload_errors(proxy).await >= 1.0).then_some(()) },
+    )
+    .await;
 }
 
 /// Polls (bounded) until `/identity` reports the last reload as good; the watcher may still be

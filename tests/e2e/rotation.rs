@@ -22,6 +22,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::support::client::{Client, Proto};
+use crate::support::eventually::eventually;
 use crate::support::pki::Leaf;
 use crate::support::proxy::{Mesh, SERVER_ID};
 use crate::support::upstream::Upstream;
@@ -256,14 +257,19 @@ impl Traffic {
 
     /// Waits (bounded) until a traffic handshake has presented `leaf`.
     async fn wait_until_seen(&self, leaf: &CertificateDer<'_>) {
-        let deadline = Instant::now() + ROTATION_DEADLINE;
-        while !self.handshakes.lock().unwrap().contains_key(leaf.as_ref()) {
-            assert!(
-                Instant::now() < deadline,
-                "the traffic never handshook with the new certificate"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let handshakes = &self.handshakes;
+        eventually(
+            ROTATION_DEADLINE,
+            "the traffic never handshook with the new certificate",
+            || async move {
+                handshakes
+                    .lock()
+                    .unwrap()
+                    .contains_key(leaf.as_ref())
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     async fn stop(self) -> TrafficReport {
@@ -421,19 +427,16 @@ async fn server_leaf(mesh: &Mesh, addr: SocketAddr) -> CertificateDer<'static> {
 
 /// Polls fresh handshakes until the sidecar presents `want` (bounded).
 async fn wait_for_server_leaf(mesh: &Mesh, addr: SocketAddr, want: &CertificateDer<'_>) {
-    let client = mesh.client("probe", Proto::H1);
-    let deadline = Instant::now() + ROTATION_DEADLINE;
-    loop {
-        let (leaf, _) = handshake(&client, addr).await.unwrap();
-        if leaf.as_ref() == want.as_ref() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the rotated SVID was not presented within {ROTATION_DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let client = &mesh.client("probe", Proto::H1);
+    eventually(
+        ROTATION_DEADLINE,
+        "the rotated SVID was not presented",
+        || async move {
+            let (leaf, _) = handshake(client, addr).await.unwrap();
+            (leaf.as_ref() == want.as_ref()).then_some(())
+        },
+    )
+    .await;
 }
 
 /// The first certificate in a PEM file.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 
 use crate::support::client::Proto;
+use crate::support::eventually::eventually;
 use crate::support::pki::Ca;
 use crate::support::proxy::{Mesh, admin_get};
 use crate::support::sidecar::Sidecar;
@@ -155,14 +156,13 @@ async fn sighup_reloads_the_identity_files_of_the_running_binary() {
     sidecar.wait_for_log("SIGHUP: reloading identity").await;
     sidecar.wait_for_log("identity reloaded").await;
     // The line is logged just before the counter moves, hence the (bounded) poll.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while reloads(sidecar.admin, "ok").await < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the SIGHUP reload was not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let admin = sidecar.admin;
+    eventually(
+        Duration::from_secs(2),
+        "the SIGHUP reload was not counted",
+        || async move { (reloads(admin, "ok").await >= 1.0).then_some(()) },
+    )
+    .await;
     assert_eq!(reloads(sidecar.admin, "ok").await, 1.0);
     assert_eq!(reloads(sidecar.admin, "error").await, 0.0);
 

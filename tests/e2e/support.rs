@@ -1,6 +1,7 @@
 //! Shared support for the end-to-end tests: PKI, the test app, a caller, a sidecar.
 
 pub(crate) mod client;
+pub(crate) mod eventually;
 pub(crate) mod idp;
 pub(crate) mod otlp;
 pub(crate) mod pki;

@@ -14,6 +14,7 @@
 #[path = "../e2e/support"]
 mod support {
     pub(crate) mod client;
+    pub(crate) mod eventually;
     pub(crate) mod idp;
     pub(crate) mod otlp;
     pub(crate) mod pki;
