@@ -14,25 +14,6 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Mutex, PoisonError};
 
-use crate::token::mint::MintedToken;
-use crate::token::verify::VerifiedClaims;
-
-/// Verified tokens by hash of the compact form, until they expire.
-pub(crate) type VerifiedCache = Bounded<[u8; 32], VerifiedClaims>;
-
-/// Minted tokens by what they were minted from, while more than half their lifetime is left.
-pub(crate) type MintedCache = Bounded<MintKey, MintedToken>;
-
-/// What makes a minted token reusable: the same parent (or origin token and transaction
-/// context), destination and scope.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct MintKey {
-    /// SHA-256 of the parent token, or of the origin token and `tctx`.
-    pub(crate) context: [u8; 32],
-    pub(crate) aud: String,
-    pub(crate) scope: String,
-}
-
 /// A bounded map whose entries expire.
 #[derive(Debug)]
 pub(crate) struct Bounded<K, V> {

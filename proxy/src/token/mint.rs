@@ -14,7 +14,7 @@ use hopgate_policy::TokenFacts;
 use serde_json::{Map, Value, json};
 
 use crate::tls::Svid;
-use crate::token::cache::{MintKey, MintedCache};
+use crate::token::cache::Bounded;
 use crate::token::claims::{self, Claims, Cnf};
 use crate::token::jws::{HopHeader, MAX_X5C, Signer};
 use crate::token::origin::OriginClaims;
@@ -23,6 +23,19 @@ use crate::token::{TokenError, sha256, unix_secs};
 
 /// How many minted tokens a [`Minter`] keeps for reuse.
 const CACHE_CAPACITY: usize = 1024;
+
+/// Minted tokens by what they were minted from, while more than half their lifetime is left.
+pub(crate) type MintedCache = Bounded<MintKey, MintedToken>;
+
+/// What makes a minted token reusable: the same parent (or origin token and transaction
+/// context), destination and scope.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct MintKey {
+    /// SHA-256 of the parent token, or of the origin token and `tctx`.
+    pub(crate) context: [u8; 32],
+    pub(crate) aud: String,
+    pub(crate) scope: String,
+}
 
 /// Mints hop tokens as one workload.
 pub struct Minter {

@@ -14,7 +14,7 @@ use rustls_pki_types::UnixTime;
 use serde_json::{Map, Value};
 
 use crate::tls::{PeerIdentity, SpiffeClientVerifier};
-use crate::token::cache::{Bounded, VerifiedCache};
+use crate::token::cache::Bounded;
 use crate::token::claims::{self, Claims};
 use crate::token::jws::{self, HopHeader, LeafKey};
 use crate::token::{RejectReason, from_unix_secs, sha256, unix_secs};
@@ -39,6 +39,9 @@ pub struct Limits {
     /// The most actors an `act` chain may hold.
     pub max_depth: usize,
 }
+
+/// Verified tokens by hash of the compact form, until they expire.
+pub(crate) type VerifiedCache = Bounded<[u8; 32], VerifiedClaims>;
 
 /// Verifies hop tokens addressed to one workload.
 pub struct TokenVerifier {
