@@ -1,7 +1,7 @@
-//! The HTTP stages of a hop, in request order: header and path hygiene ([`headers`], [`path`]),
-//! the hop token ([`authenticate`] inbound, [`delegate`] outbound), the policy decision
-//! ([`authorize`]), the identity header ([`client_cert`]), forwarding ([`forward`]) and the one
-//! error → response map ([`respond`]).
+//! The HTTP stages both sides share, in request order: header and path hygiene ([`headers`],
+//! [`path`]), the intent headers ([`intent`]), the policy decision ([`authorize`]) and the one
+//! error → response map ([`respond`]). Each side's own stages live with it: `inbound/`
+//! (the hop token, XFCC, the app) and `outbound/` (the credential swap, the destination).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,11 +12,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use pin_project_lite::pin_project;
 
-pub mod authenticate;
 pub mod authorize;
-pub mod client_cert;
-pub mod delegate;
-pub mod forward;
 pub mod headers;
 pub(crate) mod intent;
 pub mod path;

@@ -21,16 +21,22 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::connection::ConnectionServer;
 use crate::hop::{self, Hop, HopTelemetry, HopToken, Shared};
-use crate::http::authenticate::Authenticator;
 use crate::http::authorize::Authorizer;
-use crate::http::forward::Forwarder;
-use crate::http::{Body, RequestError, client_cert, headers};
+use crate::http::{Body, RequestError, headers};
+
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
 use crate::telemetry::metrics::{Direction, HandshakeFailureReason};
 use crate::telemetry::trace::HopSpan;
 use crate::tls::{IdentityStore, PeerIdentity, classify_handshake_error};
 use crate::token::VerifiedClaims;
+
+mod app;
+mod authenticate;
+mod client_cert;
+
+pub use app::App;
+pub use authenticate::Authenticator;
 
 /// The inbound listener, bound and ready to serve.
 #[derive(Debug)]
@@ -47,7 +53,7 @@ struct InboundSide {
     shared: Shared,
     identity: Arc<IdentityStore>,
     authenticator: Authenticator,
-    forwarder: Forwarder,
+    app_client: App,
 }
 
 // === impl Inbound ===
@@ -67,7 +73,7 @@ impl Inbound {
         let limits = config.limits();
         let timeouts = config.timeouts();
         let listener = Listener::bind(config.listen(), limits.max_connections())?;
-        let forwarder = Forwarder::new(
+        let app_client = App::new(
             config.app(),
             timeouts.app_connect(),
             timeouts.app_response(),
@@ -80,7 +86,7 @@ impl Inbound {
                 shared: Shared::new(authorizer, telemetry, limits),
                 identity,
                 authenticator,
-                forwarder,
+                app_client,
             }),
         })
     }
@@ -233,7 +239,7 @@ impl hop::Side for InboundSide {
         _token: Option<VerifiedClaims>,
         req: Request<Body>,
     ) -> impl Future<Output = Result<Response<Incoming>, RequestError>> + Send {
-        self.forwarder.forward(req)
+        self.app_client.forward(req)
     }
 
     fn log_failure(&self, peer: &Peer, err: &RequestError) {

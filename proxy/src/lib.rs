@@ -34,11 +34,9 @@ mod watch;
 
 use crate::admin::{Admin, PolicyMode};
 use crate::hop::HopTelemetry;
-use crate::http::authenticate::Authenticator;
 use crate::http::authorize::Authorizer;
-use crate::http::delegate::Delegator;
-use crate::inbound::Inbound;
-use crate::outbound::Outbound;
+use crate::inbound::{Authenticator, Inbound};
+use crate::outbound::{Delegator, Outbound};
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
 use crate::telemetry::stdout::stdout;

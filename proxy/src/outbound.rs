@@ -30,7 +30,6 @@ use tokio::net::TcpStream;
 use crate::connection::ConnectionServer;
 use crate::hop::{self, Hop, HopTelemetry, HopToken, Shared};
 use crate::http::authorize::Authorizer;
-use crate::http::delegate::Delegator;
 use crate::http::{Body, RequestError, headers};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
@@ -39,8 +38,10 @@ use crate::telemetry::trace::HopSpan;
 use crate::tls::{Identity, IdentityStore};
 use crate::token::MintedToken;
 
+mod delegate;
 mod upstream;
 
+pub use delegate::Delegator;
 use upstream::Upstream;
 
 /// The outbound listener, bound and ready to serve.

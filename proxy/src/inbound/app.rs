@@ -15,19 +15,19 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::{Body, RequestError};
+use crate::http::{Body, RequestError};
 
 /// A pooled client to one upstream address.
 #[derive(Clone, Debug)]
-pub struct Forwarder {
+pub struct App {
     client: Client<HttpConnector, Body>,
     authority: Authority,
     response_timeout: Duration,
 }
 
-// === impl Forwarder ===
+// === impl App ===
 
-impl Forwarder {
+impl App {
     /// A client for `addr`, giving up on a connection after `connect_timeout` and on a response
     /// head after `response_timeout`.
     pub fn new(addr: SocketAddr, connect_timeout: Duration, response_timeout: Duration) -> Self {
@@ -52,7 +52,7 @@ impl Forwarder {
     /// Sends `req` to the upstream and returns its response with the body still streaming.
     ///
     /// The request's own authority (`Host`, or `:authority` on HTTP/2) is kept in `Host`, so the
-    /// app sees the name the caller used; the connection goes to this forwarder's address.
+    /// app sees the name the caller used; the connection goes to the app's address.
     ///
     /// # Errors
     /// [`RequestError::UpstreamConnect`] when the upstream refuses or drops the connection,

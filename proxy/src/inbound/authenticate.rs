@@ -12,7 +12,7 @@ use arc_swap::ArcSwapOption;
 use hopgate_config::{SpiffeId, TokenConfig};
 use http::{HeaderMap, HeaderName};
 
-use super::{RequestError, headers};
+use crate::http::{RequestError, headers};
 use crate::telemetry::metrics::{MISSING_TOKEN, ProxyMetrics};
 use crate::tls::{IdentityStore, PeerIdentity, SpiffeClientVerifier};
 use crate::token::{Limits, TokenVerifier, VerifiedClaims};

@@ -29,7 +29,7 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
-use super::{RequestError, headers, intent};
+use crate::http::{RequestError, headers, intent};
 use crate::telemetry::metrics::ProxyMetrics;
 use crate::tls::{Identity, IdentityStore, SpiffeClientVerifier};
 use crate::token::{

@@ -13,13 +13,13 @@ use http::header::{HeaderName, HeaderValue};
 use crate::tls::PeerIdentity;
 
 /// The header name, as Envoy and Istio spell it.
-pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub(crate) const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// The XFCC value for calls on a connection from `peer` to `own`: computed once per connection.
 ///
 /// `None` only if the value cannot be a header value, which a canonical SPIFFE ID and a hex hash
 /// never produce; the caller must then refuse the connection's requests rather than forward.
-pub fn client_cert_value(own: &SpiffeId, peer: &PeerIdentity) -> Option<HeaderValue> {
+pub(crate) fn client_cert_value(own: &SpiffeId, peer: &PeerIdentity) -> Option<HeaderValue> {
     let value = format!(
         "By={own};Hash={hash};URI={peer}",
         hash = peer.cert_sha256_hex(),
@@ -29,13 +29,13 @@ pub fn client_cert_value(own: &SpiffeId, peer: &PeerIdentity) -> Option<HeaderVa
 }
 
 /// Removes every caller-supplied XFCC and sets `value`, the verified one.
-pub fn set_client_cert_header(headers: &mut HeaderMap, value: &HeaderValue) {
+pub(crate) fn set_client_cert_header(headers: &mut HeaderMap, value: &HeaderValue) {
     strip_client_cert_headers(headers);
     headers.insert(XFCC, value.clone());
 }
 
 /// Removes XFCC and any name that folds into it once `_` is read as `-`.
-pub fn strip_client_cert_headers(headers: &mut HeaderMap) {
+pub(crate) fn strip_client_cert_headers(headers: &mut HeaderMap) {
     headers.remove(&XFCC);
     let spoofs: Vec<HeaderName> = headers
         .keys()
