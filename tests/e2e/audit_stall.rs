@@ -7,12 +7,13 @@
 //! The real binary runs as a child process with a 64 KiB buffer; the test stops reading its
 //! stdout pipe, so the pipe (64 KiB on Linux) and then the buffer fill for real.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 
 use crate::policy::PERMIT_EXAMPLE_ORG;
 use crate::support::client::{Conn, Proto};
+use crate::support::eventually::eventually;
 use crate::support::proxy::{Mesh, POLICY_SCHEMA, POLICY_YAML, admin_get};
 use crate::support::sidecar::Sidecar;
 use crate::support::upstream::Upstream;
@@ -57,15 +58,11 @@ async fn call(conn: &mut Conn, n: usize) -> crate::support::client::Reply {
 
 /// Waits (bounded) until every record of `expected` is read from stdout.
 async fn wait_for_records(sidecar: &Sidecar, expected: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sidecar.audit_lines().len() < expected {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {expected} audit records after the drain",
-            sidecar.audit_lines().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("fewer than {expected} audit records after the drain");
+    eventually(Duration::from_secs(10), what, || async move {
+        (sidecar.audit_lines().len() >= expected).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,14 +111,13 @@ async fn a_stalled_stdout_under_refuse_answers_503_audit_unavailable_until_it_is
 
     sidecar.resume_stdout();
     wait_for_records(&sidecar, served).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while admin_get(sidecar.admin, "/ready").await.0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "/ready still 503 after the drain"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let admin = sidecar.admin;
+    eventually(
+        Duration::from_secs(5),
+        "/ready still 503 after the drain",
+        || async move { (admin_get(admin, "/ready").await.0 == 200).then_some(()) },
+    )
+    .await;
     assert_eq!(call(&mut conn, served + 1).await.status, StatusCode::OK);
     wait_for_records(&sidecar, served + 1).await;
     // Nothing served went unrecorded, and nothing was dropped.

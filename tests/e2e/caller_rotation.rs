@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -145,20 +145,16 @@ async fn wait_until_b_sees(b: &Workload, leaf: &Leaf) {
 }
 
 async fn wait_for_identity_reloads(w: &Workload, at_least: u32) {
-    let deadline = Instant::now() + ROTATION_DEADLINE;
     let sample = r#"hopgate_identity_reloads_total{result="ok"} "#;
-    loop {
+    eventually(ROTATION_DEADLINE, "no identity reload", || async move {
         let (_, metrics) = w.admin_get("/metrics").await;
         let count = metrics
             .lines()
             .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
             .unwrap_or(0.0);
-        if count >= f64::from(at_least) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no identity reload: {metrics}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (count >= f64::from(at_least)).then_some(())
+    })
+    .await;
 }
 
 fn xfcc(received: &crate::support::workload::Received) -> String {
@@ -241,11 +237,13 @@ impl Load {
     }
 
     async fn wait_for(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.ok.load(Ordering::SeqCst) < n {
-            assert!(Instant::now() < deadline, "the load made no progress");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let ok = &self.ok;
+        eventually(
+            Duration::from_secs(20),
+            "the load made no progress",
+            || async move { (ok.load(Ordering::SeqCst) >= n).then_some(()) },
+        )
+        .await;
     }
 
     /// Waits for `n` more successful requests.

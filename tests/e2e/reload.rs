@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 use rustls::pki_types::CertificateDer;
@@ -205,19 +205,15 @@ async fn wait_for_reload_error(proxy: &TestProxy) {
 /// Polls (bounded) until `/identity` reports the last reload as good; the watcher may still be
 /// finishing a reload triggered by the test's own writes.
 async fn wait_for_last_reload_ok(proxy: &TestProxy) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let identity = identity_json(proxy).await;
-        if identity["last_reload"]["result"] == "ok" {
-            assert!(identity["last_reload"]["error"].is_null(), "{identity}");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "last reload still failing: {identity}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let identity = eventually(
+        Duration::from_secs(5),
+        "the last identity reload is still failing",
+        || async move {
+            Some(identity_json(proxy).await).filter(|i| i["last_reload"]["result"] == "ok")
+        },
+    )
+    .await;
+    assert!(identity["last_reload"]["error"].is_null(), "{identity}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
