@@ -6,7 +6,6 @@
 //!                                                 prepare: set XFCC; send: forward to the app
 //! ```
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -17,24 +16,25 @@ use hopgate_config::InboundConfig;
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio_rustls::TlsAcceptor;
 
 use crate::connection::ConnectionServer;
 use crate::hop::{self, Hop, HopTelemetry, HopToken, Shared};
 use crate::http::authorize::Authorizer;
 use crate::http::{Body, RequestError, headers};
 
-use crate::listener::{Accepted, Listener};
+use crate::listener::Listener;
 use crate::shutdown;
-use crate::telemetry::metrics::{Direction, HandshakeFailureReason};
+use crate::telemetry::metrics::Direction;
 use crate::telemetry::trace::HopSpan;
-use crate::tls::{IdentityStore, PeerIdentity, classify_handshake_error};
+use crate::tls::IdentityStore;
 use crate::token::VerifiedClaims;
 
+mod accept;
 mod app;
 mod authenticate;
 mod client_cert;
 
+use accept::{Connection, Peer};
 pub use app::App;
 pub use authenticate::Authenticator;
 
@@ -114,79 +114,6 @@ impl Inbound {
             };
             tokio::spawn(conn.serve(accepted, drain.clone()));
         }
-    }
-}
-
-/// A verified connection's facts, shared by its requests.
-#[derive(Debug)]
-struct Peer {
-    identity: PeerIdentity,
-    own: hopgate_config::SpiffeId,
-    xfcc: http::HeaderValue,
-}
-
-/// One accepted TCP connection on its way through the handshake to HTTP.
-struct Connection {
-    side: Arc<InboundSide>,
-    server: ConnectionServer,
-    handshake_timeout: Duration,
-}
-
-// === impl Connection ===
-
-impl Connection {
-    async fn serve(self, accepted: Accepted, drain: shutdown::Watch) {
-        let Accepted {
-            stream,
-            remote,
-            permit,
-        } = accepted;
-        let metrics = &self.side.shared.telemetry.metrics;
-        // The config is taken per connection, so a rotated SVID or bundle applies to the next
-        // handshake while established connections keep the one they proved themselves with.
-        let acceptor = TlsAcceptor::from(self.side.identity.server_config());
-        let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await
-        {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(err)) => {
-                let reason = classify_handshake_error(&err);
-                metrics.record_handshake_failure(reason);
-                tracing::info!(client.addr = %remote, reason = reason.as_str(), error = %err, "tls handshake failed");
-                return;
-            }
-            Err(_) => {
-                metrics.record_handshake_failure(HandshakeFailureReason::Timeout);
-                tracing::info!(client.addr = %remote, reason = "timeout", "tls handshake failed");
-                return;
-            }
-        };
-        let Some(peer) = PeerIdentity::from_server_connection(tls.get_ref().1) else {
-            // The verifier admitted the chain, so this cannot happen; refuse rather than guess.
-            metrics.record_handshake_failure(HandshakeFailureReason::InvalidSvid);
-            tracing::warn!(client.addr = %remote, "verified connection has no SPIFFE ID");
-            return;
-        };
-        tracing::debug!(client.addr = %remote, peer.id = %peer.id(), "connection accepted");
-        // What every request on this connection shares is worked out once: the identities on
-        // both ends (as of the handshake) and the identity header the app will receive.
-        let own = self.side.identity.current().svid().id().clone();
-        let Some(xfcc) = client_cert::client_cert_value(&own, &peer) else {
-            tracing::warn!(client.addr = %remote, "peer identity does not fit a header");
-            return;
-        };
-        let peer = Arc::new(Peer {
-            identity: peer,
-            own,
-            xfcc,
-        });
-        let side = self.side;
-        let service = hyper::service::service_fn(move |req| {
-            let side = Arc::clone(&side);
-            let peer = Arc::clone(&peer);
-            async move { Ok::<_, Infallible>(hop::serve(&*side, &*peer, req).await) }
-        });
-        self.server.serve(tls, service, drain).await;
-        drop(permit);
     }
 }
 

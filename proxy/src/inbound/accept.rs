@@ -1,0 +1,90 @@
+//! Accepting an inbound connection: the TLS handshake under its timeout, the peer's verified
+//! SPIFFE ID, and what every request on the connection shares; then HTTP, through the hop
+//! runner.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_rustls::TlsAcceptor;
+
+use super::{InboundSide, client_cert};
+use crate::connection::ConnectionServer;
+use crate::hop;
+use crate::listener::Accepted;
+use crate::shutdown;
+use crate::telemetry::metrics::HandshakeFailureReason;
+use crate::tls::{PeerIdentity, classify_handshake_error};
+
+/// A verified connection's facts, shared by its requests.
+#[derive(Debug)]
+pub(super) struct Peer {
+    pub(super) identity: PeerIdentity,
+    pub(super) own: hopgate_config::SpiffeId,
+    pub(super) xfcc: http::HeaderValue,
+}
+
+/// One accepted TCP connection on its way through the handshake to HTTP.
+pub(super) struct Connection {
+    pub(super) side: Arc<InboundSide>,
+    pub(super) server: ConnectionServer,
+    pub(super) handshake_timeout: Duration,
+}
+
+// === impl Connection ===
+
+impl Connection {
+    pub(super) async fn serve(self, accepted: Accepted, drain: shutdown::Watch) {
+        let Accepted {
+            stream,
+            remote,
+            permit,
+        } = accepted;
+        let metrics = &self.side.shared.telemetry.metrics;
+        // The config is taken per connection, so a rotated SVID or bundle applies to the next
+        // handshake while established connections keep the one they proved themselves with.
+        let acceptor = TlsAcceptor::from(self.side.identity.server_config());
+        let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                let reason = classify_handshake_error(&err);
+                metrics.record_handshake_failure(reason);
+                tracing::info!(client.addr = %remote, reason = reason.as_str(), error = %err, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics.record_handshake_failure(HandshakeFailureReason::Timeout);
+                tracing::info!(client.addr = %remote, reason = "timeout", "tls handshake failed");
+                return;
+            }
+        };
+        let Some(peer) = PeerIdentity::from_server_connection(tls.get_ref().1) else {
+            // The verifier admitted the chain, so this cannot happen; refuse rather than guess.
+            metrics.record_handshake_failure(HandshakeFailureReason::InvalidSvid);
+            tracing::warn!(client.addr = %remote, "verified connection has no SPIFFE ID");
+            return;
+        };
+        tracing::debug!(client.addr = %remote, peer.id = %peer.id(), "connection accepted");
+        // What every request on this connection shares is worked out once: the identities on
+        // both ends (as of the handshake) and the identity header the app will receive.
+        let own = self.side.identity.current().svid().id().clone();
+        let Some(xfcc) = client_cert::client_cert_value(&own, &peer) else {
+            tracing::warn!(client.addr = %remote, "peer identity does not fit a header");
+            return;
+        };
+        let peer = Arc::new(Peer {
+            identity: peer,
+            own,
+            xfcc,
+        });
+        let side = self.side;
+        let service = hyper::service::service_fn(move |req| {
+            let side = Arc::clone(&side);
+            let peer = Arc::clone(&peer);
+            async move { Ok::<_, Infallible>(hop::serve(&*side, &*peer, req).await) }
+        });
+        self.server.serve(tls, service, drain).await;
+        drop(permit);
+    }
+}
