@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests drive for real, checks the docs, then runs every
-# test. A newcomer runs `./test.sh`; CI (.ci/run) calls this same script.
+# test. A newcomer runs `./test.sh`; CI (.ci/run) runs the same phases, one by one.
+#
+#   ./test.sh                  every phase, in order
+#   ./test.sh PHASE...         only these: setup docs unit system release quickstart
 #
 # Run it as root (or with passwordless sudo): the system tests (tests/system/) create network
 # namespaces and iptables rules, and the Quickstart check runs the README's block in a fresh
@@ -15,103 +18,165 @@ fi
 have_root() { [ "$(id -u)" -eq 0 ] || [ "${#as_root[@]}" -gt 0 ]; }
 skip_system=${HOPGATE_SKIP_SYSTEM:-0}
 
-# --- what the tests drive: curl (HTTP/1.1 and HTTP/2 with client certs), openssl (inspecting
-# dev-ca certificates), iptables and iproute2 (transparent mode in a network namespace),
-# python3 (the Quickstart's app).
-need=()
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v iptables >/dev/null 2>&1 || need+=(iptables)
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-if [ "${#need[@]}" -gt 0 ]; then
+# Whether every `*.md` a tracked file names is a file of the repository, and every `../` path
+# stays inside it (run by phase_docs).
+refs_check=$(cat <<'PY'
+import os, re, subprocess, sys
+files = subprocess.run(["git", "ls-files", "-z"], capture_output=True, check=True).stdout.decode().split("\0")
+files = [f for f in files if f and os.path.isfile(f)]
+names = {os.path.basename(f) for f in files}
+md = re.compile(r"(?<![\w/.:-])((?:[\w.-]+/)*[\w-]+\.md)\b")
+up = re.compile(r"(?<![\w.])((?:\.\./)+[\w.-]+(?:/[\w.-]+)*)")
+bad = 0
+for f in files:
+    if f.endswith((".lock", ".png", ".der")):
+        continue
+    try:
+        text = open(f, encoding="utf-8").read()
+    except (UnicodeDecodeError, OSError):
+        continue
+    for n, line in enumerate(text.splitlines(), 1):
+        for m in md.finditer(line):
+            if os.path.basename(m.group(1)) not in names:
+                print(f"{f}:{n}: `{m.group(1)}` is not a file of this repository"); bad = 1
+        for m in up.finditer(line):
+            target = os.path.normpath(os.path.join(os.path.dirname(f), m.group(1)))
+            if target.startswith(".."):
+                print(f"{f}:{n}: `{m.group(1)}` points outside the repository"); bad = 1
+sys.exit(bad)
+PY
+)
+
+needs_root() {
+  if [ "$skip_system" = 1 ]; then
+    echo "test.sh: HOPGATE_SKIP_SYSTEM=1: skipping $1" >&2
+    return 1
+  fi
   if ! have_root; then
-    echo "test.sh: missing ${need[*]}; run as root (or install them) to continue" >&2
+    echo "test.sh: $1 needs root (network namespaces, iptables); run \`sudo ./test.sh\`," \
+      "or set HOPGATE_SKIP_SYSTEM=1 to skip it" >&2
     exit 1
   fi
-  "${as_root[@]}" apt-get update
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${need[@]}"
-fi
-
-# --- the docs: the repository stands alone.
-fail=0
-readme_lines=$(wc -l < README.md)
-if [ "$readme_lines" -gt 250 ]; then
-  echo "docs: README.md has $readme_lines lines; keep it to 250 (the rest belongs in docs/)" >&2
-  fail=1
-fi
-# No citation of a document the repository does not hold.
-if git grep -n -I -E 'DESIGN\.md|SECURITY-RULES|STYLE\.md|\.\./shared/' -- . ':!test.sh'; then
-  echo "docs: the lines above cite documents this repository does not hold" >&2
-  fail=1
-fi
-# Every relative link in the Markdown files leads to a file that exists.
-while IFS= read -r file; do
-  dir=$(dirname "$file")
-  while IFS= read -r target; do
-    path=${target%%#*}
-    [ -z "$path" ] && continue
-    if [ ! -e "$dir/$path" ]; then
-      echo "docs: $file links to \`$target\`, which does not exist" >&2
-      fail=1
-    fi
-  done < <(grep -oE '\]\([^)]+\)' "$file" | sed -E 's/^\]\((.*)\)$/\1/' | grep -vE '^(https?|mailto):' || true)
-done < <(git ls-files '*.md')
-[ "$fail" -eq 0 ] || exit 1
-
-# --- the unit, end-to-end and command-line tests.
-cargo test --workspace "$@"
-
-# --- the system tests and the Quickstart: root, network namespaces, iptables.
-if [ "$skip_system" = 1 ]; then
-  echo "test.sh: HOPGATE_SKIP_SYSTEM=1: skipping tests/system and the Quickstart check" >&2
-  exit 0
-fi
-if ! have_root; then
-  echo "test.sh: the system tests and the Quickstart check need root (network namespaces," \
-    "iptables); run \`sudo ./test.sh\`, or set HOPGATE_SKIP_SYSTEM=1 to skip them" >&2
-  exit 1
-fi
-if [ "$(id -u)" -eq 0 ]; then
-  cargo test --test system "$@"
-else
-  cargo test --test system --no-run
-  # Only the test binary runs as root, not cargo.
-  bin=$(cargo test --test system --no-run --message-format=json 2>/dev/null \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-  "${as_root[@]}" "$bin"
-fi
-
-# The release binary ships: keep it small (line tables only; see Cargo.toml).
-cargo build --release
-size=$(stat -c %s "${CARGO_TARGET_DIR:-target}/release/hopgate")
-if [ "$size" -gt $((40 * 1024 * 1024)) ]; then
-  echo "release: target/release/hopgate is $((size / 1024 / 1024)) MiB; ship at most 40" >&2
-  exit 1
-fi
-
-# The README's Quickstart block, verbatim, in a fresh network namespace (so its fixed ports
-# cannot clash with anything running here), as the user running this script; it must print 200.
-block=$(mktemp)
-awk '/^## Quickstart/ { q = 1 } q && /^```sh$/ { f = 1; next } f && /^```$/ { exit } f' \
-  README.md > "$block"
-chmod 644 "$block"
-ns="hopgate-qs-$$"
-"${as_root[@]}" ip netns add "$ns"
-trap '"${as_root[@]}" ip netns delete "$ns" 2>/dev/null || true; rm -f "$block"' EXIT
-"${as_root[@]}" ip netns exec "$ns" ip link set lo up
-as_me=()
-[ "$(id -u)" -eq 0 ] || as_me=(sudo -n -u "$(id -un)")
-out=$("${as_root[@]}" ip netns exec "$ns" "${as_me[@]}" env "PATH=$PATH" "HOME=$HOME" \
-  bash -e "$block" 2>&1) || {
-  echo "$out" >&2
-  echo "Quickstart: the README block failed" >&2
-  exit 1
 }
-if [ "$(printf '%s\n' "$out" | tail -1)" != 200 ]; then
-  echo "$out" >&2
-  echo "Quickstart: the README block did not print 200" >&2
-  exit 1
-fi
-echo "Quickstart: the README block printed 200 (release binary: $((size / 1024 / 1024)) MiB)"
+
+phase_setup() {
+  # --- what the tests drive: curl (HTTP/1.1 and HTTP/2 with client certs), openssl (inspecting
+  # dev-ca certificates), iptables and iproute2 (transparent mode in a network namespace),
+  # python3 (the Quickstart's app).
+  need=()
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  command -v iptables >/dev/null 2>&1 || need+=(iptables)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  command -v python3 >/dev/null 2>&1 || need+=(python3)
+  if [ "${#need[@]}" -gt 0 ]; then
+    if ! have_root; then
+      echo "test.sh: missing ${need[*]}; run as root (or install them) to continue" >&2
+      exit 1
+    fi
+    "${as_root[@]}" apt-get update
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y --no-install-recommends "${need[@]}"
+  fi
+}
+
+phase_docs() {
+  # --- the docs: the repository stands alone.
+  fail=0
+  readme_lines=$(wc -l < README.md)
+  if [ "$readme_lines" -gt 250 ]; then
+    echo "docs: README.md has $readme_lines lines; keep it to 250 (the rest belongs in docs/)" >&2
+    fail=1
+  fi
+  # No citation of a document the repository does not hold: every `*.md` a tracked file names
+  # is a file of the repository, and every `../` path stays inside it.
+  if ! python3 -c "$refs_check"
+  then
+    echo "docs: the lines above cite documents or paths this repository does not hold" >&2
+    fail=1
+  fi
+  # Every relative link in the Markdown files leads to a file that exists.
+  while IFS= read -r file; do
+    dir=$(dirname "$file")
+    while IFS= read -r target; do
+      path=${target%%#*}
+      [ -z "$path" ] && continue
+      if [ ! -e "$dir/$path" ]; then
+        echo "docs: $file links to \`$target\`, which does not exist" >&2
+        fail=1
+      fi
+    done < <(grep -oE '\]\([^)]+\)' "$file" | sed -E 's/^\]\((.*)\)$/\1/' | grep -vE '^(https?|mailto):' || true)
+  done < <(git ls-files '*.md')
+  [ "$fail" -eq 0 ] || exit 1
+  echo "docs: ok"
+}
+
+# The unit, end-to-end and command-line tests.
+phase_unit() {
+  cargo test --workspace
+}
+
+phase_system() {
+  needs_root "the system tests" || return 0
+  # --- the system tests and the Quickstart: root, network namespaces, iptables.
+  if [ "$(id -u)" -eq 0 ]; then
+    cargo test --test system
+  else
+    cargo test --test system --no-run
+    # Only the test binary runs as root, not cargo.
+    bin=$(cargo test --test system --no-run --message-format=json 2>/dev/null \
+      | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    "${as_root[@]}" "$bin"
+  fi
+}
+
+phase_release() {
+  # The release binary ships: keep it small (symbols, no DWARF; see Cargo.toml).
+  cargo build --release
+  size=$(stat -c %s "${CARGO_TARGET_DIR:-target}/release/hopgate")
+  if [ "$size" -gt $((40 * 1024 * 1024)) ]; then
+    echo "release: target/release/hopgate is $((size / 1024 / 1024)) MiB; ship at most 40" >&2
+    exit 1
+  fi
+  echo "release: target/release/hopgate is $((size / 1024 / 1024)) MiB"
+}
+
+phase_quickstart() {
+  needs_root "the Quickstart check" || return 0
+  # The README's Quickstart block, verbatim, in a fresh network namespace (so its fixed ports
+  # cannot clash with anything running here), as the user running this script; it must print 200.
+  block=$(mktemp)
+  awk '/^## Quickstart/ { q = 1 } q && /^```sh$/ { f = 1; next } f && /^```$/ { exit } f' \
+    README.md > "$block"
+  chmod 644 "$block"
+  ns="hopgate-qs-$$"
+  "${as_root[@]}" ip netns add "$ns"
+  trap '"${as_root[@]}" ip netns delete "$ns" 2>/dev/null || true; rm -f "$block"' EXIT
+  "${as_root[@]}" ip netns exec "$ns" ip link set lo up
+  as_me=()
+  [ "$(id -u)" -eq 0 ] || as_me=(sudo -n -u "$(id -un)")
+  out=$("${as_root[@]}" ip netns exec "$ns" "${as_me[@]}" env "PATH=$PATH" "HOME=$HOME" \
+    bash -e "$block" 2>&1) || {
+    echo "$out" >&2
+    echo "Quickstart: the README block failed" >&2
+    exit 1
+  }
+  if [ "$(printf '%s\n' "$out" | tail -1)" != 200 ]; then
+    echo "$out" >&2
+    echo "Quickstart: the README block did not print 200" >&2
+    exit 1
+  fi
+  echo "Quickstart: the README block printed 200"
+}
+
+phases=("$@")
+[ "${#phases[@]}" -gt 0 ] || phases=(setup docs unit system release quickstart)
+for phase in "${phases[@]}"; do
+  case "$phase" in
+    setup | docs | unit | system | release | quickstart) "phase_$phase" ;;
+    *)
+      echo "test.sh: unknown phase \`$phase\`; phases: setup docs unit system release quickstart" >&2
+      exit 2
+      ;;
+  esac
+done
