@@ -88,17 +88,19 @@ impl Authenticator {
         RequestError::Unauthenticated(reason)
     }
 
-    /// The token verifier of the identity snapshot in use. The identity and its bundles are
-    /// read together, so a reload between two reads cannot pair this workload's ID of one
-    /// snapshot with the bundles of another. Every reload publishes a new verifier, so the
-    /// pointer tells whether the cached one is still current.
+    /// The token verifier of the identity snapshot in use. Every reload publishes a new
+    /// verifier, so the pointer tells whether the cached one is still current (one `Arc` load
+    /// per request); on a miss the identity and its bundles are read together, so a reload
+    /// between two reads cannot pair this workload's ID of one snapshot with the bundles of
+    /// another.
     fn current(&self, identity: &IdentityStore) -> Arc<Current> {
-        let (svid, chains) = identity.current_with_verifier();
         if let Some(current) = self.current.load_full()
-            && Arc::ptr_eq(&current.chains, &chains)
+            && Arc::ptr_eq(&current.chains, &identity.client_verifier())
         {
             return current;
         }
+        // A reload happened: build the new verifier from one snapshot of both.
+        let (svid, chains) = identity.current_with_verifier();
         let own: SpiffeId = svid.svid().id().clone();
         let verifier = TokenVerifier::new(own, Arc::clone(&chains), self.limits);
         let fresh = Arc::new(Current { chains, verifier });

@@ -146,6 +146,11 @@ impl IdentityStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *seen = self.files.digest();
+        self.publish()
+    }
+
+    /// Builds and publishes the files' identity; the caller holds `reloading`.
+    fn publish(&self) -> Result<(), TlsError> {
         match Published::build(&self.files, &self.allowed) {
             Ok(published) => {
                 let svid = published.identity.svid();
@@ -182,16 +187,17 @@ impl IdentityStore {
     /// # Errors
     /// As [`IdentityStore::reload`], when it reloads.
     pub fn check(&self) -> Result<bool, TlsError> {
-        {
-            let seen = self
-                .reloading
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if *seen == self.files.digest() {
-                return Ok(false);
-            }
+        let mut seen = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let digest = self.files.digest();
+        if *seen == digest {
+            return Ok(false);
         }
-        self.reload().map(|()| true)
+        // Under the same lock as the comparison: the files are hashed once per check.
+        *seen = digest;
+        self.publish().map(|()| true)
     }
 
     /// Watches the SVID and bundle files (see [`crate::watch`]) and calls
