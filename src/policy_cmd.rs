@@ -80,6 +80,18 @@ fn run_check(dir: &Path, out: &mut Out) -> ExitCode {
     }
 }
 
+/// The sidecar settings `dir` and `config` name, and its policy folder loaded: what `explain`
+/// and `test` decide with. On error prints why and returns `None` (exit 78).
+fn decider(
+    dir: Option<&Path>,
+    config: Option<&Path>,
+    out: &mut Out,
+) -> Option<(Sidecar, PolicySnapshot)> {
+    let sidecar = sidecar(dir, config, out)?;
+    let snapshot = load(&sidecar.dir, &sidecar.default_action, out)?;
+    Some((sidecar, snapshot))
+}
+
 /// Loads a policy folder as the sidecar does. On failure prints every problem, one a line
 /// (`error: file:line:column: message`), and their count, and returns `None`.
 fn load(dir: &Path, default_action: &str, out: &mut Out) -> Option<PolicySnapshot> {

@@ -118,10 +118,9 @@ fn run(args: &PolicyTest, out: &mut Out) -> ExitCode {
             return ExitCode::from(crate::EXIT_CONFIG);
         }
     };
-    let Some(sidecar) = super::sidecar(args.dir.as_deref(), args.config.as_deref(), out) else {
-        return ExitCode::from(crate::EXIT_CONFIG);
-    };
-    let Some(snapshot) = super::load(&sidecar.dir, &sidecar.default_action, out) else {
+    let Some((sidecar, snapshot)) =
+        super::decider(args.dir.as_deref(), args.config.as_deref(), out)
+    else {
         return ExitCode::from(crate::EXIT_CONFIG);
     };
     let mut failed = 0;

@@ -26,10 +26,9 @@ fn run(args: &PolicyExplain, out: &mut Out) -> ExitCode {
             return ExitCode::from(crate::EXIT_CONFIG);
         }
     };
-    let Some(sidecar) = super::sidecar(args.dir.as_deref(), args.config.as_deref(), out) else {
-        return ExitCode::from(crate::EXIT_CONFIG);
-    };
-    let Some(snapshot) = super::load(&sidecar.dir, &sidecar.default_action, out) else {
+    let Some((sidecar, snapshot)) =
+        super::decider(args.dir.as_deref(), args.config.as_deref(), out)
+    else {
         return ExitCode::from(crate::EXIT_CONFIG);
     };
     let decided = with_request(&case, &sidecar.intent_prefix, |req| {
