@@ -1,10 +1,12 @@
 //! One runner for both sides of a hop.
 //!
 //! ```text
-//!  request ─▶ span ─▶ in-flight cap ─▶ audit buffer ─▶ hygiene (hop-by-hop, path, authority)
-//!          ─▶ Side::admit (inbound: the hop token; outbound: route + credential swap)
-//!          ─▶ token facts, only for a reader ─▶ Authorizer::decide ─▶ recorded here, once:
-//!             audit record, span, metrics, log line ─▶ Side::prepare (XFCC)
+//!  request ─▶ caller's traceparent, read once ─▶ span ─▶ in-flight cap ─▶ audit buffer
+//!          ─▶ hygiene (hop-by-hop, path, authority) ─▶ HttpFacts, read once (authority, intent)
+//!          ─▶ Side::admit, head read only (inbound: the hop token; outbound: route + token)
+//!          ─▶ Hop { peer, own, dest, target, request, token, trace } ─▶ Authorizer::decide
+//!          ─▶ recorded here, once: audit record, span, metrics, log line
+//!          ─▶ Side::prepare (inbound: XFCC; outbound: credential out, token in)
 //!          ─▶ trailers off, traceparent on ─▶ Side::send ─▶ response hygiene
 //!  any error ─▶ the one error → response map; span status and metrics, once, either way
 //! ```
@@ -18,19 +20,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hopgate_config::{InboundLimits, SpiffeId};
-use hopgate_policy::{DenyReason, Direction as PolicyDirection, Effect, TokenFacts};
+use hopgate_policy::{DenyReason, Direction as PolicyDirection, Effect, HopRequest, TokenFacts};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
-use crate::http::authorize::{Authorizer, Verdict};
+use crate::http::authorize::{Authorizer, HttpFacts, Verdict};
 use crate::http::{Body, RequestError, WithoutTrailers, headers, path, stream_body};
 use crate::telemetry::audit::{AuditRecord, AuditSink};
 use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
 use crate::telemetry::stdout::Kept;
 use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
-use crate::telemetry::traceparent::{self, TraceIdHex};
+use crate::telemetry::traceparent::{CallerTrace, TraceIdHex};
 use crate::token::{MintedToken, VerifiedClaims};
 
 /// Where a side's requests are recorded: spans, metrics and audit records.
@@ -91,7 +93,7 @@ pub(crate) trait Side: Sync {
 
     /// Before anything is read: what the span should know from the start (inbound: the peer,
     /// which the handshake proved).
-    fn on_start(&self, _conn: &Self::Conn, _req: &Request<Incoming>, _span: &HopSpan) {}
+    fn on_start(&self, _conn: &Self::Conn, _span: &HopSpan) {}
 
     /// Refusals of this side that come before hygiene (outbound: `CONNECT`).
     ///
@@ -101,24 +103,27 @@ pub(crate) trait Side: Sync {
         Ok(())
     }
 
-    /// The side's admission of a clean head: the hop token verified against the connection
-    /// (inbound), or the route found and the credential swapped for a token (outbound).
+    /// The side's admission of a clean head, read and not changed: the hop token verified
+    /// against the connection (inbound), or the route found and the app's credential verified
+    /// and exchanged for a token (outbound). Header changes wait for [`Side::prepare`], after
+    /// the decision.
     ///
     /// # Errors
     /// Why the request is refused.
     fn admit(
         &self,
         conn: &Self::Conn,
-        parts: &mut Parts,
+        parts: &Parts,
+        request: &HttpFacts<'_>,
         span: &HopSpan,
     ) -> Result<Self::Admission, RequestError>;
 
-    /// Who calls whom on this hop, and with which token: what the policy, the span and the
-    /// audit record read.
-    fn hop<'a>(&'a self, conn: &'a Self::Conn, admission: &'a Self::Admission) -> Hop<'a>;
+    /// Who calls whom on this hop, and with which token.
+    fn parties<'a>(&'a self, conn: &'a Self::Conn, admission: &'a Self::Admission) -> Parties<'a>;
 
-    /// The side's additions to the head once the decision allowed it (inbound: XFCC).
-    fn prepare(&self, _conn: &Self::Conn, _parts: &mut Parts) {}
+    /// The side's changes to the head once the decision allowed it (inbound: XFCC; outbound:
+    /// the app's credential out, the hop token in).
+    fn prepare(&self, conn: &Self::Conn, admission: &Self::Admission, parts: &mut Parts);
 
     /// Sends the request on: to the app (inbound) or to the destination sidecar (outbound).
     fn send(
@@ -131,15 +136,58 @@ pub(crate) trait Side: Sync {
     fn log_failure(&self, conn: &Self::Conn, err: &RequestError);
 }
 
-/// The parties of one hop, as one side sees them.
+/// The parties of one hop, as a side's admission found them.
 #[derive(Clone, Copy)]
-pub(crate) struct Hop<'a> {
-    /// The principal: the peer (inbound) or this workload (outbound).
-    pub(crate) caller: &'a SpiffeId,
-    /// The resource: this workload (inbound) or the route's destination (outbound).
-    pub(crate) callee: &'a SpiffeId,
+pub(crate) struct Parties<'a> {
+    /// The peer sidecar the handshake proved (inbound); `None` outbound, where the caller is
+    /// the local app and the principal is this workload.
+    pub(crate) peer: Option<&'a SpiffeId>,
+    /// This workload.
+    pub(crate) own: &'a SpiffeId,
+    /// Whom the request is for: this workload (inbound) or the route's `identity` (outbound).
+    pub(crate) dest: &'a SpiffeId,
+    /// Where the request goes when the side chose it (outbound: the route's `host` when the
+    /// app named no authority); `None`: the request's own authority.
+    pub(crate) authority: Option<&'a str>,
     /// The hop token: verified (inbound) or about to be sent (outbound).
     pub(crate) token: Option<HopToken<'a>>,
+}
+
+/// One request as policy, token, span and audit record all read it: each fact parsed once,
+/// after hygiene, by the runner.
+pub(crate) struct Hop<'a> {
+    /// See [`Parties::peer`].
+    pub(crate) peer: Option<&'a SpiffeId>,
+    /// This workload.
+    pub(crate) own: &'a SpiffeId,
+    /// See [`Parties::dest`].
+    pub(crate) dest: &'a SpiffeId,
+    /// The authority the request goes to.
+    pub(crate) target: &'a str,
+    /// Method, path, authority and the intent headers.
+    pub(crate) request: &'a HttpFacts<'a>,
+    /// The hop token, and its facts when something reads them (a policy or a span).
+    pub(crate) token: Option<(HopToken<'a>, Option<&'a TokenFacts>)>,
+    /// The caller's trace context.
+    pub(crate) trace: Option<&'a CallerTrace>,
+}
+
+// === impl Hop ===
+
+impl Hop<'_> {
+    /// The Cedar principal: the peer (inbound) or this workload (outbound).
+    fn principal(&self) -> &SpiffeId {
+        self.peer.unwrap_or(self.own)
+    }
+
+    fn facts(&self) -> Option<&TokenFacts> {
+        self.token.and_then(|(_, facts)| facts)
+    }
+
+    fn request(&self, direction: PolicyDirection) -> HopRequest<'_> {
+        self.request
+            .hop_request(self.principal(), self.dest, direction, self.facts())
+    }
 }
 
 /// The hop token of a hop, whichever way it came.
@@ -188,15 +236,18 @@ pub(crate) async fn serve<S: Side>(
         Direction::Inbound => SpanKind::Inbound,
         Direction::Outbound => SpanKind::Outbound,
     };
+    // The caller's trace context is read once: the span's parent, the audit record's trace id.
+    let trace = CallerTrace::from_headers(req.headers());
     let span = shared.telemetry.tracing.request_span(
         kind,
+        trace.as_ref(),
         req.headers(),
         req.method().as_str(),
         req.uri().path(),
         req.version(),
     );
-    side.on_start(conn, &req, &span);
-    let (rsp, decision) = match run(side, conn, req, &span).await {
+    side.on_start(conn, &span);
+    let (rsp, decision) = match run(side, conn, req, trace.as_ref(), &span).await {
         Ok(forwarded) => forwarded,
         Err(err) => {
             side.log_failure(conn, &err);
@@ -217,6 +268,7 @@ async fn run<S: Side>(
     side: &S,
     conn: &S::Conn,
     req: Request<Incoming>,
+    trace: Option<&CallerTrace>,
     span: &HopSpan,
 ) -> Result<(Response<Body>, DecisionLabel), RequestError> {
     let shared = side.shared();
@@ -238,36 +290,8 @@ async fn run<S: Side>(
     // docs/security.md).
     path::check(parts.uri.path()).map_err(RequestError::BadRequest)?;
     headers::check_authority(&parts).map_err(RequestError::BadRequest)?;
-    let admission = side.admit(conn, &mut parts, span)?;
-    let hop = side.hop(conn, &admission);
-    // The decision reads the head after hygiene and before anything is added, so the policy
-    // sees what the caller sent and the next hop will see; the snapshot is read per request.
-    // The token's facts are built only for a reader: a policy or a span.
-    let facts = hop
-        .token
-        .filter(|_| shared.authorizer.has_policies() || span.is_enabled())
-        .map(HopToken::facts);
-    if let (Some(token), Some(facts)) = (&hop.token, &facts) {
-        span.record_token(facts, token.jti(), token.prv());
-    }
-    let direction = match S::DIRECTION {
-        Direction::Inbound => PolicyDirection::Inbound,
-        Direction::Outbound => PolicyDirection::Outbound,
-    };
-    let verdict =
-        shared
-            .authorizer
-            .decide(&parts, hop.caller, hop.callee, direction, facts.as_ref())?;
-    let decision = record(
-        shared,
-        &verdict,
-        &parts,
-        &hop,
-        direction,
-        facts.as_ref(),
-        span,
-    )?;
-    side.prepare(conn, &mut parts);
+    let (admission, decision) = decide(side, conn, &parts, trace, span)?;
+    side.prepare(conn, &admission, &mut parts);
     // Trailers arrive after the head was cleaned: none are passed on, and neither is the
     // header announcing them.
     parts.headers.remove(http::header::TRAILER);
@@ -282,15 +306,54 @@ async fn run<S: Side>(
     Ok((Response::from_parts(parts, stream_body(body)), decision))
 }
 
+/// The request's facts, parsed once from the clean head; the side's admission; the decision,
+/// recorded once. The head is only read here: the policy sees what the caller sent and the
+/// next hop will see, and the snapshot is read per request.
+fn decide<S: Side>(
+    side: &S,
+    conn: &S::Conn,
+    parts: &Parts,
+    trace: Option<&CallerTrace>,
+    span: &HopSpan,
+) -> Result<(S::Admission, DecisionLabel), RequestError> {
+    let shared = side.shared();
+    let request = HttpFacts::from_parts(parts, shared.authorizer.intent_prefix())?;
+    let admission = side.admit(conn, parts, &request, span)?;
+    let parties = side.parties(conn, &admission);
+    // The token's facts are built only for a reader: a policy or a span.
+    let facts = parties
+        .token
+        .filter(|_| shared.authorizer.has_policies() || span.is_enabled())
+        .map(HopToken::facts);
+    if let (Some(token), Some(facts)) = (&parties.token, &facts) {
+        span.record_token(facts, token.jti(), token.prv());
+    }
+    let hop = Hop {
+        peer: parties.peer,
+        own: parties.own,
+        dest: parties.dest,
+        target: parties.authority.or(request.authority).unwrap_or_default(),
+        request: &request,
+        token: parties.token.map(|token| (token, facts.as_ref())),
+        trace,
+    };
+    span.record_authority(hop.target);
+    let direction = match S::DIRECTION {
+        Direction::Inbound => PolicyDirection::Inbound,
+        Direction::Outbound => PolicyDirection::Outbound,
+    };
+    let verdict = shared.authorizer.decide(&hop.request(direction));
+    let decision = record(shared, &verdict, &hop, direction, span)?;
+    Ok((admission, decision))
+}
+
 /// Records a verdict once: the policy evaluation time, the audit record, the span's decision
 /// and, for a deny, a log line; then a deny in `enforce` mode becomes the 403.
 fn record(
     shared: &Shared,
     verdict: &Verdict,
-    parts: &Parts,
     hop: &Hop<'_>,
     direction: PolicyDirection,
-    token: Option<&TokenFacts>,
     span: &HopSpan,
 ) -> Result<DecisionLabel, RequestError> {
     let Some(decision) = &verdict.decision else {
@@ -301,24 +364,19 @@ fn record(
     telemetry
         .metrics
         .record_policy_evaluation(verdict.evaluation);
-    // The request span's trace id when there is one, else the caller's `traceparent`'s.
-    let span_trace_id = span.trace_id();
-    let trace_id = span_trace_id.as_ref().map(TraceIdHex::as_str).or_else(|| {
-        parts
-            .headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(traceparent::trace_id)
-    });
+    // The request span's trace id when there is one, else the caller's.
+    let trace_id = span
+        .trace_id()
+        .or_else(|| hop.trace.map(CallerTrace::trace_id));
     let kept = AuditRecord {
         decision,
         mode: shared.authorizer.mode(),
         direction,
-        principal: hop.caller,
-        resource: hop.callee,
-        trace_id,
-        token,
-        token_jti: hop.token.as_ref().map(HopToken::jti),
+        principal: hop.principal(),
+        resource: hop.dest,
+        trace_id: trace_id.as_ref().map(TraceIdHex::as_str),
+        token: hop.facts(),
+        token_jti: hop.token.as_ref().map(|(token, _)| token.jti()),
     }
     .emit(&telemetry.audit);
     if kept == Kept::Dropped {
@@ -326,7 +384,7 @@ fn record(
     }
     if decision.effect() == Effect::Deny {
         tracing::info!(
-            peer.id = %hop.caller,
+            peer.id = %hop.principal(),
             decision.id = decision.id(),
             policy.effect = "deny",
             reason = decision.reason().map_or("", DenyReason::as_str),

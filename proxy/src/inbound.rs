@@ -18,9 +18,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::connection::ConnectionServer;
-use crate::hop::{self, Hop, HopTelemetry, HopToken, Shared};
-use crate::http::authorize::Authorizer;
-use crate::http::{Body, RequestError, headers};
+use crate::hop::{self, HopTelemetry, HopToken, Parties, Shared};
+use crate::http::authorize::{Authorizer, HttpFacts};
+use crate::http::{Body, RequestError};
 
 use crate::listener::Listener;
 use crate::shutdown;
@@ -130,26 +130,28 @@ impl hop::Side for InboundSide {
     }
 
     /// The handshake proved who calls whom before the first byte of the request.
-    fn on_start(&self, peer: &Peer, req: &Request<Incoming>, span: &HopSpan) {
-        let authority = headers::authority(req.uri(), req.headers()).unwrap_or_default();
-        span.record_hop(peer.identity.id(), &peer.own, authority);
+    fn on_start(&self, peer: &Peer, span: &HopSpan) {
+        span.record_hop(peer.identity.id(), &peer.own);
     }
 
     /// The hop token must verify against this connection's peer before anything reads it.
     fn admit(
         &self,
         peer: &Peer,
-        parts: &mut Parts,
+        parts: &Parts,
+        _request: &HttpFacts<'_>,
         _span: &HopSpan,
     ) -> Result<Option<VerifiedClaims>, RequestError> {
         self.authenticator
             .authenticate(&parts.headers, &peer.identity, &self.identity)
     }
 
-    fn hop<'a>(&'a self, peer: &'a Peer, token: &'a Option<VerifiedClaims>) -> Hop<'a> {
-        Hop {
-            caller: peer.identity.id(),
-            callee: &peer.own,
+    fn parties<'a>(&'a self, peer: &'a Peer, token: &'a Option<VerifiedClaims>) -> Parties<'a> {
+        Parties {
+            peer: Some(peer.identity.id()),
+            own: &peer.own,
+            dest: &peer.own,
+            authority: None,
             token: token.as_ref().map(HopToken::Verified),
         }
     }
@@ -157,7 +159,7 @@ impl hop::Side for InboundSide {
     /// The app trusts XFCC to name the caller: whatever the caller sent is replaced by the
     /// identity this connection proved. A hop token still present has just been verified
     /// (aud = this workload), so the app may relay it.
-    fn prepare(&self, peer: &Peer, parts: &mut Parts) {
+    fn prepare(&self, peer: &Peer, _token: &Option<VerifiedClaims>, parts: &mut Parts) {
         client_cert::set_client_cert_header(&mut parts.headers, &peer.xfcc);
     }
 

@@ -263,16 +263,9 @@ impl Proxy {
         }
         let outbound = match config.outbound() {
             Some(cfg) => {
-                let header = config.token().header().clone();
-                let delegator = Delegator::new(
-                    config.token(),
-                    header,
-                    config.intent().header_prefix(),
-                    origin,
-                    &identity,
-                    Arc::clone(&metrics),
-                )
-                .map_err(StartupError::Minter)?;
+                let delegator =
+                    Delegator::new(config.token(), origin, &identity, Arc::clone(&metrics))
+                        .map_err(StartupError::Minter)?;
                 // The egress check runs only when `policy.outbound` asks for it.
                 let egress = config
                     .policy()

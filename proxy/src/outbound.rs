@@ -27,20 +27,20 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::connection::ConnectionServer;
-use crate::hop::{self, Hop, HopTelemetry, HopToken, Shared};
-use crate::http::authorize::Authorizer;
-use crate::http::{Body, RequestError, headers};
+use crate::hop::{self, HopTelemetry, HopToken, Parties, Shared};
+use crate::http::authorize::{Authorizer, HttpFacts};
+use crate::http::{Body, RequestError};
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::trace::HopSpan;
-use crate::tls::{Identity, IdentityStore};
-use crate::token::MintedToken;
+use crate::tls::IdentityStore;
 
 mod delegate;
 mod route;
 mod upstream;
 
+use delegate::Delegation;
 pub use delegate::Delegator;
 use route::Target;
 use upstream::Upstream;
@@ -67,10 +67,9 @@ struct OutboundSide {
 struct Outgoing {
     destination: Arc<Destination>,
     authority: Authority,
-    token: MintedToken,
-    /// The identity snapshot the token was minted with: it picks the connection pool, so the
-    /// token's binding matches the connection it travels on.
-    identity: Arc<Identity>,
+    /// The token, and the identity snapshot it was minted with: that picks the connection
+    /// pool, so the token's binding matches the connection it travels on.
+    delegation: Delegation,
 }
 
 /// A route with its pooled client.
@@ -194,46 +193,49 @@ impl hop::Side for OutboundSide {
     }
 
     /// Router, policy and destination read one authority; the app's credential is verified
-    /// and swapped for a token scoped to the route.
+    /// and exchanged for a token scoped to the route.
     fn admit(
         &self,
         target: &Target,
-        parts: &mut Parts,
+        parts: &Parts,
+        request: &HttpFacts<'_>,
         span: &HopSpan,
     ) -> Result<Outgoing, RequestError> {
-        let authority = headers::authority(&parts.uri, &parts.headers);
         let destination = match *target {
             Target::Fixed(route) => route.and_then(|i| self.routes.get(i)),
-            Target::ByAuthority => authority.and_then(|a| self.by_authority(a)),
+            Target::ByAuthority => request.authority.and_then(|a| self.by_authority(a)),
         }
         .ok_or(RequestError::NoRoute)?;
         let route = &destination.route;
-        let authority = match authority {
-            Some(authority) => Authority::try_from(authority),
-            None => Authority::try_from(route.host()),
-        }
-        .map_err(|_| RequestError::BadRequest("invalid authority"))?;
+        let authority = Authority::try_from(request.authority.unwrap_or(route.host()))
+            .map_err(|_| RequestError::BadRequest("invalid authority"))?;
         // The token is bound to the SVID of `identity`, so it must travel on a connection made
         // with that same snapshot (`send` below), whatever rotates in between.
-        let (token, identity) =
+        let delegation =
             self.delegator
-                .delegate(&mut parts.headers, route, &self.identity)?;
-        span.record_hop(identity.svid().id(), route.identity(), authority.as_str());
+                .delegate(&parts.headers, &request.intent, route, &self.identity)?;
+        span.record_hop(delegation.identity.svid().id(), route.identity());
         Ok(Outgoing {
             destination: Arc::clone(destination),
             authority,
-            token,
-            identity,
+            delegation,
         })
     }
 
     /// The egress decision reads the token that is about to leave (`policy.outbound`).
-    fn hop<'a>(&'a self, _target: &'a Target, out: &'a Outgoing) -> Hop<'a> {
-        Hop {
-            caller: out.identity.svid().id(),
-            callee: out.destination.route.identity(),
-            token: Some(HopToken::Minted(&out.token)),
+    fn parties<'a>(&'a self, _target: &'a Target, out: &'a Outgoing) -> Parties<'a> {
+        Parties {
+            peer: None,
+            own: out.delegation.identity.svid().id(),
+            dest: out.destination.route.identity(),
+            authority: Some(out.authority.as_str()),
+            token: Some(HopToken::Minted(&out.delegation.token)),
         }
+    }
+
+    /// Only the minted token crosses the hop.
+    fn prepare(&self, _target: &Target, out: &Outgoing, parts: &mut Parts) {
+        self.delegator.swap(&mut parts.headers, &out.delegation);
     }
 
     async fn send(
@@ -244,10 +246,12 @@ impl hop::Side for OutboundSide {
         let Outgoing {
             destination,
             authority,
-            identity,
-            ..
+            delegation,
         } = out;
-        destination.upstream.send(req, authority, &identity).await
+        destination
+            .upstream
+            .send(req, authority, &delegation.identity)
+            .await
     }
 
     fn log_failure(&self, _target: &Target, err: &RequestError) {

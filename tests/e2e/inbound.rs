@@ -43,6 +43,28 @@ async fn inbound_forwards_http1_and_http2_to_the_app() {
 }
 
 #[tokio::test]
+async fn inbound_refuses_a_repeated_intent_header_even_identity_only() {
+    // One reader for the intent headers, on both sides, with or without policies: a value the
+    // next hop could read differently from this one never reaches the app.
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh.proxy(app.addr).start().await;
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = mesh
+            .client("caller", proto)
+            .get(
+                proxy.inbound,
+                "/",
+                &[("intent-purpose", "support"), ("intent-purpose", "billing")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 400, "{proto:?}");
+    }
+    assert!(app.received().is_empty(), "nothing reached the app");
+}
+
+#[tokio::test]
 async fn inbound_replaces_a_spoofed_client_cert_header_with_the_verified_identity() {
     // HDR-01, HDR-02 (docs/security.md)
     let app = Upstream::start().await;

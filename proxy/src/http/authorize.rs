@@ -23,8 +23,9 @@ pub struct HttpFacts<'a> {
     pub method: &'a str,
     /// The request path, exactly as forwarded (no query).
     pub path: &'a str,
-    /// The authority: `Host`, or the URI's authority on HTTP/2.
-    pub host: &'a str,
+    /// The authority: `Host`, or the URI's authority on HTTP/2; `None` when the request names
+    /// none (the policy's `context.http.host` is then empty).
+    pub authority: Option<&'a str>,
     /// The `<prefix>action` header, if present.
     pub action: Option<&'a str>,
     /// Every `<prefix>*` header, prefix stripped (`intent-purpose` → `purpose`).
@@ -55,19 +56,20 @@ pub struct Authorizer {
 // === impl HttpFacts ===
 
 impl<'a> HttpFacts<'a> {
-    /// Reads the facts off a request head.
+    /// Reads the facts off a request head: once per request, for the policy, the token's
+    /// `tctx`, the span and the audit record alike.
     ///
     /// # Errors
     /// [`RequestError::BadRequest`] when an intent header is not UTF-8 or appears twice: a
     /// value the policy cannot read unambiguously is refused, never guessed at.
     pub fn from_parts(parts: &'a Parts, intent_prefix: &str) -> Result<Self, RequestError> {
-        let host = headers::authority(&parts.uri, &parts.headers).unwrap_or_default();
+        let authority = headers::authority(&parts.uri, &parts.headers);
         let intent = intent::entries(&parts.headers, intent_prefix)?;
         let action = intent.iter().find(|(k, _)| *k == "action").map(|(_, v)| *v);
         Ok(Self {
             method: parts.method.as_str(),
             path: parts.uri.path(),
-            host,
+            authority,
             action,
             intent,
         })
@@ -88,7 +90,7 @@ impl<'a> HttpFacts<'a> {
             action: self.action,
             method: self.method,
             path: self.path,
-            host: self.host,
+            host: self.authority.unwrap_or_default(),
             intent: &self.intent,
             token,
         }
@@ -121,43 +123,35 @@ impl Authorizer {
         self.mode
     }
 
+    /// The intent headers' prefix (`intent.header_prefix`), for [`HttpFacts::from_parts`].
+    pub fn intent_prefix(&self) -> &str {
+        &self.intent_prefix
+    }
+
     /// Decides one request; records nothing.
     ///
     /// The snapshot is read per request, never cached per connection, so a new `forbid`
     /// applies to the next request on an open keep-alive or HTTP/2 connection too.
-    ///
-    /// # Errors
-    /// [`RequestError::BadRequest`] when the intent headers are unreadable.
-    pub fn decide(
-        &self,
-        parts: &Parts,
-        peer: &SpiffeId,
-        destination: &SpiffeId,
-        direction: Direction,
-        token: Option<&TokenFacts>,
-    ) -> Result<Verdict, RequestError> {
+    pub fn decide(&self, request: &HopRequest<'_>) -> Verdict {
         let Some(policies) = &self.policies else {
-            return Ok(Verdict {
+            return Verdict {
                 label: DecisionLabel::Allow,
                 decision: None,
                 evaluation: Duration::ZERO,
-            });
+            };
         };
-        let facts = HttpFacts::from_parts(parts, &self.intent_prefix)?;
         let start = Instant::now();
-        let snapshot = policies.current();
-        let request = facts.hop_request(peer, destination, direction, token);
-        let decision = snapshot.authorize(&request);
+        let decision = policies.current().authorize(request);
         let evaluation = start.elapsed();
         let label = match (decision.effect(), self.mode) {
             (Effect::Allow, _) => DecisionLabel::Allow,
             (Effect::Deny, InboundMode::Audit) => DecisionLabel::AuditDeny,
             (Effect::Deny, InboundMode::Enforce) => DecisionLabel::Deny,
         };
-        Ok(Verdict {
+        Verdict {
             label,
             decision: Some(decision),
             evaluation,
-        })
+        }
     }
 }

@@ -29,12 +29,20 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
-use crate::http::{RequestError, headers, intent};
+use crate::http::{RequestError, headers};
 use crate::telemetry::metrics::ProxyMetrics;
 use crate::tls::{Identity, IdentityStore, SpiffeClientVerifier};
 use crate::token::{
     Limits, MintRequest, MintedToken, Minter, OriginVerifier, TokenError, TokenVerifier,
 };
+
+/// A hop token minted for one request, with the identity snapshot it was minted with.
+pub(crate) struct Delegation {
+    pub(crate) token: MintedToken,
+    /// The token as a header value, made once.
+    value: HeaderValue,
+    pub(crate) identity: Arc<Identity>,
+}
 
 /// Swaps the local app's credential for a hop token on the outbound side.
 #[derive(Debug)]
@@ -43,7 +51,6 @@ pub struct Delegator {
     limits: Limits,
     ttl: std::time::Duration,
     origin: OriginVerifier,
-    intent_prefix: String,
     metrics: Arc<ProxyMetrics>,
     // Minter and verifier belong to one identity snapshot: a rotated SVID gets a new minter (its
     // tokens carry the new certificate), new bundles a new verifier.
@@ -61,26 +68,23 @@ struct Current {
 // === impl Delegator ===
 
 impl Delegator {
-    /// A delegator minting with `identity`'s SVID into `header` (`token.header`), verifying
-    /// origin tokens with `origin`.
+    /// A delegator minting with `identity`'s SVID into `token.header`, verifying origin tokens
+    /// with `origin`.
     ///
     /// # Errors
     /// [`TokenError`] when the SVID's key cannot sign hop tokens, so a sidecar that could never
     /// mint fails at startup rather than on its first call.
     pub fn new(
         config: &TokenConfig,
-        header: HeaderName,
-        intent_prefix: &str,
         origin: OriginVerifier,
         identity: &IdentityStore,
         metrics: Arc<ProxyMetrics>,
     ) -> Result<Self, TokenError> {
         let delegator = Self {
-            header,
+            header: config.header().clone(),
             limits: Limits::from(config),
             ttl: config.ttl(),
             origin,
-            intent_prefix: intent_prefix.to_owned(),
             metrics,
             current: ArcSwapOption::empty(),
         };
@@ -88,20 +92,23 @@ impl Delegator {
         Ok(delegator)
     }
 
-    /// Verifies the app's credential in `headers`, replaces it with a hop token for `route` and
-    /// returns that token with the identity snapshot it was minted with: the token's `cnf` names
-    /// that snapshot's SVID, so only a connection made with it may carry the token.
+    /// Verifies the app's credential in `headers` and mints a hop token for `route` with the
+    /// identity snapshot in use, whose SVID the token's `cnf` names: only a connection made
+    /// with that snapshot may carry it. `intent` is the request's intent headers (the `tctx` of
+    /// a new transaction). The head is not changed: [`Delegator::swap`] puts the token in once
+    /// the egress decision allowed it.
     ///
     /// # Errors
     /// [`RequestError::Unauthenticated`] with the reason code when a relayed hop token or an
     /// origin token fails verification, or a credential header appears twice;
     /// [`RequestError::Internal`] when no token can be minted (the SVID expires now).
-    pub fn delegate(
+    pub(crate) fn delegate(
         &self,
-        headers: &mut HeaderMap,
+        headers: &HeaderMap,
+        intent: &[(&str, &str)],
         route: &Route,
         identity: &IdentityStore,
-    ) -> Result<(MintedToken, Arc<Identity>), RequestError> {
+    ) -> Result<Delegation, RequestError> {
         let now = SystemTime::now();
         let current = self.current(identity).map_err(|err| {
             tracing::error!(error = %err, "the SVID cannot sign hop tokens");
@@ -125,10 +132,10 @@ impl Delegator {
             _ => None,
         };
         let tctx = match parent {
-            None => self.transaction_context(headers)?,
+            None => transaction_context(intent),
             Some(_) => None,
         };
-        let minted = current
+        let token = current
             .minter
             .mint(MintRequest {
                 aud: route.identity(),
@@ -141,15 +148,23 @@ impl Delegator {
                 tracing::warn!(route.identity = %route.identity(), error = %err, "cannot mint a hop token");
                 RequestError::Internal("hop token could not be minted")
             })?;
-        if !minted.is_reused() {
+        if !token.is_reused() {
             self.metrics.record_token_minted();
         }
-        let value = HeaderValue::from_str(minted.compact())
+        let value = HeaderValue::from_str(token.compact())
             .map_err(|_| RequestError::Internal("hop token is not a header value"))?;
-        // The broad credential stops here; only the token for this destination goes on.
+        Ok(Delegation {
+            token,
+            value,
+            identity: Arc::clone(&current.identity),
+        })
+    }
+
+    /// Swaps the app's credential for the delegation's token in `headers`: the broad
+    /// credential stops here, and so does any `hop-token` the app sent (the child replaces it).
+    pub(crate) fn swap(&self, headers: &mut HeaderMap, delegation: &Delegation) {
         headers.remove(AUTHORIZATION);
-        headers.insert(self.header.clone(), value);
-        Ok((minted, Arc::clone(&current.identity)))
+        headers.insert(self.header.clone(), delegation.value.clone());
     }
 
     /// The one value of `name`; several, or one that is not text, is `malformed`.
@@ -159,23 +174,6 @@ impl Delegator {
         name: &HeaderName,
     ) -> Result<Option<&'h str>, RequestError> {
         headers::single(headers, name).map_err(|_| self.reject("malformed"))
-    }
-
-    /// `tctx` for a new transaction: the intent headers, prefix stripped, `action` excepted,
-    /// read by the same rules as the policy's `context.intent` (a repeated one is refused).
-    ///
-    /// # Errors
-    /// As [`intent::entries`].
-    fn transaction_context(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<Map<String, Value>>, RequestError> {
-        let tctx: Map<String, Value> = intent::entries(headers, &self.intent_prefix)?
-            .into_iter()
-            .filter(|(key, _)| *key != "action" && !key.is_empty())
-            .map(|(key, value)| (key.to_owned(), Value::String(value.to_owned())))
-            .collect();
-        Ok((!tctx.is_empty()).then_some(tctx))
     }
 
     fn reject(&self, reason: &'static str) -> RequestError {
@@ -206,6 +204,18 @@ impl Delegator {
         self.current.store(Some(Arc::clone(&fresh)));
         Ok(fresh)
     }
+}
+
+/// `tctx` for a new transaction: the intent headers, prefix stripped, `action` excepted, as
+/// the runner read them once for the policy's `context.intent` too (a repeated one was refused
+/// there).
+fn transaction_context(intent: &[(&str, &str)]) -> Option<Map<String, Value>> {
+    let tctx: Map<String, Value> = intent
+        .iter()
+        .filter(|(key, _)| *key != "action" && !key.is_empty())
+        .map(|(key, value)| ((*key).to_owned(), Value::String((*value).to_owned())))
+        .collect();
+    (!tctx.is_empty()).then_some(tctx)
 }
 
 /// Whether an `Authorization` value uses the `Bearer` scheme (any case, RFC 9110 §11.1).

@@ -43,9 +43,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use super::metrics::{DecisionLabel, ProxyMetrics};
 use super::otlp::{EncodedSpans, Exporter, SpanEncoder};
 use super::recent;
-use super::traceparent::{self, TraceIdHex};
+use super::traceparent::{self, CallerTrace, TRACEPARENT, TraceIdHex};
 
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// The longest `tracestate` taken from a caller.
 const TRACESTATE_LIMIT: usize = 512;
@@ -281,11 +280,12 @@ impl Tracing {
         }
     }
 
-    /// The span of a request with these headers: the caller's `traceparent` is its parent, or it
-    /// starts a new trace.
-    pub fn request_span(
+    /// The span of a request with these headers: the caller's trace context (`caller`, read
+    /// from its `traceparent`) is its parent, or it starts a new trace.
+    pub(crate) fn request_span(
         &self,
         kind: SpanKind,
+        caller: Option<&CallerTrace>,
         headers: &HeaderMap,
         method: &str,
         path: &str,
@@ -298,7 +298,7 @@ impl Tracing {
             SpanKind::Inbound => request_span!("hopgate.inbound", "server"),
             SpanKind::Outbound => request_span!("hopgate.outbound", "client"),
         });
-        if let Some(parent) = remote_parent(headers) {
+        if let Some(parent) = caller.map(|caller| remote_parent(caller, headers)) {
             let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
         }
         let cx = span.context();

@@ -15,8 +15,11 @@
 //! version may only add fields after a `-`. Neither id may be all zeros. Only the `sampled` flag
 //! is kept, as the specification asks of unknown flags.
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+
+/// The header's name.
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A `traceparent` of version `00` is this long; later versions are at least this long.
 const LEN: usize = 55;
@@ -52,11 +55,31 @@ pub(super) fn parse(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
     })
 }
 
-/// The trace id a valid `traceparent` carries, as its 32 hex digits: the audit record's
-/// `trace_id` when there is no span to take it from.
-pub(crate) fn trace_id(value: &str) -> Option<&str> {
-    parse(value.as_bytes())?;
-    value.trim_ascii().get(3..35)
+/// The caller's trace context, read once per request from its `traceparent`: the request span's
+/// parent, and the audit record's `trace_id` when there is no span to take it from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CallerTrace {
+    pub(super) trace_id: TraceId,
+    pub(super) span_id: SpanId,
+    pub(super) flags: TraceFlags,
+}
+
+impl CallerTrace {
+    /// The context `headers` carry, when their one `traceparent` is valid; a malformed one is
+    /// ignored, never an error (TEL-02 in docs/security.md).
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let (trace_id, span_id, flags) = parse(headers.get(TRACEPARENT)?.as_bytes())?;
+        Some(Self {
+            trace_id,
+            span_id,
+            flags,
+        })
+    }
+
+    /// The trace id as its 32 hex digits.
+    pub(crate) fn trace_id(&self) -> TraceIdHex {
+        TraceIdHex::new(self.trace_id)
+    }
 }
 
 /// The `traceparent` naming `cx` as the parent, version `00`.
@@ -165,7 +188,16 @@ mod tests {
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use proptest::prelude::*;
 
-    use super::{TraceIdHex, format, parse, trace_id};
+    use http::{HeaderMap, HeaderValue};
+
+    use super::{CallerTrace, TRACEPARENT, TraceIdHex, format, parse};
+
+    /// The trace id the audit record takes from a request carrying `traceparent: value`.
+    fn trace_id(value: &str) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_str(value).ok()?);
+        CallerTrace::from_headers(&headers).map(|t| t.trace_id().as_str().to_owned())
+    }
 
     const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -253,9 +285,12 @@ mod tests {
     #[test]
     fn a_well_formed_traceparent_yields_its_trace_id() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert_eq!(
-            trace_id(&format!(" {tp} ")),
+            trace_id(tp).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            trace_id(&format!(" {tp} ")).as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
     }

@@ -34,18 +34,23 @@ impl HopSpan {
             .then(|| TraceIdHex::new(span_context.trace_id()))
     }
 
-    /// Who called whom: `hop.peer.id` (the principal) and `hop.dest.id` (the resource), and the
-    /// authority as `server.address`.
-    pub fn record_hop(&self, peer: &SpiffeId, dest: &SpiffeId, host: &str) {
+    /// Who called whom: `hop.peer.id` (the principal) and `hop.dest.id` (the resource).
+    pub fn record_hop(&self, peer: &SpiffeId, dest: &SpiffeId) {
         if !self.is_enabled() {
             return;
         }
-        let ids = [
+        self.set([
             KeyValue::new("hop.peer.id", recent::value(peer.as_str())),
             KeyValue::new("hop.dest.id", recent::value(dest.as_str())),
-        ];
-        let host = (!host.is_empty()).then(|| KeyValue::new("server.address", recent::value(host)));
-        self.set(ids.into_iter().chain(host));
+        ]);
+    }
+
+    /// The authority the request goes to, as `server.address` (none: left out).
+    pub fn record_authority(&self, host: &str) {
+        if !self.is_enabled() || host.is_empty() {
+            return;
+        }
+        self.set([KeyValue::new("server.address", recent::value(host))]);
     }
 
     /// The hop token this hop carries: verified (inbound) or minted (outbound).
@@ -138,17 +143,13 @@ impl HopSpan {
     }
 }
 
-/// The caller's span, from `traceparent` (and `tracestate`), when it names a valid one.
-pub(super) fn remote_parent(headers: &HeaderMap) -> Option<SpanContext> {
-    let (trace_id, span_id, flags) = traceparent::parse(headers.get(TRACEPARENT)?.as_bytes())?;
-    // A malformed `tracestate` is dropped, not the trace: the W3C rule, and the SDK's. So is one
-    // longer than the 512 bytes W3C asks every tracer to pass on (TEL-02 in docs/security.md):
-    // it is not parsed, and not forwarded.
+/// The caller's span, from its trace context (and `tracestate`).
+pub(super) fn remote_parent(caller: &CallerTrace, headers: &HeaderMap) -> SpanContext {
     let state = headers
         .get(TRACESTATE)
         .filter(|v| v.len() <= TRACESTATE_LIMIT)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<TraceState>().ok())
         .unwrap_or_default();
-    Some(SpanContext::new(trace_id, span_id, flags, true, state))
+    SpanContext::new(caller.trace_id, caller.span_id, caller.flags, true, state)
 }

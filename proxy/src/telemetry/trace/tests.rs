@@ -7,6 +7,7 @@ use opentelemetry::trace::{SpanId, TraceId};
 
 use super::{HopSpan, SpanCollector, SpanKind, TraceIdHex, Tracing};
 use crate::telemetry::metrics::ProxyMetrics;
+use crate::telemetry::traceparent::CallerTrace;
 
 const CONFIG: &str = "identity:\n  svid: { cert: svid.pem, key: svid_key.pem }\n  bundles: { example.org: bundle.pem }\noutbound:\n  listen: 127.0.0.1:15001\n";
 
@@ -36,7 +37,15 @@ fn caller(traceparent: &str, tracestate: &str) -> HeaderMap {
 }
 
 fn span(tracing: &Tracing, kind: SpanKind, headers: &HeaderMap) -> HopSpan {
-    tracing.request_span(kind, headers, "GET", "/", http::Version::HTTP_11)
+    let caller = CallerTrace::from_headers(headers);
+    tracing.request_span(
+        kind,
+        caller.as_ref(),
+        headers,
+        "GET",
+        "/",
+        http::Version::HTTP_11,
+    )
 }
 
 #[tokio::test]
