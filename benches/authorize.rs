@@ -89,15 +89,11 @@ fn authorize(c: &mut Criterion) {
         // A principal from the middle of the set, named by five policies.
         let peer = SpiffeId::parse(&principal(n / 2)).unwrap();
         let req = HopRequest {
-            peer: &peer,
-            destination: &destination,
-            direction: Direction::Inbound,
-            action: None,
-            method: "GET",
             path: "/v1/generate",
             host: "inference.ml",
             intent: &intent,
             token: Some(&token),
+            ..HopRequest::new(&peer, &destination, Direction::Inbound)
         };
         // p0..p3 of the peer's five apply, p4 (a forbid with depth < 3) too: a deny by policy,
         // so every policy of the slice is evaluated.

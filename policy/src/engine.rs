@@ -32,8 +32,6 @@ mod render;
 pub use decision::{Decision, DenyReason, Effect};
 pub(crate) use memo::DecisionMemo;
 use memo::Memoized;
-#[cfg(test)]
-pub(crate) use memo::key as memo_key;
 pub use render::CedarRequest;
 
 /// What one snapshot evaluates with. Immutable once built.
@@ -79,7 +77,7 @@ impl Engine {
             return Decision::new(Some(DenyReason::UnknownAction), vec![], vec![], action_name);
         };
         // The production path reuses what this snapshot decided for the very same facts.
-        let memo_key = (scope == Scope::Sliced).then(|| memo::key(req, action_name));
+        let memo_key = (scope == Scope::Sliced).then(|| crate::context::key(req, action_name));
         if let Some(m) = memo_key.as_deref().and_then(|key| self.memo.get(key)) {
             return Decision::new(m.reason, m.policies, m.errors, action_name);
         }

@@ -39,12 +39,12 @@
 //!
 //! This crate knows nothing of HTTP or TLS: the proxy hands it plain facts.
 
+mod context;
 mod engine;
 mod entities;
 mod error;
 mod policies;
 mod reload;
-mod request;
 mod schema;
 mod slice;
 mod snapshot;
@@ -54,12 +54,12 @@ mod usage;
 
 pub use hopgate_config::SpiffeId;
 
+pub use context::{Direction, HopRequest};
 pub use engine::{CedarRequest, Decision, DenyReason, Effect};
 pub use error::{PolicyError, Problem};
-pub use reload::{PolicyReloadStatus, PolicyStore, ReloadHook};
-pub use request::{Direction, HopRequest};
+pub use reload::{PolicyReloadStatus, PolicyStore, ReloadHook, ReloadOutcome};
 pub use snapshot::PolicySnapshot;
-pub use token::{MAX_ACTORS, TokenFacts};
+pub use token::{ActError, MAX_ACTORS, TokenFacts, act_chain};
 
 #[cfg(test)]
 mod tests;

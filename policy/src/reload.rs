@@ -20,7 +20,16 @@ use crate::source::Sources;
 use crate::{PolicyError, PolicySnapshot};
 
 /// Called after every reload attempt with its outcome.
-pub type ReloadHook = Box<dyn Fn(&Result<(), PolicyError>) + Send + Sync>;
+pub type ReloadHook = Box<dyn Fn(&ReloadOutcome<'_>) + Send + Sync>;
+
+/// How one reload attempt went, as the hook sees it.
+#[derive(Debug)]
+pub enum ReloadOutcome<'a> {
+    /// The new snapshot is in use.
+    Applied(&'a PolicySnapshot),
+    /// The folder was refused; the last good snapshot stays in use.
+    Failed(&'a PolicyError),
+}
 
 /// The live policy snapshot of one folder, and how its last reload went.
 pub struct PolicyStore {
@@ -123,14 +132,21 @@ impl PolicyStore {
             },
         };
         *lock(&self.status) = status;
-        let result = result.map(|snapshot| self.current.store(Arc::new(snapshot)));
+        let result = result.map(|snapshot| {
+            let snapshot = Arc::new(snapshot);
+            self.current.store(Arc::clone(&snapshot));
+            snapshot
+        });
         // Cloned out so the hook runs without holding the status lock; the reload lock stays
         // held, so hooks see outcomes in the order they happened.
         let hook = lock(&self.hook).clone();
         if let Some(hook) = hook {
-            hook(&result);
+            hook(&match &result {
+                Ok(snapshot) => ReloadOutcome::Applied(snapshot),
+                Err(error) => ReloadOutcome::Failed(error),
+            });
         }
-        result
+        result.map(|_| ())
     }
 
     /// How the last load or reload went.

@@ -5,10 +5,9 @@
 //! strict validation honest: a policy that validates against the schema sees, at run time,
 //! attributes of exactly the declared types. The rules, per action of namespace `Hop`:
 //!
-//! - `direction`: `String`; `http`: a record of `method`, `path`, `host`, each `String`;
+//! - `direction`: `String`; `http` and `token`: records whose attributes hopgate fills have the
+//!   types and the optionality of `context.rs`'s tables ([`context::HTTP`], [`context::TOKEN`]);
 //! - `intent`: a record whose attributes are all optional `String`s (a header may be absent);
-//! - `token`: `present: Bool`, optional `sub`, `iss`, `txn`, `origin: String`,
-//!   `scope`, `actors: Set<String>`, `depth: Long`;
 //! - anything else hopgate never sets, so it must be optional.
 //!
 //! A violation is a load error naming the action and the attribute.
@@ -19,6 +18,7 @@ use std::path::Path;
 use cedar_policy::{EntityUid, Schema};
 use serde_json::{Map, Value};
 
+use crate::context::{self, Kind};
 use crate::error::Problem;
 
 /// The namespace of every hopgate entity type and action.
@@ -133,14 +133,9 @@ fn check_context(
             path: format!("context.{name}"),
         };
         match name.as_str() {
-            "direction" => at.expect(
-                attr,
-                common,
-                ("String", |t| matches!(t, Ty::String)),
-                problems,
-            ),
-            "http" => at.check_record(attr, common, problems, http_field),
-            "token" => at.check_record(attr, common, problems, token_field),
+            "direction" => at.expect(attr, common, expected(Kind::String), problems),
+            "http" => at.check_record(attr, common, problems, context::http_attr),
+            "token" => at.check_record(attr, common, problems, context::token_attr),
             "intent" => intent = at.check_intent(attr, common, problems),
             _ => at.must_be_optional(attr, problems),
         }
@@ -149,28 +144,17 @@ fn check_context(
     intent
 }
 
-/// The `http` fields: all Strings, all always set.
-fn http_field(field: &str) -> Option<(Expected, bool)> {
-    match field {
-        "method" | "path" | "host" => Some((("String", |t| matches!(t, Ty::String)), true)),
-        _ => None,
-    }
-}
-
-/// The `token` fields; only `present` is always set.
-fn token_field(field: &str) -> Option<(Expected, bool)> {
-    let expected: Expected = match field {
-        "present" => return Some((("Bool", |t| matches!(t, Ty::Bool)), true)),
-        "sub" | "iss" | "txn" | "origin" => ("String", |t| matches!(t, Ty::String)),
-        "scope" | "actors" => (
+/// What a value of `kind` looks like in the schema, and its name for messages.
+fn expected(kind: Kind) -> Expected {
+    match kind {
+        Kind::String => ("String", |t| matches!(t, Ty::String)),
+        Kind::Bool => ("Bool", |t| matches!(t, Ty::Bool)),
+        Kind::Long => ("Long", |t| matches!(t, Ty::Long)),
+        Kind::StringSet => (
             "Set<String>",
             |t| matches!(t, Ty::Set(e) if matches!(**e, Ty::String)),
         ),
-        "depth" => ("Long", |t| matches!(t, Ty::Long)),
-        _ => return None,
-    };
-    // Set only when the call carries a token.
-    Some((expected, false))
+    }
 }
 
 // === impl Place ===
@@ -194,7 +178,7 @@ impl Place<'_> {
         attr: &Value,
         common: &Map<String, Value>,
         problems: &mut Vec<String>,
-        known: fn(&str) -> Option<(Expected, bool)>,
+        known: fn(&str) -> Option<(Kind, bool)>,
     ) {
         let Ty::Record(fields) = resolve(attr, common, 0) else {
             problems.push(self.problem("must be a record"));
@@ -203,8 +187,8 @@ impl Place<'_> {
         for (field, ty) in fields {
             let at = self.field(field);
             match known(field) {
-                Some((expected, always_set)) => {
-                    at.expect(ty, common, expected, problems);
+                Some((kind, always_set)) => {
+                    at.expect(ty, common, expected(kind), problems);
                     if !always_set {
                         at.must_be_optional(ty, problems);
                     }
@@ -227,12 +211,7 @@ impl Place<'_> {
         let mut names = Vec::new();
         for (field, ty) in fields {
             let at = self.field(field);
-            at.expect(
-                ty,
-                common,
-                ("String", |t| matches!(t, Ty::String)),
-                problems,
-            );
+            at.expect(ty, common, expected(Kind::String), problems);
             at.must_be_optional(ty, problems);
             names.push(field.clone());
         }
@@ -327,6 +306,28 @@ mod tests {
         let info = info(text).unwrap();
         assert_eq!(info.action("generate").unwrap().intent, ["purpose"]);
         assert!(info.action("nope").is_none());
+    }
+
+    #[test]
+    fn the_shipped_schema_declares_every_attribute_hopgate_fills() {
+        // A row added to context.rs's tables must reach the example operators start from.
+        let text = include_str!("../../examples/policies/schema.cedarschema");
+        let (fragment, _) = SchemaFragment::from_cedarschema_str(text).unwrap();
+        let json = fragment.to_json_value().unwrap();
+        let context = &json[NAMESPACE]["commonTypes"]["HopContext"]["attributes"];
+        let declared = |record: &str| -> Vec<String> {
+            let attrs = context[record]["attributes"].as_object().unwrap();
+            attrs.keys().cloned().collect()
+        };
+        let (http, token) = (declared("http"), declared("token"));
+        for attr in &context::HTTP {
+            assert!(http.iter().any(|a| a == attr.name), "http.{}", attr.name);
+        }
+        for attr in &context::TOKEN {
+            assert!(token.iter().any(|a| a == attr.name), "token.{}", attr.name);
+        }
+        assert!(token.iter().any(|a| a == "present"));
+        assert!(context["direction"].is_object());
     }
 
     #[test]

@@ -133,15 +133,13 @@ impl Hop {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let req = HopRequest {
-            peer: &self.peer,
-            destination: &self.dest,
-            direction: Direction::Inbound,
             action: self.action.as_deref(),
             method: &self.method,
             path: "/v1/things",
             host: "svc.local",
             intent: &intent,
             token: self.token.as_ref(),
+            ..HopRequest::new(&self.peer, &self.dest, Direction::Inbound)
         };
         f(&req)
     }

@@ -5,6 +5,7 @@
 
 use hopgate_config::SpiffeId;
 use serde_json::Value;
+use thiserror::Error;
 
 use crate::PolicyError;
 
@@ -33,12 +34,13 @@ pub struct TokenFacts {
 impl TokenFacts {
     /// Reads the claims of a hop token (docs/tokens.md, "Claims"): `sub` and `iss` (strings,
     /// required), `txn` (string, optional), `scope` (space-separated string, optional) and `act`
-    /// (RFC 8693 nested `{ "sub": ..., "act": { ... } }`, optional). Other claims are ignored.
+    /// (RFC 8693 nested `{ "sub": ..., "act": { ... } }`, optional, read by [`act_chain`]).
+    /// Other claims are ignored.
     ///
     /// # Errors
     /// [`PolicyError::Claims`] when `claims` is not an object, `sub` or `iss` is missing or not
-    /// a string, `txn` or `scope` is not a string, an `act` level is not an object with a string
-    /// `sub`, or the chain holds more than [`MAX_ACTORS`] actors.
+    /// a string, `txn` or `scope` is not a string, or [`act_chain`] refuses `act` (at most
+    /// [`MAX_ACTORS`] actors).
     pub fn from_claims(claims: &Value) -> Result<Self, PolicyError> {
         let object = claims
             .as_object()
@@ -55,7 +57,8 @@ impl TokenFacts {
                     .collect()
             })
             .unwrap_or_default();
-        let actors = actors(object.get("act"))?;
+        let actors = act_chain(object.get("act"), MAX_ACTORS)
+            .map_err(|err| claims_error(&err.to_string()))?;
         Ok(Self {
             sub,
             iss,
@@ -80,22 +83,49 @@ impl TokenFacts {
     }
 }
 
-fn actors(mut act: Option<&Value>) -> Result<Vec<String>, PolicyError> {
+/// Why an `act` chain was refused, and at which level (0: the outermost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum ActError {
+    /// The chain holds more actors than allowed.
+    #[error("`act` holds more than {0} actors")]
+    TooDeep(usize),
+    /// A level is not a JSON object.
+    #[error("`act` level {0} is not an object")]
+    NotObject(usize),
+    /// A level has no `sub`, or one that is not a string.
+    #[error("`act` level {0} has no string `sub`")]
+    NoSub(usize),
+    /// A level's `sub` is not a canonical SPIFFE ID: every actor is a workload.
+    #[error("`act` level {0}'s `sub` is not a canonical SPIFFE ID")]
+    NotWorkload(usize),
+}
+
+/// The actors of an RFC 8693 `act` chain (`{ "sub": ..., "act": { ... } }`), outermost (most
+/// recent) first: the one walker of `act`, for the proxy's token verifier and for
+/// [`TokenFacts::from_claims`] alike. Past `max` actors it stops without walking further.
+///
+/// # Errors
+/// [`ActError`], naming the level at fault.
+pub fn act_chain(act: Option<&Value>, max: usize) -> Result<Vec<String>, ActError> {
     let mut actors = Vec::new();
-    while let Some(level) = act {
-        if actors.len() == MAX_ACTORS {
-            return Err(claims_error(&format!(
-                "`act` holds more than {MAX_ACTORS} actors"
-            )));
+    let mut level = act;
+    while let Some(value) = level {
+        let at = actors.len();
+        if at == max {
+            return Err(ActError::TooDeep(max));
         }
-        let object = level.as_object().ok_or_else(|| {
-            claims_error(&format!("`act` level {} is not an object", actors.len()))
-        })?;
-        let sub = object.get("sub").and_then(Value::as_str).ok_or_else(|| {
-            claims_error(&format!("`act` level {} has no string `sub`", actors.len()))
-        })?;
+        let Value::Object(object) = value else {
+            return Err(ActError::NotObject(at));
+        };
+        let sub = object
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or(ActError::NoSub(at))?;
+        if SpiffeId::parse(sub).is_err() {
+            return Err(ActError::NotWorkload(at));
+        }
         actors.push(sub.to_owned());
-        act = object.get("act");
+        level = object.get("act");
     }
     Ok(actors)
 }
@@ -172,6 +202,10 @@ mod tests {
             (
                 json!({ "sub": "a", "iss": AGENT, "act": { "act": {} } }),
                 "`act` level 0 has no",
+            ),
+            (
+                json!({ "sub": "a", "iss": AGENT, "act": { "sub": AGENT, "act": { "sub": "bob" } } }),
+                "`act` level 1's `sub` is not a canonical SPIFFE ID",
             ),
         ];
         for (claims, expected) in cases {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hopgate_config::{Config, IdentitySource, InboundConfig, InboundMode};
-use hopgate_policy::{PolicyError, PolicyStore};
+use hopgate_policy::{PolicyError, PolicyStore, ReloadOutcome};
 use thiserror::Error;
 
 pub mod admin;
@@ -207,12 +207,16 @@ impl Proxy {
                 let store = PolicyStore::load(policy.dir(), config.intent().default_action())?;
                 let counted = Arc::clone(&metrics);
                 let dir = policy.dir().to_owned();
-                store.set_reload_hook(Box::new(move |result| match result {
-                    Ok(()) => {
-                        tracing::info!(policy.dir = %dir.display(), "policies reloaded");
+                store.set_reload_hook(Box::new(move |outcome| match outcome {
+                    ReloadOutcome::Applied(snapshot) => {
+                        tracing::info!(
+                            policy.dir = %dir.display(),
+                            policy.digest = snapshot.digest(),
+                            "policies reloaded"
+                        );
                         counted.record_policy_reload(ReloadResult::Ok);
                     }
-                    Err(error) => {
+                    ReloadOutcome::Failed(error) => {
                         tracing::warn!(
                             policy.dir = %dir.display(),
                             %error,

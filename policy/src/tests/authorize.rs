@@ -313,7 +313,7 @@ fn memo_keys_cannot_be_forged_by_moving_text_between_fields() {
                 intent,
                 ..*req
             };
-            crate::engine::memo_key(&req, "call")
+            crate::context::key(&req, "call")
         })
     };
     let keys = [

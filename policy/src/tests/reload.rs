@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 
 use super::{AGENT, Folder, Hop, INFERENCE, SCHEMA};
-use crate::PolicyStore;
+use crate::{PolicyStore, ReloadOutcome};
 
 const ALLOW: &str = r#"@id("allow") permit (principal == Hop::Workload::"spiffe://example.org/ns/agents/sa/agent", action, resource);"#;
 const DENY: &str = r#"@id("deny") forbid (principal == Hop::Workload::"spiffe://example.org/ns/agents/sa/agent", action, resource);"#;
@@ -13,7 +13,7 @@ fn store_with_hook(folder: &Folder) -> (std::sync::Arc<PolicyStore>, mpsc::Recei
     let store = PolicyStore::load(folder.path(), "call").unwrap();
     let (tx, rx) = mpsc::channel();
     store.set_reload_hook(Box::new(move |result| {
-        let _ = tx.send(result.is_ok());
+        let _ = tx.send(matches!(result, ReloadOutcome::Applied(_)));
     }));
     (store, rx)
 }

@@ -6,8 +6,7 @@
 
 use std::fmt;
 
-use hopgate_config::SpiffeId;
-use hopgate_policy::TokenFacts;
+use hopgate_policy::{ActError, TokenFacts, act_chain};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -184,31 +183,20 @@ impl fmt::Debug for Claims {
     }
 }
 
-/// The actors of an `act` chain, outermost (current) first.
+/// The actors of an `act` chain, outermost (current) first, read by the one `act` walker
+/// ([`hopgate_policy::act_chain`]).
 ///
 /// # Errors
 /// [`RejectReason::Actor`] when a level is not an object, or its `sub` is missing, not a string
 /// or not a canonical SPIFFE ID (ACT-11); [`RejectReason::Depth`] past `max` actors (ACT-10),
 /// found without walking further.
 pub(crate) fn actors(act: Option<&Value>, max: usize) -> Result<Vec<String>, RejectReason> {
-    let mut actors = Vec::new();
-    let mut level = act;
-    while let Some(value) = level {
-        if actors.len() == max {
-            return Err(RejectReason::Depth);
+    act_chain(act, max).map_err(|err| match err {
+        ActError::TooDeep(_) => RejectReason::Depth,
+        ActError::NotObject(_) | ActError::NoSub(_) | ActError::NotWorkload(_) => {
+            RejectReason::Actor
         }
-        let Value::Object(object) = value else {
-            return Err(RejectReason::Actor);
-        };
-        let sub = object
-            .get("sub")
-            .and_then(Value::as_str)
-            .filter(|sub| SpiffeId::parse(sub).is_ok())
-            .ok_or(RejectReason::Actor)?;
-        actors.push(sub.to_owned());
-        level = object.get("act");
-    }
-    Ok(actors)
+    })
 }
 
 /// For `#[serde(default)]` claims: absent is `None`, present (even `null`) must parse as `T`.
