@@ -17,11 +17,11 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::http::{Body, full_body};
+use crate::identity::IdentityStore;
 use crate::shutdown;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::ProxyMetrics;
 use crate::time::{rfc3339, unix_seconds};
-use crate::tls::IdentityStore;
 
 /// The admin server, bound and ready.
 #[derive(Debug)]
@@ -140,7 +140,8 @@ impl AdminState {
     }
 
     fn ready(&self) -> Response<Body> {
-        let identity = self.identity.current();
+        let snapshot = self.identity.snapshot();
+        let identity = snapshot.identity();
         let reason = if self.draining.is_draining() {
             Some("draining")
         } else if identity.svid().not_after() <= SystemTime::now() {
@@ -185,7 +186,8 @@ impl AdminState {
     }
 
     fn identity(&self) -> Response<Body> {
-        let identity = self.identity.current();
+        let snapshot = self.identity.snapshot();
+        let identity = snapshot.identity();
         let svid = identity.svid();
         let not_after = unix_seconds(svid.not_after());
         let last = self.identity.last_reload();

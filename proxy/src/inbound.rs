@@ -22,11 +22,11 @@ use crate::hop::{self, HopTelemetry, HopToken, Parties, Shared};
 use crate::http::authorize::{Authorizer, HttpFacts};
 use crate::http::{Body, RequestError};
 
+use crate::identity::IdentityStore;
 use crate::listener::Listener;
 use crate::shutdown;
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::trace::HopSpan;
-use crate::tls::IdentityStore;
 use crate::token::VerifiedClaims;
 
 mod accept;
@@ -142,8 +142,9 @@ impl hop::Side for InboundSide {
         _request: &HttpFacts<'_>,
         _span: &HopSpan,
     ) -> Result<Option<VerifiedClaims>, RequestError> {
+        // The newest snapshot, per request: new bundles judge the next token's `x5c` at once.
         self.authenticator
-            .authenticate(&parts.headers, &peer.identity, &self.identity)
+            .authenticate(&parts.headers, &peer.identity, &self.identity.snapshot())
     }
 
     fn parties<'a>(&'a self, peer: &'a Peer, token: &'a Option<VerifiedClaims>) -> Parties<'a> {

@@ -22,6 +22,7 @@ pub mod admin;
 pub mod connection;
 pub mod hop;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod listener;
 pub mod outbound;
@@ -35,14 +36,15 @@ mod watch;
 use crate::admin::{Admin, PolicyMode};
 use crate::hop::HopTelemetry;
 use crate::http::authorize::Authorizer;
+use crate::identity::{Derived, IdentityError, IdentityStore};
 use crate::inbound::{Authenticator, Inbound};
 use crate::outbound::{Delegator, Outbound};
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
 use crate::telemetry::stdout::stdout;
 use crate::telemetry::trace::{SpanCollector, TraceError, Tracing};
-use crate::tls::{IdentityStore, TlsError};
-use crate::token::{OriginVerifier, TokenError};
+use crate::tls::TlsError;
+use crate::token::{Limits, OriginVerifier, TokenError};
 use crate::watch::{PathWatch, WatchError};
 
 /// How a sidecar started in-process reports: audit records and (optionally) spans kept in memory
@@ -108,6 +110,15 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<IdentityError> for StartupError {
+    fn from(error: IdentityError) -> Self {
+        match error {
+            IdentityError::Tls(error) => Self::Identity(error),
+            IdentityError::Minter(error) => Self::Minter(error),
+        }
+    }
 }
 
 const WORKLOAD_API: &str = "identity.workload_api: the SPIFFE Workload API source is not supported by this build yet; use identity.svid and identity.bundles";
@@ -200,7 +211,17 @@ impl Proxy {
             .inbound()
             .map(|inbound| inbound.allowed_trust_domains().to_vec())
             .unwrap_or_else(|| config.identity().trust_domains());
-        let identity = IdentityStore::load(files, allowed, Arc::clone(&metrics))?;
+        // Everything derived from the identity is built with it, on every update.
+        let derived = Derived {
+            allowed,
+            limits: Limits::from(config.token()),
+            mint_ttl: config.outbound().map(|_| config.token().ttl()),
+            routes: config
+                .outbound()
+                .map(|o| o.routes().iter().map(|r| r.identity().clone()).collect())
+                .unwrap_or_default(),
+        };
+        let identity = IdentityStore::load(files, derived, Arc::clone(&metrics))?;
         let watcher = identity.spawn_watcher()?;
         let (policies, policy_watcher) = match config.policy() {
             Some(policy) => {
@@ -267,9 +288,7 @@ impl Proxy {
         }
         let outbound = match config.outbound() {
             Some(cfg) => {
-                let delegator =
-                    Delegator::new(config.token(), origin, &identity, Arc::clone(&metrics))
-                        .map_err(StartupError::Minter)?;
+                let delegator = Delegator::new(config.token(), origin, Arc::clone(&metrics));
                 // The egress check runs only when `policy.outbound` asks for it.
                 let egress = config
                     .policy()
@@ -367,12 +386,12 @@ impl Proxy {
     /// finish within the grace period. Returns whether they all finished in time.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> bool {
         let (trigger, watch) = self.drain;
-        let identity = self.identity.current();
+        let identity = self.identity.snapshot();
         match &self.policies {
             Some(policies) if self.mode == PolicyMode::Audit => {
                 let snapshot = policies.current();
                 tracing::warn!(
-                    spiffe.id = %identity.svid().id(),
+                    spiffe.id = %identity.id(),
                     policy = "audit",
                     policy.digest = snapshot.digest(),
                     policy.count = snapshot.policy_ids().len(),
@@ -382,7 +401,7 @@ impl Proxy {
             Some(policies) => {
                 let snapshot = policies.current();
                 tracing::info!(
-                    spiffe.id = %identity.svid().id(),
+                    spiffe.id = %identity.id(),
                     policy = "enforced",
                     policy.digest = snapshot.digest(),
                     policy.count = snapshot.policy_ids().len(),
@@ -390,7 +409,7 @@ impl Proxy {
                 );
             }
             None => tracing::info!(
-                spiffe.id = %identity.svid().id(),
+                spiffe.id = %identity.id(),
                 policy = "identity_only",
                 "hopgate started: no policy section, every verified peer of an allowed trust domain is admitted"
             ),

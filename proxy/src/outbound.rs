@@ -30,11 +30,11 @@ use crate::connection::ConnectionServer;
 use crate::hop::{self, HopTelemetry, HopToken, Parties, Shared};
 use crate::http::authorize::{Authorizer, HttpFacts};
 use crate::http::{Body, RequestError};
+use crate::identity::IdentityStore;
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::trace::HopSpan;
-use crate::tls::IdentityStore;
 
 mod delegate;
 mod route;
@@ -113,10 +113,16 @@ impl Outbound {
         let routes = config
             .routes()
             .iter()
-            .map(|route| {
+            .enumerate()
+            .map(|(index, route)| {
                 Arc::new(Destination {
                     route: route.clone(),
-                    upstream: Upstream::new(route, timeouts.app_connect(), timeouts.app_response()),
+                    upstream: Upstream::new(
+                        route,
+                        index,
+                        timeouts.app_connect(),
+                        timeouts.app_response(),
+                    ),
                 })
             })
             .collect();
@@ -211,10 +217,13 @@ impl hop::Side for OutboundSide {
             .map_err(|_| RequestError::BadRequest("invalid authority"))?;
         // The token is bound to the SVID of `identity`, so it must travel on a connection made
         // with that same snapshot (`send` below), whatever rotates in between.
-        let delegation =
-            self.delegator
-                .delegate(&parts.headers, &request.intent, route, &self.identity)?;
-        span.record_hop(delegation.identity.svid().id(), route.identity());
+        let delegation = self.delegator.delegate(
+            &parts.headers,
+            &request.intent,
+            route,
+            self.identity.snapshot(),
+        )?;
+        span.record_hop(delegation.identity.id(), route.identity());
         Ok(Outgoing {
             destination: Arc::clone(destination),
             authority,
@@ -226,7 +235,7 @@ impl hop::Side for OutboundSide {
     fn parties<'a>(&'a self, _target: &'a Target, out: &'a Outgoing) -> Parties<'a> {
         Parties {
             peer: None,
-            own: out.delegation.identity.svid().id(),
+            own: out.delegation.identity.id(),
             dest: out.destination.route.identity(),
             authority: Some(out.authority.as_str()),
             token: Some(HopToken::Minted(&out.delegation.token)),

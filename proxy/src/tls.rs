@@ -5,13 +5,13 @@
 //!      │ Svid::load (svid.rs)           │ TrustBundles::load (bundle.rs)
 //!      └──────────────┬─────────────────┘
 //!                     ▼
-//!            Identity (one snapshot)  ◄── IdentityStore::reload (store.rs), on a file change
+//!            Identity (one snapshot)  ◄── crate::identity: IdentityStore, on a file change
 //!                     │                    (crate::watch: the folders) or on SIGHUP
 //!      ┌──────────────┴──────────────────────────┐
 //!      ▼                                         ▼
 //!  inbound_server_config                    outbound_client_config
 //!  SpiffeClientVerifier (spiffe_verifier.rs) SpiffeServerVerifier: exactly the route's ID
-//!      │ accept: the acceptor takes IdentityStore::server_config() per connection
+//!      │ accept: the acceptor takes one IdentitySnapshot's server config per connection
 //!      ▼
 //!  PeerIdentity::from_server_connection (peer.rs) ─► authorize, XFCC, hop-token binding
 //! ```
@@ -39,7 +39,6 @@ mod bundle;
 mod error;
 mod peer;
 mod spiffe_verifier;
-mod store;
 mod svid;
 mod svid_profile;
 #[cfg(test)]
@@ -49,7 +48,6 @@ pub use bundle::TrustBundles;
 pub use error::TlsError;
 pub use peer::PeerIdentity;
 pub use spiffe_verifier::{SpiffeClientVerifier, SpiffeServerVerifier};
-pub use store::{IdentityStore, ReloadOutcome, ReloadStatus};
 pub use svid::Svid;
 pub use svid_profile::SvidError;
 

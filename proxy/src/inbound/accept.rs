@@ -43,7 +43,9 @@ impl Connection {
         let metrics = &self.side.shared.telemetry.metrics;
         // The config is taken per connection, so a rotated SVID or bundle applies to the next
         // handshake while established connections keep the one they proved themselves with.
-        let acceptor = TlsAcceptor::from(self.side.identity.server_config());
+        // Both ends of the connection are named from that one snapshot.
+        let snapshot = self.side.identity.snapshot();
+        let acceptor = TlsAcceptor::from(snapshot.server_config());
         let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await
         {
             Ok(Ok(tls)) => tls,
@@ -68,7 +70,8 @@ impl Connection {
         tracing::debug!(client.addr = %remote, peer.id = %peer.id(), "connection accepted");
         // What every request on this connection shares is worked out once: the identities on
         // both ends (as of the handshake) and the identity header the app will receive.
-        let own = self.side.identity.current().svid().id().clone();
+        let own = snapshot.id().clone();
+        drop(snapshot);
         let Some(xfcc) = client_cert::client_cert_value(&own, &peer) else {
             tracing::warn!(client.addr = %remote, "peer identity does not fit a header");
             return;

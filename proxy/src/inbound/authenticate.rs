@@ -8,31 +8,21 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwapOption;
-use hopgate_config::{SpiffeId, TokenConfig};
+use hopgate_config::TokenConfig;
 use http::{HeaderMap, HeaderName};
 
 use crate::http::{RequestError, headers};
+use crate::identity::IdentitySnapshot;
 use crate::telemetry::metrics::{MISSING_TOKEN, ProxyMetrics};
-use crate::tls::{IdentityStore, PeerIdentity, SpiffeClientVerifier};
-use crate::token::{Limits, TokenVerifier, VerifiedClaims};
+use crate::tls::PeerIdentity;
+use crate::token::VerifiedClaims;
 
 /// Verifies hop tokens on the inbound side.
 #[derive(Debug)]
 pub struct Authenticator {
     header: HeaderName,
     require: bool,
-    limits: Limits,
     metrics: Arc<ProxyMetrics>,
-    // The verifier belongs to one set of bundles (its chain cache must not outlive them): it is
-    // rebuilt when the identity store publishes a new SVID verifier.
-    current: ArcSwapOption<Current>,
-}
-
-#[derive(Debug)]
-struct Current {
-    chains: Arc<SpiffeClientVerifier>,
-    verifier: TokenVerifier,
 }
 
 // === impl Authenticator ===
@@ -43,13 +33,13 @@ impl Authenticator {
         Self {
             header: config.header().clone(),
             require,
-            limits: Limits::from(config),
             metrics,
-            current: ArcSwapOption::empty(),
         }
     }
 
-    /// Verifies the request's hop token against `peer`, the verified client of this connection.
+    /// Verifies the request's hop token against `peer`, the verified client of this connection,
+    /// with the token verifier of `identity`, the snapshot this request reads (its bundles judge
+    /// the token's `x5c`; its SVID is the audience).
     ///
     /// # Errors
     /// [`RequestError::Unauthenticated`] with the reason code: every code of
@@ -59,7 +49,7 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         peer: &PeerIdentity,
-        identity: &IdentityStore,
+        identity: &IdentitySnapshot,
     ) -> Result<Option<VerifiedClaims>, RequestError> {
         let compact =
             headers::single(headers, &self.header).map_err(|_| self.reject("malformed"))?;
@@ -70,9 +60,8 @@ impl Authenticator {
                 Ok(None)
             };
         };
-        let current = self.current(identity);
-        current
-            .verifier
+        identity
+            .tokens()
             .verify_inbound(compact, peer, SystemTime::now())
             .map(Some)
             .map_err(|reason| self.reject(reason.as_str()))
@@ -86,25 +75,5 @@ impl Authenticator {
     fn reject(&self, reason: &'static str) -> RequestError {
         self.metrics.record_token_rejection(reason);
         RequestError::Unauthenticated(reason)
-    }
-
-    /// The token verifier of the identity snapshot in use. Every reload publishes a new
-    /// verifier, so the pointer tells whether the cached one is still current (one `Arc` load
-    /// per request); on a miss the identity and its bundles are read together, so a reload
-    /// between two reads cannot pair this workload's ID of one snapshot with the bundles of
-    /// another.
-    fn current(&self, identity: &IdentityStore) -> Arc<Current> {
-        if let Some(current) = self.current.load_full()
-            && Arc::ptr_eq(&current.chains, &identity.client_verifier())
-        {
-            return current;
-        }
-        // A reload happened: build the new verifier from one snapshot of both.
-        let (svid, chains) = identity.current_with_verifier();
-        let own: SpiffeId = svid.svid().id().clone();
-        let verifier = TokenVerifier::new(own, Arc::clone(&chains), self.limits);
-        let fresh = Arc::new(Current { chains, verifier });
-        self.current.store(Some(Arc::clone(&fresh)));
-        fresh
     }
 }

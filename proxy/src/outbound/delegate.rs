@@ -23,77 +23,48 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwapOption;
 use hopgate_config::{Route, TokenConfig};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use crate::http::{RequestError, headers};
+use crate::identity::IdentitySnapshot;
 use crate::telemetry::metrics::ProxyMetrics;
-use crate::tls::{Identity, IdentityStore, SpiffeClientVerifier};
-use crate::token::{
-    Limits, MintRequest, MintedToken, Minter, OriginVerifier, TokenError, TokenVerifier,
-};
+use crate::token::{MintRequest, MintedToken, OriginVerifier};
 
 /// A hop token minted for one request, with the identity snapshot it was minted with.
 pub(crate) struct Delegation {
     pub(crate) token: MintedToken,
     /// The token as a header value, made once.
     value: HeaderValue,
-    pub(crate) identity: Arc<Identity>,
+    /// The snapshot whose SVID minted it.
+    pub(crate) identity: Arc<IdentitySnapshot>,
 }
 
 /// Swaps the local app's credential for a hop token on the outbound side.
 #[derive(Debug)]
 pub struct Delegator {
     header: HeaderName,
-    limits: Limits,
-    ttl: std::time::Duration,
     origin: OriginVerifier,
     metrics: Arc<ProxyMetrics>,
-    // Minter and verifier belong to one identity snapshot: a rotated SVID gets a new minter (its
-    // tokens carry the new certificate), new bundles a new verifier.
-    current: ArcSwapOption<Current>,
-}
-
-#[derive(Debug)]
-struct Current {
-    identity: Arc<Identity>,
-    chains: Arc<SpiffeClientVerifier>,
-    minter: Minter,
-    verifier: TokenVerifier,
 }
 
 // === impl Delegator ===
 
 impl Delegator {
-    /// A delegator minting with `identity`'s SVID into `token.header`, verifying origin tokens
-    /// with `origin`.
-    ///
-    /// # Errors
-    /// [`TokenError`] when the SVID's key cannot sign hop tokens, so a sidecar that could never
-    /// mint fails at startup rather than on its first call.
-    pub fn new(
-        config: &TokenConfig,
-        origin: OriginVerifier,
-        identity: &IdentityStore,
-        metrics: Arc<ProxyMetrics>,
-    ) -> Result<Self, TokenError> {
-        let delegator = Self {
+    /// A delegator minting into `token.header`, verifying origin tokens with `origin`. The
+    /// minter and the relay verifier come with each identity snapshot.
+    pub fn new(config: &TokenConfig, origin: OriginVerifier, metrics: Arc<ProxyMetrics>) -> Self {
+        Self {
             header: config.header().clone(),
-            limits: Limits::from(config),
-            ttl: config.ttl(),
             origin,
             metrics,
-            current: ArcSwapOption::empty(),
-        };
-        delegator.current(identity)?;
-        Ok(delegator)
+        }
     }
 
-    /// Verifies the app's credential in `headers` and mints a hop token for `route` with the
-    /// identity snapshot in use, whose SVID the token's `cnf` names: only a connection made
+    /// Verifies the app's credential in `headers` and mints a hop token for `route` with
+    /// `identity`, the snapshot in use, whose SVID the token's `cnf` names: only a connection made
     /// with that snapshot may carry it. `intent` is the request's intent headers (the `tctx` of
     /// a new transaction). The head is not changed: [`Delegator::swap`] puts the token in once
     /// the egress decision allowed it.
@@ -107,17 +78,17 @@ impl Delegator {
         headers: &HeaderMap,
         intent: &[(&str, &str)],
         route: &Route,
-        identity: &IdentityStore,
+        identity: Arc<IdentitySnapshot>,
     ) -> Result<Delegation, RequestError> {
         let now = SystemTime::now();
-        let current = self.current(identity).map_err(|err| {
-            tracing::error!(error = %err, "the SVID cannot sign hop tokens");
-            RequestError::Internal("hop token minter")
-        })?;
+        // The snapshot was built for an outbound side, so it has a minter.
+        let minter = identity
+            .minter()
+            .ok_or(RequestError::Internal("hop token minter"))?;
         let parent = match self.single(headers, &self.header)? {
             Some(compact) => Some(
-                current
-                    .verifier
+                identity
+                    .tokens()
                     .verify_relay(compact, now)
                     .map_err(|reason| self.reject(reason.as_str()))?,
             ),
@@ -135,8 +106,7 @@ impl Delegator {
             None => transaction_context(intent),
             Some(_) => None,
         };
-        let token = current
-            .minter
+        let token = minter
             .mint(MintRequest {
                 aud: route.identity(),
                 parent: parent.as_ref(),
@@ -156,7 +126,7 @@ impl Delegator {
         Ok(Delegation {
             token,
             value,
-            identity: Arc::clone(&current.identity),
+            identity,
         })
     }
 
@@ -179,30 +149,6 @@ impl Delegator {
     fn reject(&self, reason: &'static str) -> RequestError {
         self.metrics.record_token_rejection(reason);
         RequestError::Unauthenticated(reason)
-    }
-
-    fn current(&self, identity: &IdentityStore) -> Result<Arc<Current>, TokenError> {
-        let (snapshot, chains) = identity.current_with_verifier();
-        if let Some(current) = self.current.load_full()
-            && Arc::ptr_eq(&current.identity, &snapshot)
-            && Arc::ptr_eq(&current.chains, &chains)
-        {
-            return Ok(current);
-        }
-        let minter = Minter::new(snapshot.svid(), self.ttl)?;
-        let verifier = TokenVerifier::new(
-            snapshot.svid().id().clone(),
-            Arc::clone(&chains),
-            self.limits,
-        );
-        let fresh = Arc::new(Current {
-            identity: snapshot,
-            chains,
-            minter,
-            verifier,
-        });
-        self.current.store(Some(Arc::clone(&fresh)));
-        Ok(fresh)
     }
 }
 

@@ -51,7 +51,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::http::{Body, RequestError};
-use crate::tls::{Identity, describe_tls_error, outbound_client_config};
+use crate::identity::IdentitySnapshot;
+use crate::tls::describe_tls_error;
 
 /// The pool's idle connections are closed before a peer sidecar's default idle timeout (60 s)
 /// would close them under a request.
@@ -75,6 +76,9 @@ pub(crate) struct Upstream {
 #[derive(Debug)]
 struct Target {
     address: SocketAddr,
+    /// The route's index in `outbound.routes`: which of a snapshot's client configs is ours
+    /// (each checks the server's SVID is exactly the route's `identity`).
+    index: usize,
     expected: SpiffeId,
     host: String,
     connect_timeout: Duration,
@@ -82,7 +86,7 @@ struct Target {
 
 /// The clients of one identity snapshot: every connection they make presents its SVID.
 struct Pool {
-    identity: Arc<Identity>,
+    identity: Arc<IdentitySnapshot>,
     /// For a destination that selected `h2` by ALPN: one shared connection, connects deduplicated.
     h2: Client<MtlsConnector, Body>,
     /// For one that did not: HTTP/1.1 keep-alive connections.
@@ -144,16 +148,18 @@ pin_project! {
 // === impl Upstream ===
 
 impl Upstream {
-    /// A client for `route`, connecting within `connect_timeout` and waiting at most
+    /// A client for `route`, the `index`th of `outbound.routes`, connecting within `connect_timeout` and waiting at most
     /// `response_timeout` for a response head.
     pub(crate) fn new(
         route: &Route,
+        index: usize,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
         Self {
             target: Arc::new(Target {
                 address: route.address(),
+                index,
                 expected: route.identity().clone(),
                 host: route.host().to_owned(),
                 connect_timeout,
@@ -177,7 +183,7 @@ impl Upstream {
         &self,
         req: Request<Body>,
         authority: Authority,
-        identity: &Arc<Identity>,
+        identity: &Arc<IdentitySnapshot>,
     ) -> Result<Response<Incoming>, RequestError> {
         let (mut parts, body) = req.into_parts();
         let path = parts
@@ -211,7 +217,7 @@ impl Upstream {
 
     /// The pool whose connections present `identity`'s SVID, made on the first request minted
     /// with a new snapshot.
-    fn pool_for(&self, identity: &Arc<Identity>) -> Result<Arc<Pool>, RequestError> {
+    fn pool_for(&self, identity: &Arc<IdentitySnapshot>) -> Result<Arc<Pool>, RequestError> {
         let owned_by = |slot: &ArcSwapOption<Pool>| {
             slot.load_full()
                 .filter(|pool| Arc::ptr_eq(&pool.identity, identity))
@@ -232,7 +238,7 @@ impl Upstream {
         if old.is_some() {
             tracing::info!(
                 route.host = %self.target.host,
-                svid.id = %identity.svid().id(),
+                svid.id = %identity.id(),
                 "new connections to the destination present the rotated identity; open ones drain"
             );
         }
@@ -247,13 +253,14 @@ impl Upstream {
 impl Pool {
     fn new(
         target: &Arc<Target>,
-        identity: Arc<Identity>,
+        identity: Arc<IdentitySnapshot>,
         protocol: Protocol,
     ) -> Result<Self, RequestError> {
-        let config = outbound_client_config(&identity, target.expected.clone()).map_err(|err| {
-            tracing::error!(route.host = %target.host, error = %err, "cannot build the mTLS client config");
-            RequestError::Internal("mTLS client config")
-        })?;
+        // Built with the snapshot, one per route: never on the request path.
+        let config = identity
+            .client(target.index)
+            .cloned()
+            .ok_or(RequestError::Internal("mTLS client config"))?;
         let connector = MtlsConnector {
             target: Arc::clone(target),
             config,
@@ -312,7 +319,7 @@ impl Pool {
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
-            .field("svid", self.identity.svid().id())
+            .field("svid", self.identity.id())
             .field("protocol", &self.protocol.load())
             .finish_non_exhaustive()
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hopgate_proxy::Proxy;
 use hopgate_proxy::telemetry::audit::AuditSink;
-use hopgate_proxy::tls::IdentityStore;
+use hopgate_proxy::identity::IdentityStore;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -1,34 +1,45 @@
-//! `IdentityStore`: the live identity snapshot and inbound server config, reloaded from files.
+//! The identity source: where this workload's SVID and trust bundles come from, and the one
+//! place everything derived from them is published.
 //!
-//! A reload reads every file and builds the new [`Identity`] and `ServerConfig` off the hot
-//! path, then publishes both with one atomic swap; readers see the old pair or the new pair,
-//! never a mix. A bad file keeps the last good pair in use and is reported (log, metric,
-//! [`IdentityStore::last_reload`]). The acceptor takes [`IdentityStore::server_config`] per
-//! accepted connection, so a rotation applies to new handshakes while connections already
-//! established keep the config they were accepted with.
+//! ```text
+//!  identity.svid + identity.bundles (files.rs) ── watch / SIGHUP ──▶ IdentityStore::check
+//!      │ Identity::load                                               │
+//!      ▼                                                              ▼
+//!  IdentitySnapshot::build (snapshot.rs): server config, token verifier, minter, route clients
+//!      │ one atomic swap
+//!      ▼
+//!  IdentityStore::snapshot() ── accept (per connection), admit (per request), /identity
+//! ```
+//!
+//! An update is built whole off the request path and published with one swap; readers see the
+//! old snapshot or the new one, never a mix. A bad update keeps the last good snapshot and is
+//! reported (WARN line, metric, [`IdentityStore::last_reload`], `/identity`). A rotation
+//! applies to new handshakes and new tokens; connections already established keep what they
+//! proved.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use hopgate_config::{FileIdentity, TrustDomain};
-use rustls::ServerConfig;
+use hopgate_config::FileIdentity;
 
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
-use sha2::{Digest, Sha256};
+use crate::tls::Identity;
+use crate::watch::{self, PathWatch, Spec, WatchError};
 
-use crate::tls::{Identity, SpiffeClientVerifier, TlsError, inbound_server_config};
-use crate::watch::{self, PathWatch, Spec, Targets, WatchError};
+mod files;
+mod snapshot;
 
-/// The current identity and inbound TLS config, swapped whole on reload.
+use files::{IdentityFiles, file_targets};
+pub use snapshot::{Derived, IdentityError, IdentitySnapshot};
+
+/// The live identity snapshot, swapped whole on every update.
 pub struct IdentityStore {
     files: IdentityFiles,
-    allowed: Vec<TrustDomain>,
+    derived: Derived,
     metrics: Arc<ProxyMetrics>,
-    published: ArcSwap<Published>,
+    published: ArcSwap<IdentitySnapshot>,
     last_reload: ArcSwap<ReloadStatus>,
     // INVARIANT: held for the whole of a reload, so two reloads (watcher, SIGHUP) cannot
     // publish out of order. Holds the digest of the bytes the last attempt read, for `check`.
@@ -54,54 +65,39 @@ pub enum ReloadOutcome {
     },
 }
 
-/// The files an identity is read from.
-#[derive(Clone, Debug)]
-pub(crate) struct IdentityFiles {
-    pub(crate) cert: PathBuf,
-    pub(crate) key: PathBuf,
-    pub(crate) bundles: BTreeMap<TrustDomain, PathBuf>,
-}
-
-/// What readers see: an identity and the server config built from it.
-struct Published {
-    identity: Arc<Identity>,
-    server_config: Arc<ServerConfig>,
-    /// The same SVID rules as the handshake, for certificates outside it (a hop token's x5c).
-    client_verifier: Arc<SpiffeClientVerifier>,
-}
-
 // === impl IdentityStore ===
 
 impl IdentityStore {
-    /// Loads the identity files and builds the inbound config accepting the `allowed` domains.
+    /// Loads the identity files and builds what `derived` asks for.
     ///
     /// # Errors
-    /// Any [`Identity::load`] or [`inbound_server_config`] error: at startup a bad file is fatal.
+    /// [`IdentityError`]: at startup a bad file, or an SVID that cannot sign hop tokens for
+    /// the outbound side, is fatal.
     pub fn load(
         files: &FileIdentity,
-        allowed: Vec<TrustDomain>,
+        derived: Derived,
         metrics: Arc<ProxyMetrics>,
-    ) -> Result<Arc<Self>, TlsError> {
+    ) -> Result<Arc<Self>, IdentityError> {
         let files = IdentityFiles {
             cert: files.cert().to_owned(),
             key: files.key().to_owned(),
             bundles: files.bundles().clone(),
         };
-        Self::from_files(files, allowed, metrics)
+        Self::from_files(files, derived, metrics)
     }
 
     pub(crate) fn from_files(
         files: IdentityFiles,
-        allowed: Vec<TrustDomain>,
+        derived: Derived,
         metrics: Arc<ProxyMetrics>,
-    ) -> Result<Arc<Self>, TlsError> {
+    ) -> Result<Arc<Self>, IdentityError> {
         // Read before the load: a write in between makes the next `check` reload once more.
         let digest = files.digest();
-        let published = Published::build(&files, &allowed)?;
-        metrics.set_svid_expiry(published.identity.svid().not_after());
+        let published = build(&files, &derived)?;
+        metrics.set_svid_expiry(published.identity().svid().not_after());
         Ok(Arc::new(Self {
             files,
-            allowed,
+            derived,
             metrics,
             published: ArcSwap::from_pointee(published),
             last_reload: ArcSwap::from_pointee(ReloadStatus::now(ReloadOutcome::Applied)),
@@ -109,38 +105,18 @@ impl IdentityStore {
         }))
     }
 
-    /// The identity in use now.
-    pub fn current(&self) -> Arc<Identity> {
-        Arc::clone(&self.published.load().identity)
+    /// The snapshot in use now: load it once per connection or request and take every piece
+    /// from it.
+    pub fn snapshot(&self) -> Arc<IdentitySnapshot> {
+        self.published.load_full()
     }
 
-    /// The inbound server config in use now; take it once per accepted connection.
-    pub fn server_config(&self) -> Arc<ServerConfig> {
-        Arc::clone(&self.published.load().server_config)
-    }
-
-    /// The SVID verifier of the current bundles and allowed trust domains: a hop token's x5c
-    /// chain is judged by it. A new one after every bundle reload.
-    pub fn client_verifier(&self) -> Arc<SpiffeClientVerifier> {
-        Arc::clone(&self.published.load().client_verifier)
-    }
-
-    /// The identity in use now with the SVID verifier of the same snapshot, read together so a
-    /// reload between two reads cannot pair one identity with another's bundles.
-    pub fn current_with_verifier(&self) -> (Arc<Identity>, Arc<SpiffeClientVerifier>) {
-        let published = self.published.load();
-        (
-            Arc::clone(&published.identity),
-            Arc::clone(&published.client_verifier),
-        )
-    }
-
-    /// Re-reads every file; on success publishes the new identity and server config together,
-    /// on failure keeps the last good pair, logs a warning and counts the failure.
+    /// Re-reads every file; on success publishes the new snapshot, on failure keeps the last
+    /// good one, logs a warning and counts the failure.
     ///
     /// # Errors
-    /// The [`TlsError`] that made the new files unusable (the store is unchanged).
-    pub fn reload(&self) -> Result<(), TlsError> {
+    /// The [`IdentityError`] that made the new files unusable (the store is unchanged).
+    pub fn reload(&self) -> Result<(), IdentityError> {
         let mut seen = self
             .reloading
             .lock()
@@ -150,10 +126,10 @@ impl IdentityStore {
     }
 
     /// Builds and publishes the files' identity; the caller holds `reloading`.
-    fn publish(&self) -> Result<(), TlsError> {
-        match Published::build(&self.files, &self.allowed) {
+    fn publish(&self) -> Result<(), IdentityError> {
+        match build(&self.files, &self.derived) {
             Ok(published) => {
-                let svid = published.identity.svid();
+                let svid = published.identity().svid();
                 let not_after = crate::time::rfc3339(svid.not_after());
                 tracing::info!(svid.id = %svid.id(), svid.not_after = %not_after, "identity reloaded");
                 self.metrics.set_svid_expiry(svid.not_after());
@@ -186,7 +162,7 @@ impl IdentityStore {
     ///
     /// # Errors
     /// As [`IdentityStore::reload`], when it reloads.
-    pub fn check(&self) -> Result<bool, TlsError> {
+    pub fn check(&self) -> Result<bool, IdentityError> {
         let mut seen = self
             .reloading
             .lock()
@@ -229,79 +205,21 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 /// The longest a rotation waits for the files to go quiet.
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
-/// The folders holding `files`, both as written and where their symlinks lead (a file linked
-/// from elsewhere is written there), and the file names in both.
-fn file_targets(files: &[PathBuf]) -> Targets {
-    let mut targets = Targets::default();
-    for file in files {
-        let resolved = std::fs::canonicalize(file).ok();
-        for path in std::iter::once(file).chain(resolved.as_ref()) {
-            targets.folders.insert(watch::parent(path));
-            if let Some(name) = path.file_name() {
-                targets.names.insert(name.to_owned());
-            }
-        }
-    }
-    targets
-}
-
 impl fmt::Debug for IdentityStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdentityStore")
             .field("files", &self.files)
-            .field("allowed", &self.allowed)
-            .field("identity", &self.current())
+            .field("derived", &self.derived)
+            .field("snapshot", &self.snapshot())
             .field("last_reload", &self.last_reload())
             .finish_non_exhaustive()
     }
 }
 
-// === impl IdentityFiles ===
-
-impl IdentityFiles {
-    fn paths(&self) -> Vec<PathBuf> {
-        [&self.cert, &self.key]
-            .into_iter()
-            .chain(self.bundles.values())
-            .cloned()
-            .collect()
-    }
-
-    /// SHA-256 over every file's bytes (an unreadable file counts as its error), so `check`
-    /// can tell whether anything changed without parsing.
-    fn digest(&self) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        for path in self.paths() {
-            hasher.update(path.as_os_str().as_encoded_bytes());
-            match std::fs::read(&path) {
-                Ok(bytes) => {
-                    hasher.update([0]);
-                    hasher.update((bytes.len() as u64).to_be_bytes());
-                    hasher.update(&bytes);
-                }
-                Err(error) => {
-                    hasher.update([1]);
-                    hasher.update(error.to_string().as_bytes());
-                }
-            }
-        }
-        hasher.finalize().into()
-    }
-}
-
-// === impl Published ===
-
-impl Published {
-    fn build(files: &IdentityFiles, allowed: &[TrustDomain]) -> Result<Self, TlsError> {
-        let identity = Identity::load(&files.cert, &files.key, &files.bundles)?;
-        let server_config = inbound_server_config(&identity, allowed)?;
-        let client_verifier = Arc::new(SpiffeClientVerifier::new(identity.bundles(), allowed)?);
-        Ok(Self {
-            identity: Arc::new(identity),
-            server_config,
-            client_verifier,
-        })
-    }
+/// Reads the files and builds their snapshot.
+fn build(files: &IdentityFiles, derived: &Derived) -> Result<IdentitySnapshot, IdentityError> {
+    let identity = Identity::load(&files.cert, &files.key, &files.bundles)?;
+    IdentitySnapshot::build(identity, derived)
 }
 
 // === impl ReloadStatus ===

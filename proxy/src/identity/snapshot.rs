@@ -1,0 +1,130 @@
+//! [`IdentitySnapshot`]: one identity and everything the sidecar derives from it, built once
+//! per update off the request path and published whole.
+//!
+//! ```text
+//!  Identity (SVID + bundles) ─┬─▶ inbound ServerConfig            (accept: one per connection)
+//!                             ├─▶ SpiffeClientVerifier (x5c) ─▶ TokenVerifier (inbound, relay)
+//!                             ├─▶ Minter                        (outbound: the hop tokens)
+//!                             └─▶ ClientConfig per route        (outbound: the mTLS origination)
+//! ```
+//!
+//! Readers load one snapshot per connection or request and take every piece from it, so a
+//! reload between two reads can never pair this workload's SVID of one update with the bundles
+//! (or the token minter) of another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hopgate_config::{SpiffeId, TrustDomain};
+use rustls::{ClientConfig, ServerConfig};
+use thiserror::Error;
+
+use crate::tls::{
+    Identity, SpiffeClientVerifier, TlsError, inbound_server_config, outbound_client_config,
+};
+use crate::token::{Limits, Minter, TokenError, TokenVerifier};
+
+/// What the sidecar derives from every identity, fixed at startup by its configuration.
+#[derive(Clone, Debug)]
+pub struct Derived {
+    /// The trust domains a peer may come from (`inbound.allowed_trust_domains`).
+    pub allowed: Vec<TrustDomain>,
+    /// The hop token rules (`token.*`).
+    pub limits: Limits,
+    /// With an outbound side: the hop tokens' lifetime (`token.ttl`); the SVID must then be
+    /// able to sign them, or the update is refused.
+    pub mint_ttl: Option<Duration>,
+    /// Each outbound route's `identity`, in configuration order: one client config each.
+    pub routes: Vec<SpiffeId>,
+}
+
+/// Why an identity update cannot be used; the last good snapshot stays.
+#[derive(Debug, Error)]
+pub enum IdentityError {
+    /// The SVID or a bundle is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The SVID's key cannot sign hop tokens, and the outbound side mints them.
+    #[error("identity.svid: cannot sign hop tokens: {0}")]
+    Minter(#[source] TokenError),
+}
+
+/// One identity and what is derived from it, immutable once built.
+pub struct IdentitySnapshot {
+    identity: Arc<Identity>,
+    server_config: Arc<ServerConfig>,
+    tokens: TokenVerifier,
+    minter: Option<Minter>,
+    clients: Vec<Arc<ClientConfig>>,
+}
+
+// === impl IdentitySnapshot ===
+
+impl IdentitySnapshot {
+    pub(super) fn build(identity: Identity, derived: &Derived) -> Result<Self, IdentityError> {
+        let server_config = inbound_server_config(&identity, &derived.allowed)?;
+        // The same SVID rules as the handshake, for certificates outside it (a hop token's x5c).
+        let chains = Arc::new(SpiffeClientVerifier::new(
+            identity.bundles(),
+            &derived.allowed,
+        )?);
+        let tokens = TokenVerifier::new(identity.svid().id().clone(), chains, derived.limits);
+        let minter = derived
+            .mint_ttl
+            .map(|ttl| Minter::new(identity.svid(), ttl))
+            .transpose()
+            .map_err(IdentityError::Minter)?;
+        let clients = derived
+            .routes
+            .iter()
+            .map(|expected| outbound_client_config(&identity, expected.clone()))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            identity: Arc::new(identity),
+            server_config,
+            tokens,
+            minter,
+            clients,
+        })
+    }
+
+    /// The SVID and bundles.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// This workload's SPIFFE ID.
+    pub fn id(&self) -> &SpiffeId {
+        self.identity.svid().id()
+    }
+
+    /// The inbound server config: take it once per accepted connection.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.server_config)
+    }
+
+    /// The hop token verifier: this workload as audience, this snapshot's bundles for `x5c`.
+    pub(crate) fn tokens(&self) -> &TokenVerifier {
+        &self.tokens
+    }
+
+    /// The hop token minter; `None` without an outbound side.
+    pub(crate) fn minter(&self) -> Option<&Minter> {
+        self.minter.as_ref()
+    }
+
+    /// The client config of outbound route `route` (its index in `outbound.routes`).
+    pub(crate) fn client(&self, route: usize) -> Option<&Arc<ClientConfig>> {
+        self.clients.get(route)
+    }
+}
+
+impl std::fmt::Debug for IdentitySnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentitySnapshot")
+            .field("identity", &self.identity)
+            .field("mints", &self.minter.is_some())
+            .field("routes", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
