@@ -207,6 +207,7 @@ impl Proxy {
             stdout().configure(config.telemetry().audit());
         }
         let metrics = Arc::new(ProxyMetrics::new());
+        metrics.register_token_reasons(token::rejection_reasons());
         let allowed = config
             .inbound()
             .map(|inbound| inbound.allowed_trust_domains().to_vec())

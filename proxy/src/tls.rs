@@ -33,8 +33,6 @@ use rustls::server::NoServerSessionStorage;
 use rustls::sign::SingleCertAndKey;
 use rustls::{CertificateError, ClientConfig, OtherError, ServerConfig, SupportedProtocolVersion};
 
-use crate::telemetry::metrics::HandshakeFailureReason;
-
 mod bundle;
 mod error;
 mod peer;
@@ -154,6 +152,51 @@ pub fn outbound_client_config(
             .map_err(TlsError::Config)?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// Why a TLS handshake failed, as the `reason` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HandshakeFailureReason {
+    /// The client sent no certificate.
+    NoClientCert,
+    /// The certificate is not a valid X.509-SVID (SAN, key usage, basic constraints, ID syntax).
+    InvalidSvid,
+    /// The SVID's trust domain is not allowed, or hopgate holds no bundle for it.
+    UntrustedDomain,
+    /// The chain does not lead to the trust domain's bundle.
+    UntrustedChain,
+    /// The certificate is outside its validity window.
+    Expired,
+    /// The handshake did not finish in time.
+    Timeout,
+    /// Any other TLS or I/O failure during the handshake.
+    Protocol,
+}
+
+impl HandshakeFailureReason {
+    /// Every value.
+    pub const ALL: [Self; 7] = [
+        Self::NoClientCert,
+        Self::InvalidSvid,
+        Self::UntrustedDomain,
+        Self::UntrustedChain,
+        Self::Expired,
+        Self::Timeout,
+        Self::Protocol,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoClientCert => "no_client_cert",
+            Self::InvalidSvid => "invalid_svid",
+            Self::UntrustedDomain => "untrusted_domain",
+            Self::UntrustedChain => "untrusted_chain",
+            Self::Expired => "expired",
+            Self::Timeout => "timeout",
+            Self::Protocol => "protocol",
+        }
+    }
 }
 
 /// Why an inbound handshake failed, from the I/O error tokio-rustls returned.

@@ -203,6 +203,18 @@ pub enum TokenError {
     },
 }
 
+/// The reason code of a call without a hop token where `inbound.require_token` demands one.
+pub const MISSING_TOKEN: &str = "missing";
+
+/// Every reason code a hop token can be refused with: [`RejectReason`]'s and
+/// [`MISSING_TOKEN`], the values of `hopgate_token_rejections_total{reason}`.
+pub fn rejection_reasons() -> impl Iterator<Item = &'static str> {
+    RejectReason::ALL
+        .into_iter()
+        .map(RejectReason::as_str)
+        .chain([MISSING_TOKEN])
+}
+
 // === impl RejectReason ===
 
 impl RejectReason {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hopgate_config::TrustDomain;
-use hopgate_proxy::telemetry::metrics::HandshakeFailureReason;
+use hopgate_proxy::tls::HandshakeFailureReason;
 use hopgate_proxy::tls::{Identity, classify_handshake_error, inbound_server_config};
 use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};

@@ -13,7 +13,7 @@ use crate::connection::ConnectionServer;
 use crate::hop;
 use crate::listener::Accepted;
 use crate::shutdown;
-use crate::telemetry::metrics::HandshakeFailureReason;
+use crate::tls::HandshakeFailureReason;
 use crate::tls::{PeerIdentity, classify_handshake_error};
 
 /// A verified connection's facts, shared by its requests.

@@ -13,9 +13,9 @@ use http::{HeaderMap, HeaderName};
 
 use crate::http::{RequestError, headers};
 use crate::identity::IdentitySnapshot;
-use crate::telemetry::metrics::{MISSING_TOKEN, ProxyMetrics};
+use crate::telemetry::metrics::ProxyMetrics;
 use crate::tls::PeerIdentity;
-use crate::token::VerifiedClaims;
+use crate::token::{MISSING_TOKEN, VerifiedClaims};
 
 /// Verifies hop tokens on the inbound side.
 #[derive(Debug)]

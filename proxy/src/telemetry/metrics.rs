@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::tls::HandshakeFailureReason;
+
 /// Which side of the hop a request was handled on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -31,25 +33,6 @@ pub enum DecisionLabel {
     AuditDeny,
     /// Refused before policy: a missing or invalid hop token.
     Unauthenticated,
-}
-
-/// Why a TLS handshake failed, as the `reason` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HandshakeFailureReason {
-    /// The client sent no certificate.
-    NoClientCert,
-    /// The certificate is not a valid X.509-SVID (SAN, key usage, basic constraints, ID syntax).
-    InvalidSvid,
-    /// The SVID's trust domain is not allowed, or hopgate holds no bundle for it.
-    UntrustedDomain,
-    /// The chain does not lead to the trust domain's bundle.
-    UntrustedChain,
-    /// The certificate is outside its validity window.
-    Expired,
-    /// The handshake did not finish in time.
-    Timeout,
-    /// Any other TLS or I/O failure during the handshake.
-    Protocol,
 }
 
 /// Whether a reload applied or was refused.
@@ -81,9 +64,6 @@ struct ReasonLabels {
 struct ResultLabels {
     result: ReloadResult,
 }
-
-/// The reason code of a call without a hop token where `inbound.require_token` demands one.
-pub const MISSING_TOKEN: &str = "missing";
 
 /// Every instrument hopgate exports on `/metrics`.
 pub struct ProxyMetrics {
@@ -158,32 +138,6 @@ impl EncodeLabelValue for DecisionLabel {
 }
 
 // === impl HandshakeFailureReason ===
-
-impl HandshakeFailureReason {
-    /// Every value.
-    pub const ALL: [Self; 7] = [
-        Self::NoClientCert,
-        Self::InvalidSvid,
-        Self::UntrustedDomain,
-        Self::UntrustedChain,
-        Self::Expired,
-        Self::Timeout,
-        Self::Protocol,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NoClientCert => "no_client_cert",
-            Self::InvalidSvid => "invalid_svid",
-            Self::UntrustedDomain => "untrusted_domain",
-            Self::UntrustedChain => "untrusted_chain",
-            Self::Expired => "expired",
-            Self::Timeout => "timeout",
-            Self::Protocol => "protocol",
-        }
-    }
-}
 
 impl EncodeLabelValue for HandshakeFailureReason {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
@@ -302,12 +256,6 @@ impl ProxyMetrics {
         for reason in HandshakeFailureReason::ALL {
             let _ = handshake_failures.get_or_create(&ReasonLabels { reason });
         }
-        let reasons = crate::token::RejectReason::ALL.map(crate::token::RejectReason::as_str);
-        for reason in reasons.into_iter().chain([MISSING_TOKEN]) {
-            let _ = token_rejections.get_or_create(&TokenReasonLabels {
-                reason: reason.to_owned(),
-            });
-        }
         for result in [ReloadResult::Ok, ReloadResult::Error] {
             let _ = identity_reloads.get_or_create(&ResultLabels { result });
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
@@ -367,6 +315,16 @@ impl ProxyMetrics {
         self.policy_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// Makes `hopgate_token_rejections_total{reason}` exist at zero for every `reason` the
+    /// token code can give, before the first rejection (the token module owns the list).
+    pub fn register_token_reasons(&self, reasons: impl IntoIterator<Item = &'static str>) {
+        for reason in reasons {
+            let _ = self.token_rejections.get_or_create(&TokenReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
     }
 
     /// Counts one refused hop token; `reason` is one of the stable codes of docs/tokens.md,

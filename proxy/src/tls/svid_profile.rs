@@ -18,7 +18,7 @@ use x509_parser::error::X509Error;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
-use crate::telemetry::metrics::HandshakeFailureReason;
+use crate::tls::HandshakeFailureReason;
 
 /// Why a certificate is not an acceptable X.509-SVID.
 ///

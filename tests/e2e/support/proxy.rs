@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hopgate_proxy::Proxy;
-use hopgate_proxy::telemetry::audit::AuditSink;
 use hopgate_proxy::identity::IdentityStore;
+use hopgate_proxy::telemetry::audit::AuditSink;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

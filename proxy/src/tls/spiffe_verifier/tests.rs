@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use rustls::Side;
 
 use super::*;
-use crate::telemetry::metrics::HandshakeFailureReason;
+use crate::tls::HandshakeFailureReason;
 use crate::tls::test_support::{TestCa, TestLeaf, handshake, identity_under};
 use crate::tls::{classify_tls_error, inbound_server_config, outbound_client_config};
 
