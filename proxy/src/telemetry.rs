@@ -1,9 +1,9 @@
 //! Telemetry: the metrics registry, the audit records and the request spans.
 
 pub mod audit;
+mod interner;
 pub mod metrics;
 mod otlp;
-mod recent;
 pub mod stdout;
 pub mod trace;
 pub(crate) mod traceparent;

@@ -40,9 +40,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 
+use super::interner;
 use super::metrics::{DecisionLabel, ProxyMetrics};
 use super::otlp::{EncodedSpans, Exporter, SpanEncoder};
-use super::recent;
 use super::traceparent::{self, CallerTrace, TRACEPARENT, TraceIdHex};
 
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -304,7 +304,7 @@ impl Tracing {
         let cx = span.context();
         cx.span().set_attributes([
             KeyValue::new("http.request.method", method_value(method)),
-            KeyValue::new("url.path", recent::value(path)),
+            KeyValue::new("url.path", interner::intern(path)),
             KeyValue::new("network.protocol.version", protocol_version(version)),
             KeyValue::new(
                 "hop.direction",
@@ -375,7 +375,7 @@ fn method_value(method: &str) -> Value {
     ];
     match STANDARD.iter().find(|m| **m == method) {
         Some(m) => Value::from(*m),
-        None => Value::from(recent::value(method)),
+        None => Value::from(interner::intern(method)),
     }
 }
 

@@ -40,8 +40,8 @@ impl HopSpan {
             return;
         }
         self.set([
-            KeyValue::new("hop.peer.id", recent::value(peer.as_str())),
-            KeyValue::new("hop.dest.id", recent::value(dest.as_str())),
+            KeyValue::new("hop.peer.id", interner::intern(peer.as_str())),
+            KeyValue::new("hop.dest.id", interner::intern(dest.as_str())),
         ]);
     }
 
@@ -50,7 +50,7 @@ impl HopSpan {
         if !self.is_enabled() || host.is_empty() {
             return;
         }
-        self.set([KeyValue::new("server.address", recent::value(host))]);
+        self.set([KeyValue::new("server.address", interner::intern(host))]);
     }
 
     /// The hop token this hop carries: verified (inbound) or minted (outbound).
@@ -61,19 +61,19 @@ impl HopSpan {
         // Origin first, the current peer last: `sub` when it is a workload, then the actors
         // from the deepest (least recent) to the outermost (current).
         // `sub` is `enduser.id` and often the chain's origin too: one shared copy for both.
-        let sub = recent::value(&facts.sub);
+        let sub = interner::intern(&facts.sub);
         let mut chain: Vec<opentelemetry::StringValue> = Vec::with_capacity(facts.actors.len() + 1);
         if facts.sub.starts_with("spiffe://") {
             chain.push(sub.clone());
         }
-        chain.extend(facts.actors.iter().rev().map(|a| recent::value(a)));
+        chain.extend(facts.actors.iter().rev().map(|a| interner::intern(a)));
         let txn = facts
             .txn
             .as_ref()
-            .map(|txn| KeyValue::new("hop.txn", recent::value(txn)));
-        let prv = prv.map(|prv| KeyValue::new("hop.token.prv", recent::value(prv)));
+            .map(|txn| KeyValue::new("hop.txn", interner::intern(txn)));
+        let prv = prv.map(|prv| KeyValue::new("hop.token.prv", interner::intern(prv)));
         let attributes = [
-            KeyValue::new("hop.token.jti", recent::value(jti)),
+            KeyValue::new("hop.token.jti", interner::intern(jti)),
             KeyValue::new("enduser.id", sub),
             KeyValue::new("hop.chain", Value::Array(chain.into())),
             KeyValue::new(
@@ -87,7 +87,7 @@ impl HopSpan {
     /// The Cedar action this hop was decided under.
     pub fn record_action(&self, action: &str) {
         if self.is_enabled() {
-            self.set([KeyValue::new("hop.intent.action", recent::value(action))]);
+            self.set([KeyValue::new("hop.intent.action", interner::intern(action))]);
         }
     }
 
@@ -106,7 +106,7 @@ impl HopSpan {
         match id {
             Some(id) => {
                 let ids: Vec<opentelemetry::StringValue> =
-                    policies.iter().map(|p| recent::value(p)).collect();
+                    policies.iter().map(|p| interner::intern(p)).collect();
                 self.set([
                     decision,
                     KeyValue::new(

@@ -1,4 +1,5 @@
-//! Span attribute values seen recently on this thread, shared instead of copied.
+//! An interner for span attribute values: those seen recently on this thread are shared
+//! instead of copied.
 //!
 //! Most of a request span's values repeat from one request to the next: the peer and
 //! destination IDs, the path, the host, the action, the token's `sub`, `txn`, actors and `jti`
@@ -31,7 +32,7 @@ thread_local! {
 }
 
 /// `value` as an attribute value: the one this thread kept, when it is the same string.
-pub(super) fn value(value: &str) -> StringValue {
+pub(super) fn intern(value: &str) -> StringValue {
     if value.len() > MAX_LEN {
         return StringValue::from(value.to_owned());
     }
@@ -53,7 +54,7 @@ pub(super) fn value(value: &str) -> StringValue {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_LEN, SLOTS, value};
+    use super::{MAX_LEN, SLOTS, intern as value};
 
     #[test]
     fn a_repeated_value_is_shared_and_still_reads_the_same() {
