@@ -8,72 +8,31 @@
     reason = "bench setup: a failure means a broken bench, not a runtime path"
 )]
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hopgate_config::TrustDomain;
-use hopgate_proxy::tls::{SpiffeClientVerifier, TrustBundles};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use hopgate_proxy::test_util::pki::Ca;
+use hopgate_proxy::tls::SpiffeClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::UnixTime;
 
 const ID: &str = "spiffe://example.org/ns/bench/sa/client";
 
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params
-}
-
-fn leaf(issuer: &Issuer<'_, KeyPair>, id: &str) -> CertificateDer<'static> {
-    let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "bench leaf");
-    params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
-    let key = KeyPair::generate().unwrap();
-    params.signed_by(&key, issuer).unwrap().der().clone()
-}
-
 fn spiffe_verify(c: &mut Criterion) {
-    let root_key = KeyPair::generate().unwrap();
-    let root_params = ca_params("example.org root");
-    let root = root_params.self_signed(&root_key).unwrap();
-    let root_issuer = Issuer::new(root_params, root_key);
-    let mid_key = KeyPair::generate().unwrap();
-    let mid_params = ca_params("example.org intermediate");
-    let mid = mid_params
-        .signed_by(&mid_key, &root_issuer)
-        .unwrap()
-        .der()
-        .clone();
-    let mid_issuer = Issuer::new(mid_params, mid_key);
-
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle.pem");
-    std::fs::write(&bundle, root.pem()).unwrap();
+    let root = Ca::new("example.org");
+    let mid = root.intermediate();
     let td = TrustDomain::parse("example.org").unwrap();
-    let bundles = TrustBundles::load(&BTreeMap::from([(td.clone(), bundle)])).unwrap();
-    let verifier = SpiffeClientVerifier::new(&bundles, &[td]).unwrap();
+    let verifier = SpiffeClientVerifier::new(&Ca::bundles(&[&root]), &[td]).unwrap();
 
-    let direct = leaf(&root_issuer, ID);
-    let via = leaf(&mid_issuer, ID);
-    let foreign = leaf(&root_issuer, "spiffe://evil.org/ns/bench/sa/client");
-    let via_chain = [mid];
+    let direct = root.leaf(ID).build().cert_der;
+    let via_leaf = mid.leaf(ID).build();
+    let via = via_leaf.cert_der.clone();
+    let foreign = root
+        .leaf("spiffe://evil.org/ns/bench/sa/client")
+        .build()
+        .cert_der;
+    let via_chain = via_leaf.chain_der.get(1..).unwrap().to_vec();
     let now = UnixTime::now();
     assert!(verifier.verify_client_cert(&direct, &[], now).is_ok());
     assert!(verifier.verify_client_cert(&via, &via_chain, now).is_ok());

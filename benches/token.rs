@@ -14,60 +14,30 @@
     reason = "bench setup: a failure means a broken bench, not a runtime path"
 )]
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hopgate_config::{SpiffeId, TrustDomain};
-use hopgate_proxy::tls::{SpiffeClientVerifier, Svid, TrustBundles};
+use hopgate_proxy::test_util::pki::Ca;
+use hopgate_proxy::tls::SpiffeClientVerifier;
 use hopgate_proxy::token::{Limits, MintRequest, Minter, TokenVerifier};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 
 const AGENT: &str = "spiffe://example.org/ns/agents/sa/support-agent";
 const INFERENCE: &str = "spiffe://example.org/ns/ml/sa/inference";
 
-fn svid(dir: &Path, issuer: &Issuer<'_, KeyPair>, id: &str) -> Svid {
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "bench");
-    params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    let (cert_path, key_path) = (dir.join("svid.pem"), dir.join("svid_key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    Svid::load(&cert_path, &key_path).unwrap()
-}
-
 fn token(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = CertificateParams::default();
-    root.distinguished_name.push(DnType::CommonName, "root");
-    root.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
-    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let root_key = KeyPair::generate().unwrap();
-    let root_cert = root.self_signed(&root_key).unwrap();
-    let issuer = Issuer::new(root, root_key);
-    let bundle = dir.path().join("bundle.pem");
-    std::fs::write(&bundle, root_cert.pem()).unwrap();
+    let ca = Ca::new("example.org");
+    let bundles = Ca::bundles(&[&ca]);
     let td = TrustDomain::parse("example.org").unwrap();
-    let bundles = TrustBundles::load(&BTreeMap::from([(td.clone(), bundle)])).unwrap();
     let chains = Arc::new(SpiffeClientVerifier::new(&bundles, &[td]).unwrap());
 
-    let agent = svid(dir.path(), &issuer, AGENT);
+    let agent = ca
+        .leaf(AGENT)
+        .not_after(time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .build()
+        .svid();
     let minter = Minter::new(&agent, Duration::from_secs(60)).unwrap();
     let inference = SpiffeId::parse(INFERENCE).unwrap();
     let route = vec!["generate".to_owned(), "embed".to_owned()];

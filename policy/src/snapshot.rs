@@ -139,8 +139,8 @@ impl PolicySnapshot {
 
     /// [`authorize`](Self::authorize) over every policy instead of the peer's slice, with every
     /// context attribute: identical decisions, slower. For the equivalence tests and the bench
-    /// only.
-    #[doc(hidden)]
+    /// only (the `test-util` feature).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn authorize_unsliced(&self, req: &HopRequest<'_>) -> Decision {
         self.engine.authorize(req, Scope::Unsliced)
     }

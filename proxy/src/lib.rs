@@ -28,6 +28,8 @@ pub mod listener;
 pub mod outbound;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 mod time;
 pub mod tls;
 pub mod token;

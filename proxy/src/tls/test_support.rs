@@ -1,27 +1,20 @@
-//! Test support for the TLS module's unit tests: a small rcgen PKI and in-memory handshakes
-//! (the e2e suite has the full PKI builder in `tests/e2e/support/pki.rs`).
+//! Test support for the TLS module's unit tests: the shapes its tests use, on the one PKI
+//! builder (`crate::test_util::pki`), and in-memory handshakes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hopgate_config::{SpiffeId, TrustDomain};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::CertificateParams;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection, Side};
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
 
+use crate::test_util::pki::{Ca, Leaf};
 use crate::tls::Identity;
 
 /// A CA (root or intermediate) that issues test certificates.
-pub(crate) struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    /// This CA's certificate followed by its parents up to (excluding) the root, DER and PEM.
-    chain: Vec<(CertificateDer<'static>, String)>,
-    root_pem: String,
-}
+pub(crate) struct TestCa(Ca);
 
 /// A leaf and its key.
 pub(crate) struct TestLeaf {
@@ -36,14 +29,7 @@ pub(crate) struct TestLeaf {
 impl TestCa {
     /// A root CA for `td`, carrying the trust domain's SPIFFE ID.
     pub(crate) fn new(td: &str) -> Self {
-        let params = ca_params(td, &format!("spiffe://{td}"));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            issuer: Issuer::new(params, key),
-            chain: Vec::new(),
-            root_pem: cert.pem(),
-        }
+        Self(Ca::new(td))
     }
 
     /// An intermediate CA under this one carrying `uri` as its URI SAN.
@@ -57,17 +43,13 @@ impl TestCa {
         uri: &str,
         edit: impl FnOnce(&mut CertificateParams),
     ) -> Self {
-        let mut params = ca_params("intermediate", uri);
-        edit(&mut params);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let mut chain = vec![(cert.der().clone(), cert.pem())];
-        chain.extend(self.chain.iter().cloned());
-        Self {
-            issuer: Issuer::new(params, key),
-            chain,
-            root_pem: self.root_pem.clone(),
-        }
+        Self(
+            self.0
+                .intermediate_builder()
+                .uris(&[uri])
+                .edit(edit)
+                .build(),
+        )
     }
 
     /// A valid SVID leaf for `id`.
@@ -75,31 +57,21 @@ impl TestCa {
         self.leaf_with(id, |_| {})
     }
 
-    /// A leaf for `id` after `edit` changed its parameters.
+    /// A leaf for `id`, valid 2020 to 2090, after `edit` changed its parameters.
     pub(crate) fn leaf_with(
         &self,
         id: &str,
         edit: impl FnOnce(&mut CertificateParams),
     ) -> TestLeaf {
-        let params = leaf_params(id, edit);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let mut chain = vec![(cert.der().clone(), cert.pem())];
-        chain.extend(self.chain.iter().cloned());
-        TestLeaf {
-            key_pem: key.serialize_pem(),
-            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
-            chain_pem: chain.iter().map(|(_, pem)| pem.as_str()).collect(),
-            chain: chain.into_iter().map(|(der, _)| der).collect(),
-        }
+        TestLeaf::from(self.0.leaf(id).edit(long_lived).edit(edit).build())
     }
 
     /// The root certificate as a bundle PEM.
-    pub(crate) fn bundle_pem(&self) -> &str {
-        &self.root_pem
+    pub(crate) fn bundle_pem(&self) -> String {
+        self.0.bundle_pem()
     }
 
-    /// Writes the bundle to `dir/<td>.pem` and returns the one-entry bundle map.
+    /// Writes the bundle into `dir` and returns the one-entry bundle map for `td`.
     pub(crate) fn write_bundle(&self, dir: &Path, td: &str) -> BTreeMap<TrustDomain, PathBuf> {
         let path = dir.join(format!("{td}.pem"));
         std::fs::write(&path, self.bundle_pem()).unwrap();
@@ -107,7 +79,24 @@ impl TestCa {
     }
 }
 
+/// Valid from 2020 to 2090: a leaf that never expires during a test.
+pub(crate) fn long_lived(params: &mut CertificateParams) {
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
+}
+
 // === impl TestLeaf ===
+
+impl From<Leaf> for TestLeaf {
+    fn from(leaf: Leaf) -> Self {
+        Self {
+            chain: leaf.chain_der,
+            key: leaf.key_der,
+            chain_pem: leaf.chain_pem,
+            key_pem: leaf.key_pem,
+        }
+    }
+}
 
 impl TestLeaf {
     /// The leaf certificate.
@@ -122,35 +111,6 @@ impl TestLeaf {
         std::fs::write(&key, &self.key_pem).unwrap();
         (cert, key)
     }
-}
-
-/// A signing CA's parameters: `cA=true`, keyCertSign + cRLSign, the SPIFFE ID `uri`.
-pub(crate) fn ca_params(cn: &str, uri: &str) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params
-}
-
-/// A valid SVID leaf's parameters for `id`, after `edit`.
-pub(crate) fn leaf_params(
-    id: &str,
-    edit: impl FnOnce(&mut CertificateParams),
-) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "leaf");
-    params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
-    edit(&mut params);
-    params
 }
 
 /// A loaded [`Identity`] for `id` under a fresh `example.org`-style CA of `id`'s trust domain;

@@ -1,19 +1,18 @@
 //! Test support for the token module: an rcgen PKI issuing SVIDs of every key type, verifiers
 //! for it, and a forger that signs arbitrary headers and claims with an SVID's key.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hopgate_config::{SpiffeId, TrustDomain};
-use rcgen::{CertificateParams, Issuer, KeyPair, SignatureAlgorithm};
+use rcgen::{CertificateParams, SignatureAlgorithm};
 use rustls_pki_types::CertificateDer;
 use serde_json::{Value, json};
 
-use crate::tls::test_support::ca_params;
-pub(crate) use crate::tls::test_support::leaf_params;
+pub(crate) use crate::test_util::pki::Ca;
+use crate::tls::test_support::long_lived;
 use crate::tls::{SpiffeClientVerifier, Svid, TrustBundles};
 use crate::token::jws::Signer;
 use crate::token::{Limits, RejectReason, TokenVerifier, VerifiedClaims, sha256, unix_secs};
@@ -22,49 +21,25 @@ pub(crate) const AGENT: &str = "spiffe://example.org/ns/agents/sa/support-agent"
 pub(crate) const INFERENCE: &str = "spiffe://example.org/ns/ml/sa/inference";
 pub(crate) const CRM: &str = "spiffe://example.org/ns/tools/sa/crm";
 
-/// A CA (root, or intermediate under one) of one trust domain.
-pub(crate) struct TestCa {
-    td: String,
-    issuer: Issuer<'static, KeyPair>,
-    /// This CA's certificate and its parents up to (excluding) the root.
-    chain: Vec<CertificateDer<'static>>,
-    root_pem: String,
-}
+/// A CA (root, or intermediate under one) of one trust domain, on the one PKI builder.
+pub(crate) struct TestCa(Ca);
 
 // === impl TestCa ===
 
 impl TestCa {
     /// A P-256 root for `td` carrying the trust domain's SPIFFE ID.
     pub(crate) fn new(td: &str) -> Self {
-        let params = ca_params(td, &format!("spiffe://{td}"));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            td: td.to_owned(),
-            issuer: Issuer::new(params, key),
-            chain: Vec::new(),
-            root_pem: cert.pem(),
-        }
+        Self(Ca::new(td))
     }
 
     /// An intermediate CA under this one.
     pub(crate) fn intermediate(&self) -> Self {
-        let params = ca_params("intermediate", &format!("spiffe://{}", self.td));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let mut chain = vec![cert.der().clone()];
-        chain.extend(self.chain.iter().cloned());
-        Self {
-            td: self.td.clone(),
-            issuer: Issuer::new(params, key),
-            chain,
-            root_pem: self.root_pem.clone(),
-        }
+        Self(self.0.intermediate())
     }
 
     /// The trust domain.
     pub(crate) fn td(&self) -> TrustDomain {
-        TrustDomain::parse(&self.td).unwrap()
+        TrustDomain::parse(self.0.trust_domain()).unwrap()
     }
 
     /// A P-256 SVID for `id`.
@@ -83,33 +58,26 @@ impl TestCa {
         load_svid(&chain, &key)
     }
 
-    /// A leaf chain (leaf first) and its PKCS#8 key PEM, not checked.
+    /// A leaf chain (leaf first) and its PKCS#8 key PEM, valid 2020 to 2090, not checked.
     pub(crate) fn leaf(
         &self,
         id: &str,
         alg: &'static SignatureAlgorithm,
         edit: impl FnOnce(&mut CertificateParams),
     ) -> (Vec<CertificateDer<'static>>, String) {
-        let params = leaf_params(id, edit);
-        let key = KeyPair::generate_for(alg).unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let mut chain = vec![cert.der().clone()];
-        chain.extend(self.chain.iter().cloned());
-        (chain, key.serialize_pem())
+        let leaf = self
+            .0
+            .leaf(id)
+            .key_alg(alg)
+            .edit(long_lived)
+            .edit(edit)
+            .build();
+        (leaf.chain_der, leaf.key_pem)
     }
 
     /// Trust bundles holding the roots of `cas`, one trust domain each.
     pub(crate) fn bundles(cas: &[&Self]) -> TrustBundles {
-        let dir = tempfile::tempdir().unwrap();
-        let files: BTreeMap<_, _> = cas
-            .iter()
-            .map(|ca| {
-                let path = dir.path().join(format!("{}.pem", ca.td));
-                std::fs::write(&path, &ca.root_pem).unwrap();
-                (ca.td(), path)
-            })
-            .collect();
-        TrustBundles::load(&files).unwrap()
+        Ca::bundles(&cas.iter().map(|ca| &ca.0).collect::<Vec<_>>())
     }
 }
 

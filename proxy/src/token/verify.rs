@@ -104,7 +104,9 @@ impl TokenVerifier {
         }
     }
 
-    /// The same verifier remembering at most `capacity` verified tokens (0: none).
+    /// The same verifier remembering at most `capacity` verified tokens (0: none). For tests and
+    /// benches (the `test-util` feature).
+    #[cfg(any(test, feature = "test-util"))]
     #[must_use]
     pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
         self.cache = VerifiedCache::new(capacity);
@@ -113,7 +115,9 @@ impl TokenVerifier {
 
     /// The same verifier remembering at most `capacity` validated `x5c` chains (0: none), each
     /// for at most five minutes and never past a certificate's notAfter. A verifier belongs to
-    /// one set of trust bundles: build a new one when they change.
+    /// one set of trust bundles: build a new one when they change. For tests and benches (the
+    /// `test-util` feature).
+    #[cfg(any(test, feature = "test-util"))]
     #[must_use]
     pub fn with_chain_cache_capacity(mut self, capacity: usize) -> Self {
         self.chain_cache = Bounded::new(capacity);

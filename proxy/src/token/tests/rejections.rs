@@ -9,9 +9,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
 use super::{Mesh, request, spiffe};
+use crate::test_util::pki::Ca;
 use crate::token::test_support::{
     AGENT, CRM, INFERENCE, TestCa, claims_for, forge, forge_with_key, header_for,
-    header_with_chain, leaf_hash, leaf_params, now, present, secs, with_signature,
+    header_with_chain, leaf_hash, now, present, secs, with_signature,
 };
 use crate::token::{RejectReason, VerifiedClaims, sha256};
 
@@ -330,9 +331,8 @@ fn chain_verdict(
 #[test]
 fn an_x5c_that_is_not_a_valid_svid_of_its_trust_domain_is_refused_jwt_12_to_14() {
     // JWT-12: a self-signed leaf with a valid SPIFFE ID.
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = leaf_params(AGENT, |_| {}).self_signed(&key).unwrap();
-    let self_signed = chain_verdict(&[cert.der().clone()], &key.serialize_pem());
+    let leaf = Ca::new("example.org").leaf(AGENT).self_signed().build();
+    let self_signed = chain_verdict(&leaf.chain_der, &leaf.key_pem);
     assert_eq!(self_signed, Some(RejectReason::Chain), "JWT-12");
     // JWT-13: an impostor root with the same name; and another trust domain's CA (cross-TD).
     for ca in [TestCa::new("example.org"), TestCa::new("other.org")] {
