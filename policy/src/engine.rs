@@ -56,6 +56,10 @@ pub(crate) enum Scope {
     /// production path).
     Sliced,
     /// Every policy and the whole context: the reference the tests compare against.
+    #[cfg_attr(
+        not(any(test, feature = "test-util")),
+        expect(dead_code, reason = "only the tests and benches ask for the reference")
+    )]
     Unsliced,
 }
 

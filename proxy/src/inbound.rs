@@ -33,6 +33,8 @@ mod accept;
 mod app;
 mod authenticate;
 mod client_cert;
+#[cfg(test)]
+mod tests;
 
 use accept::{Connection, Peer};
 pub use app::App;

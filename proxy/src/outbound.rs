@@ -25,6 +25,7 @@ use http::request::Parts;
 use http::uri::Authority;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::connection::ConnectionServer;
 use crate::hop::{self, HopTelemetry, HopToken, Parties, Shared};
@@ -38,6 +39,8 @@ use crate::telemetry::trace::HopSpan;
 
 mod delegate;
 mod route;
+#[cfg(test)]
+mod tests;
 mod upstream;
 
 use delegate::Delegation;
@@ -110,22 +113,7 @@ impl Outbound {
                 );
             }
         }
-        let routes = config
-            .routes()
-            .iter()
-            .enumerate()
-            .map(|(index, route)| {
-                Arc::new(Destination {
-                    route: route.clone(),
-                    upstream: Upstream::new(
-                        route,
-                        index,
-                        timeouts.app_connect(),
-                        timeouts.app_response(),
-                    ),
-                })
-            })
-            .collect();
+        let routes = destinations(config, timeouts);
         Ok(Self {
             listener,
             server: ConnectionServer::new(timeouts, limits),
@@ -164,19 +152,57 @@ impl Outbound {
             } else {
                 Target::ByAuthority
             };
-            let side = Arc::clone(&self.side);
-            let server = self.server.clone();
-            let drain = drain.clone();
+            let connection = serve_io(
+                Arc::clone(&self.side),
+                self.server.clone(),
+                stream,
+                target,
+                drain.clone(),
+            );
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let side = Arc::clone(&side);
-                    async move { Ok::<_, Infallible>(hop::serve(&*side, &target, req).await) }
-                });
-                server.serve(stream, service, drain).await;
+                connection.await;
                 drop(permit);
             });
         }
     }
+}
+
+/// Every route with its pooled client, in configuration order.
+fn destinations(config: &OutboundConfig, timeouts: &InboundTimeouts) -> Vec<Arc<Destination>> {
+    config
+        .routes()
+        .iter()
+        .enumerate()
+        .map(|(index, route)| {
+            Arc::new(Destination {
+                route: route.clone(),
+                upstream: Upstream::new(
+                    route,
+                    index,
+                    timeouts.app_connect(),
+                    timeouts.app_response(),
+                ),
+            })
+        })
+        .collect()
+}
+
+/// The app's HTTP over any byte stream (a TCP socket, or an in-memory pipe in the stack
+/// tests), each request through the hop runner.
+async fn serve_io<IO>(
+    side: Arc<OutboundSide>,
+    server: ConnectionServer,
+    stream: IO,
+    target: Target,
+    drain: shutdown::Watch,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let side = Arc::clone(&side);
+        async move { Ok::<_, Infallible>(hop::serve(&*side, &target, req).await) }
+    });
+    server.serve(stream, service, drain).await;
 }
 
 // === impl OutboundSide ===

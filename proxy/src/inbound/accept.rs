@@ -3,9 +3,11 @@
 //! runner.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 use super::{InboundSide, client_cert};
@@ -40,6 +42,16 @@ impl Connection {
             remote,
             permit,
         } = accepted;
+        self.serve_io(stream, remote, drain).await;
+        drop(permit);
+    }
+
+    /// The handshake and HTTP over any byte stream: a TCP socket, or an in-memory pipe in the
+    /// stack tests.
+    pub(super) async fn serve_io<IO>(self, stream: IO, remote: SocketAddr, drain: shutdown::Watch)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let metrics = &self.side.shared.telemetry.metrics;
         // The config is taken per connection, so a rotated SVID or bundle applies to the next
         // handshake while established connections keep the one they proved themselves with.
@@ -88,6 +100,5 @@ impl Connection {
             async move { Ok::<_, Infallible>(hop::serve(&*side, &*peer, req).await) }
         });
         self.server.serve(tls, service, drain).await;
-        drop(permit);
     }
 }

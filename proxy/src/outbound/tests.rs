@@ -1,0 +1,201 @@
+//! Stack tests: the whole outbound side (routing, the credential swap, the egress decision,
+//! the hop runner's error → response map) over an in-memory pipe from the "app"
+//! (`tokio::io::duplex`), with no socket between the app and the sidecar.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hopgate_config::{InboundTimeouts, from_yaml};
+use hopgate_policy::PolicyStore;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+use super::route::Target;
+use super::{Delegator, OutboundSide, destinations, serve_io};
+use crate::connection::ConnectionServer;
+use crate::hop::{HopTelemetry, Shared};
+use crate::http::authorize::Authorizer;
+use crate::identity::{Derived, IdentityStore};
+use crate::shutdown;
+use crate::telemetry::audit::AuditSink;
+use crate::telemetry::metrics::ProxyMetrics;
+use crate::telemetry::trace::Tracing;
+use crate::tls::test_support::TestCa;
+use crate::token::{Limits, OriginVerifier};
+
+const AGENT: &str = "spiffe://example.org/ns/agents/sa/agent";
+const INFERENCE: &str = "spiffe://example.org/ns/ml/sa/inference";
+const SCHEMA: &str = include_str!("../../../examples/policies/schema.cedarschema");
+
+/// An outbound side for `AGENT` with one route, `inference.ml`, to a loopback port nobody
+/// listens on; with `egress` as the only Cedar file of an egress check when given.
+struct Stack {
+    side: Arc<OutboundSide>,
+    server: ConnectionServer,
+    /// Kept so the connections are not drained as they start.
+    drain: (shutdown::Trigger, shutdown::Watch),
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    fn new(egress: Option<&str>) -> Self {
+        let ca = TestCa::new("example.org");
+        let dir = tempfile::tempdir().unwrap();
+        ca.leaf(AGENT).write(dir.path());
+        ca.write_bundle(dir.path(), "example.org");
+        let policy_section = match egress {
+            Some(text) => {
+                let folder = dir.path().join("policies");
+                std::fs::create_dir(&folder).unwrap();
+                std::fs::write(folder.join("schema.cedarschema"), SCHEMA).unwrap();
+                std::fs::write(folder.join("egress.cedar"), text).unwrap();
+                "policy:\n  dir: policies\n  outbound: true\n"
+            }
+            None => "",
+        };
+        let yaml = format!(
+            "identity:\n  svid: {{ cert: svid.pem, key: svid_key.pem }}\n  bundles: {{ example.org: example.org.pem }}\n\
+             outbound:\n  listen: 127.0.0.1:0\n  routes:\n    - host: inference.ml\n      address: 127.0.0.1:9\n      identity: {INFERENCE}\n\
+             {policy_section}"
+        );
+        let config = from_yaml(&yaml, dir.path()).unwrap();
+        let hopgate_config::IdentitySource::Files(files) = config.identity().source() else {
+            panic!("a files identity");
+        };
+        let outbound = config.outbound().unwrap();
+        let metrics = Arc::new(ProxyMetrics::new());
+        let derived = Derived {
+            allowed: config.identity().trust_domains(),
+            limits: Limits::from(config.token()),
+            mint_ttl: Some(config.token().ttl()),
+            routes: outbound
+                .routes()
+                .iter()
+                .map(|r| r.identity().clone())
+                .collect(),
+        };
+        let identity = IdentityStore::load(files, derived, Arc::clone(&metrics)).unwrap();
+        let policies = config
+            .policy()
+            .map(|p| PolicyStore::load(p.dir(), config.intent().default_action()).unwrap());
+        let telemetry = HopTelemetry {
+            tracing: Tracing::disabled(),
+            metrics: Arc::clone(&metrics),
+            audit: AuditSink::Memory(Arc::default()),
+        };
+        let (timeouts, limits) = (InboundTimeouts::default(), Default::default());
+        let mode = hopgate_config::InboundMode::Enforce;
+        let side = Arc::new(OutboundSide {
+            shared: Shared::new(
+                Authorizer::new(policies, mode, config.intent()),
+                telemetry,
+                &limits,
+            ),
+            identity,
+            routes: destinations(outbound, &timeouts),
+            delegator: Delegator::new(
+                config.token(),
+                OriginVerifier::load(config.token().origin_issuers(), config.token().leeway())
+                    .unwrap(),
+                metrics,
+            ),
+        });
+        Self {
+            side,
+            server: ConnectionServer::new(&timeouts, &limits),
+            drain: shutdown::channel(),
+            _dir: dir,
+        }
+    }
+
+    /// Sends `req` as the app over a fresh in-memory connection: the status and body.
+    async fn send(&self, req: Request<Empty<Bytes>>) -> (StatusCode, String) {
+        let (app_io, sidecar_io) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve_io(
+            Arc::clone(&self.side),
+            self.server.clone(),
+            sidecar_io,
+            Target::ByAuthority,
+            self.drain.1.clone(),
+        ));
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(app_io))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rsp = sender.send_request(req).await.unwrap();
+        let status = rsp.status();
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn audit_records(&self) -> Vec<String> {
+        let AuditSink::Memory(records) = &self.side.shared.telemetry.audit else {
+            panic!("a memory sink");
+        };
+        records.lock().unwrap().clone()
+    }
+}
+
+fn request(host: &str, headers: &[(&str, &str)]) -> Request<Empty<Bytes>> {
+    let mut req = Request::get("/v1/generate").header("host", host);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(Empty::new()).unwrap()
+}
+
+#[tokio::test]
+async fn a_stack_over_a_pipe_refuses_a_host_no_route_matches() {
+    let stack = Stack::new(None);
+    let (status, body) = stack.send(request("crm.tools", &[])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("no_route"), "{body}");
+}
+
+#[tokio::test]
+async fn a_stack_over_a_pipe_refuses_a_connect_tunnel() {
+    let stack = Stack::new(None);
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("inference.ml:443")
+        .body(Empty::new())
+        .unwrap();
+    let (status, body) = stack.send(req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn a_stack_over_a_pipe_refuses_a_relayed_token_that_does_not_verify() {
+    // ACT-14: a parent that fails is a 401, never dropped in favour of a fresh chain.
+    let stack = Stack::new(None);
+    let (status, body) = stack
+        .send(request("inference.ml", &[("hop-token", "not.a.token")]))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains(r#""reason":"malformed""#), "{body}");
+}
+
+#[tokio::test]
+async fn a_stack_over_a_pipe_answers_an_egress_deny_with_403_and_records_it_once() {
+    let forbid = r#"@id("no-egress") forbid (principal, action, resource);"#;
+    let stack = Stack::new(Some(forbid));
+    let (status, body) = stack.send(request("inference.ml", &[])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let records = stack.audit_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].contains("no-egress"), "{}", records[0]);
+    assert!(
+        records[0].contains(r#""direction":"outbound""#),
+        "{}",
+        records[0]
+    );
+}
+
+#[tokio::test]
+async fn a_stack_over_a_pipe_reports_an_unreachable_destination_as_a_gateway_error() {
+    // Routed, token minted, nothing to connect to: the one error map answers 502.
+    let stack = Stack::new(None);
+    let (status, body) = stack.send(request("inference.ml", &[])).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+}
