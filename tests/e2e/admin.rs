@@ -1,8 +1,14 @@
 //! The admin endpoints operators and probes rely on.
 
+use std::time::Duration;
+
 use crate::support::client::Proto;
+use crate::support::eventually::eventually;
 use crate::support::proxy::{Mesh, SERVER_ID, admin_get};
 use crate::support::upstream::Upstream;
+
+/// How long a state change on the admin side may take to show.
+const WAIT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn admin_reports_live_ready_and_identity() {
@@ -70,21 +76,17 @@ async fn ready_turns_503_while_draining() {
     let client = mesh.client("caller", Proto::H1);
     let inbound = proxy.inbound;
     let slow = tokio::spawn(async move { client.get(inbound, "/slow/1500", &[]).await });
-    while app.received().is_empty() {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually(WAIT, "the app never received the slow request", || async {
+        (!app.received().is_empty()).then_some(())
+    })
+    .await;
     let drained = tokio::spawn(proxy.shutdown());
-    let mut status = 0;
-    for _ in 0..100 {
-        let (s, body) = admin_get(admin, "/ready").await;
-        status = s;
-        if s == 503 {
-            assert!(body.contains("draining"), "{body}");
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(status, 503, "/ready never reported the drain");
+    let body = eventually(WAIT, "/ready never reported the drain", || async move {
+        let (status, body) = admin_get(admin, "/ready").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.contains("draining"), "{body}");
     assert_eq!(slow.await.unwrap().unwrap().status, 200);
     assert!(drained.await.unwrap());
     // After the drain the admin listener is gone too.

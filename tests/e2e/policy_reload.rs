@@ -70,21 +70,25 @@ forbid (principal == Hop::Workload::"{}", action, resource);
     );
     mesh.write_policies(&[("revoke.cedar", &kill_switch)]);
     let written = Instant::now();
-    let deadline = written + Duration::from_secs(5);
-    loop {
-        let reply = conn.get("/poll", &[]).await;
-        if reply.status == StatusCode::FORBIDDEN {
-            assert_forbidden(&reply);
-            break;
-        }
-        assert_eq!(reply.status, StatusCode::OK, "{proto:?}");
-        assert!(
-            Instant::now() < deadline,
+    let conn = tokio::sync::Mutex::new(conn);
+    let refused = eventually(
+        Duration::from_secs(5),
+        format_args!(
             "{proto:?}: the open connection was still admitted 5 s after the forbid was written"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        ),
+        || async {
+            let reply = conn.lock().await.get("/poll", &[]).await;
+            if reply.status == StatusCode::FORBIDDEN {
+                return Some(reply);
+            }
+            assert_eq!(reply.status, StatusCode::OK, "{proto:?}");
+            None
+        },
+    )
+    .await;
     let latency = written.elapsed();
+    assert_forbidden(&refused);
+    let mut conn = conn.into_inner();
     // Still the same connection: the next request on it is refused too.
     assert_forbidden(&conn.get("/after", &[]).await);
     let status = policy_status(&proxy).await;

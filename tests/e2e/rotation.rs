@@ -239,20 +239,16 @@ impl Traffic {
 
     /// Waits (bounded) until `n` requests in all have succeeded.
     async fn wait_for_requests(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.total() < n {
-            assert!(
-                self.failures.lock().unwrap().is_empty(),
-                "{:#?}",
-                self.failures.lock().unwrap()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} requests in 10 s",
-                self.total()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            Duration::from_secs(10),
+            format_args!("fewer than {n} requests succeeded"),
+            || async {
+                let failures = self.failures.lock().unwrap();
+                assert!(failures.is_empty(), "{failures:#?}");
+                (self.total() >= n).then_some(())
+            },
+        )
+        .await;
     }
 
     /// Waits (bounded) until a traffic handshake has presented `leaf`.

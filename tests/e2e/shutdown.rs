@@ -108,28 +108,29 @@ async fn ready_answers_503_draining_while_requests_drain() {
     // A probe arriving during the drain (a kubelet opens a new connection per probe) must be
     // told the sidecar is draining, so the endpoint is removed before in-flight work ends. The
     // "shutting down" line is logged just before the drain begins, hence the (bounded) poll.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let probe = tokio::net::TcpStream::connect(sidecar.admin).await;
-        assert!(
-            probe.is_ok(),
-            "the admin listener closed during the drain: /ready cannot answer 503 ({:?})",
-            probe.err()
-        );
-        drop(probe);
-        let (status, body) = admin_get(sidecar.admin, "/ready").await;
-        if status == 503 {
+    let admin = sidecar.admin;
+    eventually(
+        Duration::from_secs(2),
+        "/ready still 200 2 s into the drain",
+        || async move {
+            let probe = tokio::net::TcpStream::connect(admin).await;
+            assert!(
+                probe.is_ok(),
+                "the admin listener closed during the drain: /ready cannot answer 503 ({:?})",
+                probe.err()
+            );
+            drop(probe);
+            let (status, body) = admin_get(admin, "/ready").await;
+            if status != 503 {
+                assert_eq!(status, 200, "{body}");
+                return None;
+            }
             let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(ready["reason"], "draining", "{body}");
-            break;
-        }
-        assert_eq!(status, 200, "{body}");
-        assert!(
-            Instant::now() < deadline,
-            "/ready still 200 2 s into the drain: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            Some(())
+        },
+    )
+    .await;
     assert!(
         !slow.is_finished(),
         "the slow request ended before /ready turned 503"
@@ -180,20 +181,14 @@ async fn sighup_reloads_the_identity_files_of_the_running_binary() {
         .build();
     let client =
         crate::support::client::Client::with_svid(&leaf.chain_pem, &leaf.key_pem, Proto::H1);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        // Before the reload the handshake is refused; that is the point of the poll.
-        if let Ok(reply) = client.get(sidecar.inbound, "/new-ca", &[]).await {
-            assert_eq!(reply.status, StatusCode::OK);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new bundle was not applied: {}",
-            sidecar.output()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // Before the reload the handshake is refused; that is the point of the poll.
+    let reply = eventually(
+        Duration::from_secs(5),
+        format_args!("the new bundle was not applied: {}", sidecar.printed()),
+        || async { client.get(sidecar.inbound, "/new-ca", &[]).await.ok() },
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
     let old = mesh.client("old-ca-caller", Proto::H1);
     assert_eq!(
         old.get(sidecar.inbound, "/old-ca", &[])
@@ -214,26 +209,27 @@ async fn sighup_reloads_the_identity_files_of_the_running_binary() {
 
 /// Waits (bounded) until the app has received a request for `path`.
 async fn wait_until_received(app: &Upstream, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !app.received().iter().any(|r| r.path == path) {
-        assert!(Instant::now() < deadline, "the app never received {path}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        format_args!("the app never received {path}"),
+        || async { app.received().iter().any(|r| r.path == path).then_some(()) },
+    )
+    .await;
 }
 
 /// Waits (bounded) until a TCP connect to `addr` is refused.
 async fn wait_until_refused(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match tokio::net::TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-            other => assert!(
-                Instant::now() < deadline,
-                "the listener still accepts: {other:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(2),
+        "the listener still accepts",
+        || async move {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
 }
 
 /// `hopgate_identity_reloads_total{result=...}` from the binary's `/metrics`.

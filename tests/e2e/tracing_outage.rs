@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::eventually::eventually;
 use crate::support::workload::{Workload, Workloads};
 use crate::tracing_spans::{WAIT, telemetry};
 
@@ -101,20 +102,13 @@ async fn an_unreachable_collector_neither_fails_nor_slows_requests_and_counts_dr
     eprintln!("median call: {traced:?} traced (collector down), {plain:?} untraced");
 
     // Both exporters (gRPC at the caller, HTTP at the callee) fail and count what they drop.
-    let deadline = Instant::now() + Duration::from_secs(8);
     for workload in [&caller, &callee] {
-        loop {
-            let dropped = spans_dropped(workload).await;
-            if dropped > 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no dropped spans counted at {}",
-                workload.id
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            Duration::from_secs(8),
+            format_args!("no dropped spans counted at {}", workload.id),
+            || async { (spans_dropped(workload).await > 0).then_some(()) },
+        )
+        .await;
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::support::eventually::eventually;
 use crate::support::pki::Leaf;
 use crate::support::workload::{WorkloadBuilder, plain_request};
 
@@ -142,15 +143,13 @@ impl CountingRelay {
 
     /// Waits (bounded) until exactly `n` relayed connections are open.
     pub(super) async fn settles_on(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.open.load(Ordering::SeqCst) != n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} connections still open after 5 s, expected {n}",
-                self.open.load(Ordering::SeqCst)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let open = &self.open;
+        eventually(
+            Duration::from_secs(5),
+            format_args!("connections still open, expected {n}"),
+            || async move { (open.load(Ordering::SeqCst) == n).then_some(()) },
+        )
+        .await;
     }
 }
 

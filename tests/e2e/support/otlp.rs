@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -25,6 +25,8 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
 use tokio::net::TcpListener;
+
+use crate::support::eventually::eventually;
 
 /// One received span, with the `service.name` of the resource it was exported under.
 #[derive(Clone, Debug)]
@@ -165,18 +167,24 @@ impl OtlpReceiver {
         timeout: Duration,
         done: impl Fn(&[ReceivedSpan]) -> bool,
     ) -> Vec<ReceivedSpan> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let spans = self.spans();
-            if done(&spans) {
-                return spans;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the receiver's spans after {timeout:?}: {spans:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            timeout,
+            format_args!("the receiver's spans: {:#?}", Spans(self)),
+            || async {
+                let spans = self.spans();
+                done(&spans).then_some(spans)
+            },
+        )
+        .await
+    }
+}
+
+/// The spans received so far, read only when displayed.
+struct Spans<'a>(&'a OtlpReceiver);
+
+impl std::fmt::Debug for Spans<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.spans().fmt(f)
     }
 }
 

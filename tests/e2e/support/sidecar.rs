@@ -9,9 +9,11 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+
+use crate::support::eventually::eventually;
 
 /// A running `hopgate run` process.
 pub(crate) struct Sidecar {
@@ -156,18 +158,12 @@ impl Sidecar {
         &self,
         matches: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(record) = self.audit_lines().into_iter().find(|r| matches(r)) {
-                return record;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no such audit line in 5 s: {}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            Duration::from_secs(5),
+            format_args!("no such audit line: {}", self.printed()),
+            || async { self.audit_lines().into_iter().find(|r| matches(r)) },
+        )
+        .await
     }
 
     /// Everything the binary printed so far, for failure messages.
@@ -175,20 +171,29 @@ impl Sidecar {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// What the binary has printed, read only when rendered: for `eventually`'s message.
+    pub(crate) fn printed(&self) -> Printed<'_> {
+        Printed(&self.log)
+    }
+
     /// Waits (bounded) for the process to exit.
     pub(crate) async fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running {limit:?} after the signal: {}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = &mut self.child;
+        eventually(
+            limit,
+            format_args!("still running after the signal: {}", Printed(&self.log)),
+            || std::future::ready(child.try_wait().unwrap()),
+        )
+        .await
+    }
+}
+
+/// The binary's output so far, joined when displayed.
+pub(crate) struct Printed<'a>(&'a Mutex<Vec<String>>);
+
+impl std::fmt::Display for Printed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.lock().unwrap().join("\n"))
     }
 }
 
