@@ -35,6 +35,9 @@ use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
 use crate::telemetry::traceparent::{CallerTrace, TraceIdHex};
 use crate::token::{MintedToken, VerifiedClaims};
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 /// Where a side's requests are recorded: spans, metrics and audit records.
 #[derive(Clone, Debug)]
 pub struct HopTelemetry {

@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hopgate_config::{SpiffeId, from_yaml};
-use hopgate_policy::PolicyStore;
+use hopgate_config::SpiffeId;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -17,95 +16,67 @@ use tokio_rustls::TlsConnector;
 use super::accept::Connection;
 use super::{App, Authenticator, InboundSide};
 use crate::connection::ConnectionServer;
-use crate::hop::{HopTelemetry, Shared};
-use crate::http::authorize::Authorizer;
-use crate::identity::{Derived, IdentityStore};
+use crate::hop::test_support::{Cedar, Fixture};
+use crate::identity::Derived;
 use crate::shutdown;
 use crate::telemetry::audit::AuditSink;
-use crate::telemetry::metrics::ProxyMetrics;
-use crate::telemetry::trace::Tracing;
 use crate::tls::outbound_client_config;
-use crate::tls::test_support::{TestCa, identity_under};
-use crate::token::Limits;
+use crate::tls::test_support::identity_under;
 
 const SERVER: &str = "spiffe://example.org/ns/ml/sa/inference";
 const CALLER: &str = "spiffe://example.org/ns/agents/sa/agent";
-const SCHEMA: &str = include_str!("../../../examples/policies/schema.cedarschema");
 
 /// An inbound side for `SERVER`, its config's `inbound` section extended by `inbound`, and
 /// with `policy` as its only Cedar file when given. Its app is a loopback port nobody
 /// listens on: a request that gets that far is answered 502.
 struct Stack {
-    ca: TestCa,
+    fx: Fixture,
     side: Arc<InboundSide>,
     server: ConnectionServer,
     /// Kept so the connections are not drained as they start.
     drain: (shutdown::Trigger, shutdown::Watch),
-    _dir: tempfile::TempDir,
 }
 
 impl Stack {
     fn new(inbound: &str, policy: Option<&str>) -> Self {
-        let ca = TestCa::new("example.org");
-        let dir = tempfile::tempdir().unwrap();
-        ca.leaf(SERVER).write(dir.path());
-        ca.write_bundle(dir.path(), "example.org");
-        let policy_section = match policy {
-            Some(text) => {
-                let folder = dir.path().join("policies");
-                std::fs::create_dir(&folder).unwrap();
-                std::fs::write(folder.join("schema.cedarschema"), SCHEMA).unwrap();
-                std::fs::write(folder.join("hop.cedar"), text).unwrap();
-                "policy:\n  dir: policies\n"
-            }
-            None => "",
-        };
-        let yaml = format!(
-            "identity:\n  svid: {{ cert: svid.pem, key: svid_key.pem }}\n  bundles: {{ example.org: example.org.pem }}\n\
-             inbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:9\n{inbound}{policy_section}"
+        let cedar = policy.map(|text| Cedar {
+            file: "hop.cedar",
+            text,
+            section: "",
+        });
+        let fx = Fixture::new(
+            SERVER,
+            &format!("inbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:9\n{inbound}"),
+            cedar,
         );
-        let config = from_yaml(&yaml, dir.path()).unwrap();
-        let hopgate_config::IdentitySource::Files(files) = config.identity().source() else {
-            panic!("a files identity");
-        };
-        let inbound = config.inbound().unwrap();
-        let metrics = Arc::new(ProxyMetrics::new());
-        let derived = Derived {
+        let inbound = fx.config.inbound().unwrap();
+        let identity = fx.identity(Derived {
             allowed: inbound.allowed_trust_domains().to_vec(),
-            limits: Limits::from(config.token()),
+            limits: fx.limits(),
             mint_ttl: None,
             routes: Vec::new(),
-        };
-        let identity = IdentityStore::load(files, derived, Arc::clone(&metrics)).unwrap();
-        let policies = config
-            .policy()
-            .map(|p| PolicyStore::load(p.dir(), config.intent().default_action()).unwrap());
-        let telemetry = HopTelemetry {
-            tracing: Tracing::disabled(),
-            metrics: Arc::clone(&metrics),
-            audit: AuditSink::Memory(Arc::default()),
-        };
+        });
         let timeouts = inbound.timeouts();
         let side = Arc::new(InboundSide {
-            shared: Shared::new(
-                Authorizer::new(policies, inbound.mode(), config.intent()),
-                telemetry,
-                inbound.limits(),
-            ),
+            shared: fx.shared(inbound.mode(), inbound.limits()),
             identity,
-            authenticator: Authenticator::new(config.token(), inbound.require_token(), metrics),
+            authenticator: Authenticator::new(
+                fx.config.token(),
+                inbound.require_token(),
+                Arc::clone(&fx.metrics),
+            ),
             app_client: App::new(
                 inbound.app(),
                 timeouts.app_connect(),
                 timeouts.app_response(),
             ),
         });
+        let server = ConnectionServer::new(timeouts, inbound.limits());
         Self {
-            ca,
+            fx,
             side,
-            server: ConnectionServer::new(timeouts, inbound.limits()),
+            server,
             drain: shutdown::channel(),
-            _dir: dir,
         }
     }
 
@@ -120,7 +91,7 @@ impl Stack {
         };
         let remote = SocketAddr::from(([127, 0, 0, 1], 40000));
         tokio::spawn(conn.serve_io(server_io, remote, self.drain.1.clone()));
-        let (caller, _dir) = identity_under(&self.ca, CALLER);
+        let (caller, _dir) = identity_under(&self.fx.ca, CALLER);
         let config = outbound_client_config(&caller, SpiffeId::parse(SERVER).unwrap()).unwrap();
         let mut config = Arc::unwrap_or_clone(config);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hopgate_config::{InboundTimeouts, from_yaml};
-use hopgate_policy::PolicyStore;
+use hopgate_config::{InboundMode, InboundTimeouts};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -14,19 +13,14 @@ use hyper_util::rt::TokioIo;
 use super::route::Target;
 use super::{Delegator, OutboundSide, destinations, serve_io};
 use crate::connection::ConnectionServer;
-use crate::hop::{HopTelemetry, Shared};
-use crate::http::authorize::Authorizer;
-use crate::identity::{Derived, IdentityStore};
+use crate::hop::test_support::{Cedar, Fixture};
+use crate::identity::Derived;
 use crate::shutdown;
 use crate::telemetry::audit::AuditSink;
-use crate::telemetry::metrics::ProxyMetrics;
-use crate::telemetry::trace::Tracing;
-use crate::tls::test_support::TestCa;
-use crate::token::{Limits, OriginVerifier};
+use crate::token::OriginVerifier;
 
 const AGENT: &str = "spiffe://example.org/ns/agents/sa/agent";
 const INFERENCE: &str = "spiffe://example.org/ns/ml/sa/inference";
-const SCHEMA: &str = include_str!("../../../examples/policies/schema.cedarschema");
 
 /// An outbound side for `AGENT` with one route, `inference.ml`, to a loopback port nobody
 /// listens on; with `egress` as the only Cedar file of an egress check when given.
@@ -35,77 +29,52 @@ struct Stack {
     server: ConnectionServer,
     /// Kept so the connections are not drained as they start.
     drain: (shutdown::Trigger, shutdown::Watch),
-    _dir: tempfile::TempDir,
+    /// Kept so the config folder outlives the side.
+    _fx: Fixture,
 }
 
 impl Stack {
     fn new(egress: Option<&str>) -> Self {
-        let ca = TestCa::new("example.org");
-        let dir = tempfile::tempdir().unwrap();
-        ca.leaf(AGENT).write(dir.path());
-        ca.write_bundle(dir.path(), "example.org");
-        let policy_section = match egress {
-            Some(text) => {
-                let folder = dir.path().join("policies");
-                std::fs::create_dir(&folder).unwrap();
-                std::fs::write(folder.join("schema.cedarschema"), SCHEMA).unwrap();
-                std::fs::write(folder.join("egress.cedar"), text).unwrap();
-                "policy:\n  dir: policies\n  outbound: true\n"
-            }
-            None => "",
-        };
-        let yaml = format!(
-            "identity:\n  svid: {{ cert: svid.pem, key: svid_key.pem }}\n  bundles: {{ example.org: example.org.pem }}\n\
-             outbound:\n  listen: 127.0.0.1:0\n  routes:\n    - host: inference.ml\n      address: 127.0.0.1:9\n      identity: {INFERENCE}\n\
-             {policy_section}"
+        let cedar = egress.map(|text| Cedar {
+            file: "egress.cedar",
+            text,
+            section: "  outbound: true\n",
+        });
+        let fx = Fixture::new(
+            AGENT,
+            &format!(
+                "outbound:\n  listen: 127.0.0.1:0\n  routes:\n    - host: inference.ml\n      address: 127.0.0.1:9\n      identity: {INFERENCE}\n"
+            ),
+            cedar,
         );
-        let config = from_yaml(&yaml, dir.path()).unwrap();
-        let hopgate_config::IdentitySource::Files(files) = config.identity().source() else {
-            panic!("a files identity");
-        };
-        let outbound = config.outbound().unwrap();
-        let metrics = Arc::new(ProxyMetrics::new());
-        let derived = Derived {
-            allowed: config.identity().trust_domains(),
-            limits: Limits::from(config.token()),
-            mint_ttl: Some(config.token().ttl()),
+        let outbound = fx.config.outbound().unwrap();
+        let identity = fx.identity(Derived {
+            allowed: fx.config.identity().trust_domains(),
+            limits: fx.limits(),
+            mint_ttl: Some(fx.config.token().ttl()),
             routes: outbound
                 .routes()
                 .iter()
                 .map(|r| r.identity().clone())
                 .collect(),
-        };
-        let identity = IdentityStore::load(files, derived, Arc::clone(&metrics)).unwrap();
-        let policies = config
-            .policy()
-            .map(|p| PolicyStore::load(p.dir(), config.intent().default_action()).unwrap());
-        let telemetry = HopTelemetry {
-            tracing: Tracing::disabled(),
-            metrics: Arc::clone(&metrics),
-            audit: AuditSink::Memory(Arc::default()),
-        };
+        });
         let (timeouts, limits) = (InboundTimeouts::default(), Default::default());
-        let mode = hopgate_config::InboundMode::Enforce;
+        let token = fx.config.token();
         let side = Arc::new(OutboundSide {
-            shared: Shared::new(
-                Authorizer::new(policies, mode, config.intent()),
-                telemetry,
-                &limits,
-            ),
+            shared: fx.shared(InboundMode::Enforce, &limits),
             identity,
             routes: destinations(outbound, &timeouts),
             delegator: Delegator::new(
-                config.token(),
-                OriginVerifier::load(config.token().origin_issuers(), config.token().leeway())
-                    .unwrap(),
-                metrics,
+                token,
+                OriginVerifier::load(token.origin_issuers(), token.leeway()).unwrap(),
+                Arc::clone(&fx.metrics),
             ),
         });
         Self {
             side,
             server: ConnectionServer::new(&timeouts, &limits),
             drain: shutdown::channel(),
-            _dir: dir,
+            _fx: fx,
         }
     }
 
