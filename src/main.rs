@@ -178,6 +178,14 @@ fn check_config(path: &Path) -> ExitCode {
         .into_iter()
         .map(str::to_owned)
         .collect();
+    if let IdentitySource::WorkloadApi(api) = config.identity().source() {
+        // The agent may not be up where the config is checked (a CI job, an image build).
+        eprintln!(
+            "note: identity.workload_api: the socket `{}` is checked at run time, not now (startup waits up to {:?} for an SVID)",
+            api.socket(),
+            api.initial_timeout()
+        );
+    }
     if let IdentitySource::Files(files) = config.identity().source() {
         match Svid::load(files.cert(), files.key()) {
             Err(err) => problems.push(format!("identity.svid: {err}")),

@@ -13,9 +13,21 @@ use crate::FieldError;
 use crate::duration;
 
 /// Problems found so far, and the folder relative paths resolve against.
+/// Where a config's defaults from the environment come from.
+#[derive(Debug)]
+pub(crate) enum Env {
+    /// The process environment.
+    Process,
+    /// These variables only (tests: the process environment is shared by every test thread).
+    #[cfg_attr(not(test), expect(dead_code, reason = "the tests' environment"))]
+    Fixed(Vec<(String, String)>),
+}
+
 #[derive(Debug)]
 pub(crate) struct Check {
     base_dir: PathBuf,
+    /// Where environment variables are read: the process, or a fixed set (tests).
+    env: Env,
     errors: Vec<FieldError>,
     // Paths whose value was dropped after a shape problem (wrong type, unknown key). A later
     // problem at or below one of them ("is required") is a consequence, not news.
@@ -26,11 +38,28 @@ pub(crate) struct Check {
 
 impl Check {
     pub(crate) fn new(base_dir: PathBuf) -> Self {
+        Self::with_env(base_dir, Env::Process)
+    }
+
+    pub(crate) fn with_env(base_dir: PathBuf, env: Env) -> Self {
         Self {
             base_dir,
+            env,
             errors: Vec::new(),
             removed: Vec::new(),
         }
+    }
+
+    /// The environment variable `name`, if set and not empty.
+    pub(crate) fn env_var(&self, name: &str) -> Option<String> {
+        let value = match &self.env {
+            Env::Process => std::env::var(name).ok(),
+            Env::Fixed(vars) => vars
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone()),
+        };
+        value.filter(|v| !v.is_empty())
     }
 
     /// Every problem found, in the order found.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::check::{Check, at};
 use crate::{TrustDomain, raw};
@@ -34,7 +35,11 @@ pub struct FileIdentity {
 #[derive(Clone, Debug)]
 pub struct WorkloadApi {
     socket: String,
+    initial_timeout: Duration,
 }
+
+/// The variable a SPIFFE workload reads its Workload API address from.
+pub const SPIFFE_ENDPOINT_SOCKET: &str = "SPIFFE_ENDPOINT_SOCKET";
 
 const PATH: &str = "identity";
 
@@ -171,33 +176,66 @@ impl FileIdentity {
 // === impl WorkloadApi ===
 
 impl WorkloadApi {
-    /// The agent's address as configured: `unix:///absolute/path` or `tcp://ip:port`.
+    /// The agent's address: `unix:///absolute/path` (or `unix:/absolute/path`) or
+    /// `tcp://ip:port`, as configured or from `$SPIFFE_ENDPOINT_SOCKET`.
     pub fn socket(&self) -> &str {
         &self.socket
     }
 
+    /// How long startup waits for a first usable SVID (`initial_timeout`, default 30s).
+    pub fn initial_timeout(&self) -> Duration {
+        self.initial_timeout
+    }
+
     fn from_raw(raw: raw::WorkloadApi, check: &mut Check) -> Option<Self> {
         let path = "identity.workload_api.socket";
-        let socket = check.required(raw.socket, path)?;
-        let shown = socket.escape_debug();
-        let problem = if let Some(file) = socket.strip_prefix("unix://") {
-            (!file.starts_with('/') || file.len() < 2).then(|| {
-                format!("`{shown}` needs an absolute path, such as `unix:///run/spire/sockets/agent.sock`")
+        let initial_timeout = check.duration(
+            raw.initial_timeout,
+            "identity.workload_api.initial_timeout",
+            Duration::from_secs(30),
+            Duration::from_secs(1)..=Duration::from_secs(600),
+        );
+        let (socket, shown) = match raw.socket {
+            Some(socket) => {
+                let shown = format!("`{}`", socket.escape_debug());
+                (socket, shown)
+            }
+            None => {
+                let Some(socket) = check.env_var(SPIFFE_ENDPOINT_SOCKET) else {
+                    check.error(
+                        path,
+                        format!("is required when ${SPIFFE_ENDPOINT_SOCKET} is not set"),
+                    );
+                    return None;
+                };
+                let shown = format!("${SPIFFE_ENDPOINT_SOCKET} (`{}`)", socket.escape_debug());
+                (socket, shown)
+            }
+        };
+        let problem = if let Some(file) = socket
+            .strip_prefix("unix://")
+            .or_else(|| socket.strip_prefix("unix:"))
+        {
+            (!file.starts_with('/') || file.len() < 2 || file.starts_with("//")).then(|| {
+                format!(
+                    "{shown} needs an absolute path, such as `unix:///run/spire/sockets/agent.sock`"
+                )
             })
         } else if let Some(addr) = socket.strip_prefix("tcp://") {
             addr.parse::<SocketAddr>().is_err().then(|| {
-                format!("`{shown}` needs an `ip:port` address, such as `tcp://127.0.0.1:8081`")
+                format!("{shown} needs an `ip:port` address, such as `tcp://127.0.0.1:8081`")
             })
         } else {
-            Some(format!("`{shown}` must start with `unix://` or `tcp://`"))
+            Some(format!("{shown} must start with `unix://` or `tcp://`"))
         };
-        match problem {
-            Some(problem) => {
-                check.error(path, problem);
-                None
-            }
-            None => Some(Self { socket }),
+        if let Some(problem) = problem {
+            check.error(path, problem);
+            return None;
         }
+        Some(Self {
+            socket,
+            initial_timeout: initial_timeout?,
+        })
     }
 }
 
@@ -368,7 +406,46 @@ mod tests {
         }
         assert_eq!(
             fx.errors(&format!("identity:\n  workload_api: {{}}\n{OUTBOUND}")),
-            [format!("{path}: is required")]
+            [format!(
+                "{path}: is required when $SPIFFE_ENDPOINT_SOCKET is not set"
+            )]
+        );
+    }
+
+    #[test]
+    fn workload_api_socket_defaults_to_spiffe_endpoint_socket() {
+        let fx = Fixture::new().with_env("SPIFFE_ENDPOINT_SOCKET", "unix:/spiffe/agent.sock");
+        let config = fx.load(&format!("identity:\n  workload_api: {{}}\n{OUTBOUND}"));
+        let IdentitySource::WorkloadApi(api) = config.identity().source() else {
+            panic!("expected the workload api");
+        };
+        assert_eq!(api.socket(), "unix:/spiffe/agent.sock");
+        assert_eq!(api.initial_timeout(), std::time::Duration::from_secs(30));
+        // The file wins over the variable.
+        let config = fx.load(&format!(
+            "identity:\n  workload_api: {{ socket: 'unix:///a.sock', initial_timeout: 5s }}\n{OUTBOUND}"
+        ));
+        let IdentitySource::WorkloadApi(api) = config.identity().source() else {
+            panic!("expected the workload api");
+        };
+        assert_eq!(api.socket(), "unix:///a.sock");
+        assert_eq!(api.initial_timeout(), std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_bad_spiffe_endpoint_socket_is_named_as_the_variable() {
+        let fx = Fixture::new().with_env("SPIFFE_ENDPOINT_SOCKET", "/run/agent.sock");
+        assert_eq!(
+            fx.errors(&format!("identity:\n  workload_api: {{}}\n{OUTBOUND}")),
+            [
+                "identity.workload_api.socket: $SPIFFE_ENDPOINT_SOCKET (`/run/agent.sock`) must start with `unix://` or `tcp://`"
+            ]
+        );
+        assert_eq!(
+            fx.errors(&format!(
+                "identity:\n  workload_api: {{ socket: 'unix:///a.sock', initial_timeout: 0s }}\n{OUTBOUND}"
+            )),
+            ["identity.workload_api.initial_timeout: `0s` is too short; the least allowed is `1s`"]
         );
     }
 }

@@ -40,7 +40,9 @@ mod yaml;
 
 pub use admin::AdminConfig;
 pub use error::{ConfigError, FieldError};
-pub use identity::{FileIdentity, IdentityConfig, IdentitySource, WorkloadApi};
+pub use identity::{
+    FileIdentity, IdentityConfig, IdentitySource, SPIFFE_ENDPOINT_SOCKET, WorkloadApi,
+};
 pub use listener::{
     InboundConfig, InboundLimits, InboundMode, InboundTimeouts, OutboundConfig, Route,
 };
@@ -88,7 +90,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// [`ConfigError::Invalid`] with every problem found: YAML syntax (one error with line and
 /// column), unknown keys, wrong types, bad values, unreadable files, missing sections.
 pub fn from_yaml(yaml: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-    let mut check = Check::new(absolute_dir(base_dir));
+    from_yaml_with(yaml, Check::new(absolute_dir(base_dir)))
+}
+
+/// [`from_yaml`] with the environment `check` reads.
+pub(crate) fn from_yaml_with(yaml: &str, mut check: Check) -> Result<Config, ConfigError> {
     let config = yaml::from_str::<raw::File>(yaml, &mut check)
         .and_then(|raw| Config::from_raw(raw, &mut check));
     let mut errors = check.into_errors();

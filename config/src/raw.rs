@@ -70,8 +70,11 @@ pub(crate) struct Svid {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WorkloadApi {
-    /// The agent's address: `unix:///absolute/path` or `tcp://ip:port`. Required.
+    /// The agent's address: `unix:///absolute/path` or `tcp://ip:port`. Default
+    /// `$SPIFFE_ENDPOINT_SOCKET`.
     pub(crate) socket: Option<String>,
+    /// How long startup waits for a first usable SVID. Duration, `1s` to `10m`; default `30s`.
+    pub(crate) initial_timeout: Option<String>,
 }
 
 /// `inbound`.

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use tempfile::TempDir;
 
-use crate::{Config, from_yaml};
+use crate::check::{Check, Env};
+use crate::{Config, ConfigError, from_yaml_with};
 
 /// A files identity whose referenced files exist in every [`Fixture`].
 pub(crate) const IDENTITY: &str = "identity:\n  svid: { cert: svid.pem, key: svid_key.pem }\n  bundles: { example.org: bundle.pem }\n";
@@ -20,6 +21,8 @@ pub(crate) const MINIMAL: &str = "identity:\n  svid: { cert: svid.pem, key: svid
 /// `idp-jwks.json` and `policies/`.
 pub(crate) struct Fixture {
     dir: TempDir,
+    /// The environment the config sees: none of the process's, unless a test sets some.
+    env: Vec<(String, String)>,
 }
 
 impl Fixture {
@@ -37,7 +40,21 @@ impl Fixture {
             fs::write(path, "placeholder").unwrap();
         }
         fs::create_dir(dir.path().join("policies")).unwrap();
-        Self { dir }
+        Self {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    /// The same folder, with `name=value` in the environment the config sees.
+    pub(crate) fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn parse(&self, yaml: &str) -> Result<Config, ConfigError> {
+        let check = Check::with_env(self.dir().to_owned(), Env::Fixed(self.env.clone()));
+        from_yaml_with(yaml, check)
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -46,7 +63,7 @@ impl Fixture {
 
     /// Loads `yaml` with this folder as base, panicking with every problem if it is invalid.
     pub(crate) fn load(&self, yaml: &str) -> Config {
-        match from_yaml(yaml, self.dir()) {
+        match self.parse(yaml) {
             Ok(config) => config,
             Err(e) => panic!("{e}\n--- yaml ---\n{yaml}"),
         }
@@ -54,7 +71,7 @@ impl Fixture {
 
     /// The problems in `yaml`, displayed (`path: message`); panics if it is valid.
     pub(crate) fn errors(&self, yaml: &str) -> Vec<String> {
-        match from_yaml(yaml, self.dir()) {
+        match self.parse(yaml) {
             Ok(config) => panic!("expected problems, got {config:?}\n--- yaml ---\n{yaml}"),
             Err(e) => e.errors().iter().map(ToString::to_string).collect(),
         }

@@ -141,10 +141,12 @@ impl AdminState {
 
     fn ready(&self) -> Response<Body> {
         let snapshot = self.identity.snapshot();
-        let identity = snapshot.identity();
         let reason = if self.draining.is_draining() {
             Some("draining")
-        } else if identity.svid().not_after() <= SystemTime::now() {
+        } else if snapshot.is_none() {
+            // The Workload API withdrew the SVID (or sent an expired one).
+            Some("no_identity")
+        } else if snapshot.is_some_and(|s| s.identity().svid().not_after() <= SystemTime::now()) {
             Some("svid_expired")
         } else if self.audit.refusing() {
             // Requests are refused until stdout is read again: send traffic elsewhere.
@@ -186,25 +188,39 @@ impl AdminState {
     }
 
     fn identity(&self) -> Response<Body> {
-        let snapshot = self.identity.snapshot();
-        let identity = snapshot.identity();
-        let svid = identity.svid();
-        let not_after = unix_seconds(svid.not_after());
         let last = self.identity.last_reload();
-        json_response(
-            StatusCode::OK,
-            &json!({
-                "spiffe_id": svid.id().as_str(),
-                "not_after": rfc3339(svid.not_after()),
-                "not_after_unix": not_after,
-                "trust_domains": identity.bundles().trust_domains().iter().map(|td| td.as_str()).collect::<Vec<_>>(),
-                "last_reload": {
-                    "at": rfc3339(last.at()),
-                    "result": if last.error().is_some() { "error" } else { "ok" },
-                    "error": last.error(),
-                },
+        let last_update = json!({
+            "at": rfc3339(last.at()),
+            "result": last.result(),
+            "error": last.error(),
+        });
+        let mut body = match self.identity.snapshot() {
+            Some(snapshot) => {
+                let identity = snapshot.identity();
+                let svid = identity.svid();
+                json!({
+                    "spiffe_id": svid.id().as_str(),
+                    "not_after": rfc3339(svid.not_after()),
+                    "not_after_unix": unix_seconds(svid.not_after()),
+                    "trust_domains": identity.bundles().trust_domains().iter().map(|td| td.as_str()).collect::<Vec<_>>(),
+                })
+            }
+            // Withdrawn: nothing is in use, and nothing older is shown as if it were.
+            None => json!({
+                "spiffe_id": null,
+                "not_after": null,
+                "not_after_unix": null,
+                "trust_domains": [],
             }),
-        )
+        };
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("source".into(), self.identity.source().into());
+            fields.insert("socket".into(), self.identity.socket().into());
+            fields.insert("last_update".into(), last_update.clone());
+            // The files source's name for the same record, kept for existing readers.
+            fields.insert("last_reload".into(), last_update);
+        }
+        json_response(StatusCode::OK, &body)
     }
 }
 

@@ -145,8 +145,9 @@ impl hop::Side for InboundSide {
         _span: &HopSpan,
     ) -> Result<Option<VerifiedClaims>, RequestError> {
         // The newest snapshot, per request: new bundles judge the next token's `x5c` at once.
+        let snapshot = self.identity.snapshot().ok_or(RequestError::NoIdentity)?;
         self.authenticator
-            .authenticate(&parts.headers, &peer.identity, &self.identity.snapshot())
+            .authenticate(&parts.headers, &peer.identity, &snapshot)
     }
 
     fn parties<'a>(&'a self, peer: &'a Peer, token: &'a Option<VerifiedClaims>) -> Parties<'a> {

@@ -72,7 +72,7 @@ pub struct Proxy {
     tracing: Tracing,
     drain: (shutdown::Trigger, shutdown::Watch),
     grace: Duration,
-    _watcher: PathWatch,
+    _watcher: IdentityWatch,
     _policy_watcher: Option<PathWatch>,
 }
 
@@ -98,6 +98,10 @@ pub enum StartupError {
     /// The configuration asks for something this build cannot do yet.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The Workload API gave no usable SVID within `identity.workload_api.initial_timeout`; a
+    /// runtime problem (exit 1): the agent, its socket or the registration entry.
+    #[error("identity.workload_api: {0}")]
+    WorkloadApi(String),
     /// A file watch could not start (for example, no inotify watch left).
     #[error("{0}")]
     Watch(#[from] WatchError),
@@ -119,11 +123,18 @@ impl From<IdentityError> for StartupError {
         match error {
             IdentityError::Tls(error) => Self::Identity(error),
             IdentityError::Minter(error) => Self::Minter(error),
+            IdentityError::WorkloadApi(error) => Self::WorkloadApi(error),
         }
     }
 }
 
-const WORKLOAD_API: &str = "identity.workload_api: the SPIFFE Workload API source is not supported by this build yet; use identity.svid and identity.bundles";
+/// What keeps the identity current: the file watch, or the Workload API stream's task. Held
+/// for its `Drop`, which stops it.
+#[derive(Debug)]
+enum IdentityWatch {
+    Files { _watch: Option<PathWatch> },
+    WorkloadApi { _task: identity::WorkloadApiTask },
+}
 
 /// Settings this build accepts in a config but cannot honour yet, each with its path.
 ///
@@ -131,9 +142,6 @@ const WORKLOAD_API: &str = "identity.workload_api: the SPIFFE Workload API sourc
 /// silently ignored `telemetry.otlp` would leave an SRE looking for traces that never come.
 pub fn unsupported(config: &Config) -> Vec<&'static str> {
     let mut problems = Vec::new();
-    if matches!(config.identity().source(), IdentitySource::WorkloadApi(_)) {
-        problems.push(WORKLOAD_API);
-    }
     if config
         .telemetry()
         .otlp()
@@ -163,7 +171,7 @@ impl StartupError {
             | Self::Minter(_)
             | Self::Telemetry(_)
             | Self::Unsupported(_) => true,
-            Self::Bind { .. } | Self::Watch(_) => false,
+            Self::Bind { .. } | Self::Watch(_) | Self::WorkloadApi(_) => false,
         }
     }
 }
@@ -202,9 +210,6 @@ impl Proxy {
         if let Some(problem) = unsupported(config).into_iter().next() {
             return Err(StartupError::Unsupported(problem));
         }
-        let IdentitySource::Files(files) = config.identity().source() else {
-            return Err(StartupError::Unsupported(WORKLOAD_API));
-        };
         if matches!(audit, AuditSink::Stdout) {
             stdout().configure(config.telemetry().audit());
         }
@@ -224,8 +229,18 @@ impl Proxy {
                 .map(|o| o.routes().iter().map(|r| r.identity().clone()).collect())
                 .unwrap_or_default(),
         };
-        let identity = IdentityStore::load(files, derived, Arc::clone(&metrics))?;
-        let watcher = identity.spawn_watcher()?;
+        let (identity, watcher) = match config.identity().source() {
+            IdentitySource::Files(files) => {
+                let identity = IdentityStore::load(files, derived, Arc::clone(&metrics))?;
+                let watcher = identity.spawn_watcher()?;
+                (identity, IdentityWatch::Files { _watch: watcher })
+            }
+            IdentitySource::WorkloadApi(api) => {
+                let (identity, task) =
+                    identity::workload_api::start(api, derived, Arc::clone(&metrics)).await?;
+                (identity, IdentityWatch::WorkloadApi { _task: task })
+            }
+        };
         let (policies, policy_watcher) = match config.policy() {
             Some(policy) => {
                 let store = PolicyStore::load(policy.dir(), config.intent().default_action())?;
@@ -389,12 +404,16 @@ impl Proxy {
     /// finish within the grace period. Returns whether they all finished in time.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> bool {
         let (trigger, watch) = self.drain;
-        let identity = self.identity.snapshot();
+        // Withdrawn between startup and now only if the Workload API did it in that instant.
+        let id = self
+            .identity
+            .snapshot()
+            .map_or_else(|| "<withdrawn>".to_owned(), |s| s.id().to_string());
         match &self.policies {
             Some(policies) if self.mode == PolicyMode::Audit => {
                 let snapshot = policies.current();
                 tracing::warn!(
-                    spiffe.id = %identity.id(),
+                    spiffe.id = %id,
                     policy = "audit",
                     policy.digest = snapshot.digest(),
                     policy.count = snapshot.policy_ids().len(),
@@ -404,7 +423,7 @@ impl Proxy {
             Some(policies) => {
                 let snapshot = policies.current();
                 tracing::info!(
-                    spiffe.id = %identity.id(),
+                    spiffe.id = %id,
                     policy = "enforced",
                     policy.digest = snapshot.digest(),
                     policy.count = snapshot.policy_ids().len(),
@@ -412,7 +431,7 @@ impl Proxy {
                 );
             }
             None => tracing::info!(
-                spiffe.id = %identity.id(),
+                spiffe.id = %id,
                 policy = "identity_only",
                 "hopgate started: no policy section, every verified peer of an allowed trust domain is admitted"
             ),

@@ -247,7 +247,7 @@ impl hop::Side for OutboundSide {
             &parts.headers,
             &request.intent,
             route,
-            self.identity.snapshot(),
+            self.identity.snapshot().ok_or(RequestError::NoIdentity)?,
         )?;
         span.record_hop(delegation.identity.id(), route.identity());
         Ok(Outgoing {

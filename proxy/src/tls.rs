@@ -171,11 +171,14 @@ pub enum HandshakeFailureReason {
     Timeout,
     /// Any other TLS or I/O failure during the handshake.
     Protocol,
+    /// This sidecar has no usable SVID (withdrawn or expired at the Workload API), so it
+    /// refuses the connection before the handshake.
+    NoIdentity,
 }
 
 impl HandshakeFailureReason {
     /// Every value.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::NoClientCert,
         Self::InvalidSvid,
         Self::UntrustedDomain,
@@ -183,6 +186,7 @@ impl HandshakeFailureReason {
         Self::Expired,
         Self::Timeout,
         Self::Protocol,
+        Self::NoIdentity,
     ];
 
     /// The label value.
@@ -195,6 +199,7 @@ impl HandshakeFailureReason {
             Self::Expired => "expired",
             Self::Timeout => "timeout",
             Self::Protocol => "protocol",
+            Self::NoIdentity => "no_identity",
         }
     }
 }

@@ -294,3 +294,30 @@ fn an_https_otlp_endpoint_is_refused_rather_than_exported_to_in_the_clear() {
         );
     }
 }
+
+#[test]
+fn check_config_accepts_the_spire_example_and_says_the_socket_is_checked_at_run_time() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/spire/hopgate.yaml");
+    let out = hopgate(&["check-config", example]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("unix:///run/spire/sockets/agent.sock` is checked at run time, not now"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_with_an_absent_workload_api_socket_exits_1_naming_it() {
+    let dir = ConfigDir::new();
+    let socket = dir.dir.path().join("absent.sock");
+    let path = dir.write(&format!(
+        "identity:\n  workload_api: {{ socket: 'unix://{}', initial_timeout: 1s }}\n\
+         inbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:9\nadmin:\n  listen: 127.0.0.1:0\n",
+        socket.display()
+    ));
+    let out = run_config(&path);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&socket.display().to_string()), "{err}");
+}

@@ -28,3 +28,4 @@ mod policy_reload;
 mod token;
 mod tracing_outage;
 mod tracing_spans;
+mod workload_api;

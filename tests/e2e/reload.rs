@@ -35,7 +35,7 @@ async fn a_garbage_svid_file_keeps_the_last_good_identity_until_a_good_one_arriv
     );
 
     assert_still_serving_with(&mesh, &proxy, &good).await;
-    assert_eq!(proxy.identity.snapshot().id().as_str(), SERVER_ID);
+    assert_eq!(proxy.identity.snapshot().unwrap().id().as_str(), SERVER_ID);
     let identity = identity_json(&proxy).await;
     assert_eq!(identity["last_reload"]["result"], "error", "{identity}");
     let shown = identity["last_reload"]["error"].as_str().unwrap();

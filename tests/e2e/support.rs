@@ -9,3 +9,4 @@ pub(crate) mod proxy;
 pub(crate) mod sidecar;
 pub(crate) mod upstream;
 pub(crate) mod workload;
+pub(crate) mod workload_api;

@@ -43,6 +43,10 @@ pub enum RequestError {
     /// served now could not be recorded.
     #[error("audit records cannot be written: stdout is not being read")]
     AuditUnavailable,
+    /// This sidecar has no SVID: the Workload API withdrew it (or sent an expired one). No
+    /// token can be verified or minted, and no fallback identity is used.
+    #[error("no identity: the Workload API has withdrawn this workload's SVID")]
+    NoIdentity,
     /// A bug or an unexpected local failure.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -62,7 +66,9 @@ impl RequestError {
             Self::Forbidden(_) | Self::NoRoute => StatusCode::FORBIDDEN,
             Self::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Overloaded | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::AuditUnavailable | Self::NoIdentity => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,6 +84,7 @@ impl RequestError {
             | Self::UpstreamTimeout
             | Self::Overloaded
             | Self::AuditUnavailable
+            | Self::NoIdentity
             | Self::Internal(_) => DecisionLabel::Allow,
         }
     }
@@ -98,6 +105,7 @@ impl RequestError {
             Self::UpstreamTimeout => json_error("upstream_timeout"),
             Self::Overloaded => json_error("overloaded"),
             Self::AuditUnavailable => json_error("audit_unavailable"),
+            Self::NoIdentity => json_error("no_identity"),
             Self::Internal(_) => json_error("internal"),
         }
     }

@@ -27,7 +27,8 @@ use crate::token::{Limits, Minter, TokenError, TokenVerifier};
 /// What the sidecar derives from every identity, fixed at startup by its configuration.
 #[derive(Clone, Debug)]
 pub struct Derived {
-    /// The trust domains a peer may come from (`inbound.allowed_trust_domains`).
+    /// The trust domains a peer may come from (`inbound.allowed_trust_domains`); empty for
+    /// every trust domain the update carries a bundle for (the Workload API's default).
     pub allowed: Vec<TrustDomain>,
     /// The hop token rules (`token.*`).
     pub limits: Limits,
@@ -47,6 +48,16 @@ pub enum IdentityError {
     /// The SVID's key cannot sign hop tokens, and the outbound side mints them.
     #[error("identity.svid: cannot sign hop tokens: {0}")]
     Minter(#[source] TokenError),
+    /// The Workload API gave no usable identity in time, at startup.
+    #[error("identity.workload_api: {0}")]
+    WorkloadApi(String),
+}
+
+impl IdentityError {
+    /// Whether the SVID itself has expired.
+    pub(crate) fn is_expired(&self) -> bool {
+        matches!(self, Self::Tls(TlsError::Expired { .. }))
+    }
 }
 
 /// One identity and what is derived from it, immutable once built.
@@ -62,12 +73,19 @@ pub struct IdentitySnapshot {
 
 impl IdentitySnapshot {
     pub(super) fn build(identity: Identity, derived: &Derived) -> Result<Self, IdentityError> {
-        let server_config = inbound_server_config(&identity, &derived.allowed)?;
+        let allowed = if derived.allowed.is_empty() {
+            identity
+                .bundles()
+                .trust_domains()
+                .into_iter()
+                .cloned()
+                .collect()
+        } else {
+            derived.allowed.clone()
+        };
+        let server_config = inbound_server_config(&identity, &allowed)?;
         // The same SVID rules as the handshake, for certificates outside it (a hop token's x5c).
-        let chains = Arc::new(SpiffeClientVerifier::new(
-            identity.bundles(),
-            &derived.allowed,
-        )?);
+        let chains = Arc::new(SpiffeClientVerifier::new(identity.bundles(), &allowed)?);
         let tokens = TokenVerifier::new(identity.svid().id().clone(), chains, derived.limits);
         let minter = derived
             .mint_ttl

@@ -67,12 +67,19 @@ impl Fixture {
 fn a_reload_publishes_the_new_svid_for_new_handshakes_only() {
     let fx = Fixture::new();
     let store = fx.store();
-    let before = store.snapshot().server_config();
-    let old_leaf = store.snapshot().identity().svid().leaf().cloned().unwrap();
+    let before = store.snapshot().unwrap().server_config();
+    let old_leaf = store
+        .snapshot()
+        .unwrap()
+        .identity()
+        .svid()
+        .leaf()
+        .cloned()
+        .unwrap();
     let new_leaf = fx.rotate();
     store.reload().unwrap();
     assert_eq!(
-        store.snapshot().identity().svid().leaf(),
+        store.snapshot().unwrap().identity().svid().leaf(),
         Some(new_leaf.cert())
     );
     assert_eq!(store.last_reload().outcome(), &ReloadOutcome::Applied);
@@ -85,7 +92,7 @@ fn a_reload_publishes_the_new_svid_for_new_handshakes_only() {
     let (old_conn, _) = handshake(Arc::clone(&client_cfg), before).unwrap();
     assert_eq!(old_conn.peer_certificates().unwrap()[0], old_leaf);
     // ...and the next accepted connection presents the new one.
-    let (new_conn, _) = handshake(client_cfg, store.snapshot().server_config()).unwrap();
+    let (new_conn, _) = handshake(client_cfg, store.snapshot().unwrap().server_config()).unwrap();
     assert_eq!(&new_conn.peer_certificates().unwrap()[0], new_leaf.cert());
     assert!(
         fx.metrics
@@ -99,14 +106,14 @@ fn a_reload_publishes_the_new_svid_for_new_handshakes_only() {
 fn a_bad_file_keeps_the_last_good_identity_and_reports_the_file() {
     let fx = Fixture::new();
     let store = fx.store();
-    let good = store.snapshot();
+    let good = store.snapshot().unwrap();
     std::fs::write(&fx.files.key, "not a key").unwrap();
     let err = store.reload().unwrap_err();
     assert!(
         matches!(err, IdentityError::Tls(TlsError::NoPrivateKey(_))),
         "{err:?}"
     );
-    assert!(Arc::ptr_eq(&store.snapshot(), &good));
+    assert!(Arc::ptr_eq(&store.snapshot().unwrap(), &good));
     let status = store.last_reload();
     assert!(
         status.error().unwrap().contains("svid_key.pem"),
@@ -121,7 +128,7 @@ fn a_bad_file_keeps_the_last_good_identity_and_reports_the_file() {
 
     fx.rotate();
     store.reload().unwrap();
-    assert!(!Arc::ptr_eq(&store.snapshot(), &good));
+    assert!(!Arc::ptr_eq(&store.snapshot().unwrap(), &good));
     assert_eq!(store.last_reload().outcome(), &ReloadOutcome::Applied);
 }
 
@@ -132,6 +139,7 @@ fn the_svid_expiry_is_published_on_load_and_reload() {
     let expiry = |store: &IdentityStore| {
         let secs = store
             .snapshot()
+            .unwrap()
             .identity()
             .svid()
             .not_after()
@@ -153,7 +161,7 @@ fn the_watcher_reloads_after_the_files_change() {
     let _guard = store.spawn_watcher().unwrap();
     let new_leaf = fx.rotate();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while store.snapshot().identity().svid().leaf() != Some(new_leaf.cert()) {
+    while store.snapshot().unwrap().identity().svid().leaf() != Some(new_leaf.cert()) {
         assert!(Instant::now() < deadline, "the watcher never reloaded");
         std::thread::park_timeout(Duration::from_millis(20));
     }
@@ -164,12 +172,12 @@ fn a_reload_publishes_the_minter_verifier_and_route_clients_of_the_new_svid_toge
     let fx = Fixture::new();
     let route = SpiffeId::parse(CLIENT).unwrap();
     let store = fx.store_deriving(Some(Duration::from_secs(60)), vec![route.clone()]);
-    let before = store.snapshot();
+    let before = store.snapshot().unwrap();
     assert!(before.minter().is_some() && before.client(0).is_some());
     assert!(before.client(1).is_none(), "one client config per route");
     let new_leaf = fx.rotate();
     store.reload().unwrap();
-    let after = store.snapshot();
+    let after = store.snapshot().unwrap();
     assert_eq!(after.identity().svid().leaf(), Some(new_leaf.cert()));
     // Everything derived is new with it: nothing of the old snapshot is paired with the new SVID.
     assert!(!Arc::ptr_eq(
@@ -196,6 +204,6 @@ fn a_reload_publishes_the_minter_verifier_and_route_clients_of_the_new_svid_toge
         "the new minter binds the new leaf"
     );
     // Without an outbound side there is nothing to mint with, and no client to build.
-    let inbound_only = fx.store().snapshot();
+    let inbound_only = fx.store().snapshot().unwrap();
     assert!(inbound_only.minter().is_none() && inbound_only.client(0).is_none());
 }

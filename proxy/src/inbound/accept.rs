@@ -56,7 +56,13 @@ impl Connection {
         // The config is taken per connection, so a rotated SVID or bundle applies to the next
         // handshake while established connections keep the one they proved themselves with.
         // Both ends of the connection are named from that one snapshot.
-        let snapshot = self.side.identity.snapshot();
+        let Some(snapshot) = self.side.identity.snapshot() else {
+            // The Workload API withdrew this workload's SVID: there is nothing to present, and
+            // no fallback. Refused before the handshake.
+            metrics.record_handshake_failure(HandshakeFailureReason::NoIdentity);
+            tracing::info!(client.addr = %remote, reason = "no_identity", "tls handshake refused: this sidecar has no SVID");
+            return;
+        };
         let acceptor = TlsAcceptor::from(snapshot.server_config());
         let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await
         {

@@ -44,6 +44,32 @@ pub enum ReloadResult {
     Error,
 }
 
+/// Where an identity update came from (`source` of `hopgate_identity_updates_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IdentitySourceLabel {
+    /// SVID and bundle files.
+    Files,
+    /// The SPIFFE Workload API.
+    WorkloadApi,
+}
+
+/// How an identity update went (`result` of `hopgate_identity_updates_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpdateResult {
+    /// Applied: the new SVID and bundles are in use.
+    Ok,
+    /// Refused: the last good identity stays in use.
+    Error,
+    /// The SVID was withdrawn or has expired: no identity is in use, new handshakes fail.
+    Withdrawn,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpdateLabels {
+    source: IdentitySourceLabel,
+    result: UpdateResult,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     direction: Direction,
@@ -75,6 +101,7 @@ pub struct ProxyMetrics {
     handshake_failures: Family<ReasonLabels, Counter>,
     svid_expiry: Gauge,
     identity_reloads: Family<ResultLabels, Counter>,
+    identity_updates: Family<UpdateLabels, Counter>,
     policy_evaluation: Histogram,
     policy_reloads: Family<ResultLabels, Counter>,
     token_rejections: Family<TokenReasonLabels, Counter>,
@@ -163,6 +190,39 @@ impl EncodeLabelValue for ReloadResult {
     }
 }
 
+impl IdentitySourceLabel {
+    /// The label value, as `/identity` shows it too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Files => "files",
+            Self::WorkloadApi => "workload_api",
+        }
+    }
+}
+
+impl EncodeLabelValue for IdentitySourceLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+impl UpdateResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+impl EncodeLabelValue for UpdateResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
 // === impl ProxyMetrics ===
 
 impl ProxyMetrics {
@@ -199,6 +259,12 @@ impl ProxyMetrics {
             "identity_reloads",
             "SVID and bundle reloads, by result",
             identity_reloads.clone(),
+        );
+        let identity_updates = Family::<UpdateLabels, Counter>::default();
+        registry.register(
+            "identity_updates",
+            "Identity updates (SVID and bundles), by source and result",
+            identity_updates.clone(),
         );
         let policy_evaluation = duration_histogram();
         registry.register(
@@ -267,6 +333,7 @@ impl ProxyMetrics {
             handshake_failures,
             svid_expiry,
             identity_reloads,
+            identity_updates,
             policy_evaluation,
             policy_reloads,
             token_rejections,
@@ -302,6 +369,26 @@ impl ProxyMetrics {
     pub fn record_identity_reload(&self, result: ReloadResult) {
         self.identity_reloads
             .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Makes `hopgate_identity_updates_total{source}` exist at zero for every result.
+    pub fn register_identity_source(&self, source: IdentitySourceLabel) {
+        for result in [
+            UpdateResult::Ok,
+            UpdateResult::Error,
+            UpdateResult::Withdrawn,
+        ] {
+            let _ = self
+                .identity_updates
+                .get_or_create(&UpdateLabels { source, result });
+        }
+    }
+
+    /// Counts one identity update.
+    pub fn record_identity_update(&self, source: IdentitySourceLabel, result: UpdateResult) {
+        self.identity_updates
+            .get_or_create(&UpdateLabels { source, result })
             .inc();
     }
 

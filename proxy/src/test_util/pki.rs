@@ -400,9 +400,12 @@ impl<'a> LeafBuilder<'a> {
                     .map(|d| SanType::DnsName(d.as_str().try_into().unwrap())),
             )
             .collect();
-        if self.is_ca {
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        }
+        // A leaf says `cA: false` outright, as SPIRE's do (and the `spiffe` crate insists on).
+        params.is_ca = if self.is_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
         match self.key_usage {
             KeyUsageForm::Critical => params.key_usages = self.key_usages.clone(),
             KeyUsageForm::NonCritical => {

@@ -46,6 +46,29 @@ impl TrustBundles {
         Ok(Self { domains })
     }
 
+    /// Bundles already read: per trust domain, its CA certificates (DER) and where they came
+    /// from, for errors (a Workload API response's `bundle` or `federated_bundles`).
+    ///
+    /// # Errors
+    /// [`TlsError::NoBundles`] for none; [`TlsError::NoCertificate`] for a domain without a
+    /// certificate; [`TlsError::InvalidBundle`] for one webpki cannot use as a trust anchor.
+    pub fn from_der(
+        bundles: impl IntoIterator<Item = (TrustDomain, Vec<CertificateDer<'static>>, PathBuf)>,
+    ) -> Result<Self, TlsError> {
+        let mut domains = BTreeMap::new();
+        for (td, certs, origin) in bundles {
+            if certs.is_empty() {
+                return Err(TlsError::NoCertificate(origin));
+            }
+            let bundle = Bundle::from_certs(&td, certs, &origin)?;
+            domains.insert(td, bundle);
+        }
+        if domains.is_empty() {
+            return Err(TlsError::NoBundles);
+        }
+        Ok(Self { domains })
+    }
+
     /// The trust domains that have a bundle, in order.
     pub fn trust_domains(&self) -> Vec<&TrustDomain> {
         self.domains.keys().collect()
@@ -83,7 +106,14 @@ impl fmt::Debug for TrustBundles {
 
 impl Bundle {
     fn load(td: &TrustDomain, path: &Path) -> Result<Self, TlsError> {
-        let certs = read_certificates(path)?;
+        Self::from_certs(td, read_certificates(path)?, path)
+    }
+
+    fn from_certs(
+        td: &TrustDomain,
+        certs: Vec<CertificateDer<'static>>,
+        path: &Path,
+    ) -> Result<Self, TlsError> {
         let anchors = certs
             .iter()
             .map(|der| {

@@ -41,12 +41,28 @@ impl Svid {
     /// naming the file at fault.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let chain = read_certificates(cert)?;
+        // The key file is read only once the chain is known good, as before.
+        Self::from_der(chain, cert, || read_pkcs8(key), key)
+    }
+
+    /// Checks a chain (leaf first) and the PKCS#8 key `key` yields as [`Svid::load`] does;
+    /// errors name `cert_origin` and `key_origin` (a file, or where in a Workload API response
+    /// the material came from).
+    ///
+    /// # Errors
+    /// As [`Svid::load`], past reading the files.
+    pub fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        cert_origin: &Path,
+        key: impl FnOnce() -> Result<PrivatePkcs8KeyDer<'static>, TlsError>,
+        key_origin: &Path,
+    ) -> Result<Self, TlsError> {
         let leaf = chain
             .first()
-            .ok_or_else(|| TlsError::NoCertificate(cert.to_owned()))?;
+            .ok_or_else(|| TlsError::NoCertificate(cert_origin.to_owned()))?;
         let facts = svid_profile::check_leaf(leaf, Usage::Both).map_err(|source| {
             TlsError::InvalidSvid {
-                path: cert.to_owned(),
+                path: cert_origin.to_owned(),
                 source,
             }
         })?;
@@ -54,16 +70,16 @@ impl Svid {
         // instead (a restored backup, a stalled writer).
         if facts.not_after <= SystemTime::now() {
             return Err(TlsError::Expired {
-                path: cert.to_owned(),
+                path: cert_origin.to_owned(),
                 not_after: crate::time::rfc3339(facts.not_after),
             });
         }
-        let key_der = read_pkcs8(key)?;
+        let key_der = key()?;
         let signing_key = provider()
             .key_provider
             .load_private_key(PrivateKeyDer::Pkcs8(key_der.clone_key()))
             .map_err(|source| TlsError::PrivateKey {
-                path: key.to_owned(),
+                path: key_origin.to_owned(),
                 source,
             })?;
         let certified_key = CertifiedKey::new(chain.clone(), signing_key);
@@ -71,8 +87,8 @@ impl Svid {
         certified_key
             .keys_match()
             .map_err(|_| TlsError::KeyMismatch {
-                cert: cert.to_owned(),
-                key: key.to_owned(),
+                cert: cert_origin.to_owned(),
+                key: key_origin.to_owned(),
             })?;
         Ok(Self {
             chain,

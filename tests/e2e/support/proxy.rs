@@ -51,6 +51,7 @@ impl Mesh {
             app,
             inbound_extra: String::new(),
             top_extra: String::new(),
+            identity: None,
         }
     }
 
@@ -66,12 +67,25 @@ impl Mesh {
         inbound_extra: &str,
         top_extra: &str,
     ) -> PathBuf {
+        self.write_config_with(None, app, inbound_extra, top_extra)
+    }
+
+    /// [`Mesh::write_config`] with `identity` as the whole `identity:` section when given.
+    fn write_config_with(
+        &self,
+        identity: Option<&str>,
+        app: SocketAddr,
+        inbound_extra: &str,
+        top_extra: &str,
+    ) -> PathBuf {
         let svid_dir = self.svid_dir();
         std::fs::create_dir_all(&svid_dir).unwrap();
         self.ca.leaf(SERVER_ID).build().write(&svid_dir);
         std::fs::write(self.dir.path().join("bundle.pem"), self.ca.bundle_pem()).unwrap();
+        let files = "identity:\n  svid: { cert: server/svid.pem, key: server/svid_key.pem }\n  bundles: { example.org: bundle.pem }\n";
+        let identity = identity.unwrap_or(files);
         let yaml = format!(
-            "identity:\n  svid: {{ cert: server/svid.pem, key: server/svid_key.pem }}\n  bundles: {{ example.org: bundle.pem }}\n\
+            "{identity}\
              inbound:\n  listen: 127.0.0.1:0\n  app: {app}\n{inbound_extra}\
              admin:\n  listen: 127.0.0.1:0\n{top_extra}"
         );
@@ -87,9 +101,19 @@ pub(crate) struct ProxyBuilder<'a> {
     app: SocketAddr,
     inbound_extra: String,
     top_extra: String,
+    identity: Option<String>,
 }
 
 impl ProxyBuilder<'_> {
+    /// The SVID and bundles from the Workload API at `endpoint` instead of files, waiting at
+    /// most `initial_timeout` (`"5s"`) for the first.
+    pub(crate) fn workload_api(mut self, endpoint: &str, initial_timeout: &str) -> Self {
+        self.identity = Some(format!(
+            "identity:\n  workload_api: {{ socket: '{endpoint}', initial_timeout: {initial_timeout} }}\n"
+        ));
+        self
+    }
+
     /// Extra `inbound:` keys, as indented YAML lines (`"  timeouts: { app_response: 200ms }\n"`).
     pub(crate) fn inbound_yaml(mut self, yaml: &str) -> Self {
         self.inbound_extra.push_str(yaml);
@@ -103,14 +127,20 @@ impl ProxyBuilder<'_> {
     }
 
     pub(crate) async fn start(self) -> TestProxy {
-        let path = self
-            .mesh
-            .write_config(self.app, &self.inbound_extra, &self.top_extra);
+        self.try_start().await.unwrap()
+    }
+
+    /// [`ProxyBuilder::start`], returning the startup error instead of panicking on it.
+    pub(crate) async fn try_start(self) -> Result<TestProxy, hopgate_proxy::StartupError> {
+        let path = self.mesh.write_config_with(
+            self.identity.as_deref(),
+            self.app,
+            &self.inbound_extra,
+            &self.top_extra,
+        );
         let config = hopgate_config::load(&path).unwrap();
         let audit = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let proxy = Proxy::build_with_audit(&config, AuditSink::Memory(Arc::clone(&audit)))
-            .await
-            .unwrap();
+        let proxy = Proxy::build_with_audit(&config, AuditSink::Memory(Arc::clone(&audit))).await?;
         let inbound = proxy.inbound_addr().unwrap();
         let admin = proxy.admin_addr().unwrap();
         let identity = proxy.identity();
@@ -118,14 +148,14 @@ impl ProxyBuilder<'_> {
         let done = tokio::spawn(proxy.run(async move {
             let _ = stopped.await;
         }));
-        TestProxy {
+        Ok(TestProxy {
             inbound,
             admin,
             identity,
             audit,
             stop: Some(stop),
             done,
-        }
+        })
     }
 }
 
