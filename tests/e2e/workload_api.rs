@@ -303,3 +303,76 @@ async fn an_unreachable_socket_at_start_fails_startup_naming_it() {
     let message = error.to_string();
     assert!(message.contains(&socket), "{message}");
 }
+
+// === the SVID matrix, with material delivered by the Workload API ===
+
+/// Pushes each of `cases` as the sidecar's own SVID and checks it is refused: counted as an
+/// unusable update, never published, and the last good SVID still serving.
+async fn refuses_each(fx: &Fixture, cases: Vec<(&str, Leaf)>) {
+    let good = fx.proxy.identity.snapshot().unwrap();
+    for (n, (rule, leaf)) in cases.into_iter().enumerate() {
+        fx.api
+            .push(Answer::Svid(response(&leaf, SERVER_ID, &fx.mesh.ca, &[])));
+        let want = (n + 1) as f64;
+        let proxy = &fx.proxy;
+        eventually(UPDATE, format_args!("{rule}: not refused"), || async {
+            let (_, metrics) = proxy.admin_get("/metrics").await;
+            (sample(&metrics, ERROR) >= want).then_some(())
+        })
+        .await;
+        let now = fx.proxy.identity.snapshot().unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&now, &good),
+            "{rule}: a refused SVID was published"
+        );
+        assert_eq!(fx.caller_status().await, Some(StatusCode::OK), "{rule}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_own_svid_is_refused_whatever_its_source_svid_matrix() {
+    let fx = Fixture::new().await;
+    let ca = &fx.mesh.ca;
+    let cases = vec![
+        // X509-SVID §2: exactly one URI SAN.
+        (
+            "two URI SANs",
+            ca.leaf(SERVER_ID)
+                .extra_uri("spiffe://example.org/ns/x/sa/y")
+                .build(),
+        ),
+        (
+            "no URI SAN",
+            ca.leaf(SERVER_ID).no_uri().dns("a.example.org").build(),
+        ),
+        // SVID-S01, SVID-S07, SVID-S08, SVID-S11: not a canonical workload ID.
+        ("SVID-S01 root ID", ca.leaf("spiffe://example.org").build()),
+        (
+            "SVID-S07 https scheme",
+            ca.leaf("https://example.org/ns/a/sa/b").build(),
+        ),
+        (
+            "SVID-S08 upper-case scheme",
+            ca.leaf("SPIFFE://example.org/ns/a/sa/b").build(),
+        ),
+        (
+            "SVID-S11 trailing slash",
+            ca.leaf("spiffe://example.org/ns/a/").build(),
+        ),
+        // X509-SVID §4: a leaf is not a CA and may not sign certificates.
+        ("a CA leaf", ca.leaf(SERVER_ID).marked_ca().build()),
+        ("no key usage", ca.leaf(SERVER_ID).no_key_usage().build()),
+        (
+            "keyCertSign",
+            ca.leaf(SERVER_ID)
+                .key_usages(&[
+                    rcgen::KeyUsagePurpose::DigitalSignature,
+                    rcgen::KeyUsagePurpose::KeyCertSign,
+                ])
+                .build(),
+        ),
+        ("not yet valid", ca.leaf(SERVER_ID).not_yet_valid().build()),
+    ];
+    refuses_each(&fx, cases).await;
+    fx.proxy.shutdown().await;
+}

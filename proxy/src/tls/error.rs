@@ -64,6 +64,15 @@ pub enum TlsError {
         /// Its notAfter, RFC 3339.
         not_after: String,
     },
+    /// Our own certificate is not valid yet (past the allowed clock skew): no peer would
+    /// accept it.
+    #[error("the SVID in `{path}` is not valid before `{not_before}`")]
+    NotYetValid {
+        /// The certificate file.
+        path: PathBuf,
+        /// Its notBefore, RFC 3339.
+        not_before: String,
+    },
     /// Our own certificate is not a valid X.509-SVID.
     #[error("`{path}` is not a valid X.509-SVID: {source}")]
     InvalidSvid {

@@ -14,6 +14,9 @@ use crate::tls::bundle::read_certificates;
 use crate::tls::svid_profile::{self, Usage};
 use crate::tls::{TlsError, provider};
 
+/// How far in the future our own SVID's notBefore may be.
+const NOT_BEFORE_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A validated SVID: chain (leaf first), PKCS#8 key, SPIFFE ID and expiry.
 ///
 /// `Debug` never prints the key.
@@ -72,6 +75,13 @@ impl Svid {
             return Err(TlsError::Expired {
                 path: cert_origin.to_owned(),
                 not_after: crate::time::rfc3339(facts.not_after),
+            });
+        }
+        // Issuers backdate notBefore a little, but clocks drift: a minute of skew is allowed.
+        if facts.not_before > SystemTime::now() + NOT_BEFORE_SKEW {
+            return Err(TlsError::NotYetValid {
+                path: cert_origin.to_owned(),
+                not_before: crate::time::rfc3339(facts.not_before),
             });
         }
         let key_der = key()?;
@@ -247,5 +257,31 @@ mod tests {
         std::fs::write(&key, format!("{}{}", leaf.key_pem, leaf.key_pem)).unwrap();
         let err = Svid::load(&cert, &key).unwrap_err();
         assert!(matches!(err, TlsError::SeveralPrivateKeys(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_svid_not_valid_for_another_hour_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = TestCa::new("example.org").leaf_with(ID, |p| {
+            let now = time::OffsetDateTime::now_utc();
+            p.not_before = now + time::Duration::hours(1);
+            p.not_after = now + time::Duration::hours(2);
+        });
+        let (cert, key) = leaf.write(dir.path());
+        let err = Svid::load(&cert, &key).unwrap_err();
+        assert!(matches!(err, TlsError::NotYetValid { .. }), "{err:?}");
+        assert!(err.to_string().contains("svid.pem"), "{err}");
+    }
+
+    #[test]
+    fn an_svid_issued_seconds_ahead_of_this_clock_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = TestCa::new("example.org").leaf_with(ID, |p| {
+            let now = time::OffsetDateTime::now_utc();
+            p.not_before = now + time::Duration::seconds(20);
+            p.not_after = now + time::Duration::hours(1);
+        });
+        let (cert, key) = leaf.write(dir.path());
+        Svid::load(&cert, &key).unwrap();
     }
 }

@@ -122,6 +122,7 @@ pub(crate) enum Usage {
 #[derive(Debug)]
 pub(crate) struct SvidLeaf {
     pub(crate) id: SpiffeId,
+    pub(crate) not_before: SystemTime,
     pub(crate) not_after: SystemTime,
 }
 
@@ -195,6 +196,7 @@ pub(crate) fn check_leaf(der: &[u8], usage: Usage) -> Result<SvidLeaf, SvidError
     check_extended_key_usage(&cert, usage)?;
     Ok(SvidLeaf {
         id,
+        not_before: system_time(cert.validity().not_before.timestamp()),
         not_after: system_time(cert.validity().not_after.timestamp()),
     })
 }
