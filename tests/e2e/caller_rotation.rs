@@ -157,7 +157,7 @@ async fn wait_for_identity_reloads(w: &Workload, at_least: u32) {
     .await;
 }
 
-fn xfcc(received: &crate::support::workload::Received) -> String {
+pub(crate) fn xfcc(received: &crate::support::workload::Received) -> String {
     received
         .headers
         .get("x-forwarded-client-cert")
@@ -166,7 +166,7 @@ fn xfcc(received: &crate::support::workload::Received) -> String {
         .to_owned()
 }
 
-fn hex_sha256(der: &[u8]) -> String {
+pub(crate) fn hex_sha256(der: &[u8]) -> String {
     Sha256::digest(der)
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -29,3 +29,4 @@ mod token;
 mod tracing_outage;
 mod tracing_spans;
 mod workload_api;
+mod workload_api_hop;

@@ -20,12 +20,12 @@ fn claims(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-fn b64_sha256(bytes: &[u8]) -> String {
+pub(crate) fn b64_sha256(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
 }
 
 /// The one `hop-token` a workload's app received last.
-fn received_token(workload: &Workload) -> String {
+pub(crate) fn received_token(workload: &Workload) -> String {
     let received = workload.app.received();
     let last = received.last().expect("the app was called");
     let mut tokens = last.headers.get_all("hop-token").iter();
@@ -35,7 +35,7 @@ fn received_token(workload: &Workload) -> String {
 }
 
 /// Verifies `token` with jsonwebtoken against the key of its own `x5c` leaf, for `aud`.
-fn oracle_verify(token: &str, iss: &str, aud: &str) -> Value {
+pub(crate) fn oracle_verify(token: &str, iss: &str, aud: &str) -> Value {
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("hop+jwt"));
     assert_eq!(header.alg, Algorithm::ES256);

@@ -57,6 +57,7 @@ pub(crate) struct WorkloadBuilder<'a> {
     top_extra: String,
     policies: Vec<(String, String)>,
     egress: bool,
+    workload_api: Option<String>,
 }
 
 /// A running workload: its app and its sidecar.
@@ -92,6 +93,7 @@ impl Workloads {
             top_extra: String::new(),
             policies: Vec::new(),
             egress: false,
+            workload_api: None,
         }
     }
 
@@ -102,6 +104,12 @@ impl Workloads {
 }
 
 impl WorkloadBuilder<'_> {
+    /// Its SVID and bundles from the Workload API at `endpoint` instead of files.
+    pub(crate) fn workload_api(mut self, endpoint: &str) -> Self {
+        self.workload_api = Some(endpoint.to_owned());
+        self
+    }
+
     /// No inbound side: a workload that only calls out (the user-facing agent, say).
     pub(crate) fn client_only(mut self) -> Self {
         self.inbound = false;
@@ -168,9 +176,12 @@ impl WorkloadBuilder<'_> {
         let dir = self.mesh.dir_of(name);
         std::fs::create_dir_all(&dir).unwrap();
         self.mesh.ca.leaf(&workload_id(name)).build().write(&dir);
-        let mut yaml = format!(
-            "identity:\n  svid: {{ cert: {name}/svid.pem, key: {name}/svid_key.pem }}\n  bundles: {{ example.org: bundle.pem }}\n"
-        );
+        let mut yaml = match &self.workload_api {
+            Some(socket) => format!("identity:\n  workload_api: {{ socket: '{socket}' }}\n"),
+            None => format!(
+                "identity:\n  svid: {{ cert: {name}/svid.pem, key: {name}/svid_key.pem }}\n  bundles: {{ example.org: bundle.pem }}\n"
+            ),
+        };
         if self.inbound {
             yaml.push_str(&format!(
                 "inbound:\n  listen: 127.0.0.1:0\n  app: {app}\n{}",
