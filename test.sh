@@ -69,6 +69,12 @@ phase_setup() {
   command -v iptables >/dev/null 2>&1 || need+=(iptables)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v python3 >/dev/null 2>&1 || need+=(python3)
+  # setpriv (util-linux) runs a command as another uid: the SPIRE tests fetch SVIDs as the
+  # workload uids their entries select. gcc builds SPIRE's SQLite datastore (cgo).
+  command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+  command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+  # Go builds SPIRE (below). Debian's golang-go only if it is new enough: bookworm's is not.
+  if ! find_go && go_candidate_ok; then need+=(golang-go); fi
   if [ "${#need[@]}" -gt 0 ]; then
     if ! have_root; then
       echo "test.sh: missing ${need[*]}; run as root (or install them) to continue" >&2
@@ -78,6 +84,71 @@ phase_setup() {
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
       apt-get install -y --no-install-recommends "${need[@]}"
   fi
+  build_spire
+}
+
+# --- SPIRE: the system tests (tests/system/spire.rs) run a real spire-server and spire-agent.
+spire_version=1.13.3
+# SPIRE 1.13.3's go.mod says `go 1.25.3`; older toolchains refuse to build it.
+go_min=1.25.3
+spire_bin=${CARGO_TARGET_DIR:-target}/tools/spire-$spire_version/bin
+
+# Whether `go` is on PATH, or where the official tarball puts it (then it is added to PATH).
+find_go() {
+  command -v go >/dev/null 2>&1 && return 0
+  [ -x /usr/local/go/bin/go ] || return 1
+  PATH=$PATH:/usr/local/go/bin
+}
+
+# Whether version $1 (1.25.3, 1.19, ...) is at least $go_min.
+go_new_enough() {
+  [ "$(printf '%s\n%s\n' "$go_min" "$1" | sort -V | head -1)" = "$go_min" ]
+}
+
+# Whether Debian's golang-go candidate is new enough to build SPIRE (apt-cache says 2:1.19~1).
+go_candidate_ok() {
+  have_root || return 1
+  "${as_root[@]}" apt-get update >/dev/null
+  candidate=$(apt-cache policy golang-go | sed -n 's/^ *Candidate: *\(.*\)$/\1/p')
+  candidate=${candidate#*:}
+  candidate=${candidate%%[~+-]*}
+  [ -n "$candidate" ] && [ "$candidate" != "(none)" ] && go_new_enough "$candidate"
+}
+
+# Builds spire-server and spire-agent once into $spire_bin; later runs find them there.
+build_spire() {
+  if [ -x "$spire_bin/spire-server" ] && [ -x "$spire_bin/spire-agent" ]; then
+    return 0
+  fi
+  if ! find_go; then
+    echo "test.sh: building SPIRE $spire_version needs Go >= $go_min, and there is no \`go\`" \
+      "(Debian's golang-go is older); install Go $go_min or later and run \`./test.sh setup\`" >&2
+    exit 1
+  fi
+  have=$(go env GOVERSION)
+  have=${have#go}
+  if ! go_new_enough "$have"; then
+    echo "test.sh: building SPIRE $spire_version needs Go >= $go_min; \`go\` is $have" >&2
+    exit 1
+  fi
+  echo "test.sh: building spire-server and spire-agent $spire_version (once; cached in $spire_bin)"
+  # A scratch module pins SPIRE as a tool dependency: its go.sum records every module the build
+  # resolved, and both commands build in one `go install`, sharing the compiled packages.
+  # GOTOOLCHAIN=local: build with the Go found above, never fetch another toolchain.
+  # CGO_ENABLED=1: the sql datastore's SQLite driver is cgo.
+  build=${CARGO_TARGET_DIR:-target}/tools/spire-build
+  mkdir -p "$build" "$spire_bin"
+  spire_bin=$(cd "$spire_bin" && pwd)
+  (
+    cd "$build"
+    export GOTOOLCHAIN=local CGO_ENABLED=1 GOFLAGS=-buildvcs=false
+    [ -f go.mod ] || go mod init spirebuild
+    go get -tool "github.com/spiffe/spire/cmd/spire-server@v$spire_version"
+    go get -tool "github.com/spiffe/spire/cmd/spire-agent@v$spire_version"
+    GOBIN=$spire_bin go install github.com/spiffe/spire/cmd/spire-server \
+      github.com/spiffe/spire/cmd/spire-agent
+  )
+  "$spire_bin/spire-server" --version
 }
 
 phase_docs() {
