@@ -31,7 +31,27 @@ pub(crate) struct Sidecar {
 impl Sidecar {
     /// Starts the binary and waits (bounded) for its listeners to be logged.
     pub(crate) async fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_hopgate")), config).await
+    }
+
+    /// [`Sidecar::start`] as user and group `uid` (through `setpriv`; the caller is root), so a
+    /// Workload API server attesting by uid tells the sidecars apart.
+    #[allow(
+        dead_code,
+        reason = "the system tests' SPIRE sidecars use it; tests/e2e does not"
+    )]
+    pub(crate) async fn start_as(uid: u32, config: &Path) -> Self {
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--clear-groups")
+            .arg(env!("CARGO_BIN_EXE_hopgate"));
+        Self::spawn(command, config).await
+    }
+
+    async fn spawn(mut command: Command, config: &Path) -> Self {
+        let mut child = command
             .args(["run", "-c"])
             .arg(config)
             .stdin(Stdio::null())
