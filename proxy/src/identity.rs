@@ -239,6 +239,11 @@ impl IdentityStore {
     /// No identity at all from now on, until the Workload API sends a usable SVID again: the
     /// SVID was withdrawn (`error` says how) or has expired.
     fn withdraw(&self, error: &str) {
+        if self.published.load().is_none() {
+            // Still withdrawn: the reopened stream said it again. Nothing changed to report.
+            tracing::debug!(%error, "the identity is still withdrawn");
+            return;
+        }
         tracing::warn!(
             identity.source = self.source.label().as_str(),
             %error,
