@@ -108,23 +108,46 @@ fn hash_of_pem(pem: &str) -> String {
         .collect()
 }
 
+const A_ID: &str = "spiffe://example.org/ns/agents/sa/a";
+const B_ID: &str = "spiffe://example.org/ns/tools/sa/b";
+
+/// One SPIRE server and agent for example.org, entries for A and B, and both sidecars on it.
+struct OneDomain {
+    a: Sidecar,
+    b: Sidecar,
+    app: Upstream,
+    /// What the agent gave A's uid before A started.
+    a_svid: crate::spire::workload_api::X509Fetch,
+    _spire: (SpireServer, SpireAgent, Configs),
+}
+
+impl OneDomain {
+    async fn start(svid_ttl: Duration) -> Self {
+        let server = SpireServer::start("example.org", svid_ttl).await;
+        let agent = SpireAgent::start(&server).await;
+        server.register(A_ID, agent.id(), A_UID, &[]).await;
+        server.register(B_ID, agent.id(), B_UID, &[]).await;
+        let a_svid = wait_for_svid(&agent.socket(), A_UID, A_ID).await;
+        wait_for_svid(&agent.socket(), B_UID, B_ID).await;
+        let configs = Configs::new();
+        let app = Upstream::start().await;
+        let b = start_b(&configs, &agent.socket(), &app, &permit(A_ID)).await;
+        let a = start_a(&configs, &agent.socket(), &b, B_ID).await;
+        Self {
+            a,
+            b,
+            app,
+            a_svid,
+            _spire: (server, agent, configs),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sidecars_with_spire_svids_complete_a_hop_with_a_spire_signed_token_and_cedar() {
-    let server = SpireServer::start("example.org", Duration::from_secs(3600)).await;
-    let agent = SpireAgent::start(&server).await;
-    let (a_id, b_id) = (
-        "spiffe://example.org/ns/agents/sa/a",
-        "spiffe://example.org/ns/tools/sa/b",
-    );
-    server.register(a_id, agent.id(), A_UID, &[]).await;
-    server.register(b_id, agent.id(), B_UID, &[]).await;
-    let a_svid = wait_for_svid(&agent.socket(), A_UID, a_id).await;
-    wait_for_svid(&agent.socket(), B_UID, b_id).await;
-
-    let configs = Configs::new();
-    let app = Upstream::start().await;
-    let b = start_b(&configs, &agent.socket(), &app, &permit(a_id)).await;
-    let a = start_a(&configs, &agent.socket(), &b, b_id).await;
+    let mesh = OneDomain::start(Duration::from_secs(3600)).await;
+    let (a_id, a_svid) = (A_ID, &mesh.a_svid);
+    let (a, b, app) = (&mesh.a, &mesh.b, &mesh.app);
 
     let reply = plain_request(a.outbound.unwrap(), "GET", "b.test", "/hop", &[]).await;
     assert_eq!(
@@ -149,7 +172,7 @@ async fn two_sidecars_with_spire_svids_complete_a_hop_with_a_spire_signed_token_
     let first = a_svid.svids.first().unwrap();
     let expected = hash_of_pem(&first.chain_pem);
     // An hour's TTL: the agent hands every process of A's uid the same SVID.
-    assert_eq!(last_caller_hash(&app), expected);
+    assert_eq!(last_caller_hash(app), expected);
     let (_, identity) = crate::support::proxy::admin_get(a.admin, "/identity").await;
     let identity: serde_json::Value = serde_json::from_str(&identity).unwrap();
     assert_eq!(identity["source"], "workload_api", "{identity}");
@@ -160,20 +183,8 @@ async fn two_sidecars_with_spire_svids_complete_a_hop_with_a_spire_signed_token_
 async fn spire_rotates_both_svids_under_continuous_traffic_without_a_failed_request() {
     // A 20 s TTL: SPIRE issues 30 s SVIDs (10 s backdated) and the agent renews them at half
     // life, so each side rotates within about 15 s.
-    let server = SpireServer::start("example.org", Duration::from_secs(20)).await;
-    let agent = SpireAgent::start(&server).await;
-    let (a_id, b_id) = (
-        "spiffe://example.org/ns/agents/sa/a",
-        "spiffe://example.org/ns/tools/sa/b",
-    );
-    server.register(a_id, agent.id(), A_UID, &[]).await;
-    server.register(b_id, agent.id(), B_UID, &[]).await;
-    wait_for_svid(&agent.socket(), A_UID, a_id).await;
-    wait_for_svid(&agent.socket(), B_UID, b_id).await;
-    let configs = Configs::new();
-    let app = Upstream::start().await;
-    let b = start_b(&configs, &agent.socket(), &app, &permit(a_id)).await;
-    let a = start_a(&configs, &agent.socket(), &b, b_id).await;
+    let mesh = OneDomain::start(Duration::from_secs(20)).await;
+    let (a, b, app) = (&mesh.a, &mesh.b, &mesh.app);
     let b_not_after = |body: &str| -> i64 {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         v["not_after_unix"].as_i64().unwrap()
@@ -187,7 +198,7 @@ async fn spire_rotates_both_svids_under_continuous_traffic_without_a_failed_requ
         let reply = plain_request(a.outbound.unwrap(), "GET", "b.test", "/load", &[]).await;
         if reply.status == 200 {
             ok += 1;
-            callers.insert(last_caller_hash(&app));
+            callers.insert(last_caller_hash(app));
         } else {
             failed.push(format!("{reply:?}"));
         }
