@@ -179,14 +179,15 @@ impl StartupError {
 // === impl Proxy ===
 
 impl Proxy {
-    /// Loads the identity, starts watching its files and binds every listener.
-    /// Must be called inside a tokio runtime.
+    /// Loads the identity (from its files, or the first usable answer of the Workload API),
+    /// starts following it and binds every listener. Must be called inside a tokio runtime.
     ///
     /// # Errors
     /// [`StartupError::Identity`] for unreadable or invalid SVID and bundle files,
+    /// [`StartupError::WorkloadApi`] when the Workload API gave no usable SVID in time,
     /// [`StartupError::Policy`] for a policy folder that does not load or validate,
-    /// [`StartupError::Unsupported`] for sections a later hopgate serves (the Workload API
-    /// source, the outbound side), [`StartupError::Bind`] when an address is taken.
+    /// [`StartupError::Unsupported`] for settings a later hopgate serves,
+    /// [`StartupError::Bind`] when an address is taken.
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
         Self::build_with_audit(config, AuditSink::Stdout).await
     }
