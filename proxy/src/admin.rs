@@ -140,13 +140,16 @@ impl AdminState {
     }
 
     fn ready(&self) -> Response<Body> {
-        let snapshot = self.identity.snapshot();
+        // `None`: the Workload API withdrew the SVID (or sent an expired one).
+        let not_after = self
+            .identity
+            .snapshot()
+            .map(|s| s.identity().svid().not_after());
         let reason = if self.draining.is_draining() {
             Some("draining")
-        } else if snapshot.is_none() {
-            // The Workload API withdrew the SVID (or sent an expired one).
+        } else if not_after.is_none() {
             Some("no_identity")
-        } else if snapshot.is_some_and(|s| s.identity().svid().not_after() <= SystemTime::now()) {
+        } else if not_after.is_some_and(|t| t <= SystemTime::now()) {
             Some("svid_expired")
         } else if self.audit.refusing() {
             // Requests are refused until stdout is read again: send traffic elsewhere.

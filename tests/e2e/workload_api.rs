@@ -315,10 +315,18 @@ async fn an_unreachable_socket_at_start_fails_startup_naming_it() {
 /// Pushes each of `cases` as the sidecar's own SVID and checks it is refused: counted as an
 /// unusable update, never published, and the last good SVID still serving.
 async fn refuses_each(fx: &Fixture, cases: Vec<(&str, Leaf)>) {
+    let responses = cases
+        .into_iter()
+        .map(|(rule, leaf)| (rule, response(&leaf, SERVER_ID, &fx.mesh.ca, &[])))
+        .collect();
+    refuses_each_response(fx, responses).await;
+}
+
+/// [`refuses_each`] for whole responses.
+async fn refuses_each_response(fx: &Fixture, cases: Vec<(&str, X509Response)>) {
     let good = fx.proxy.identity.snapshot().unwrap();
-    for (n, (rule, leaf)) in cases.into_iter().enumerate() {
-        fx.api
-            .push(Answer::Svid(response(&leaf, SERVER_ID, &fx.mesh.ca, &[])));
+    for (n, (rule, answer)) in cases.into_iter().enumerate() {
+        fx.api.push(Answer::Svid(answer));
         let want = (n + 1) as f64;
         let proxy = &fx.proxy;
         eventually(UPDATE, format_args!("{rule}: not refused"), || async {
@@ -333,6 +341,48 @@ async fn refuses_each(fx: &Fixture, cases: Vec<(&str, Leaf)>) {
         );
         assert_eq!(fx.caller_status().await, Some(StatusCode::OK), "{rule}");
     }
+}
+
+#[tokio::test]
+async fn a_malformed_workload_api_response_is_refused_and_the_last_good_svid_kept() {
+    let fx = Fixture::new().await;
+    let good = || svid_of(&fx.mesh.ca, &[]);
+    let with = |edit: fn(&mut X509Response)| {
+        let mut response = good();
+        edit(&mut response);
+        response
+    };
+    let other = Ca::new("other.org");
+    let mut federated_garbage = svid_of(&fx.mesh.ca, &[&other]);
+    for bundle in federated_garbage.federated_bundles.values_mut() {
+        *bundle = b"not DER".to_vec();
+    }
+    let cases = vec![
+        (
+            "an SVID that is not DER",
+            with(|r| r.svids[0].x509_svid = b"not a certificate".to_vec()),
+        ),
+        (
+            "a key that is not PKCS#8",
+            with(|r| r.svids[0].x509_svid_key = b"not a key".to_vec()),
+        ),
+        (
+            "a bundle that is not DER",
+            with(|r| r.svids[0].bundle = vec![0x30, 0x03, 0x02]),
+        ),
+        ("a federated bundle that is not DER", federated_garbage),
+        (
+            "a federated bundle for a name that is no trust domain",
+            with(|r| {
+                r.federated_bundles.insert(
+                    "spiffe://Not A Domain".to_owned(),
+                    r.svids[0].bundle.clone(),
+                );
+            }),
+        ),
+    ];
+    refuses_each_response(&fx, cases).await;
+    fx.proxy.shutdown().await;
 }
 
 #[tokio::test]

@@ -89,6 +89,13 @@ async fn start_a(configs: &Configs, socket: &Path, b: &Sidecar, b_id: &str) -> S
     Sidecar::start_as(A_UID, &configs.write("a.yaml", &yaml)).await
 }
 
+/// A's app calls B through A's outbound side; the hop must answer 200.
+async fn assert_hop(a: &Sidecar, b: &Sidecar, path: &str) {
+    let reply = plain_request(a.outbound.unwrap(), "GET", "b.test", path, &[]).await;
+    let (a, b) = (a.output(), b.output());
+    assert_eq!(reply.status, 200, "{reply:?}\nA: {a}\nB: {b}");
+}
+
 /// The client certificate B's app was told about, as the XFCC `Hash` of its last request.
 fn last_caller_hash(app: &Upstream) -> String {
     let received = app.received();
@@ -149,14 +156,7 @@ async fn two_sidecars_with_spire_svids_complete_a_hop_with_a_spire_signed_token_
     let (a_id, a_svid) = (A_ID, &mesh.a_svid);
     let (a, b, app) = (&mesh.a, &mesh.b, &mesh.app);
 
-    let reply = plain_request(a.outbound.unwrap(), "GET", "b.test", "/hop", &[]).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{reply:?}\nA: {}\nB: {}",
-        a.output(),
-        b.output()
-    );
+    assert_hop(a, b, "/hop").await;
     // B admitted A's hop token (signed with the SPIRE-issued key, its x5c chaining to SPIRE's
     // bundle) and Cedar allowed it by name.
     let record = b
@@ -275,14 +275,7 @@ async fn a_federated_spire_peer_is_admitted_only_through_its_own_trust_domains_b
     );
 
     // other.org's SPIRE-issued SVID, through other.org's bundle: admitted, across the hop.
-    let reply = plain_request(a.outbound.unwrap(), "GET", "b.test", "/federated", &[]).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{reply:?}\nA: {}\nB: {}",
-        a.output(),
-        b.output()
-    );
+    assert_hop(&a, &b, "/federated").await;
     // An other.org ID from a CA that is not other.org's: refused at the handshake.
     let impostor = Ca::new("other.org").leaf(a_id).build();
     let client = Client::with_svid(&impostor.chain_pem, &impostor.key_pem, Proto::H1);

@@ -48,7 +48,8 @@ pub enum IdentityError {
     /// The SVID's key cannot sign hop tokens, and the outbound side mints them.
     #[error("identity.svid: cannot sign hop tokens: {0}")]
     Minter(#[source] TokenError),
-    /// The Workload API gave no usable identity in time, at startup.
+    /// The Workload API gave no usable identity (at startup, in time), or sent an update that
+    /// cannot be read; the message names the socket and the problem.
     #[error("identity.workload_api: {0}")]
     WorkloadApi(String),
 }

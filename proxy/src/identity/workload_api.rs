@@ -76,13 +76,9 @@ pub(crate) async fn start(
         };
         let problem = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok((updates, snapshot))) => {
+                tracing::info!(identity.source = "workload_api", identity.socket = %socket, svid.id = %snapshot.id(), "identity from the Workload API");
                 let store =
                     IdentityStore::from_workload_api(socket.clone(), snapshot, derived, metrics);
-                let svid = store
-                    .snapshot()
-                    .map(|s| s.id().to_string())
-                    .unwrap_or_default();
-                tracing::info!(identity.source = "workload_api", identity.socket = %socket, svid.id = %svid, "identity from the Workload API");
                 let task = tokio::spawn(follow(Arc::clone(&store), socket, updates));
                 return Ok((store, WorkloadApiTask(task)));
             }
@@ -163,11 +159,7 @@ fn identity_of(context: &X509Context, socket: &str) -> Result<Identity, Identity
     let svid = context.default_svid().ok_or_else(|| {
         IdentityError::WorkloadApi(format!("`{socket}` sent a response without an SVID"))
     })?;
-    let chain = svid
-        .cert_chain()
-        .iter()
-        .map(|cert| CertificateDer::from(cert.as_bytes().to_vec()))
-        .collect();
+    let chain = owned_der(svid.cert_chain());
     let key = PrivatePkcs8KeyDer::from(svid.private_key().as_bytes().to_vec());
     let svid = Svid::from_der(
         chain,
@@ -186,15 +178,19 @@ fn identity_of(context: &X509Context, socket: &str) -> Result<Identity, Identity
                     name.escape_debug()
                 ))
             })?;
-            let certs = bundle
-                .authorities()
-                .iter()
-                .map(|cert| CertificateDer::from(cert.as_bytes().to_vec()))
-                .collect();
+            let certs = owned_der(bundle.authorities());
             Ok((td, certs, origin(socket, &format!("bundle of {name}"))))
         })
         .collect::<Result<Vec<_>, IdentityError>>()?;
     Ok(Identity::new(svid, TrustBundles::from_der(bundles)?))
+}
+
+/// The certificates as rustls holds them.
+fn owned_der(certs: &[spiffe::Certificate]) -> Vec<CertificateDer<'static>> {
+    certs
+        .iter()
+        .map(|cert| CertificateDer::from(cert.as_bytes().to_vec()))
+        .collect()
 }
 
 /// Where in a response from `socket` a piece came from, for errors.

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::support::pki::{Ca, Leaf};
@@ -175,7 +176,7 @@ impl tonic::server::NamedService for FetchX509Svid {
 
 impl tonic::server::ServerStreamingService<X509SvidRequest> for FetchX509Svid {
     type Response = X509SvidResponse;
-    type ResponseStream = tokio_stream_shim::Receiver<Result<X509SvidResponse, Status>>;
+    type ResponseStream = ReceiverStream<Result<X509SvidResponse, Status>>;
     type Future = BoxFuture<'static, Result<Response<Self::ResponseStream>, Status>>;
 
     fn call(&mut self, request: Request<X509SvidRequest>) -> Self::Future {
@@ -199,7 +200,7 @@ impl tonic::server::ServerStreamingService<X509SvidRequest> for FetchX509Svid {
             let (tx, rx) = mpsc::channel(16);
             tx.try_send(Ok(first)).unwrap();
             state.streams.push(tx);
-            Ok(Response::new(tokio_stream_shim::Receiver(rx)))
+            Ok(Response::new(ReceiverStream::new(rx)))
         })
     }
 }
@@ -226,21 +227,5 @@ where
             let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
             Ok(grpc.server_streaming(service, req).await)
         })
-    }
-}
-
-/// An `mpsc::Receiver` as a `Stream`.
-mod tokio_stream_shim {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    pub(crate) struct Receiver<T>(pub(crate) tokio::sync::mpsc::Receiver<T>);
-
-    impl<T> futures_util::Stream for Receiver<T> {
-        type Item = T;
-
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-            self.0.poll_recv(cx)
-        }
     }
 }
