@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use std::{fs, path};
 
+mod address;
 mod admin;
 mod check;
 mod duration;
@@ -38,13 +39,15 @@ mod test_support;
 mod token;
 mod yaml;
 
+pub use address::{Address, DnsName, Host, MAX_DNS_NAME_LEN};
 pub use admin::AdminConfig;
 pub use error::{ConfigError, FieldError};
 pub use identity::{
     FileIdentity, IdentityConfig, IdentitySource, SPIFFE_ENDPOINT_SOCKET, WorkloadApi,
 };
 pub use listener::{
-    InboundConfig, InboundLimits, InboundMode, InboundTimeouts, OutboundConfig, Route,
+    DEFAULT_DNS_REFRESH, InboundConfig, InboundLimits, InboundMode, InboundTimeouts,
+    OutboundConfig, Route,
 };
 pub use policy::{IntentConfig, PolicyConfig};
 pub use spiffe::{MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain};

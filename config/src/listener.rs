@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::check::{Check, at};
-use crate::{IdentityConfig, IdentitySource, TrustDomain, raw};
+use crate::{Address, IdentityConfig, IdentitySource, TrustDomain, raw};
 
 mod route;
 
@@ -18,7 +18,7 @@ pub use self::route::Route;
 #[derive(Clone, Debug)]
 pub struct InboundConfig {
     listen: SocketAddr,
-    app: SocketAddr,
+    app: Address,
     mode: InboundMode,
     require_token: bool,
     allowed_trust_domains: Vec<TrustDomain>,
@@ -60,8 +60,16 @@ pub struct InboundLimits {
 pub struct OutboundConfig {
     listen: SocketAddr,
     transparent: bool,
+    dns_refresh: Duration,
     routes: Vec<Route>,
 }
+
+/// How often names are resolved again when `outbound.dns_refresh` is not set, or there is no
+/// `outbound` section.
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
+
+const DNS_REFRESH_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(3600);
 
 const TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(1)..=Duration::from_secs(24 * 3600);
@@ -74,9 +82,9 @@ impl InboundConfig {
         self.listen
     }
 
-    /// The local workload.
-    pub fn app(&self) -> SocketAddr {
-        self.app
+    /// The local workload: an IP address, or a name resolved at run time.
+    pub fn app(&self) -> &Address {
+        &self.app
     }
 
     /// Enforce or audit policy denies. Default [`InboundMode::Enforce`].
@@ -112,9 +120,7 @@ impl InboundConfig {
         check: &mut Check,
     ) -> Option<Self> {
         let listen = check.socket_addr(raw.listen, "inbound.listen");
-        let app = check
-            .socket_addr(raw.app, "inbound.app")
-            .and_then(|app| connectable(app, "inbound.app", check));
+        let app = check.address(raw.app, "inbound.app");
         let allowed = allowed_trust_domains(raw.allowed_trust_domains, identity, check);
         let timeouts = InboundTimeouts::from_raw(raw.timeouts.unwrap_or_default(), check);
         let limits = InboundLimits::from_raw(raw.limits.unwrap_or_default(), check);
@@ -171,18 +177,6 @@ fn allowed_trust_domains(
         }
     }
     (allowed.len() == names.len()).then_some(allowed)
-}
-
-/// A destination address must have a port to connect to.
-pub(crate) fn connectable(addr: SocketAddr, path: &str, check: &mut Check) -> Option<SocketAddr> {
-    if addr.port() == 0 {
-        check.error(
-            path,
-            format!("`{addr}` has port 0, which cannot be connected to"),
-        );
-        return None;
-    }
-    Some(addr)
 }
 
 // === impl InboundMode ===
@@ -334,6 +328,13 @@ impl OutboundConfig {
         self.transparent
     }
 
+    /// How often the DNS names in addresses are resolved again (they also are after a failed
+    /// connect). It applies to every name the sidecar connects to, `inbound.app` included.
+    /// Default 5s.
+    pub fn dns_refresh(&self) -> Duration {
+        self.dns_refresh
+    }
+
     /// The destinations, in file order; hosts are unique.
     pub fn routes(&self) -> &[Route] {
         &self.routes
@@ -341,10 +342,17 @@ impl OutboundConfig {
 
     pub(crate) fn from_raw(raw: raw::Outbound, check: &mut Check) -> Option<Self> {
         let listen = check.socket_addr(raw.listen, "outbound.listen");
+        let dns_refresh = check.duration(
+            raw.dns_refresh,
+            "outbound.dns_refresh",
+            DEFAULT_DNS_REFRESH,
+            DNS_REFRESH_RANGE,
+        );
         let routes = Route::list_from_raw(raw.routes.unwrap_or_default(), check);
         Some(Self {
             listen: listen?,
             transparent: raw.transparent.unwrap_or(false),
+            dns_refresh: dns_refresh?,
             routes: routes?,
         })
     }
@@ -366,7 +374,7 @@ mod tests {
         let config = Fixture::new().load(&inbound(""));
         let inbound = config.inbound().unwrap();
         assert_eq!(inbound.listen(), "0.0.0.0:15006".parse().unwrap());
-        assert_eq!(inbound.app(), "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(inbound.app().to_string(), "127.0.0.1:8080");
         assert_eq!(inbound.mode(), InboundMode::Enforce);
         assert!(!inbound.require_token());
         assert_eq!(inbound.allowed_trust_domains()[0].as_str(), "example.org");
@@ -522,9 +530,43 @@ mod tests {
         assert_eq!(outbound.listen(), "127.0.0.1:15001".parse().unwrap());
         assert!(!outbound.transparent());
         assert!(outbound.routes().is_empty());
+        assert_eq!(outbound.dns_refresh(), Duration::from_secs(5));
         assert!(config.inbound().is_none());
         let transparent =
             Fixture::new().load(&format!("{IDENTITY}{OUTBOUND}  transparent: true\n"));
         assert!(transparent.outbound().unwrap().transparent());
+    }
+
+    #[test]
+    fn inbound_app_may_be_a_dns_name() {
+        let config = Fixture::new().load(&format!(
+            "{IDENTITY}inbound:\n  listen: 0.0.0.0:15006\n  app: App.Local:8080\n"
+        ));
+        let app = config.inbound().unwrap().app();
+        assert_eq!(app.to_string(), "app.local:8080");
+        assert_eq!(app.socket_addr(), None);
+        assert_eq!(
+            Fixture::new().errors(&format!(
+                "{IDENTITY}inbound:\n  listen: 0.0.0.0:15006\n  app: 'app local:8080'\n"
+            )),
+            [
+                "inbound.app: `app local:8080`: the host `app local` is not a host name: only letters, digits, `-`, `_` and `.` may appear"
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_refresh_is_a_duration_from_100ms_to_an_hour() {
+        let load = |value: &str| {
+            Fixture::new().load(&format!("{IDENTITY}{OUTBOUND}  dns_refresh: {value}\n"))
+        };
+        assert_eq!(
+            load("250ms").outbound().unwrap().dns_refresh(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            Fixture::new().errors(&format!("{IDENTITY}{OUTBOUND}  dns_refresh: 10ms\n")),
+            ["outbound.dns_refresh: `10ms` is too short; the least allowed is `100ms`"]
+        );
     }
 }

@@ -83,7 +83,7 @@ pub(crate) struct WorkloadApi {
 pub(crate) struct Inbound {
     /// Where peers connect over mTLS, `ip:port`. Required.
     pub(crate) listen: Option<String>,
-    /// The local workload, `ip:port`. Required.
+    /// The local workload, `host:port` (an IP or a DNS name). Required.
     pub(crate) app: Option<String>,
     /// `enforce` (deny what policy denies) or `audit` (log a would-be deny and allow).
     /// Default `enforce`.
@@ -137,6 +137,8 @@ pub(crate) struct Outbound {
     /// When true, connections arrive by iptables REDIRECT and the destination is taken from
     /// `SO_ORIGINAL_DST`. Default `false`.
     pub(crate) transparent: Option<bool>,
+    /// How often DNS names in addresses are resolved again, a duration. Default `5s`.
+    pub(crate) dns_refresh: Option<String>,
     /// The destinations the app may call. Default: none (every call is `no_route`).
     pub(crate) routes: Option<Vec<Option<Route>>>,
 }
@@ -148,9 +150,10 @@ pub(crate) struct Route {
     /// Matched against `:authority` / `Host`: a lowercase host with an optional `:port`, no
     /// scheme or path. Required; unique across routes.
     pub(crate) host: Option<String>,
-    /// Matched in transparent mode against the original destination, `ip:port`. Optional.
+    /// Matched in transparent mode against the original destination, `host:port` (an IP, or a
+    /// name matched against every address it resolves to). Optional.
     pub(crate) original_dst: Option<String>,
-    /// The destination sidecar's inbound listener, `ip:port`. Required.
+    /// The destination sidecar's inbound listener, `host:port` (an IP or a DNS name). Required.
     pub(crate) address: Option<String>,
     /// The SPIFFE ID the destination's certificate must carry, with a non-root path. Required.
     pub(crate) identity: Option<String>,

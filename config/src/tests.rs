@@ -65,7 +65,7 @@ fn the_design_example_loads_with_every_value_as_written() {
 
     let inbound = config.inbound().unwrap();
     assert_eq!(inbound.listen(), "0.0.0.0:15006".parse().unwrap());
-    assert_eq!(inbound.app(), "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(inbound.app().to_string(), "127.0.0.1:8080");
     assert_eq!(inbound.mode(), InboundMode::Enforce);
     assert!(!inbound.require_token());
     assert_eq!(
@@ -78,8 +78,8 @@ fn the_design_example_loads_with_every_value_as_written() {
     assert!(!outbound.transparent());
     let route = &outbound.routes()[0];
     assert_eq!(route.host(), "inference.ml");
-    assert_eq!(route.original_dst(), Some("10.0.0.5:8080".parse().unwrap()));
-    assert_eq!(route.address(), "127.0.0.1:16006".parse().unwrap());
+    assert_eq!(route.original_dst().unwrap().to_string(), "10.0.0.5:8080");
+    assert_eq!(route.address().to_string(), "127.0.0.1:16006");
     assert_eq!(route.identity().path(), "/ns/ml/sa/inference");
     assert_eq!(route.scopes(), ["inference.generate"]);
 

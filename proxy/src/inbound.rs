@@ -61,12 +61,14 @@ struct InboundSide {
 // === impl Inbound ===
 
 impl Inbound {
-    /// Binds the inbound listener.
+    /// Binds the inbound listener; the app's address, when it is a name, is resolved again
+    /// every `dns_refresh`.
     ///
     /// # Errors
     /// The bind error.
     pub fn bind(
         config: &InboundConfig,
+        dns_refresh: Duration,
         identity: Arc<IdentityStore>,
         authenticator: Authenticator,
         authorizer: Authorizer,
@@ -77,6 +79,7 @@ impl Inbound {
         let listener = Listener::bind(config.listen(), limits.max_connections())?;
         let app_client = App::new(
             config.app(),
+            dns_refresh,
             timeouts.app_connect(),
             timeouts.app_response(),
         );

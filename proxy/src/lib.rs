@@ -14,12 +14,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hopgate_config::{Config, IdentitySource, InboundConfig, InboundMode};
+use hopgate_config::{
+    Config, DEFAULT_DNS_REFRESH, IdentitySource, InboundConfig, InboundMode, OutboundConfig,
+};
 use hopgate_policy::{PolicyError, PolicyStore, ReloadOutcome};
 use thiserror::Error;
 
 pub mod admin;
 pub mod connection;
+mod dns;
 pub mod hop;
 pub mod http;
 pub mod identity;
@@ -282,8 +285,12 @@ impl Proxy {
                 let authorizer = Authorizer::new(policies.clone(), cfg.mode(), config.intent());
                 let authenticator =
                     Authenticator::new(config.token(), cfg.require_token(), Arc::clone(&metrics));
+                let dns_refresh = config
+                    .outbound()
+                    .map_or(DEFAULT_DNS_REFRESH, OutboundConfig::dns_refresh);
                 let inbound = Inbound::bind(
                     cfg,
+                    dns_refresh,
                     Arc::clone(&identity),
                     authenticator,
                     authorizer,

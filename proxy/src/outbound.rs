@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::connection::ConnectionServer;
+use crate::dns::Resolved;
 use crate::hop::{self, HopTelemetry, HopToken, Parties, Shared};
 use crate::http::authorize::{Authorizer, HttpFacts};
 use crate::http::{Body, RequestError};
@@ -79,6 +80,8 @@ struct Outgoing {
 #[derive(Debug)]
 struct Destination {
     route: Route,
+    /// The route's `original_dst`, resolved when it is a name (transparent mode only).
+    original: Option<Resolved>,
     upstream: Upstream,
 }
 
@@ -147,20 +150,18 @@ impl Outbound {
                 remote,
                 permit,
             } = accepted;
-            let target = if self.transparent {
-                self.side.original_target(&stream, remote)
-            } else {
-                Target::ByAuthority
-            };
-            let connection = serve_io(
-                Arc::clone(&self.side),
-                self.server.clone(),
-                stream,
-                target,
-                drain.clone(),
-            );
+            let (side, server, drain) =
+                (Arc::clone(&self.side), self.server.clone(), drain.clone());
+            let transparent = self.transparent;
             tokio::spawn(async move {
-                connection.await;
+                // In the connection's task: a route's `original_dst` name may still be
+                // waiting for its first DNS answer.
+                let target = if transparent {
+                    side.original_target(&stream, remote).await
+                } else {
+                    Target::ByAuthority
+                };
+                serve_io(side, server, stream, target, drain).await;
                 drop(permit);
             });
         }
@@ -176,9 +177,14 @@ fn destinations(config: &OutboundConfig, timeouts: &InboundTimeouts) -> Vec<Arc<
         .map(|(index, route)| {
             Arc::new(Destination {
                 route: route.clone(),
+                original: route
+                    .original_dst()
+                    .filter(|_| config.transparent())
+                    .map(|dst| Resolved::new(dst, config.dns_refresh())),
                 upstream: Upstream::new(
                     route,
                     index,
+                    config.dns_refresh(),
                     timeouts.app_connect(),
                     timeouts.app_response(),
                 ),

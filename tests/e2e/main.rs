@@ -11,6 +11,7 @@ mod admin;
 mod caller_rotation;
 mod curl;
 mod demo_export;
+mod dns;
 mod inbound;
 mod outbound;
 mod outbound_edge;

@@ -440,7 +440,7 @@ async fn a_relayed_chain_longer_than_the_destinations_max_depth_is_401_depth_to_
 fn route_to(host: &str, address: SocketAddr, identity: &str) -> RouteSpec {
     RouteSpec {
         host: host.to_owned(),
-        address,
+        address: address.to_string(),
         identity: identity.to_owned(),
         scopes: vec!["generate".to_owned()],
         original_dst: None,

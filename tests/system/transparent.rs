@@ -163,7 +163,7 @@ impl Scene {
             .outbound_yaml("  transparent: true\n")
             .route_spec(RouteSpec {
                 host: "crm.tools".to_owned(),
-                address: crm.inbound.unwrap(),
+                address: crm.inbound.unwrap().to_string(),
                 identity: crm.id.clone(),
                 scopes: vec!["read_ticket".to_owned(), "write_ticket".to_owned()],
                 original_dst: Some(addr(SERVICE)),

@@ -1,17 +1,16 @@
 //! `outbound.routes`: which destinations the app may call, where they are, and who they must be.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::Ipv6Addr;
 
 use crate::check::{Check, at};
-use crate::listener::connectable;
-use crate::{SpiffeId, raw};
+use crate::{Address, SpiffeId, raw};
 
 /// One destination (`outbound.routes[i]`).
 #[derive(Clone, Debug)]
 pub struct Route {
     host: String,
-    original_dst: Option<SocketAddr>,
-    address: SocketAddr,
+    original_dst: Option<Address>,
+    address: Address,
     identity: SpiffeId,
     scopes: Vec<String>,
 }
@@ -24,14 +23,17 @@ impl Route {
         &self.host
     }
 
-    /// Matched in transparent mode against `SO_ORIGINAL_DST`.
-    pub fn original_dst(&self) -> Option<SocketAddr> {
-        self.original_dst
+    /// Matched in transparent mode against `SO_ORIGINAL_DST`: an IP address, or a name matched
+    /// against every address it resolves to (a Kubernetes Service name gives its cluster IP).
+    pub fn original_dst(&self) -> Option<&Address> {
+        self.original_dst.as_ref()
     }
 
-    /// The destination sidecar's inbound listener.
-    pub fn address(&self) -> SocketAddr {
-        self.address
+    /// The destination sidecar's inbound listener: an IP address, or a name resolved at run
+    /// time. Where it resolves says only where to connect: the server must still prove
+    /// [`Route::identity`].
+    pub fn address(&self) -> &Address {
+        &self.address
     }
 
     /// The SPIFFE ID the destination's certificate must carry; never a root ID.
@@ -67,9 +69,10 @@ impl Route {
             }
             let same_dst =
                 |r: &Self| r.original_dst.is_some() && r.original_dst == route.original_dst;
-            if let (Some((j, _)), Some(dst)) =
-                (routes.iter().find(|(_, r)| same_dst(r)), route.original_dst)
-            {
+            if let (Some((j, _)), Some(dst)) = (
+                routes.iter().find(|(_, r)| same_dst(r)),
+                &route.original_dst,
+            ) {
                 let message = format!(
                     "`{dst}` is already the original destination of `outbound.routes[{j}]`"
                 );
@@ -95,12 +98,9 @@ impl Route {
         let dst_path = at(path, "original_dst");
         let original_dst = match raw.original_dst {
             None => Some(None),
-            Some(dst) => check.parse_socket_addr(&dst, &dst_path).map(Some),
+            Some(dst) => check.address(Some(dst), &dst_path).map(Some),
         };
-        let address_path = at(path, "address");
-        let address = check
-            .socket_addr(raw.address, &address_path)
-            .and_then(|addr| connectable(addr, &address_path, check));
+        let address = check.address(raw.address, &at(path, "address"));
         let identity = workload_id(raw.identity, &at(path, "identity"), check);
         let scopes = scopes(raw.scopes.unwrap_or_default(), &at(path, "scopes"), check);
         Some(Self {
@@ -251,10 +251,15 @@ mod tests {
         let config = fx.load(&route(&format!(
             "{GOOD}, original_dst: 10.0.0.5:8080, scopes: [inference.generate, a:b]"
         )));
+        let named = fx.load(&route(
+            "host: crm.tools, address: crm.tools.svc.cluster.local:15006, identity: spiffe://example.org/ns/tools/sa/crm",
+        ));
+        let address = named.outbound().unwrap().routes()[0].address();
+        assert_eq!(address.to_string(), "crm.tools.svc.cluster.local:15006");
         let route = &config.outbound().unwrap().routes()[0];
         assert_eq!(route.host(), "inference.ml");
-        assert_eq!(route.original_dst(), Some("10.0.0.5:8080".parse().unwrap()));
-        assert_eq!(route.address(), "127.0.0.1:16006".parse().unwrap());
+        assert_eq!(route.original_dst().unwrap().to_string(), "10.0.0.5:8080");
+        assert_eq!(route.address().to_string(), "127.0.0.1:16006");
         assert_eq!(
             route.identity().as_str(),
             "spiffe://example.org/ns/ml/sa/inference"
@@ -363,7 +368,7 @@ mod tests {
             errors,
             [
                 "outbound.routes[0].host: is required",
-                "outbound.routes[0].original_dst: `nowhere` is not a socket address; expected `ip:port`",
+                "outbound.routes[0].original_dst: `nowhere` has no port; expected `host:port` (an IP address or a DNS name)",
                 "outbound.routes[0].address: `127.0.0.1:0` has port 0, which cannot be connected to",
                 "outbound.routes[0].identity: is required",
             ]

@@ -67,6 +67,7 @@ impl Stack {
             ),
             app_client: App::new(
                 inbound.app(),
+                hopgate_config::DEFAULT_DNS_REFRESH,
                 timeouts.app_connect(),
                 timeouts.app_response(),
             ),

@@ -3,10 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use super::{Destination, OutboundSide};
+
+/// How long a redirected connection waits for an `original_dst` name's first DNS answer.
+const FIRST_ANSWER: Duration = Duration::from_secs(1);
 
 /// How a connection's requests find their route.
 #[derive(Clone, Copy, Debug)]
@@ -20,8 +24,10 @@ pub(super) enum Target {
 // === impl OutboundSide ===
 
 impl OutboundSide {
-    /// The route of a redirected connection, from `SO_ORIGINAL_DST`.
-    pub(super) fn original_target(&self, stream: &TcpStream, remote: SocketAddr) -> Target {
+    /// The route of a redirected connection, from `SO_ORIGINAL_DST`: the first whose
+    /// `original_dst` is that address or a name resolving to it. A name still waiting for its
+    /// first answer is waited for, up to [`FIRST_ANSWER`].
+    pub(super) async fn original_target(&self, stream: &TcpStream, remote: SocketAddr) -> Target {
         let Some(original) = original_dst(stream) else {
             tracing::debug!(client.addr = %remote, "no original destination: routing by authority");
             return Target::ByAuthority;
@@ -30,10 +36,16 @@ impl OutboundSide {
         if stream.local_addr().is_ok_and(|local| local == original) {
             return Target::ByAuthority;
         }
-        let route = self
-            .routes
-            .iter()
-            .position(|d| d.route.original_dst() == Some(original));
+        let mut route = None;
+        for (i, destination) in self.routes.iter().enumerate() {
+            let Some(resolved) = &destination.original else {
+                continue;
+            };
+            if resolved.resolves_to(original, FIRST_ANSWER).await {
+                route = Some(i);
+                break;
+            }
+        }
         if route.is_none() {
             tracing::info!(client.addr = %remote, original_dst = %original, "no route for the original destination");
         }

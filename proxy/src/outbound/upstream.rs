@@ -2,6 +2,10 @@
 //! server's SVID checked against the route's `identity` exactly (no DNS names), HTTP/2 when the
 //! server offers it by ALPN, HTTP/1.1 otherwise.
 //!
+//! The route's address may be a name: each new connection tries every address it resolves to
+//! now, in turn (see [`crate::dns`]), and when none answers, asks for a new lookup. DNS says
+//! only where to connect; the server proves who it is by its SVID.
+//!
 //! One pooled client per route: an HTTP/2 connection is shared by every request to that
 //! destination and replaced when it fails or the server closes it; HTTP/1.1 connections are
 //! kept alive and reused.
@@ -50,6 +54,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::dns::Resolved;
 use crate::http::{Body, RequestError};
 use crate::identity::IdentitySnapshot;
 use crate::tls::describe_tls_error;
@@ -75,7 +80,7 @@ pub(crate) struct Upstream {
 /// Where a route's connections go and whom they must reach.
 #[derive(Debug)]
 struct Target {
-    address: SocketAddr,
+    address: Resolved,
     /// The route's index in `outbound.routes`: which of a snapshot's client configs is ours
     /// (each checks the server's SVID is exactly the route's `identity`).
     index: usize,
@@ -148,17 +153,20 @@ pin_project! {
 // === impl Upstream ===
 
 impl Upstream {
-    /// A client for `route`, the `index`th of `outbound.routes`, connecting within `connect_timeout` and waiting at most
-    /// `response_timeout` for a response head.
+    /// A client for `route`, the `index`th of `outbound.routes`, resolving its address again
+    /// every `dns_refresh` when it is a name, connecting to each address within
+    /// `connect_timeout` and waiting at most `response_timeout` for a response head. Must be
+    /// called on a tokio runtime.
     pub(crate) fn new(
         route: &Route,
         index: usize,
+        dns_refresh: Duration,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
         Self {
             target: Arc::new(Target {
-                address: route.address(),
+                address: Resolved::new(route.address(), dns_refresh),
                 index,
                 expected: route.identity().clone(),
                 host: route.host().to_owned(),
@@ -328,22 +336,53 @@ impl fmt::Debug for Pool {
 // === impl MtlsConnector ===
 
 impl MtlsConnector {
+    /// Tries the route's addresses in turn until one completes the mTLS handshake. Trying the
+    /// next address after a wrong identity is safe, because each must prove the route's SPIFFE
+    /// ID exactly, and it is what a name whose old address now belongs to someone else needs.
+    /// When none succeeds, the name is looked up again soon.
     async fn connect(self) -> io::Result<TokioIo<MtlsStream>> {
         let target = &self.target;
-        let tcp = tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.address))
+        let resolved = &target.address;
+        let addrs = resolved
+            .addrs(target.connect_timeout)
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
             .inspect_err(|err| {
                 tracing::warn!(
                     route.host = %target.host,
-                    route.address = %target.address,
+                    route.address = %resolved.address(),
+                    error = %err,
+                    "cannot connect to the destination sidecar"
+                );
+            })?;
+        let mut last = None;
+        for &addr in addrs.iter() {
+            match self.connect_to(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(err) => last = Some(err),
+            }
+        }
+        resolved.connect_failed();
+        Err(last.unwrap_or_else(|| io::Error::other("the address resolved to nothing")))
+    }
+
+    /// TCP, then the mTLS handshake, with `addr`, each within the connect timeout.
+    async fn connect_to(&self, addr: SocketAddr) -> io::Result<TokioIo<MtlsStream>> {
+        let target = &self.target;
+        let tcp = tokio::time::timeout(target.connect_timeout, TcpStream::connect(addr))
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
+            .inspect_err(|err| {
+                tracing::warn!(
+                    route.host = %target.host,
+                    route.address = %target.address.address(),
+                    peer.address = %addr,
                     error = %err,
                     "cannot connect to the destination sidecar"
                 );
             })?;
         let _ = tcp.set_nodelay(true);
         // The name is never checked (the SPIFFE ID is); rustls needs one for SNI bookkeeping.
-        let name = ServerName::IpAddress(target.address.ip().into());
+        let name = ServerName::IpAddress(addr.ip().into());
         let tls = tokio::time::timeout(
             target.connect_timeout,
             TlsConnector::from(Arc::clone(&self.config)).connect(name, tcp),
@@ -353,7 +392,8 @@ impl MtlsConnector {
         .inspect_err(|err| {
             tracing::warn!(
                 route.host = %target.host,
-                route.address = %target.address,
+                route.address = %target.address.address(),
+                peer.address = %addr,
                 route.identity = %target.expected,
                 error = %describe_tls_error(err),
                 "mTLS handshake with the destination sidecar failed"
@@ -382,7 +422,7 @@ impl tower::Service<Uri> for MtlsConnector {
 impl fmt::Debug for MtlsConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MtlsConnector")
-            .field("address", &self.target.address)
+            .field("address", &self.target.address.address().to_string())
             .field("expected", &self.target.expected)
             .finish_non_exhaustive()
     }

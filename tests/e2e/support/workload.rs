@@ -40,7 +40,8 @@ pub(crate) struct Workloads {
 /// A route of a workload's outbound side.
 pub(crate) struct RouteSpec {
     pub(crate) host: String,
-    pub(crate) address: SocketAddr,
+    /// `ip:port` or `name:port`, as the config says it.
+    pub(crate) address: String,
     pub(crate) identity: String,
     pub(crate) scopes: Vec<String>,
     pub(crate) original_dst: Option<SocketAddr>,
@@ -58,6 +59,7 @@ pub(crate) struct WorkloadBuilder<'a> {
     policies: Vec<(String, String)>,
     egress: bool,
     workload_api: Option<String>,
+    app_by_name: bool,
 }
 
 /// A running workload: its app and its sidecar.
@@ -94,6 +96,7 @@ impl Workloads {
             policies: Vec::new(),
             egress: false,
             workload_api: None,
+            app_by_name: false,
         }
     }
 
@@ -110,6 +113,12 @@ impl WorkloadBuilder<'_> {
         self
     }
 
+    /// `inbound.app` names the app `localhost:<port>`, a DNS name, instead of its IP.
+    pub(crate) fn app_by_name(mut self) -> Self {
+        self.app_by_name = true;
+        self
+    }
+
     /// No inbound side: a workload that only calls out (the user-facing agent, say).
     pub(crate) fn client_only(mut self) -> Self {
         self.inbound = false;
@@ -120,7 +129,10 @@ impl WorkloadBuilder<'_> {
     pub(crate) fn route(mut self, host: &str, dest: &Workload, scopes: &[&str]) -> Self {
         self.routes.push(RouteSpec {
             host: host.to_owned(),
-            address: dest.inbound.expect("the destination has an inbound side"),
+            address: dest
+                .inbound
+                .expect("the destination has an inbound side")
+                .to_string(),
             identity: dest.id.clone(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             original_dst: None,
@@ -170,8 +182,13 @@ impl WorkloadBuilder<'_> {
         self
     }
 
-    /// Writes the config and SVID, returns the config path.
+    /// Writes the config and SVID, returns the config path. `app` is `inbound.app`.
     pub(crate) fn write(&self, app: SocketAddr) -> std::path::PathBuf {
+        let app = if self.app_by_name {
+            format!("localhost:{}", app.port())
+        } else {
+            app.to_string()
+        };
         let name = &self.name;
         let dir = self.mesh.dir_of(name);
         std::fs::create_dir_all(&dir).unwrap();
