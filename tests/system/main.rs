@@ -24,6 +24,8 @@ mod support {
     pub(crate) mod workload;
 }
 
+mod mesh;
+
 // The SPIRE harness offers more than its own tests use: the proxy's SPIRE tests use the rest.
 #[allow(dead_code, reason = "a harness: its tests use part of it")]
 mod spire;

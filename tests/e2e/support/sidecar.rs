@@ -50,6 +50,16 @@ impl Sidecar {
         Self::spawn(command, config).await
     }
 
+    /// [`Sidecar::start`] through a wrapper: `command` ends in the binary's path, after what
+    /// runs it (`ip netns exec NS setpriv ...`). `run -c CONFIG` is appended.
+    #[allow(
+        dead_code,
+        reason = "the system tests' mesh uses it; tests/e2e does not"
+    )]
+    pub(crate) async fn start_with(command: Command, config: &Path) -> Self {
+        Self::spawn(command, config).await
+    }
+
     async fn spawn(mut command: Command, config: &Path) -> Self {
         let mut child = command
             .args(["run", "-c"])
