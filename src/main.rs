@@ -12,6 +12,10 @@ use hopgate_proxy::telemetry::stdout::{LogLine, stdout};
 use hopgate_proxy::tls::{Svid, TrustBundles};
 use hopgate_proxy::token::{Minter, OriginVerifier};
 
+// The `outln!` and `errln!` macros: before the modules that print with them.
+#[macro_use]
+mod output;
+
 mod cli;
 mod demo;
 mod dev_ca;
