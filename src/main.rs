@@ -19,10 +19,11 @@ mod output;
 mod cli;
 mod demo;
 mod dev_ca;
+mod iptables;
 mod policy_cmd;
 mod token_cmd;
 
-use cli::{Cli, Command, DevCaCommand, PolicyCommand, TokenCommand};
+use cli::{Cli, Command, DevCaCommand, IptablesCommand, PolicyCommand, TokenCommand};
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 pub(crate) const EXIT_CONFIG: u8 = 78;
@@ -39,6 +40,11 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Inspect(args)) => token_cmd::run(&args),
         Command::DevCa(DevCaCommand::Init(args)) => dev_ca_init(&args),
         Command::DevCa(DevCaCommand::Issue(args)) => dev_ca_issue(&args),
+        Command::Iptables(IptablesCommand::Apply { rules, binaries }) => {
+            iptables::apply(&rules, &binaries)
+        }
+        Command::Iptables(IptablesCommand::Remove { binaries }) => iptables::remove(&binaries),
+        Command::Iptables(IptablesCommand::Print { rules }) => iptables::print(&rules),
     }
 }
 
