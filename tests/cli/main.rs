@@ -15,6 +15,7 @@ use std::process::{Command, Output};
 mod config;
 mod demo;
 mod dev_ca;
+mod iptables;
 mod policy;
 mod token;
 
