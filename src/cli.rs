@@ -1,9 +1,10 @@
-//! The command line: `hopgate run`, `check-config`, `demo`, `policy`, `token`, `dev-ca` and
-//! `iptables` (the transparent-mode redirect rules).
+//! The command line: `hopgate run`, `check-config`, `demo`, `policy`, `token`, `dev-ca`,
+//! `iptables` (the transparent-mode redirect rules) and `probe` (exec probes of the admin
+//! listener).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// `hopgate --version`: the crate version and the git commit it was built from.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HOPGATE_COMMIT"), ")");
@@ -55,6 +56,9 @@ pub(crate) enum Command {
     /// failure.
     #[command(subcommand)]
     Iptables(IptablesCommand),
+    /// Ask the admin listener's `/live` or `/ready`, for a Kubernetes exec probe. Prints the
+    /// status line and body. Exit 0 on 200, 1 otherwise.
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +119,27 @@ pub(crate) struct IptablesBinaries {
     /// ip6tables twins of each).
     #[arg(long, value_name = "MODE", default_value = "plain")]
     pub(crate) iptables_mode: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// Which endpoint: `live` (the process answers) or `ready` (it can serve).
+    pub(crate) check: ProbeCheck,
+    /// The admin listener, as `admin.listen` gives it.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:15000")]
+    pub(crate) admin: String,
+    /// How long the connect may take, and then the response: `1s`, `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub(crate) timeout: String,
+}
+
+/// The admin endpoint a probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProbeCheck {
+    /// `GET /live`.
+    Live,
+    /// `GET /ready`.
+    Ready,
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,6 +21,7 @@ mod demo;
 mod dev_ca;
 mod iptables;
 mod policy_cmd;
+mod probe;
 mod token_cmd;
 
 use cli::{Cli, Command, DevCaCommand, IptablesCommand, PolicyCommand, TokenCommand};
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         }
         Command::Iptables(IptablesCommand::Remove { binaries }) => iptables::remove(&binaries),
         Command::Iptables(IptablesCommand::Print { rules }) => iptables::print(&rules),
+        Command::Probe(args) => probe::run(&args),
     }
 }
 

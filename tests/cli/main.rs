@@ -17,6 +17,7 @@ mod demo;
 mod dev_ca;
 mod iptables;
 mod policy;
+mod probe;
 mod token;
 
 const ID: &str = "spiffe://example.org/ns/prod/sa/api";
