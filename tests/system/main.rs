@@ -25,6 +25,7 @@ mod support {
 }
 
 // The SPIRE harness offers more than its own tests use: the proxy's SPIRE tests use the rest.
+mod netns;
 #[allow(dead_code, reason = "a harness: its tests use part of it")]
 mod spire;
 mod spire_hop;
