@@ -113,6 +113,31 @@ impl Netns {
         Self { name }
     }
 
+    /// `program args` inside the namespace.
+    pub(crate) fn exec(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `program args` inside the namespace, which must succeed; its stdout.
+    pub(crate) fn exec_ok(&self, program: &str, args: &[&str]) -> String {
+        let out = self.exec(program, args);
+        assert!(
+            out.status.success(),
+            "`{program} {}` in `{}` failed ({}): {}{}",
+            args.join(" "),
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Runs the test `path` (`transparent::inner_...`) of this test binary inside the namespace,
     /// with `envs` set, and fails unless it ran and passed. Kills it at [`CHILD_DEADLINE`], so a
     /// hang fails the test instead of stalling the run.
