@@ -30,7 +30,15 @@ use options::Capture;
 use rules::{Family, Installed, Ruleset};
 use runner::{Mode, Tools, Version};
 
-/// One family's work, planned before anything is changed.
+/// What a command will do, read before anything is changed.
+#[derive(Debug)]
+struct Plan {
+    steps: Vec<Step>,
+    /// Why a family is left out (`IPv6: skipped: ...`).
+    skipped: Vec<String>,
+}
+
+/// One family's work.
 #[derive(Debug)]
 struct Step {
     family: Family,
@@ -39,9 +47,6 @@ struct Step {
     /// `None`: nothing to do (remove on a table without hopgate's rules).
     ruleset: Option<Ruleset>,
 }
-
-/// The families to act on, each with its binaries and version, and a note for each skipped one.
-type Families = (Vec<(Family, Tools, Version)>, Vec<String>);
 
 /// `iptables apply`: 0 when the rules are in place for every family acted on, 1 otherwise.
 pub(crate) fn apply(flags: &IptablesRules, binaries: &IptablesBinaries) -> ExitCode {
@@ -53,7 +58,7 @@ pub(crate) fn apply(flags: &IptablesRules, binaries: &IptablesBinaries) -> ExitC
         })
     });
     let code = match result {
-        Ok(steps) => execute(&steps, &mut out),
+        Ok(plan) => execute(&plan, &mut out),
         Err(err) => fail(&err, &mut out),
     };
     out.finish(code)
@@ -66,7 +71,7 @@ pub(crate) fn remove(binaries: &IptablesBinaries) -> ExitCode {
     let result = Mode::parse(&binaries.iptables_mode)
         .and_then(|mode| plan(mode, &mut out, |installed, _| rules::remove(installed)));
     let code = match result {
-        Ok(steps) => execute(&steps, &mut out),
+        Ok(plan) => execute(&plan, &mut out),
         Err(err) => fail(&err, &mut out),
     };
     out.finish(code)
@@ -105,38 +110,7 @@ fn plan(
     mode: Mode,
     out: &mut Out,
     ruleset: impl Fn(&Installed, Family) -> Option<Ruleset>,
-) -> Result<Vec<Step>, IptablesError> {
-    let (families, skipped) = families(mode)?;
-    for note in skipped {
-        outln!(out, "{note}");
-    }
-    let mut steps = Vec::new();
-    for (family, tools, version) in families {
-        let (save, warning) = tools.save_nat()?;
-        for line in warning.lines() {
-            // Such as nft's "iptables-legacy tables present": rules there are evaluated too.
-            let line = line.trim_start_matches(['#', ' ']);
-            let line = line.strip_prefix("Warning: ").unwrap_or(line);
-            let hint = if line.contains("legacy tables present") && mode != Mode::Legacy {
-                "; the kernel applies those rules too, and --iptables-mode legacy acts on them"
-            } else {
-                ""
-            };
-            errln!(out, "note: {}: {line}{hint}", family.name());
-        }
-        let installed = Installed::parse(&save);
-        steps.push(Step {
-            family,
-            tools,
-            version,
-            ruleset: ruleset(&installed, family),
-        });
-    }
-    Ok(steps)
-}
-
-/// IPv4 always; IPv6 when the kernel has it and the mode's ip6tables binaries are installed.
-fn families(mode: Mode) -> Result<Families, IptablesError> {
+) -> Result<Plan, IptablesError> {
     let v4 = mode.tools(Family::V4);
     let mut families = vec![(Family::V4, v4, v4.version()?)];
     let mut skipped = Vec::new();
@@ -152,12 +126,39 @@ fn families(mode: Mode) -> Result<Families, IptablesError> {
             Err(err) => return Err(err),
         }
     }
-    Ok((families, skipped))
+    let mut steps = Vec::new();
+    for (family, tools, version) in families {
+        let (save, warnings) = tools.save_nat()?;
+        for warning in warnings.lines() {
+            errln!(out, "note: {}: {}", family.name(), note(warning, mode));
+        }
+        steps.push(Step {
+            family,
+            tools,
+            version,
+            ruleset: ruleset(&Installed::parse(&save), family),
+        });
+    }
+    Ok(Plan { steps, skipped })
+}
+
+/// A warning of iptables-save, as a note. The nf_tables variant warns when legacy tables exist
+/// in the namespace too: the kernel applies their rules as well, so say which mode reads them.
+fn note(warning: &str, mode: Mode) -> String {
+    let warning = warning.trim_start_matches(['#', ' ']);
+    let warning = warning.strip_prefix("Warning: ").unwrap_or(warning);
+    if warning.contains("legacy tables present") && mode != Mode::Legacy {
+        format!(
+            "{warning}; the kernel applies those rules too, and --iptables-mode legacy acts on them"
+        )
+    } else {
+        warning.to_owned()
+    }
 }
 
 /// Restores each planned ruleset in turn and says what each did.
-fn execute(steps: &[Step], out: &mut Out) -> ExitCode {
-    for step in steps {
+fn execute(plan: &Plan, out: &mut Out) -> ExitCode {
+    for step in &plan.steps {
         let Version { line, variant } = &step.version;
         outln!(out, "{} via {line}: variant {variant}", step.family.name());
         let Some(ruleset) = &step.ruleset else {
@@ -171,10 +172,34 @@ fn execute(steps: &[Step], out: &mut Out) -> ExitCode {
             outln!(out, "  {change}");
         }
     }
+    for skipped in &plan.skipped {
+        outln!(out, "{skipped}");
+    }
     ExitCode::SUCCESS
 }
 
 fn fail(err: &IptablesError, out: &mut Out) -> ExitCode {
     errln!(out, "error: {err}");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_legacy_tables_warning_says_which_mode_reads_them() {
+        let warning =
+            "# Warning: iptables-legacy tables present, use iptables-legacy-save to see them";
+        assert_eq!(
+            note(warning, Mode::Plain),
+            "iptables-legacy tables present, use iptables-legacy-save to see them; the kernel \
+             applies those rules too, and --iptables-mode legacy acts on them"
+        );
+        assert_eq!(
+            note(warning, Mode::Legacy),
+            "iptables-legacy tables present, use iptables-legacy-save to see them"
+        );
+        assert_eq!(note("something else", Mode::Nft), "something else");
+    }
 }
