@@ -264,7 +264,9 @@ fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
         if size == 0 {
             return Ok(Some(body));
         }
-        let (Some(data), Some(after)) = (rest.get(..size), rest.get(size + 2..)) else {
+        // A chunk larger than what arrived (even one of usize::MAX bytes) is more to come.
+        let after = size.checked_add(2).and_then(|end| rest.get(end..));
+        let (Some(data), Some(after)) = (rest.get(..size), after) else {
             return Ok(None);
         };
         body.extend_from_slice(data);
@@ -344,6 +346,35 @@ mod tests {
         for bad in ["", "1", "1m", "0s", "61s", "-1s", "1.5s", "ms"] {
             let err = parse_timeout(bad).unwrap_err().to_string();
             assert!(err.starts_with(&format!("--timeout `{bad}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_size_past_the_address_space_is_more_to_come_not_a_panic() {
+        let huge = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
+        assert_eq!(parse_response(huge, false), Ok(None));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_response_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512), eof in proptest::bool::ANY) {
+            let _ = parse_response(&bytes, eof);
+        }
+
+        #[test]
+        fn parse_response_never_panics_on_near_responses(
+            head in "HTTP/1\\.[01] [0-9]{3} [A-Za-z ]{0,10}",
+            headers in "((content-length|transfer-encoding): [0-9a-z]{0,6}\r\n){0,3}",
+            body in "[0-9a-fA-F;\r\n{}a-z]{0,64}",
+        ) {
+            let response = format!("{head}\r\n{headers}\r\n{body}");
+            let _ = parse_response(response.as_bytes(), true);
+            let _ = parse_response(response.as_bytes(), false);
+        }
+
+        #[test]
+        fn parse_timeout_never_panics(input in "\\PC{0,12}") {
+            let _ = parse_timeout(&input);
         }
     }
 

@@ -336,6 +336,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(input in "\\PC{0,48}") {
+            let _ = Cidr::parse(&input);
+            let _ = Port::parse("outbound-port", &input);
+            let _ = parse_uid(&input);
+        }
+
+        #[test]
+        fn a_parsed_cidr_prints_as_what_was_given(input in "[0-9a-f:.]{1,39}/[0-9]{1,3}") {
+            if let Ok(cidr) = Cidr::parse(&input) {
+                let again = Cidr::parse(&cidr.to_string()).unwrap();
+                proptest::prop_assert_eq!(again, cidr);
+            }
+        }
+    }
+
     #[test]
     fn a_bare_address_is_a_single_address_range() {
         assert_eq!(Cidr::parse("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");

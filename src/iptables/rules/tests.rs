@@ -280,3 +280,12 @@ fn remove_has_nothing_to_do_on_a_table_without_hopgate() {
         "*nat\n:OUTPUT ACCEPT [0:0]\n:ISTIO_OUTPUT - [0:0]\n-A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n";
     assert_eq!(remove(&Installed::parse(save)), None);
 }
+
+proptest::proptest! {
+    #[test]
+    fn reading_any_save_output_never_panics(save in "((:|-A |-j |-g |--goto |HOPGATE_OUTPUT|HOPGATE_PREROUTING|OUTPUT| |\"|\\n)|\\PC){0,200}") {
+        let installed = Installed::parse(&save);
+        let _ = remove(&installed);
+        let _ = apply(&capture(&[("capture-inbound", "")]), Family::V4, &installed);
+    }
+}
