@@ -1,8 +1,10 @@
-//! The command line: `hopgate run`, `check-config`, `demo`, `policy`, `token` and `dev-ca`.
+//! The command line: `hopgate run`, `check-config`, `demo`, `policy`, `token`, `dev-ca`,
+//! `iptables` (the transparent-mode redirect rules) and `probe` (exec probes of the admin
+//! listener).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// `hopgate --version`: the crate version and the git commit it was built from.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HOPGATE_COMMIT"), ")");
@@ -49,6 +51,95 @@ pub(crate) enum Command {
     /// A development CA and SVIDs, for trying hopgate without SPIRE.
     #[command(subcommand)]
     DevCa(DevCaCommand),
+    /// The iptables rules that redirect the app's TCP to hopgate (`outbound.transparent: true`),
+    /// in hopgate's own nat chains HOPGATE_OUTPUT and HOPGATE_PREROUTING. Exit 0, or 1 on any
+    /// failure.
+    #[command(subcommand)]
+    Iptables(IptablesCommand),
+    /// Ask the admin listener's `/live` or `/ready`, for a Kubernetes exec probe. Prints the
+    /// status line and body. Exit 0 on 200, 1 otherwise.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum IptablesCommand {
+    /// Install the rules, or bring installed ones up to date; running it again changes nothing.
+    /// IPv4 with iptables, IPv6 with ip6tables when the kernel has IPv6 and ip6tables is
+    /// installed.
+    Apply {
+        #[command(flatten)]
+        rules: IptablesRules,
+        #[command(flatten)]
+        binaries: IptablesBinaries,
+    },
+    /// Remove hopgate's chains and every jump to them, whatever flags `apply` was given;
+    /// succeeds when there is nothing to remove.
+    Remove {
+        #[command(flatten)]
+        binaries: IptablesBinaries,
+    },
+    /// Print the rules `apply` installs, as iptables-restore input, without running iptables.
+    Print {
+        #[command(flatten)]
+        rules: IptablesRules,
+    },
+}
+
+/// What `iptables apply` and `print` redirect, and what they leave alone. Values are checked by
+/// the command, so a bad one exits 1 naming it.
+#[derive(Debug, Args)]
+pub(crate) struct IptablesRules {
+    /// The uid hopgate runs as: its own connections are never redirected.
+    #[arg(long, value_name = "UID", default_value = "1337")]
+    pub(crate) proxy_uid: String,
+    /// Where outbound TCP is redirected: the port of `outbound.listen`.
+    #[arg(long, value_name = "PORT", default_value = "15001")]
+    pub(crate) outbound_port: String,
+    /// Where inbound TCP is redirected, with --capture-inbound only (default 15006): the port of
+    /// `inbound.listen`.
+    #[arg(long, value_name = "PORT")]
+    pub(crate) inbound_port: Option<String>,
+    /// Also redirect TCP arriving from the network (PREROUTING) to --inbound-port.
+    #[arg(long)]
+    pub(crate) capture_inbound: bool,
+    /// Destination ports never redirected, outbound or inbound: `22,5432` (repeatable).
+    #[arg(long, value_name = "P,...")]
+    pub(crate) exclude_ports: Vec<String>,
+    /// Destination address ranges never redirected (outbound): `10.0.0.0/8,fd00::/8`
+    /// (repeatable); each goes to the family of its address.
+    #[arg(long, value_name = "C,...")]
+    pub(crate) exclude_cidrs: Vec<String>,
+}
+
+/// Which iptables binaries `iptables apply` and `remove` run.
+#[derive(Debug, Args)]
+pub(crate) struct IptablesBinaries {
+    /// `plain`: iptables-save and iptables-restore on PATH, whichever variant they are;
+    /// `legacy`: iptables-legacy-save/-restore; `nft`: iptables-nft-save/-restore (and the
+    /// ip6tables twins of each).
+    #[arg(long, value_name = "MODE", default_value = "plain")]
+    pub(crate) iptables_mode: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// Which endpoint: `live` (the process answers) or `ready` (it can serve).
+    pub(crate) check: ProbeCheck,
+    /// The admin listener, as `admin.listen` gives it.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:15000")]
+    pub(crate) admin: String,
+    /// How long the connect may take, and then the response: `1s`, `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub(crate) timeout: String,
+}
+
+/// The admin endpoint a probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProbeCheck {
+    /// `GET /live`.
+    Live,
+    /// `GET /ready`.
+    Ready,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,13 +12,19 @@ use hopgate_proxy::telemetry::stdout::{LogLine, stdout};
 use hopgate_proxy::tls::{Svid, TrustBundles};
 use hopgate_proxy::token::{Minter, OriginVerifier};
 
+// The `outln!` and `errln!` macros: before the modules that print with them.
+#[macro_use]
+mod output;
+
 mod cli;
 mod demo;
 mod dev_ca;
+mod iptables;
 mod policy_cmd;
+mod probe;
 mod token_cmd;
 
-use cli::{Cli, Command, DevCaCommand, PolicyCommand, TokenCommand};
+use cli::{Cli, Command, DevCaCommand, IptablesCommand, PolicyCommand, TokenCommand};
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 pub(crate) const EXIT_CONFIG: u8 = 78;
@@ -35,6 +41,12 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Inspect(args)) => token_cmd::run(&args),
         Command::DevCa(DevCaCommand::Init(args)) => dev_ca_init(&args),
         Command::DevCa(DevCaCommand::Issue(args)) => dev_ca_issue(&args),
+        Command::Iptables(IptablesCommand::Apply { rules, binaries }) => {
+            iptables::apply(&rules, &binaries)
+        }
+        Command::Iptables(IptablesCommand::Remove { binaries }) => iptables::remove(&binaries),
+        Command::Iptables(IptablesCommand::Print { rules }) => iptables::print(&rules),
+        Command::Probe(args) => probe::run(&args),
     }
 }
 

@@ -14,27 +14,13 @@ use std::process::ExitCode;
 use hopgate_config::ConfigError;
 use hopgate_policy::PolicySnapshot;
 
-/// A line on stdout, through an [`Out`]: `outln!(out, "{x}")`.
-macro_rules! outln {
-    ($out:expr, $($arg:tt)*) => {
-        $out.line(format_args!($($arg)*))
-    };
-}
-
-/// A line on stderr, through an [`Out`]: `errln!(out, "error: {x}")`.
-macro_rules! errln {
-    ($out:expr, $($arg:tt)*) => {
-        $out.err_line(format_args!($($arg)*))
-    };
-}
+use crate::output::Out;
 
 mod cases;
 mod explain;
-mod output;
 
 pub(crate) use cases::test;
 pub(crate) use explain::explain;
-use output::Out;
 
 /// The defaults of `intent.header_prefix` and `intent.default_action`, used without `--config`.
 const INTENT_PREFIX: &str = "intent-";

@@ -13,8 +13,8 @@ use hopgate_policy::{
 use hopgate_proxy::http::authorize::HttpFacts;
 use serde::Deserialize;
 
-use super::Out;
 use crate::cli::PolicyTest;
+use crate::output::Out;
 
 /// One request to decide, from the command line or a cases file.
 #[derive(Debug, Deserialize)]

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use hopgate_policy::{CedarRequest, Decision, DenyReason, Effect};
 
-use super::Out;
 use super::cases::{Case, CaseDirection, with_request};
 use crate::cli::PolicyExplain;
+use crate::output::Out;
 
 /// `policy explain`: 0 allow, 1 deny, 78 bad input.
 pub(crate) fn explain(args: &PolicyExplain) -> ExitCode {

@@ -3,12 +3,12 @@
 use super::*;
 
 /// A folder with a dev CA, a valid SVID and a config file.
-struct ConfigDir {
+pub(super) struct ConfigDir {
     dir: tempfile::TempDir,
 }
 
 /// The body of a valid config, relative to a [`ConfigDir`].
-const VALID: &str = "\
+pub(super) const VALID: &str = "\
 identity:
   svid: { cert: ca/api/svid.pem, key: ca/api/svid_key.pem }
   bundles: { example.org: ca/bundle.pem }
@@ -20,7 +20,7 @@ admin:
 ";
 
 impl ConfigDir {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca");
         init_ca(&ca);
@@ -29,7 +29,7 @@ impl ConfigDir {
         Self { dir }
     }
 
-    fn write(&self, yaml: &str) -> std::path::PathBuf {
+    pub(super) fn write(&self, yaml: &str) -> std::path::PathBuf {
         let path = self.dir.path().join("hopgate.yaml");
         std::fs::write(&path, yaml).unwrap();
         path

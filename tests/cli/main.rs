@@ -15,7 +15,9 @@ use std::process::{Command, Output};
 mod config;
 mod demo;
 mod dev_ca;
+mod iptables;
 mod policy;
+mod probe;
 mod token;
 
 const ID: &str = "spiffe://example.org/ns/prod/sa/api";

@@ -25,9 +25,13 @@ mod support {
 }
 
 mod mesh;
+// Fresh network namespaces, and this binary re-executed inside one.
+mod netns;
 
 // The SPIRE harness offers more than its own tests use: the proxy's SPIRE tests use the rest.
 #[allow(dead_code, reason = "a harness: its tests use part of it")]
 mod spire;
+
+mod iptables;
 mod spire_hop;
 mod transparent;

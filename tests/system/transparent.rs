@@ -5,15 +5,10 @@
 //! `inner_*` test. That inner test does the work inside the namespace: it brings `lo` up, puts
 //! the service addresses on it, starts the sidecars and adds the REDIRECT rules. When the outer
 //! test ends, whatever the outcome, it deletes the namespace, and every address and rule goes
-//! with it.
-//!
-//! These tests need root, `ip` (iproute2) and `iptables`; `./test.sh` installs them. Without them
-//! the outer tests fail and say what is missing. `HOPGATE_SKIP_NETNS=1` is the explicit opt-out.
+//! with it (see [`crate::netns`]).
 
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::process::Command;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,18 +18,13 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+use crate::netns::{self, Netns, run};
 use crate::support::workload::{Reply, RouteSpec, Workload, Workloads, plain_request};
 
-/// Set (to `1`) by the outer test for the re-executed binary.
-const INNER_ENV: &str = "HOPGATE_NETNS_INNER";
-/// `1` skips these tests, saying so, where no network namespace can be made.
-const SKIP_ENV: &str = "HOPGATE_SKIP_NETNS";
 /// The destination crm is reached at, as an unmodified client would dial it.
 const SERVICE: &str = "10.99.0.5:8080";
 /// Also redirected to the sidecar, but no route names it.
 const UNROUTED: &str = "10.99.0.6:8080";
-/// How long the re-executed binary may take before it is killed.
-const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 
 #[test]
 fn transparent_mode_routes_an_unmodified_client_by_its_original_destination() {
@@ -143,12 +133,7 @@ struct Scene {
 
 impl Scene {
     async fn start() -> Self {
-        assert_eq!(
-            std::env::var(INNER_ENV).as_deref(),
-            Ok("1"),
-            "this test runs inside a network namespace, started by its outer test \
-             (`transparent::transparent_mode_*`); run that one instead"
-        );
+        netns::assert_inner("transparent::transparent_mode_*");
         run("ip", &["link", "set", "lo", "up"]);
         // A destination must be routable before netfilter ever sees the connection.
         for dst in [SERVICE, UNROUTED] {
@@ -199,17 +184,6 @@ fn claims(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-/// Runs a command that must succeed.
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `curl --write-out '\n%{http_code}' url`: (exit code, body and status).
 async fn curl(url: String) -> (i32, String) {
     tokio::task::spawn_blocking(move || {
@@ -256,132 +230,8 @@ async fn on_one_connection(addr: SocketAddr, hosts: &[&str]) -> Vec<Reply> {
 
 /// Runs `transparent::<inner>` in a fresh network namespace and fails if it did not pass.
 fn run_in_netns(inner: &str) {
-    if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
-        println!("skipped: {SKIP_ENV}=1 (transparent mode was not tested)");
+    if netns::skip_or_check("transparent mode") {
         return;
     }
-    let missing = missing_prerequisites();
-    assert!(
-        missing.is_empty(),
-        "transparent-mode tests need a network namespace and iptables, but this machine lacks: \
-         {}. Run as root with iproute2 and iptables installed (./test.sh installs them), or set \
-         {SKIP_ENV}=1 to skip these tests explicitly",
-        missing.join("; ")
-    );
-    let netns = Netns::create();
-    let out = netns.run_test(inner);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}{stderr}");
-    assert!(
-        out.status.success(),
-        "`{inner}` failed in network namespace `{}` ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        netns.name,
-        out.status
-    );
-    // A filter matching no test passes too: make sure this one ran.
-    assert!(
-        stdout.contains("test result: ok. 1 passed"),
-        "`{inner}` did not run:\n{stdout}"
-    );
-}
-
-/// What this machine lacks to run the namespace tests, each said plainly.
-fn missing_prerequisites() -> Vec<String> {
-    let mut missing = Vec::new();
-    match effective_uid() {
-        Some(0) => {}
-        Some(uid) => missing.push(format!("root (effective uid is {uid})")),
-        None => missing.push("root (no effective uid in /proc/self/status)".to_owned()),
-    }
-    for (program, arg, what) in [
-        ("ip", "-V", "`ip` (package iproute2)"),
-        ("iptables", "--version", "`iptables` (package iptables)"),
-    ] {
-        let runs = Command::new(program)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if !runs {
-            missing.push(format!("{what} on PATH"));
-        }
-    }
-    missing
-}
-
-/// The second field of the `Uid:` line (real, effective, saved, filesystem).
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// A network namespace this test made, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("hopgate-e2e-{}-{n}", std::process::id());
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "`ip netns add {name}` failed (it needs CAP_SYS_ADMIN and CAP_NET_ADMIN; set \
-             {SKIP_ENV}=1 to skip): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { name }
-    }
-
-    /// Runs `transparent::<inner>` of this test binary inside the namespace. Kills it at
-    /// [`CHILD_DEADLINE`], so a hang fails the test instead of stalling the run.
-    fn run_test(&self, inner: &str) -> Output {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .arg(std::env::current_exe().unwrap())
-            .arg(format!("transparent::{inner}"))
-            .args(["--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(INNER_ENV, "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id().to_string();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(child.wait_with_output()));
-        match rx.recv_timeout(CHILD_DEADLINE) {
-            Ok(out) => out.unwrap(),
-            Err(_) => {
-                // `ip netns exec` execs the command: this pid is the test binary itself.
-                let _ = Command::new("kill").args(["-KILL", &pid]).status();
-                let out = rx.recv().unwrap().unwrap();
-                panic!(
-                    "`{inner}` did not finish within {CHILD_DEADLINE:?}:\n{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let deleted = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status()
-            .is_ok_and(|status| status.success());
-        if !deleted {
-            eprintln!("could not delete network namespace `{}`", self.name);
-        }
-    }
+    Netns::create().run_inner(&format!("transparent::{inner}"), &[]);
 }
