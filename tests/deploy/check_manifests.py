@@ -182,6 +182,12 @@ def host_of(address):
     return str(address).rsplit(":", 1)[0].strip("[]")
 
 
+def seconds(duration):
+    """A hopgate duration (`500ms`, `30s`, `5m`, `1h`) in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)", duration).groups()
+    return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
 def is_loopback(address):
     try:
         return ipaddress.ip_address(host_of(address)).is_loopback
@@ -335,6 +341,13 @@ def check_probes(m):
         words, address = hopgate_probe(probe, field)
         expect(words == ["probe", word], f"{field} runs `hopgate {' '.join(words)}`")
         expect(address in (None, admin), f"{field} asks `{address}`, admin.listen is `{admin}`")
+    startup = m.sidecar.get("startupProbe")
+    if startup:
+        # Past initial_timeout hopgate exits on its own, saying why; the probe must not cut
+        # that short.
+        timeout = seconds(m.config["identity"].get("workload_api", {}).get("initial_timeout", "30s"))
+        window = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+        expect(window > timeout, f"startupProbe gives up after {window}s, initial_timeout is {timeout}s")
 
 
 def check_admin(m):
@@ -548,7 +561,7 @@ def main():
         ("the csi.spiffe.io volume is read-only and mounted into the sidecar alone", check_workload_api_volume),
         ("the Workload API socket is on the csi volume", check_workload_api_socket),
         ("config and policies come from ConfigMaps mounted read-only without subPath", check_config_maps),
-        ("readiness, liveness and startup probes exec `hopgate probe ready|live`", check_probes),
+        ("probes exec `hopgate probe ready|live`; startup outlasts initial_timeout", check_probes),
         ("admin.listen is loopback and no container declares the admin port", check_admin),
         ("the Service selects the pods and leads to hopgate's inbound port", check_service),
         ("routes name Services by DNS name, with outbound.dns_refresh", check_routes),
