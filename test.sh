@@ -3,7 +3,11 @@
 # test. A newcomer runs `./test.sh`; CI (.ci/run) runs the same phases, one by one.
 #
 #   ./test.sh                  every phase, in order
-#   ./test.sh PHASE...         only these: setup docs unit system release quickstart
+#   ./test.sh PHASE...         only these: setup docs unit deploy system release quickstart
+#
+# deploy checks deploy/kubernetes/ offline: every manifest strictly against the Kubernetes
+# schemas, the pod's shape, and the config and policies inside it against the binary
+# (tests/deploy/check_manifests.py, in a virtualenv that setup makes).
 #
 # Run it as root (or with passwordless sudo): the system tests (tests/system/) create network
 # namespaces and iptables rules, and the Quickstart check runs the README's block in a fresh
@@ -62,13 +66,18 @@ needs_root() {
 phase_setup() {
   # --- what the tests drive: curl (HTTP/1.1 and HTTP/2 with client certs), openssl (inspecting
   # dev-ca certificates), iptables and iproute2 (transparent mode in a network namespace),
-  # python3 (the Quickstart's app).
+  # python3 (the Quickstart's app, and the deploy check in a virtualenv: Debian keeps venv's
+  # pip bootstrap in python3-venv).
   need=()
   command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v iptables >/dev/null 2>&1 || need+=(iptables)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
-  command -v python3 >/dev/null 2>&1 || need+=(python3)
+  if ! command -v python3 >/dev/null 2>&1; then
+    need+=(python3 python3-venv)
+  elif ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    need+=(python3-venv)
+  fi
   # setpriv (util-linux) runs a command as another uid: the SPIRE tests fetch SVIDs as the
   # workload uids their entries select. gcc builds SPIRE's SQLite datastore (cgo).
   command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
@@ -84,7 +93,30 @@ phase_setup() {
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
       apt-get install -y --no-install-recommends "${need[@]}"
   fi
+  python_tools
   build_spire
+}
+
+# --- the deploy check's Python tools, in a virtualenv of their own (PyPI, never the system's
+# site-packages). Made once; later runs find the pinned kubernetes-validate there.
+kubernetes_validate_version=1.37.0
+venv=${CARGO_TARGET_DIR:-target}/tools/venv
+
+python_tools() {
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c \
+    "import yaml, kubernetes_validate as k; assert k.__version__ == '$kubernetes_validate_version'" \
+    2>/dev/null; then
+    return 0
+  fi
+  echo "test.sh: installing kubernetes-validate $kubernetes_validate_version into $venv (once)"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  if ! python3 -m venv "$venv"; then
+    echo "test.sh: \`python3 -m venv\` failed; install python3-venv (\`./test.sh setup\` as root does)" >&2
+    exit 1
+  fi
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$kubernetes_validate_version" PyYAML
 }
 
 # --- SPIRE: the system tests (tests/system/spire.rs) run a real spire-server and spire-agent.
@@ -187,6 +219,15 @@ phase_unit() {
   cargo test --workspace
 }
 
+# deploy/kubernetes/ without a cluster: the manifests against the Kubernetes 1.33 schemas and
+# the pod's shape, then the config and policies in its ConfigMaps through the debug binary.
+phase_deploy() {
+  python_tools
+  cargo build
+  "$venv/bin/python" tests/deploy/check_manifests.py \
+    --hopgate "${CARGO_TARGET_DIR:-target}/debug/hopgate"
+}
+
 phase_system() {
   needs_root "the system tests" || return 0
   # --- the system tests and the Quickstart: root, network namespaces, iptables.
@@ -241,12 +282,12 @@ phase_quickstart() {
 }
 
 phases=("$@")
-[ "${#phases[@]}" -gt 0 ] || phases=(setup docs unit system release quickstart)
+[ "${#phases[@]}" -gt 0 ] || phases=(setup docs unit deploy system release quickstart)
 for phase in "${phases[@]}"; do
   case "$phase" in
-    setup | docs | unit | system | release | quickstart) "phase_$phase" ;;
+    setup | docs | unit | deploy | system | release | quickstart) "phase_$phase" ;;
     *)
-      echo "test.sh: unknown phase \`$phase\`; phases: setup docs unit system release quickstart" >&2
+      echo "test.sh: unknown phase \`$phase\`; phases: setup docs unit deploy system release quickstart" >&2
       exit 2
       ;;
   esac
