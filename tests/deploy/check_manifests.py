@@ -435,6 +435,22 @@ def check_policies_match_examples(m):
             expect(data[name] == f.read(), f"`{name}` differs from examples/policies/{name}")
 
 
+def check_image_tags(m):
+    """Every hopgate image tag, in the pod and the kustomization, is the version the workspace
+    builds."""
+    with open(os.path.join(ROOT, "Cargo.toml")) as f:
+        version = re.search(r'^version = "([^"]+)"', f.read(), re.M).group(1)
+    tags = []
+    for name in sorted(os.listdir(MANIFESTS)):
+        with open(os.path.join(MANIFESTS, name)) as f:
+            text = f.read()
+        tags += [(name, t) for t in re.findall(r"^\s*image:\s*\S*hopgate\S*:(\S+)\s*$", text, re.M)]
+        tags += [(name, t) for t in re.findall(r"^\s*newTag:\s*(\S+)\s*$", text, re.M)]
+    expect(tags, "no image tags found")
+    for name, tag in tags:
+        expect(tag == version, f"{name}: image tag `{tag}`, but Cargo.toml says {version}")
+
+
 # === the binary ===
 
 
@@ -568,6 +584,7 @@ def main():
         ("the ClusterSPIFFEID's shape (a CRD: checked field by field, not by schema)", check_cluster_spiffe_id),
         ("the ClusterSPIFFEID renders spiffe://TD/ns/NS/sa/SA, which the policies name", check_spiffe_id),
         ("the policies ConfigMap holds examples/policies/ unchanged", check_policies_match_examples),
+        ("hopgate's image tags are the workspace's version", check_image_tags),
     ]
     for name, fn in checks:
         results.check(name, lambda fn=fn: fn(m))
