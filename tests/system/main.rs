@@ -27,6 +27,7 @@ mod support {
 mod mesh;
 // Fresh network namespaces, and this binary re-executed inside one.
 mod netns;
+mod readable;
 
 // The SPIRE harness offers more than its own tests use: the proxy's SPIRE tests use the rest.
 #[allow(dead_code, reason = "a harness: its tests use part of it")]

@@ -23,6 +23,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
+use crate::readable::ReadableDir;
 use crate::spire::{SpireAgent, SpireServer, fetch_x509, wait_for_svid};
 use crate::support::eventually::eventually;
 use crate::support::idp::Idp;
@@ -112,7 +113,7 @@ struct Mesh {
     apps: Vec<App>,
     alice: String,
     agent_svid: (PathBuf, PathBuf),
-    files: Files,
+    files: ReadableDir,
     _spire: (SpireServer, SpireAgent),
     net: Net,
 }
@@ -129,13 +130,13 @@ impl Mesh {
         for ((_, _, id), uid) in HOSTS.iter().zip(SIDECAR_UID) {
             wait_for_svid(&agent.socket(), uid, id).await;
         }
-        let files = Files::new();
+        let files = ReadableDir::new();
         files.write("policies/schema.cedarschema", SCHEMA);
         files.write("policies/mesh.cedar", MESH_CEDAR);
         files.write("policies/guards.cedar", GUARDS_CEDAR);
         files.write("app.py", APP_PY);
         let idp = Idp::new();
-        idp.write_jwks(files.dir.path());
+        idp.write_jwks(files.path());
         let agent_svid = fetch_x509(&agent.socket(), SIDECAR_UID[0]).await.unwrap();
         let svid = &agent_svid.svids[0];
         let agent_svid = (
@@ -304,7 +305,7 @@ impl Mesh {
         // While it is down, the agent's sidecar cannot reach it: a 502, never a hang.
         let (status, body) = self.ask(&[]).await;
         assert_eq!(status, 502, "with inference's sidecar down: {body}");
-        let config = self.files.dir.path().join("inference.yaml");
+        let config = self.files.path().join("inference.yaml");
         let new = self.start_sidecar("inference", &config).await;
         self.sidecars.push(("inference", new));
         let (ok_after, failed_after) = self.asks_for(Duration::from_secs(2)).await;
@@ -374,7 +375,7 @@ impl Mesh {
             "dev",
             "eth0",
         ]);
-        let config = self.files.dir.path().join("crm.yaml");
+        let config = self.files.path().join("crm.yaml");
         let new = self.start_sidecar("crm", &config).await;
         self.sidecars.push(("crm", new));
         let (status, body) = self.ask(&[]).await;
@@ -414,12 +415,12 @@ struct App {
 }
 
 impl App {
-    async fn start(net: &Net, host: &'static str, files: &Files) -> Self {
+    async fn start(net: &Net, host: &'static str, files: &ReadableDir) -> Self {
         let log = files.write(&format!("{host}.requests.jsonl"), "");
         std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
         let mut child = net
             .command_as(host, APP_UID, "python3")
-            .arg(files.dir.path().join("app.py"))
+            .arg(files.path().join("app.py"))
             .arg(host)
             .arg(&log)
             .env_clear()
@@ -447,29 +448,6 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A folder every uid of the mesh can read: configs, policies, the app, the IdP's JWKS.
-struct Files {
-    dir: tempfile::TempDir,
-}
-
-impl Files {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        Self { dir }
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        let parent = path.parent().unwrap();
-        std::fs::create_dir_all(parent).unwrap();
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        path
     }
 }
 

@@ -5,12 +5,12 @@
 //! so a peer of the other domain is admitted through its own bundle only.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::readable::ReadableDir;
 use crate::spire::{SpireAgent, SpireServer, wait_for_svid};
 use crate::support::client::{Client, Proto};
 use crate::support::eventually::eventually;
@@ -30,34 +30,6 @@ fn permit(a: &str) -> String {
     )
 }
 
-/// A folder the sidecars' uids can read: configs and policies.
-struct Configs {
-    dir: tempfile::TempDir,
-}
-
-impl Configs {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        Self { dir }
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        for folder in path
-            .ancestors()
-            .skip(1)
-            .take_while(|p| p.starts_with(self.dir.path()))
-        {
-            std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        path
-    }
-}
-
 fn identity_yaml(socket: &Path) -> String {
     format!(
         "identity:\n  workload_api: {{ socket: 'unix://{}', initial_timeout: 60s }}\n",
@@ -66,7 +38,7 @@ fn identity_yaml(socket: &Path) -> String {
 }
 
 /// B: an inbound side in front of `app`, deciding with `policy`.
-async fn start_b(configs: &Configs, socket: &Path, app: &Upstream, policy: &str) -> Sidecar {
+async fn start_b(configs: &ReadableDir, socket: &Path, app: &Upstream, policy: &str) -> Sidecar {
     configs.write("b/policies/schema.cedarschema", POLICY_SCHEMA);
     configs.write("b/policies/b.cedar", policy);
     let yaml = format!(
@@ -78,7 +50,7 @@ async fn start_b(configs: &Configs, socket: &Path, app: &Upstream, policy: &str)
 }
 
 /// A: an outbound side with one route, `b.test`, to `b` (whose SVID must name `b_id`).
-async fn start_a(configs: &Configs, socket: &Path, b: &Sidecar, b_id: &str) -> Sidecar {
+async fn start_a(configs: &ReadableDir, socket: &Path, b: &Sidecar, b_id: &str) -> Sidecar {
     let yaml = format!(
         "{}inbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:9\n\
          outbound:\n  listen: 127.0.0.1:0\n  routes:\n    - host: b.test\n      address: {}\n      identity: {b_id}\n\
@@ -125,7 +97,7 @@ struct OneDomain {
     app: Upstream,
     /// What the agent gave A's uid before A started.
     a_svid: crate::spire::workload_api::X509Fetch,
-    _spire: (SpireServer, SpireAgent, Configs),
+    _spire: (SpireServer, SpireAgent, ReadableDir),
 }
 
 impl OneDomain {
@@ -136,7 +108,7 @@ impl OneDomain {
         server.register(B_ID, agent.id(), B_UID, &[]).await;
         let a_svid = wait_for_svid(&agent.socket(), A_UID, A_ID).await;
         wait_for_svid(&agent.socket(), B_UID, B_ID).await;
-        let configs = Configs::new();
+        let configs = ReadableDir::new();
         let app = Upstream::start().await;
         let b = start_b(&configs, &agent.socket(), &app, &permit(A_ID)).await;
         let a = start_a(&configs, &agent.socket(), &b, B_ID).await;
@@ -254,7 +226,7 @@ async fn a_federated_spire_peer_is_admitted_only_through_its_own_trust_domains_b
         "B's entry federates with other.org"
     );
 
-    let configs = Configs::new();
+    let configs = ReadableDir::new();
     let app = Upstream::start().await;
     let b = start_b(&configs, &home_agent.socket(), &app, &permit(a_id)).await;
     let a = start_a(&configs, &partner_agent.socket(), &b, b_id).await;
