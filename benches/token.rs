@@ -47,6 +47,7 @@ fn token(c: &mut Criterion) {
         origin: None,
         route_scopes: &route,
         tctx: None,
+        trace: None,
     };
     let limits = Limits {
         ttl: Duration::from_secs(60),

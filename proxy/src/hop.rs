@@ -118,6 +118,7 @@ pub(crate) trait Side: Sync {
         conn: &Self::Conn,
         parts: &Parts,
         request: &HttpFacts<'_>,
+        trace: Option<&CallerTrace>,
         span: &HopSpan,
     ) -> Result<Self::Admission, RequestError>;
 
@@ -321,7 +322,7 @@ fn decide<S: Side>(
 ) -> Result<(S::Admission, DecisionLabel), RequestError> {
     let shared = side.shared();
     let request = HttpFacts::from_parts(parts, shared.authorizer.intent_prefix())?;
-    let admission = side.admit(conn, parts, &request, span)?;
+    let admission = side.admit(conn, parts, &request, trace, span)?;
     let parties = side.parties(conn, &admission);
     // The token's facts are built only for a reader: a policy or a span.
     let facts = parties

@@ -27,6 +27,7 @@ use crate::listener::Listener;
 use crate::shutdown;
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::trace::HopSpan;
+use crate::telemetry::traceparent::CallerTrace;
 use crate::token::VerifiedClaims;
 
 mod accept;
@@ -145,6 +146,7 @@ impl hop::Side for InboundSide {
         peer: &Peer,
         parts: &Parts,
         _request: &HttpFacts<'_>,
+        _trace: Option<&CallerTrace>,
         _span: &HopSpan,
     ) -> Result<Option<VerifiedClaims>, RequestError> {
         // The newest snapshot, per request: new bundles judge the next token's `x5c` at once.

@@ -37,6 +37,7 @@ use crate::listener::{Accepted, Listener};
 use crate::shutdown;
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::trace::HopSpan;
+use crate::telemetry::traceparent::CallerTrace;
 
 mod delegate;
 mod route;
@@ -237,6 +238,7 @@ impl hop::Side for OutboundSide {
         target: &Target,
         parts: &Parts,
         request: &HttpFacts<'_>,
+        trace: Option<&CallerTrace>,
         span: &HopSpan,
     ) -> Result<Outgoing, RequestError> {
         let destination = match *target {
@@ -254,6 +256,7 @@ impl hop::Side for OutboundSide {
             &request.intent,
             route,
             self.identity.snapshot().ok_or(RequestError::NoIdentity)?,
+            trace.map(CallerTrace::trace_id_bytes),
         )?;
         span.record_hop(delegation.identity.id(), route.identity());
         Ok(Outgoing {

@@ -92,6 +92,7 @@ fn minted_token(dir: &Path) -> String {
             origin: None,
             route_scopes: &["tickets.read".to_owned()],
             tctx: None,
+            trace: None,
         })
         .unwrap()
         .compact()

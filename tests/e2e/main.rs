@@ -29,5 +29,6 @@ mod policy_reload;
 mod token;
 mod tracing_outage;
 mod tracing_spans;
+mod transactions;
 mod workload_api;
 mod workload_api_hop;

@@ -29,6 +29,7 @@ fn mint(leaf: &Leaf, aud: &str, scopes: &[&str]) -> String {
             origin: None,
             route_scopes: &scopes,
             tctx: None,
+            trace: None,
         })
         .unwrap()
         .compact()

@@ -194,6 +194,7 @@ fn a_reload_publishes_the_minter_verifier_and_route_clients_of_the_new_svid_toge
                 origin: None,
                 route_scopes: &[],
                 tctx: None,
+                trace: None,
             })
             .unwrap();
         token.claims().cnf_x5t_s256().to_owned()

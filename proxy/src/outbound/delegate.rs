@@ -19,6 +19,9 @@
 //!   `hop-token` the app sent: the child replaces it.
 //! - The transaction context (`tctx`) is set at the origin from the `intent-*` headers (prefix
 //!   stripped, `action` excepted) and copied unchanged by every later hop.
+//! - One `txn` per transaction: an origin request joins a transaction only with the same trace
+//!   id (of the app's `traceparent`), origin credential and `tctx`; without a `traceparent` it
+//!   starts one of its own. A relay is in its parent's transaction, whatever the trace.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -66,7 +69,8 @@ impl Delegator {
     /// Verifies the app's credential in `headers` and mints a hop token for `route` with
     /// `identity`, the snapshot in use, whose SVID the token's `cnf` names: only a connection made
     /// with that snapshot may carry it. `intent` is the request's intent headers (the `tctx` of
-    /// a new transaction). The head is not changed: [`Delegator::swap`] puts the token in once
+    /// a new transaction); `trace` the trace id of the app's `traceparent`, which says whether
+    /// an origin request joins a transaction or starts one. The head is not changed: [`Delegator::swap`] puts the token in once
     /// the egress decision allowed it.
     ///
     /// # Errors
@@ -79,6 +83,7 @@ impl Delegator {
         intent: &[(&str, &str)],
         route: &Route,
         identity: Arc<IdentitySnapshot>,
+        trace: Option<[u8; 16]>,
     ) -> Result<Delegation, RequestError> {
         let now = SystemTime::now();
         // The snapshot was built for an outbound side, so it has a minter.
@@ -113,6 +118,7 @@ impl Delegator {
                 origin: origin.as_ref(),
                 route_scopes: route.scopes(),
                 tctx,
+                trace,
             })
             .map_err(|err| {
                 tracing::warn!(route.identity = %route.identity(), error = %err, "cannot mint a hop token");

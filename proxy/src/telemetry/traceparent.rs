@@ -76,6 +76,11 @@ impl CallerTrace {
         })
     }
 
+    /// The trace id's 16 bytes.
+    pub(crate) fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id.to_bytes()
+    }
+
     /// The trace id as its 32 hex digits.
     pub(crate) fn trace_id(&self) -> TraceIdHex {
         TraceIdHex::new(self.trace_id)

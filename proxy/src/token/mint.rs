@@ -27,11 +27,11 @@ const CACHE_CAPACITY: usize = 1024;
 /// Minted tokens by what they were minted from, while more than half their lifetime is left.
 pub(crate) type MintedCache = Bounded<MintKey, MintedToken>;
 
-/// What makes a minted token reusable: the same parent (or origin token and transaction
-/// context), destination and scope.
+/// What makes a minted token reusable: the same transaction (the same parent, or the same
+/// origin credential, transaction context and trace), destination and scope.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct MintKey {
-    /// SHA-256 of the parent token, or of the origin token and `tctx`.
+    /// SHA-256 of the parent token, or of the origin credential, `tctx` and trace id.
     pub(crate) context: [u8; 32],
     pub(crate) aud: String,
     pub(crate) scope: String,
@@ -63,6 +63,11 @@ pub struct MintRequest<'a> {
     /// The transaction context, set at the origin only: ignored when relaying (the parent's is
     /// copied unchanged).
     pub tctx: Option<Map<String, Value>>,
+    /// The W3C trace id of the `traceparent` the local app sent, if any. At the origin it says
+    /// which requests are one transaction: those of one trace with the same origin credential
+    /// and `tctx` share a `txn`; a request without one starts a transaction of its own. Ignored
+    /// when relaying (the parent names the transaction).
+    pub trace: Option<[u8; 16]>,
 }
 
 /// A freshly minted (or reused) token.
@@ -124,11 +129,11 @@ impl Minter {
     ///   `{sub: self}`, a new `txn`;
     /// - otherwise: `sub` = self, `scope` = the route's, no `act`, a new `txn`.
     ///
-    /// `iat` = `nbf` = now, `exp` ≤ now + TTL and ≤ the SVID's notAfter. A token minted from the
-    /// same parent (or origin token, or neither) and `tctx`, for the same destination and scope,
-    /// is reused while more than half its lifetime is left (docs/tokens.md, "Caches"). So calls
-    /// a workload starts for itself share one `txn` for up to half the TTL: `txn` names the
-    /// delegation, a trace id names the call.
+    /// `iat` = `nbf` = now, `exp` ≤ now + TTL and ≤ the SVID's notAfter. A token is reused only
+    /// within its transaction (docs/tokens.md, "One txn per transaction"): minted from the same
+    /// parent, or at the origin from the same origin credential (or none), `tctx` and trace, for
+    /// the same destination and scope, while more than half its lifetime is left. An origin
+    /// request without a trace is a transaction of its own: a new `txn` and `jti`, every time.
     ///
     /// # Errors
     /// [`TokenError::Clock`], [`TokenError::NoLifetime`] when the SVID or the parent expires
@@ -207,8 +212,7 @@ impl Minter {
             });
         }
         if let Some(origin) = request.origin {
-            let tctx = serde_json::to_vec(&request.tctx).map_err(TokenError::Serialize)?;
-            let context = sha256(&[origin.hash().as_slice(), &tctx].concat());
+            let context = transaction_key(origin.hash(), &request.tctx, request.trace)?;
             return Ok(Basis {
                 aud,
                 sub: origin.sub().to_owned(),
@@ -223,12 +227,12 @@ impl Minter {
                 prv: None,
                 // The chain never outlives the credential that started it.
                 parent_exp: Some(origin.exp()),
-                context: Some(context),
+                context,
             });
         }
-        // The workload acting for itself: reused like the others, keyed on its `tctx`.
-        let tctx = serde_json::to_vec(&request.tctx).map_err(TokenError::Serialize)?;
-        let context = sha256(&[b"self\0".as_slice(), &tctx].concat());
+        // The workload acting for itself: a transaction like the others, keyed on its `tctx`
+        // and trace.
+        let context = transaction_key(b"self", &request.tctx, request.trace)?;
         Ok(Basis {
             aud,
             sub: own.to_owned(),
@@ -241,7 +245,7 @@ impl Minter {
             tctx: request.tctx,
             prv: None,
             parent_exp: None,
-            context: Some(context),
+            context,
         })
     }
 
@@ -287,6 +291,31 @@ struct Basis {
     parent_exp: Option<u64>,
     /// What the minted-token cache keys on; `None`: never reuse.
     context: Option<[u8; 32]>,
+}
+
+/// The key of an origin transaction: the credential that started it (`b"self"` for the
+/// workload itself), its `tctx` and the trace it belongs to. Without a trace there is no key:
+/// the request is a transaction of its own, and its token is never reused.
+fn transaction_key(
+    credential: &[u8],
+    tctx: &Option<Map<String, Value>>,
+    trace: Option<[u8; 16]>,
+) -> Result<Option<[u8; 32]>, TokenError> {
+    let Some(trace) = trace else {
+        return Ok(None);
+    };
+    let tctx = serde_json::to_vec(tctx).map_err(TokenError::Serialize)?;
+    // Length-prefixed parts: no two different (credential, tctx) pairs hash alike.
+    let len = |part: &[u8]| u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes();
+    let input = [
+        len(credential).as_slice(),
+        credential,
+        &len(&tctx),
+        &tctx,
+        &trace,
+    ]
+    .concat();
+    Ok(Some(sha256(&input)))
 }
 
 /// The entries of `granted` that `route` allows, in `granted`'s order, each once: a scope can

@@ -18,6 +18,7 @@ mod oracle;
 mod rejections;
 mod relay;
 mod roundtrip;
+mod transactions;
 
 /// The demo mesh: one trust domain, the agent, inference and crm workloads.
 struct Mesh {
@@ -55,6 +56,7 @@ fn request<'a>(aud: &'a SpiffeId, scopes: &'a [String]) -> MintRequest<'a> {
         origin: None,
         route_scopes: scopes,
         tctx: None,
+        trace: None,
     }
 }
 

@@ -266,53 +266,6 @@ fn minted_tokens_are_reused_for_the_same_parent_destination_and_scope_while_over
 }
 
 #[test]
-fn tokens_a_workload_mints_for_itself_are_reused_per_destination_and_tctx() {
-    let mesh = Mesh::new();
-    let minter = Mesh::minter(&mesh.agent);
-    let aud = spiffe(CRM);
-    let a = minter.mint_at(request(&aud, &[]), now()).unwrap();
-    let b = minter.mint_at(request(&aud, &[]), now()).unwrap();
-    assert_eq!(a.compact(), b.compact(), "reused, one signature");
-    assert!(!a.is_reused() && b.is_reused());
-    let with_purpose = MintRequest {
-        tctx: Some(tctx("audit")),
-        ..request(&aud, &[])
-    };
-    let c = minter.mint_at(with_purpose, now()).unwrap();
-    assert_ne!(
-        c.claims().txn(),
-        a.claims().txn(),
-        "another tctx, another transaction"
-    );
-    let other = spiffe(AGENT);
-    let d = minter.mint_at(request(&other, &[]), now()).unwrap();
-    assert_ne!(d.compact(), a.compact(), "another destination");
-}
-
-#[test]
-fn origin_mints_are_reused_only_for_the_same_origin_token_and_tctx() {
-    let mesh = Mesh::new();
-    let minter = Mesh::minter(&mesh.agent);
-    let (aud, exp) = (spiffe(CRM), secs(now()) + 3600);
-    let (alice, bob) = (
-        alice(&[], exp),
-        super::OriginClaims::for_test("bob", &[], exp),
-    );
-    let mint = |origin, purpose: &str| {
-        let req = MintRequest {
-            origin: Some(origin),
-            tctx: Some(tctx(purpose)),
-            ..request(&aud, &[])
-        };
-        minter.mint_at(req, now()).unwrap()
-    };
-    let first = mint(&alice, "x");
-    assert_eq!(mint(&alice, "x").compact(), first.compact());
-    assert_ne!(mint(&alice, "y").compact(), first.compact());
-    assert_eq!(mint(&bob, "x").claims().sub(), "bob");
-}
-
-#[test]
 fn prior_actors_claims_are_ignored_for_validity_and_the_current_actor_is_the_peer_act_07_act_08() {
     let mesh = Mesh::new();
     let mut claims = claims_for(&mesh.inference, CRM, now());
