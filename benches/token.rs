@@ -78,8 +78,13 @@ fn token(c: &mut Criterion) {
     group.bench_function("mint_es256", |b| {
         b.iter(|| minter.mint_at(black_box(request()), now).unwrap())
     });
+    // On its minter's connection: the connection authenticates it, the signature is skipped.
     group.bench_function("verify_new_token", |b| {
         b.iter(|| new_token.verify_bound(black_box(compact), agent.id(), &leaf_hash, now))
+    });
+    // With no connection to vouch for it: the signature is checked.
+    group.bench_function("verify_new_token_off_channel", |b| {
+        b.iter(|| new_token.verify_relay(black_box(compact), now))
     });
     group.bench_function("verify_cold", |b| {
         b.iter(|| cold.verify_bound(black_box(compact), agent.id(), &leaf_hash, now))

@@ -198,6 +198,8 @@ pub(crate) struct Token {
     pub(crate) max_depth: Option<u64>,
     /// Clock skew allowed when checking `exp` and `nbf`. Duration, `0s` to `5m`; default `5s`.
     pub(crate) leeway: Option<String>,
+    /// Tokens the inbound side accepted, kept for relaying. 1 to 16777216, default 65536.
+    pub(crate) relay_cache: Option<u64>,
     /// Who may start a chain on behalf of an end user.
     pub(crate) origin: Option<Origin>,
 }

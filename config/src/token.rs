@@ -16,6 +16,7 @@ pub struct TokenConfig {
     ttl: Duration,
     max_depth: usize,
     leeway: Duration,
+    relay_cache: usize,
     origin_issuers: Vec<OriginIssuer>,
 }
 
@@ -71,6 +72,13 @@ impl TokenConfig {
         self.leeway
     }
 
+    /// How many tokens the inbound side accepted are kept, until each expires, for the local
+    /// app to relay: a relay of a token not among them is refused (`relay`). 1 to 16777216.
+    /// Default 65536.
+    pub fn relay_cache(&self) -> usize {
+        self.relay_cache
+    }
+
     /// Trusted origin token issuers, in file order; issuers are unique. Default none.
     pub fn origin_issuers(&self) -> &[OriginIssuer] {
         &self.origin_issuers
@@ -97,6 +105,8 @@ impl TokenConfig {
             Duration::from_secs(5),
             Duration::ZERO..=Duration::from_secs(300),
         );
+        let relay_cache =
+            check.number(raw.relay_cache, "token.relay_cache", 65_536, 1..=16_777_216);
         let issuers = raw.origin.and_then(|o| o.issuers).unwrap_or_default();
         let origin_issuers = OriginIssuer::list_from_raw(issuers, check);
         Some(Self {
@@ -104,6 +114,7 @@ impl TokenConfig {
             ttl: ttl?,
             max_depth: max_depth?,
             leeway: leeway?,
+            relay_cache: relay_cache?,
             origin_issuers: origin_issuers?,
         })
     }
@@ -205,6 +216,7 @@ mod tests {
         assert_eq!(token.ttl(), Duration::from_secs(60));
         assert_eq!(token.max_depth(), 8);
         assert_eq!(token.leeway(), Duration::from_secs(5));
+        assert_eq!(token.relay_cache(), 65_536);
         assert!(token.origin_issuers().is_empty());
     }
 

@@ -49,6 +49,7 @@ use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
 use crate::telemetry::stdout::stdout;
 use crate::telemetry::trace::{SpanCollector, TraceError, Tracing};
 use crate::tls::TlsError;
+use crate::token::RelayCache;
 use crate::token::{Limits, OriginVerifier, TokenError};
 use crate::watch::{PathWatch, WatchError};
 
@@ -280,11 +281,21 @@ impl Proxy {
             metrics: Arc::clone(&metrics),
             audit: audit.clone(),
         };
+        // What the inbound side accepts, the outbound side may relay: one set for both sides,
+        // outliving identity snapshots.
+        let relay = Arc::new(RelayCache::new(
+            config.token().relay_cache(),
+            config.token().leeway(),
+        ));
         let inbound = match config.inbound() {
             Some(cfg) => {
                 let authorizer = Authorizer::new(policies.clone(), cfg.mode(), config.intent());
-                let authenticator =
-                    Authenticator::new(config.token(), cfg.require_token(), Arc::clone(&metrics));
+                let authenticator = Authenticator::new(
+                    config.token(),
+                    cfg.require_token(),
+                    Arc::clone(&relay),
+                    Arc::clone(&metrics),
+                );
                 let dns_refresh = config
                     .outbound()
                     .map_or(DEFAULT_DNS_REFRESH, OutboundConfig::dns_refresh);
@@ -314,7 +325,12 @@ impl Proxy {
         }
         let outbound = match config.outbound() {
             Some(cfg) => {
-                let delegator = Delegator::new(config.token(), origin, Arc::clone(&metrics));
+                let delegator = Delegator::new(
+                    config.token(),
+                    origin,
+                    Arc::clone(&relay),
+                    Arc::clone(&metrics),
+                );
                 // The egress check runs only when `policy.outbound` asks for it.
                 let egress = config
                     .policy()

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  app A ──(hop-token from A's caller | Authorization: Bearer origin JWT | nothing)──▶ A OUTBOUND
-//!     TokenVerifier::verify_relay (aud = A)   OriginVerifier::verify (JWKS file)
+//!     RelayCache::parent (accepted by A INBOUND)   OriginVerifier::verify (JWKS file)
 //!            │ VerifiedClaims (parent)               │ OriginClaims (sub, scope)
 //!            └────────────────┬──────────────────────┘
 //!                             ▼
@@ -22,6 +22,8 @@
 //! - `mint.rs`: [`Minter`], one per SVID (the key is parsed once);
 //! - `verify.rs`: [`TokenVerifier`], the only place a [`VerifiedClaims`] is made;
 //! - `origin.rs`: [`OriginVerifier`] for end-user tokens from configured issuers;
+//! - `relay.rs`: [`RelayCache`], the tokens the inbound side accepted: the only parents the
+//!   outbound side relays;
 //! - `cache.rs`: the bounded caches: verified tokens (keyed by the SHA-256 of the compact token,
 //!   never by signature bytes), validated `x5c` chains, minted tokens.
 //!
@@ -105,6 +107,7 @@ mod claims;
 mod jws;
 mod mint;
 mod origin;
+mod relay;
 mod verify;
 
 #[cfg(test)]
@@ -116,6 +119,7 @@ pub use claims::Claims;
 pub use jws::{Alg, MAX_TOKEN_LEN, MAX_X5C, TYP, UnverifiedToken, inspect};
 pub use mint::{MintRequest, MintedToken, Minter};
 pub use origin::{OriginClaims, OriginVerifier};
+pub use relay::RelayCache;
 pub use verify::{Limits, TokenVerifier, VerifiedClaims};
 
 /// Why a token was refused: the stable reason code of a 401 and of
@@ -152,6 +156,9 @@ pub enum RejectReason {
     TooLarge,
     /// Origin tokens only: `iss` is not a configured issuer.
     Issuer,
+    /// Outbound only: the app relays a token this sidecar's inbound side never accepted (or
+    /// no longer holds), however well it is signed.
+    Relay,
 }
 
 /// Why a token could not be minted, or origin keys could not be loaded.
@@ -253,6 +260,7 @@ impl RejectReason {
             Self::Depth => "depth",
             Self::TooLarge => "too_large",
             Self::Issuer => "issuer",
+            Self::Relay => "relay",
         }
     }
 }

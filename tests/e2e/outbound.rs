@@ -244,11 +244,12 @@ async fn end_user_tokens_that_fail_verification_are_refused_with_401() {
 }
 
 #[tokio::test]
-async fn relaying_a_token_addressed_to_another_workload_is_refused_as_audience() {
+async fn relaying_a_token_its_inbound_side_never_accepted_is_refused_as_relay_cha_04() {
     let mesh = Workloads::new();
     let (agent, inference, crm) = chain(&mesh, &Idp::new()).await;
     // inference's app holds a token addressed to crm (the one crm's app received), and tries
-    // to relay it through inference's own sidecar: its audience is not inference.
+    // to relay it through inference's own sidecar: inference's inbound side never accepted it,
+    // however well it is signed.
     let reply = agent
         .call("inference.ml", "/", &[("x-next", "crm.tools")])
         .await;
@@ -258,7 +259,7 @@ async fn relaying_a_token_addressed_to_another_workload_is_refused_as_audience()
         .call("crm.tools", "/", &[("hop-token", &for_crm)])
         .await;
     assert_eq!(reply.status, 401, "{}", reply.body);
-    assert_eq!(reply.json()["reason"], "audience");
+    assert_eq!(reply.json()["reason"], "relay");
     assert_eq!(crm.app.received().len(), 1, "the relay never left");
 }
 

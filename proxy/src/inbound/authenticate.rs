@@ -4,6 +4,8 @@
 //! A token that fails any rule is a 401 with its stable reason code; a call without one is a
 //! 401 `missing` when `inbound.require_token` is on. Only a verified token reaches the policy
 //! (`context.token`) and the app (which may relay it): an unverifiable one is never passed on.
+//! Each accepted token goes into the [`RelayCache`], the only tokens the outbound side will
+//! relay for the app.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,24 +17,32 @@ use crate::http::{RequestError, headers};
 use crate::identity::IdentitySnapshot;
 use crate::telemetry::metrics::ProxyMetrics;
 use crate::tls::PeerIdentity;
-use crate::token::{MISSING_TOKEN, VerifiedClaims};
+use crate::token::{MISSING_TOKEN, RelayCache, VerifiedClaims};
 
 /// Verifies hop tokens on the inbound side.
 #[derive(Debug)]
 pub struct Authenticator {
     header: HeaderName,
     require: bool,
+    relay: Arc<RelayCache>,
     metrics: Arc<ProxyMetrics>,
 }
 
 // === impl Authenticator ===
 
 impl Authenticator {
-    /// An authenticator for `token.header`, requiring a token when `require` is set.
-    pub fn new(config: &TokenConfig, require: bool, metrics: Arc<ProxyMetrics>) -> Self {
+    /// An authenticator for `token.header`, requiring a token when `require` is set, and
+    /// keeping the tokens it accepts in `relay`.
+    pub fn new(
+        config: &TokenConfig,
+        require: bool,
+        relay: Arc<RelayCache>,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Self {
         Self {
             header: config.header().clone(),
             require,
+            relay,
             metrics,
         }
     }
@@ -60,11 +70,13 @@ impl Authenticator {
                 Ok(None)
             };
         };
-        identity
+        let now = SystemTime::now();
+        let verified = identity
             .tokens()
-            .verify_inbound(compact, peer, SystemTime::now())
-            .map(Some)
-            .map_err(|reason| self.reject(reason.as_str()))
+            .verify_inbound(compact, peer, now)
+            .map_err(|reason| self.reject(reason.as_str()))?;
+        self.relay.accept(&verified, now);
+        Ok(Some(verified))
     }
 
     /// The token header's name.

@@ -63,6 +63,10 @@ impl Stack {
             authenticator: Authenticator::new(
                 fx.config.token(),
                 inbound.require_token(),
+                Arc::new(crate::token::RelayCache::new(
+                    16,
+                    fx.config.token().leeway(),
+                )),
                 Arc::clone(&fx.metrics),
             ),
             app_client: App::new(

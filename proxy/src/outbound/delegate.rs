@@ -2,7 +2,7 @@
 //! app presents is verified, then replaced by a hop token for exactly one destination.
 //!
 //! ```text
-//!  hop-token from the app ──verify_relay (aud = us)──▶ parent ─┐
+//!  hop-token from the app ──RelayCache (accepted inbound)──▶ parent ─┐
 //!  Authorization: Bearer ──OriginVerifier (JWKS file)──▶ origin ─┼─▶ Minter::mint(aud = route)
 //!  neither ─────────────────────────────────────────────▶ self ───┘        │
 //!                                                    hop-token: <child>  ◀─┘  Authorization: removed
@@ -10,8 +10,9 @@
 //!
 //! Rules (docs/tokens.md, "Relaying: what the app must do"; ACT-14, HDR-07 in docs/security.md):
 //!
-//! - A relayed `hop-token` must verify (chain, signature, `aud` = this workload, time); one that
-//!   does not is a 401 with its reason code, never dropped in favour of a fresh chain.
+//! - A relayed `hop-token` must be one this sidecar's inbound side accepted (by hash) from its
+//!   minter, and not expired; any other is a 401 (`relay`, `expired`), however well it is
+//!   signed, and never dropped in favour of a fresh chain (CHA-04, CHA-05).
 //! - Without a parent, an `Authorization: Bearer` token is an origin credential when origin
 //!   issuers are configured: it must verify, or the call is a 401. Without issuers there is no
 //!   one to verify it against, so the chain starts as this workload.
@@ -34,7 +35,7 @@ use serde_json::{Map, Value};
 use crate::http::{RequestError, headers};
 use crate::identity::IdentitySnapshot;
 use crate::telemetry::metrics::ProxyMetrics;
-use crate::token::{MintRequest, MintedToken, OriginVerifier};
+use crate::token::{MintRequest, MintedToken, OriginVerifier, RelayCache};
 
 /// A hop token minted for one request, with the identity snapshot it was minted with.
 pub(crate) struct Delegation {
@@ -50,18 +51,26 @@ pub(crate) struct Delegation {
 pub struct Delegator {
     header: HeaderName,
     origin: OriginVerifier,
+    relay: Arc<RelayCache>,
     metrics: Arc<ProxyMetrics>,
 }
 
 // === impl Delegator ===
 
 impl Delegator {
-    /// A delegator minting into `token.header`, verifying origin tokens with `origin`. The
-    /// minter and the relay verifier come with each identity snapshot.
-    pub fn new(config: &TokenConfig, origin: OriginVerifier, metrics: Arc<ProxyMetrics>) -> Self {
+    /// A delegator minting into `token.header`, verifying origin tokens with `origin` and
+    /// relaying only the parents in `relay` (those the inbound side accepted). The minter
+    /// comes with each identity snapshot.
+    pub fn new(
+        config: &TokenConfig,
+        origin: OriginVerifier,
+        relay: Arc<RelayCache>,
+        metrics: Arc<ProxyMetrics>,
+    ) -> Self {
         Self {
             header: config.header().clone(),
             origin,
+            relay,
             metrics,
         }
     }
@@ -92,9 +101,8 @@ impl Delegator {
             .ok_or(RequestError::Internal("hop token minter"))?;
         let parent = match self.single(headers, &self.header)? {
             Some(compact) => Some(
-                identity
-                    .tokens()
-                    .verify_relay(compact, now)
+                self.relay
+                    .parent(compact, now)
                     .map_err(|reason| self.reject(reason.as_str()))?,
             ),
             None => None,

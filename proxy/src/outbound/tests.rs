@@ -67,6 +67,7 @@ impl Stack {
             delegator: Delegator::new(
                 token,
                 OriginVerifier::load(token.origin_issuers(), token.leeway()).unwrap(),
+                Arc::new(crate::token::RelayCache::new(16, token.leeway())),
                 Arc::clone(&fx.metrics),
             ),
         });
@@ -135,14 +136,15 @@ async fn a_stack_over_a_pipe_refuses_a_connect_tunnel() {
 }
 
 #[tokio::test]
-async fn a_stack_over_a_pipe_refuses_a_relayed_token_that_does_not_verify() {
-    // ACT-14: a parent that fails is a 401, never dropped in favour of a fresh chain.
+async fn a_stack_over_a_pipe_refuses_a_relayed_token_its_inbound_side_never_accepted() {
+    // ACT-14, CHA-04: a parent that fails is a 401, never dropped in favour of a fresh chain;
+    // one this sidecar's inbound side never accepted fails as `relay`, whatever it holds.
     let stack = Stack::new(None);
     let (status, body) = stack
         .send(request("inference.ml", &[("hop-token", "not.a.token")]))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    assert!(body.contains(r#""reason":"malformed""#), "{body}");
+    assert!(body.contains(r#""reason":"relay""#), "{body}");
 }
 
 #[tokio::test]

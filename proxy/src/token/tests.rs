@@ -14,6 +14,7 @@ use crate::token::test_support::{AGENT, CRM, INFERENCE, TestCa, id, verifier};
 use crate::token::{MintRequest, Minter, TokenVerifier};
 
 mod attacks;
+mod channel;
 mod oracle;
 mod rejections;
 mod relay;

@@ -75,6 +75,9 @@ struct Verified {
     hash: [u8; 32],
     /// The earliest notAfter in the `x5c` chain.
     chain_not_after: u64,
+    /// Whether the signature was checked, or the token was authenticated by its minter's own
+    /// connection instead: such a token is accepted only bound to that same certificate.
+    signature_checked: bool,
 }
 
 // === impl Limits ===
@@ -163,7 +166,7 @@ impl TokenVerifier {
         peer_cert_sha256: &[u8; 32],
         now: SystemTime,
     ) -> Result<VerifiedClaims, RejectReason> {
-        let verified = self.verify_relay(compact, now)?;
+        let verified = self.verify_cached(compact, now, Some((peer_id, peer_cert_sha256)))?;
         let claims = &verified.inner.claims;
         // RFC 8705 §3 and ACT-02: the token must have been minted by the peer presenting it.
         if claims.iss != peer_id.as_str()
@@ -174,8 +177,9 @@ impl TokenVerifier {
         Ok(verified)
     }
 
-    /// Verifies a parent token the local app relays on the outbound side: everything
-    /// [`Self::verify_inbound`] checks except the binding to an mTLS peer.
+    /// Verifies a token with no mTLS peer to bind it to: everything [`Self::verify_inbound`]
+    /// checks except the binding, the signature always. The outbound side does not relay
+    /// with this ([`crate::token::RelayCache`] decides what it relays); tools and tests do.
     ///
     /// # Errors
     /// As [`Self::verify_inbound`], without [`RejectReason::Binding`].
@@ -184,16 +188,33 @@ impl TokenVerifier {
         compact: &str,
         now: SystemTime,
     ) -> Result<VerifiedClaims, RejectReason> {
+        self.verify_cached(compact, now, None)
+    }
+
+    /// The peer-independent checks, from the cache when a verified token is there. `channel`
+    /// is the mTLS peer the token arrived from (its SPIFFE ID and certificate hash): when the
+    /// token's `x5c` leaf is that very certificate and its `iss` and `cnf` name it, the
+    /// connection authenticates the token and its signature is not checked (CHA-01). A cached
+    /// token accepted that way is returned only for that same certificate.
+    fn verify_cached(
+        &self,
+        compact: &str,
+        now: SystemTime,
+        channel: Option<(&SpiffeId, &[u8; 32])>,
+    ) -> Result<VerifiedClaims, RejectReason> {
         if compact.len() > jws::MAX_TOKEN_LEN {
             return Err(RejectReason::TooLarge);
         }
         let now_secs = unix_secs(now).ok_or(RejectReason::Expired)?;
         let hash = sha256(compact.as_bytes());
-        if let Some(hit) = self.cache.get(&hash, now_secs) {
+        if let Some(hit) = self.cache.get(&hash, now_secs)
+            && (hit.inner.signature_checked
+                || channel.is_some_and(|c| minted_on(&hit.inner.claims, c)))
+        {
             self.check_time(&hit.inner.claims, hit.inner.chain_not_after, now_secs)?;
             return Ok(hit);
         }
-        let verified = self.verify_uncached(compact, hash, now_secs)?;
+        let verified = self.verify_uncached(compact, hash, now_secs, channel)?;
         let leeway = self.limits.leeway.as_secs();
         let until = verified
             .inner
@@ -227,14 +248,22 @@ impl TokenVerifier {
         compact: &str,
         hash: [u8; 32],
         now_secs: u64,
+        channel: Option<(&SpiffeId, &[u8; 32])>,
     ) -> Result<VerifiedClaims, RejectReason> {
         let jws = jws::split(compact)?;
         let header = HopHeader::parse(&jws.header)?;
         let claims = Claims::from_json(jws.payload)?;
         // DOS-11: the chain's shape and length before any crypto.
         let actors = claims::actors(claims.act.as_ref(), self.limits.max_depth)?;
-        let signer = self.signer(&header, now_secs)?;
-        jws::verify_signature(header.alg, &signer.key, jws.signing_input, &jws.signature)?;
+        let (signer, leaf_sha256) = self.signer(&header, now_secs)?;
+        // Channel-authenticated acceptance (docs/tokens.md): on its minter's own connection, the
+        // token's leaf is the certificate that connection proved the key of, so only that key's
+        // holder can have written it. Byte equality is by SHA-256 of the DER.
+        let on_its_minters_connection = channel
+            .is_some_and(|(id, cert)| leaf_sha256 == *cert && minted_on(&claims, (id, cert)));
+        if !on_its_minters_connection {
+            jws::verify_signature(header.alg, &signer.key, jws.signing_input, &jws.signature)?;
+        }
         // RFC 8725 §3.8: the key must belong to the issuer (JWT-15).
         if signer.id.as_str() != claims.iss {
             return Err(RejectReason::Chain);
@@ -252,6 +281,7 @@ impl TokenVerifier {
                 actors,
                 hash,
                 chain_not_after,
+                signature_checked: !on_its_minters_connection,
             }),
         })
     }
@@ -260,15 +290,23 @@ impl TokenVerifier {
     /// for a token whose algorithm cannot fit), then the chain judged by the SPIFFE verifier as
     /// an inbound handshake would be (docs/security.md, "Inbound: the SVID on the handshake",
     /// at now), or the remembered outcome of that.
-    fn signer(&self, header: &HopHeader, now: u64) -> Result<Arc<Signer>, RejectReason> {
+    fn signer(
+        &self,
+        header: &HopHeader,
+        now: u64,
+    ) -> Result<(Arc<Signer>, [u8; 32]), RejectReason> {
         let mut entries = Vec::with_capacity(header.x5c.len() * 32);
         for der in &header.x5c {
             entries.extend_from_slice(&sha256(der));
         }
+        let mut leaf_sha256 = [0; 32];
+        if let Some(first) = entries.get(..32) {
+            leaf_sha256.copy_from_slice(first);
+        }
         let key = sha256(&entries);
         if let Some(signer) = self.chain_cache.get(&key, now) {
             jws::check_alg(header.alg, &signer.key)?;
-            return Ok(signer);
+            return Ok((signer, leaf_sha256));
         }
         let (leaf, intermediates) = header.x5c.split_first().ok_or(RejectReason::Chain)?;
         let leaf_key = LeafKey::parse(leaf).ok_or(RejectReason::Chain)?;
@@ -290,7 +328,7 @@ impl TokenVerifier {
         let until = not_after.min(now.saturating_add(CHAIN_CACHE_SECS));
         self.chain_cache
             .insert(key, Arc::clone(&signer), until, now);
-        Ok(signer)
+        Ok((signer, leaf_sha256))
     }
 
     /// `exp` and `nbf`/`iat` against now, with leeway (JWT-25..27); and the chain still valid.
@@ -336,6 +374,12 @@ impl fmt::Debug for TokenVerifier {
 }
 
 /// RFC 8693 §4.1: the current actor is the issuer; without `act`, the issuer acts for itself.
+/// Whether `claims` name the connection's peer as their minter: `iss` its SPIFFE ID, `cnf` its
+/// certificate's hash.
+fn minted_on(claims: &Claims, (id, cert): (&SpiffeId, &[u8; 32])) -> bool {
+    claims.iss == id.as_str() && claims.cnf.x5t_s256 == URL_SAFE_NO_PAD.encode(cert)
+}
+
 fn check_actor(claims: &Claims, actors: &[String]) -> Result<(), RejectReason> {
     let ok = match actors.first() {
         Some(current) => *current == claims.iss,
