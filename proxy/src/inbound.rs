@@ -169,7 +169,11 @@ impl hop::Side for InboundSide {
     /// identity this connection proved. A hop token still present has just been verified
     /// (aud = this workload), so the app may relay it.
     fn prepare(&self, peer: &Peer, _token: &Option<VerifiedClaims>, parts: &mut Parts) {
-        client_cert::set_client_cert_header(&mut parts.headers, &peer.xfcc);
+        client_cert::set_client_cert_header(
+            &mut parts.headers,
+            &peer.xfcc,
+            self.authenticator.header(),
+        );
     }
 
     fn send(

@@ -12,6 +12,7 @@ mod caller_rotation;
 mod curl;
 mod demo_export;
 mod dns;
+mod folded_headers;
 mod inbound;
 mod outbound;
 mod outbound_edge;

@@ -434,6 +434,38 @@ async fn a_relayed_chain_longer_than_the_destinations_max_depth_is_401_depth_to_
     );
 }
 
+#[tokio::test]
+async fn folded_spellings_of_the_token_header_from_the_app_never_reach_the_next_hop_cha_04b() {
+    // The destination is not hopgate, so nothing on its side strips them: what it sees is
+    // exactly what the agent's outbound side sent.
+    let mesh = Workloads::new();
+    let legacy_id = workload_id("legacy");
+    let server = Http1Server::start(&mesh.ca.leaf(&legacy_id).build(), mesh.ca.root_der()).await;
+    let agent = mesh
+        .workload("agent")
+        .client_only()
+        .route_spec(route_to("legacy.svc", server.addr, &legacy_id))
+        .start()
+        .await;
+    for spelling in crate::folded_headers::SPELLINGS {
+        let reply = agent
+            .call("legacy.svc", "/", &[(spelling, "copied-from-a-log")])
+            .await;
+        assert_eq!(reply.status, 200, "{spelling}: {}", reply.body);
+    }
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    for request in &seen {
+        assert!(
+            request.headers.get("hop_token").is_none(),
+            "{:?}",
+            request.headers
+        );
+        // Only the token the agent's sidecar minted, once.
+        assert_eq!(request.headers.get_all("hop-token").iter().count(), 1);
+    }
+}
+
 // === helpers ===
 
 /// A route under `host` to `address`, whose server must present `identity`.

@@ -31,6 +31,30 @@ pub enum HopByHopError {
     MalformedConnection,
 }
 
+/// Removes every field whose name is not one of `names` but folds into one once `_` is read as
+/// `-` (`hop_token`, `X_Forwarded_Client_Cert`; names are lowercase already): CGI, WSGI and
+/// nginx-style servers fold them into the same variable, so an app would read a spoofed copy
+/// as the real one (HDR rules and CHA-04b in docs/security.md). One pass over the names; the
+/// names themselves are the caller's to remove or set.
+pub(crate) fn strip_folded_spellings(headers: &mut HeaderMap, names: &[&HeaderName]) {
+    let folds = |name: &HeaderName| {
+        let name = name.as_str();
+        name.contains('_')
+            && names.iter().any(|target| {
+                let target = target.as_str();
+                name.len() == target.len()
+                    && name
+                        .bytes()
+                        .zip(target.bytes())
+                        .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+            })
+    };
+    let spoofs: Vec<HeaderName> = headers.keys().filter(|n| folds(n)).cloned().collect();
+    for name in spoofs {
+        headers.remove(name);
+    }
+}
+
 /// Removes every hop-by-hop field from `headers`.
 ///
 /// `TE: trailers` is kept: it is the one TE value an HTTP/2 or gRPC peer needs end to end.

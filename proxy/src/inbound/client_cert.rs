@@ -10,6 +10,7 @@ use hopgate_config::SpiffeId;
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
+use crate::http::headers::strip_folded_spellings;
 use crate::tls::PeerIdentity;
 
 /// The header name, as Envoy and Istio spell it.
@@ -28,26 +29,24 @@ pub(crate) fn client_cert_value(own: &SpiffeId, peer: &PeerIdentity) -> Option<H
     HeaderValue::try_from(value).ok()
 }
 
-/// Removes every caller-supplied XFCC and sets `value`, the verified one.
-pub(crate) fn set_client_cert_header(headers: &mut HeaderMap, value: &HeaderValue) {
-    strip_client_cert_headers(headers);
+/// Removes every caller-supplied XFCC, and every spelling that folds into it or into
+/// `token_header` (`hop_token`: the verified token itself stays), then sets `value`, the
+/// verified XFCC.
+pub(crate) fn set_client_cert_header(
+    headers: &mut HeaderMap,
+    value: &HeaderValue,
+    token_header: &HeaderName,
+) {
+    headers.remove(&XFCC);
+    strip_folded_spellings(headers, &[&XFCC, token_header]);
     headers.insert(XFCC, value.clone());
 }
 
 /// Removes XFCC and any name that folds into it once `_` is read as `-`.
+#[cfg(test)]
 pub(crate) fn strip_client_cert_headers(headers: &mut HeaderMap) {
     headers.remove(&XFCC);
-    let spoofs: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let name = name.as_str();
-            name.contains('_') && name.replace('_', "-") == XFCC.as_str()
-        })
-        .cloned()
-        .collect();
-    for name in spoofs {
-        headers.remove(name);
-    }
+    strip_folded_spellings(headers, &[&XFCC]);
 }
 
 #[cfg(test)]

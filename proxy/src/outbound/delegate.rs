@@ -145,9 +145,11 @@ impl Delegator {
     }
 
     /// Swaps the app's credential for the delegation's token in `headers`: the broad
-    /// credential stops here, and so does any `hop-token` the app sent (the child replaces it).
+    /// credential stops here, and so does any `hop-token` the app sent (the child replaces it),
+    /// under any spelling that folds into it (`hop_token`, CHA-04b).
     pub(crate) fn swap(&self, headers: &mut HeaderMap, delegation: &Delegation) {
         headers.remove(AUTHORIZATION);
+        headers::strip_folded_spellings(headers, &[&self.header]);
         headers.insert(self.header.clone(), delegation.value.clone());
     }
 
