@@ -49,7 +49,9 @@
 //!    the `x5c` chain judged by [`crate::tls::SpiffeClientVerifier::verify_svid`] (every
 //!    X.509-SVID rule, the bundle of its own trust domain, now);
 //! 8. `signature` with the `x5c` leaf's key (ES256/ES384 raw R‖S only), then `chain` again
-//!    unless the leaf's SPIFFE ID is `iss`;
+//!    unless the leaf's SPIFFE ID is `iss`. The signature, and only it, is skipped for a token
+//!    on its minter's own connection: `x5c[0]` is the peer's certificate (same SHA-256) and
+//!    `iss` and `cnf` name the peer, so the connection authenticated it (CHA-01..03);
 //! 9. `audience`, `expired`, `not_yet_valid`, `lifetime`, `actor` (outermost `act.sub` = `iss`);
 //! 10. `binding`: `iss` = the peer's SPIFFE ID and `cnf.x5t#S256` = the peer certificate's hash.
 //!

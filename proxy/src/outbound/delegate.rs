@@ -79,8 +79,8 @@ impl Delegator {
     /// `identity`, the snapshot in use, whose SVID the token's `cnf` names: only a connection made
     /// with that snapshot may carry it. `intent` is the request's intent headers (the `tctx` of
     /// a new transaction); `trace` the trace id of the app's `traceparent`, which says whether
-    /// an origin request joins a transaction or starts one. The head is not changed: [`Delegator::swap`] puts the token in once
-    /// the egress decision allowed it.
+    /// an origin request joins a transaction or starts one. The head is not changed:
+    /// [`Delegator::swap`] puts the token in once the egress decision allowed it.
     ///
     /// # Errors
     /// [`RequestError::Unauthenticated`] with the reason code when a relayed hop token or an

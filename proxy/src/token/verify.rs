@@ -373,13 +373,13 @@ impl fmt::Debug for TokenVerifier {
     }
 }
 
-/// RFC 8693 §4.1: the current actor is the issuer; without `act`, the issuer acts for itself.
 /// Whether `claims` name the connection's peer as their minter: `iss` its SPIFFE ID, `cnf` its
 /// certificate's hash.
 fn minted_on(claims: &Claims, (id, cert): (&SpiffeId, &[u8; 32])) -> bool {
     claims.iss == id.as_str() && claims.cnf.x5t_s256 == URL_SAFE_NO_PAD.encode(cert)
 }
 
+/// RFC 8693 §4.1: the current actor is the issuer; without `act`, the issuer acts for itself.
 fn check_actor(claims: &Claims, actors: &[String]) -> Result<(), RejectReason> {
     let ok = match actors.first() {
         Some(current) => *current == claims.iss,
