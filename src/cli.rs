@@ -154,9 +154,12 @@ pub(crate) struct TokenInspect {
     /// The token (compact JWS); `-` or nothing reads it from standard input.
     pub(crate) token: Option<String>,
     /// A CA bundle PEM to verify the x5c chain against (repeatable): `PATH` for the issuer's
-    /// trust domain, or `TD=PATH`.
+    /// trust domain, or `TD=PATH`. Without one the token is decoded only, and the exit is 1.
     #[arg(long = "bundle")]
     pub(crate) bundles: Vec<String>,
+    /// Print one JSON object (`verified`, `error`, `claims`, `chain`) instead of the tree.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]

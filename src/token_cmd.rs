@@ -1,5 +1,7 @@
 //! `hopgate token inspect`: decode a hop token, verify it against trust bundles when given, and
-//! print its delegation chain as a tree, for SREs following a call.
+//! print its delegation chain as a tree (or, with `--json`, as one JSON object), for SREs
+//! following a call. Exit 0 only for a token that verified: without `--bundle` nothing was
+//! verified, and the exit says so (1).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -12,10 +14,12 @@ use anyhow::{Context as _, bail};
 use hopgate_config::{SpiffeId, TrustDomain};
 use hopgate_proxy::tls::{SpiffeClientVerifier, TrustBundles};
 use hopgate_proxy::token::{Claims, Limits, TokenVerifier, inspect};
+use serde_json::{Value, json};
 
 use crate::cli::TokenInspect;
 
-/// `token inspect`: 0 when the token verifies (or, without bundles, decodes), 1 otherwise.
+/// `token inspect`: 0 when the token verifies, 1 when it is invalid or was not verified (no
+/// `--bundle`).
 pub(crate) fn run(args: &TokenInspect) -> ExitCode {
     let compact = match read_token(args.token.as_deref()) {
         Ok(compact) => compact,
@@ -27,25 +31,69 @@ pub(crate) fn run(args: &TokenInspect) -> ExitCode {
     let token = match inspect(&compact) {
         Ok(token) => token,
         Err(reason) => {
-            println!("invalid: {}", reason.as_str());
+            if args.json {
+                let out = json!({ "verified": false, "error": reason.as_str(), "claims": null });
+                println!("{out}");
+            } else {
+                println!("invalid: {}", reason.as_str());
+            }
             return ExitCode::FAILURE;
         }
     };
-    print_tree(token.claims());
-    if args.bundles.is_empty() {
-        println!("signature and chain: not verified (give --bundle PEM to verify)");
-        return ExitCode::SUCCESS;
-    }
-    match verify(&compact, token.claims(), &args.bundles) {
-        Ok(()) => {
-            println!("verified: x5c chain, signature, audience, lifetime and actors hold");
-            ExitCode::SUCCESS
+    let outcome = if args.bundles.is_empty() {
+        Outcome::Unverified
+    } else {
+        match verify(&compact, token.claims(), &args.bundles) {
+            Ok(()) => Outcome::Verified,
+            Err(err) => Outcome::Invalid(format!("{err:#}")),
         }
-        Err(err) => {
-            println!("invalid: {err:#}");
-            ExitCode::FAILURE
+    };
+    if args.json {
+        println!("{}", render_json(token.claims(), &outcome));
+    } else {
+        print_tree(token.claims());
+        match &outcome {
+            Outcome::Verified => {
+                println!("verified: x5c chain, signature, audience, lifetime and actors hold");
+            }
+            Outcome::Unverified => {
+                println!("signature and chain: not verified (give --bundle PEM to verify)");
+            }
+            Outcome::Invalid(why) => println!("invalid: {why}"),
         }
     }
+    match outcome {
+        Outcome::Verified => ExitCode::SUCCESS,
+        Outcome::Unverified | Outcome::Invalid(_) => ExitCode::FAILURE,
+    }
+}
+
+/// What verification said about a token that decoded.
+enum Outcome {
+    Verified,
+    /// No `--bundle`: decoded only.
+    Unverified,
+    /// Why it is refused.
+    Invalid(String),
+}
+
+/// The token as one JSON object: `verified`, `error` (a reason, `not_verified` without
+/// bundles, or null), `claims` as the token carries them, and `chain` (origin first, ending
+/// with the audience), the tree's content.
+fn render_json(claims: &Claims, outcome: &Outcome) -> Value {
+    let mut chain = origin_first(claims);
+    chain.push(claims.aud().to_owned());
+    let error = match outcome {
+        Outcome::Verified => Value::Null,
+        Outcome::Unverified => json!("not_verified"),
+        Outcome::Invalid(why) => json!(why),
+    };
+    json!({
+        "verified": matches!(outcome, Outcome::Verified),
+        "error": error,
+        "claims": serde_json::to_value(claims).unwrap_or(Value::Null),
+        "chain": chain,
+    })
 }
 
 fn read_token(arg: Option<&str>) -> anyhow::Result<String> {
@@ -116,18 +164,16 @@ pub(crate) fn render_tree(claims: &Claims) -> String {
     let _ = writeln!(out, "├─ sub:     {}", claims.sub());
     let _ = writeln!(out, "├─ txn:     {}", claims.txn());
     let _ = writeln!(out, "├─ scope:   {scope}");
+    if let Some(tctx) = claims.tctx() {
+        let _ = writeln!(out, "├─ tctx:    {}", Value::Object(tctx.clone()));
+    }
+    let _ = writeln!(out, "├─ issued:  {}", rfc3339(claims.iat()));
     let _ = writeln!(out, "├─ expires: {}", expiry(claims.exp()));
     if let Some(prv) = claims.prv() {
         let _ = writeln!(out, "├─ parent:  sha256 {prv}");
     }
     let _ = writeln!(out, "└─ chain (origin first):");
-    let mut chain = actors(claims);
-    chain.reverse();
-    if SpiffeId::parse(claims.sub()).is_ok()
-        && chain.first().map(String::as_str) != Some(claims.sub())
-    {
-        chain.insert(0, claims.sub().to_owned());
-    }
+    let chain = origin_first(claims);
     for (depth, actor) in chain.iter().enumerate() {
         let indent = "   ".repeat(depth);
         let role = if actor == claims.iss() {
@@ -140,6 +186,19 @@ pub(crate) fn render_tree(claims: &Claims) -> String {
     let indent = "   ".repeat(chain.len());
     let _ = writeln!(out, "   {indent}└─ {}  (aud: the next hop)", claims.aud());
     out
+}
+
+/// The workloads that carried the token, origin first: the origin workload (a SPIFFE `sub`),
+/// then the `act` chain from its innermost actor out.
+fn origin_first(claims: &Claims) -> Vec<String> {
+    let mut chain = actors(claims);
+    chain.reverse();
+    if SpiffeId::parse(claims.sub()).is_ok()
+        && chain.first().map(String::as_str) != Some(claims.sub())
+    {
+        chain.insert(0, claims.sub().to_owned());
+    }
+    chain
 }
 
 /// The `act` chain, outermost (most recent) first.
@@ -161,17 +220,22 @@ fn actors(claims: &Claims) -> Vec<String> {
     out
 }
 
-fn expiry(exp: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(exp).unwrap_or(i64::MAX))
+/// `secs` since the epoch in RFC 3339, or the number when it is out of range.
+fn rfc3339(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
         .ok()
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
-        .unwrap_or_else(|| exp.to_string());
+        .unwrap_or_else(|| secs.to_string())
+}
+
+fn expiry(exp: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let at = rfc3339(exp);
     if exp > now {
         format!("{at} (in {}s)", exp - now)
     } else {

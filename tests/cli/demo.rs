@@ -31,6 +31,19 @@ fn demo_runs_the_four_steps_and_exits_0_when_each_behaves_as_expected() {
         "{stdout}"
     );
     assert!(!stdout.contains("eyJ"), "a token was printed: {stdout}");
+    // Steps 1 and 4 are two calls by alice: two transactions (CHA-06), each token showing the
+    // transaction context its origin set.
+    let txns: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("├─ txn:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(txns.len(), 2, "{stdout}");
+    assert_ne!(txns[0], txns[1], "steps 1 and 4 share a txn:\n{stdout}");
+    assert!(
+        stdout.contains(r#"├─ tctx:    {"purpose":"support"}"#),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -176,3 +176,60 @@ fn token_inspect_refuses_a_token_from_another_ca_and_garbage() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("invalid: malformed"));
 }
+
+#[test]
+fn token_inspect_without_a_bundle_prints_the_tree_with_iat_and_exits_1_as_unverified() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = minted_token(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+        .args(["token", "inspect", &token])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "decoded is not verified: {stdout}"
+    );
+    assert!(stdout.contains("├─ issued:  "), "{stdout}");
+    assert!(stdout.contains("not verified"), "{stdout}");
+}
+
+#[test]
+fn token_inspect_json_carries_the_claims_the_chain_and_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = minted_token(dir.path());
+    let bundle = dir.path().join("ca/bundle.pem");
+    let inspect = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+            .args(["token", "inspect", &token, "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !stdout.contains(&token),
+            "the token itself is never printed"
+        );
+        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        (out.status.code(), json)
+    };
+    let (code, json) = inspect(&["--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["verified"], true);
+    assert!(json["error"].is_null());
+    assert_eq!(json["claims"]["sub"], "spiffe://example.org/ns/a/sa/agent");
+    assert_eq!(json["claims"]["scope"], "tickets.read");
+    assert!(json["claims"]["iat"].as_u64().is_some());
+    assert_eq!(
+        json["chain"],
+        serde_json::json!([
+            "spiffe://example.org/ns/a/sa/agent",
+            "spiffe://example.org/ns/b/sa/tool"
+        ])
+    );
+    let (code, json) = inspect(&[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(json["verified"], false);
+    assert_eq!(json["error"], "not_verified");
+}
