@@ -257,14 +257,19 @@ fn string_set(values: &[String]) -> RestrictedExpression {
     RestrictedExpression::new_set(values.iter().map(|v| string(v)))
 }
 
-/// Every fact of `req` under `action`, each field length-prefixed (and each list
-/// count-prefixed) so that no two different requests share a key.
+/// Every fact of `req` under `action` that a policy can observe, each field length-prefixed
+/// (and each list count-prefixed) so that no two different requests share a key.
+///
+/// `token.txn` is written only when `usage` says a policy observes it: it is new with every
+/// transaction, so keying on it unobserved would make every transaction miss the memo, and a
+/// field the context leaves out (see [`token_record`]) cannot change a decision.
 ///
 /// The request and its token are destructured without `..` on purpose: a field added to
 /// [`HopRequest`] or [`TokenFacts`] does not compile until it is written here (or skipped with
 /// a reason), so it can never silently share a cached decision with requests that differ only
 /// in it. `keys_differ_in_every_field` checks each field is written.
-pub(crate) fn key(req: &HopRequest<'_>, action: &str) -> String {
+pub(crate) fn key(req: &HopRequest<'_>, action: &str, usage: &ContextUsage) -> String {
+    let txn_observed = usage.field("token").is_some_and(|token| token.has("txn"));
     let HopRequest {
         peer,
         destination,
@@ -303,6 +308,7 @@ pub(crate) fn key(req: &HopRequest<'_>, action: &str) -> String {
             key.field(sub);
             key.field(iss);
             match txn {
+                _ if !txn_observed => key.field("~"),
                 None => key.field("-"),
                 Some(txn) => {
                     key.field("+");
@@ -341,6 +347,51 @@ mod tests {
 
     fn id(s: &str) -> SpiffeId {
         SpiffeId::parse(s).unwrap()
+    }
+
+    /// The key as policies that observe everything would have it.
+    fn key(req: &HopRequest<'_>, action: &str) -> String {
+        super::key(req, action, &ContextUsage::everything())
+    }
+
+    #[test]
+    fn an_unobserved_txn_is_left_out_of_the_key_and_an_observed_one_is_not() {
+        let (peer, dest) = (id("spiffe://example.org/a"), id("spiffe://example.org/b"));
+        let facts = |txn: &str| TokenFacts {
+            sub: "alice".to_owned(),
+            iss: "spiffe://example.org/a".to_owned(),
+            txn: Some(txn.to_owned()),
+            scope: vec!["read".to_owned()],
+            actors: vec![],
+        };
+        let (t1, t2) = (facts("t1"), facts("t2"));
+        let request = |token| HopRequest {
+            peer: &peer,
+            destination: &dest,
+            direction: Direction::Inbound,
+            action: None,
+            method: "GET",
+            path: "/",
+            host: "b",
+            intent: &[],
+            token: Some(token),
+        };
+        let policies = |text: &str| ContextUsage::of(&text.parse().unwrap());
+        let scope_only = policies(
+            "permit (principal, action, resource) when { context.token.scope.contains(\"read\") };",
+        );
+        assert_eq!(
+            super::key(&request(&t1), "call", &scope_only),
+            super::key(&request(&t2), "call", &scope_only),
+            "two transactions, one decision"
+        );
+        let reads_txn = policies(
+            "forbid (principal, action, resource) when { context.token has txn && context.token.txn == \"t1\" };",
+        );
+        assert_ne!(
+            super::key(&request(&t1), "call", &reads_txn),
+            super::key(&request(&t2), "call", &reads_txn)
+        );
     }
 
     #[test]

@@ -81,7 +81,8 @@ impl Engine {
             return Decision::new(Some(DenyReason::UnknownAction), vec![], vec![], action_name);
         };
         // The production path reuses what this snapshot decided for the very same facts.
-        let memo_key = (scope == Scope::Sliced).then(|| crate::context::key(req, action_name));
+        let memo_key =
+            (scope == Scope::Sliced).then(|| crate::context::key(req, action_name, &self.usage));
         if let Some(m) = memo_key.as_deref().and_then(|key| self.memo.get(key)) {
             return Decision::new(m.reason, m.policies, m.errors, action_name);
         }

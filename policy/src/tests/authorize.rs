@@ -304,6 +304,34 @@ fn the_memo_tells_apart_hops_that_differ_in_one_fact() {
 }
 
 #[test]
+fn the_memo_serves_every_transaction_alike_unless_a_policy_reads_txn() {
+    let ticket = |txn: &str| {
+        Hop::new(INFERENCE, CRM).token(json!({ "sub": "alice", "iss": INFERENCE, "txn": txn }))
+    };
+    // No policy reads `txn`: one Cedar evaluation serves every transaction.
+    let snapshot = Folder::with_policies(
+        r#"@id("tokens") permit (principal, action, resource) when { context.token.present };"#,
+    )
+    .snapshot();
+    for txn in ["t1", "t2", "t3"] {
+        assert!(ticket(txn).decide(&snapshot).is_allowed());
+    }
+    assert_eq!(snapshot.engine.memo.len(), 1);
+    // One does: each transaction is decided on its own.
+    let snapshot = Folder::with_policies(
+        r#"@id("tokens") permit (principal, action, resource) when { context.token.present };
+           @id("no-t1") forbid (principal, action, resource)
+           when { context.token has txn && context.token.txn == "t1" };"#,
+    )
+    .snapshot();
+    for _ in 0..2 {
+        assert!(!ticket("t1").decide(&snapshot).is_allowed());
+        assert!(ticket("t2").decide(&snapshot).is_allowed());
+    }
+    assert_eq!(snapshot.engine.memo.len(), 2);
+}
+
+#[test]
 fn memo_keys_cannot_be_forged_by_moving_text_between_fields() {
     let key = |path: &str, host: &str, intent: &[(&str, &str)]| {
         Hop::new(AGENT, INFERENCE).with(|req| {
@@ -313,7 +341,7 @@ fn memo_keys_cannot_be_forged_by_moving_text_between_fields() {
                 intent,
                 ..*req
             };
-            crate::context::key(&req, "call")
+            crate::context::key(&req, "call", &crate::usage::ContextUsage::everything())
         })
     };
     let keys = [
