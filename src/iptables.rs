@@ -52,6 +52,7 @@ struct Step {
 pub(crate) fn apply(flags: &IptablesRules, binaries: &IptablesBinaries) -> ExitCode {
     let mut out = Out::default();
     let result = Capture::parse(flags).and_then(|capture| {
+        note_unused_inbound_port(&capture, &mut out);
         let mode = Mode::parse(&binaries.iptables_mode)?;
         plan(mode, &mut out, |installed, family| {
             Some(rules::apply(&capture, family, installed))
@@ -88,6 +89,7 @@ pub(crate) fn print(flags: &IptablesRules) -> ExitCode {
             return out.finish(code);
         }
     };
+    note_unused_inbound_port(&capture, &mut out);
     for (family, when) in [
         (Family::V4, ""),
         (
@@ -140,6 +142,16 @@ fn plan(
         });
     }
     Ok(Plan { steps, skipped })
+}
+
+/// Says that `--inbound-port` changes nothing without `--capture-inbound`.
+fn note_unused_inbound_port(capture: &Capture, out: &mut Out) {
+    if capture.unused_inbound_port() {
+        errln!(
+            out,
+            "note: --inbound-port is used only with --capture-inbound; no inbound rule is installed"
+        );
+    }
 }
 
 /// A warning of iptables-save, as a note. The nf_tables variant warns when legacy tables exist

@@ -30,12 +30,6 @@ pub(crate) enum IptablesError {
         /// What is wrong with it.
         reason: String,
     },
-    /// `--inbound-port` without `--capture-inbound`: the port would be silently unused.
-    #[error(
-        "--inbound-port is used only with --capture-inbound: add --capture-inbound to redirect \
-         inbound connections, or drop --inbound-port"
-    )]
-    InboundPortWithoutCapture,
     /// Inbound and outbound connections redirected to one listener.
     #[error(
         "--inbound-port and --outbound-port are both `{port}`: inbound and outbound connections \

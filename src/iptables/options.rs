@@ -19,6 +19,8 @@ pub(crate) struct Capture {
     outbound_port: Port,
     /// `Some` exactly when `--capture-inbound` is given.
     inbound_port: Option<Port>,
+    /// `--inbound-port` was given without `--capture-inbound`: checked, and unused.
+    unused_inbound_port: bool,
     exclude_ports: Vec<Port>,
     exclude_cidrs: Vec<Cidr>,
 }
@@ -41,17 +43,21 @@ impl Capture {
     ///
     /// # Errors
     /// The first bad value: [`IptablesError::BadUid`], [`IptablesError::BadPort`],
-    /// [`IptablesError::BadCidr`], [`IptablesError::InboundPortWithoutCapture`] or
-    /// [`IptablesError::SamePort`].
+    /// [`IptablesError::BadCidr`] or [`IptablesError::SamePort`]. An `--inbound-port` without
+    /// `--capture-inbound` is checked and then unused (see [`Self::unused_inbound_port`]): the
+    /// flags are independent, each with its default.
     pub(crate) fn parse(flags: &IptablesRules) -> Result<Self, IptablesError> {
         let proxy_uid = parse_uid(&flags.proxy_uid)?;
         let outbound_port = Port::parse("outbound-port", &flags.outbound_port)?;
-        let inbound_port = match (&flags.inbound_port, flags.capture_inbound) {
-            (Some(_), false) => return Err(IptablesError::InboundPortWithoutCapture),
-            (Some(port), true) => Some(Port::parse("inbound-port", port)?),
-            (None, true) => Some(DEFAULT_INBOUND_PORT),
-            (None, false) => None,
-        };
+        let given = flags
+            .inbound_port
+            .as_deref()
+            .map(|port| Port::parse("inbound-port", port))
+            .transpose()?;
+        let inbound_port = flags
+            .capture_inbound
+            .then(|| given.unwrap_or(DEFAULT_INBOUND_PORT));
+        let unused_inbound_port = given.is_some() && !flags.capture_inbound;
         if inbound_port == Some(outbound_port) {
             return Err(IptablesError::SamePort {
                 port: outbound_port.0,
@@ -75,6 +81,7 @@ impl Capture {
             proxy_uid,
             outbound_port,
             inbound_port,
+            unused_inbound_port,
             exclude_ports,
             exclude_cidrs,
         })
@@ -93,6 +100,11 @@ impl Capture {
     /// Where inbound TCP goes, when inbound is captured at all.
     pub(crate) fn inbound_port(&self) -> Option<Port> {
         self.inbound_port
+    }
+
+    /// Whether `--inbound-port` was given without `--capture-inbound`, so nothing uses it.
+    pub(crate) fn unused_inbound_port(&self) -> bool {
+        self.unused_inbound_port
     }
 
     /// Destination ports never redirected, in either direction, in the order given.
@@ -259,12 +271,19 @@ mod tests {
     }
 
     #[test]
-    fn an_inbound_port_without_capture_inbound_is_refused() {
-        let err = error(&IptablesRules {
+    fn an_inbound_port_without_capture_inbound_is_checked_then_unused() {
+        let capture = Capture::parse(&IptablesRules {
             inbound_port: Some("15006".to_owned()),
             ..flags()
+        })
+        .unwrap();
+        assert_eq!(capture.inbound_port(), None);
+        assert!(capture.unused_inbound_port());
+        let err = error(&IptablesRules {
+            inbound_port: Some("0".to_owned()),
+            ..flags()
         });
-        assert!(err.contains("--capture-inbound"), "{err}");
+        assert!(err.contains("--inbound-port `0` is not a port"), "{err}");
     }
 
     #[test]
