@@ -256,7 +256,7 @@ mod tests {
     fn absurd_lifetimes_depths_and_leeways_are_rejected() {
         let fx = Fixture::new();
         let errors = fx.errors(&format!(
-            "{MINIMAL}token: {{ ttl: 0s, max_depth: 65, leeway: 6m }}\n"
+            "{MINIMAL}token: {{ ttl: 0s, max_depth: 65, leeway: 6m, relay_cache: 0 }}\n"
         ));
         assert_eq!(
             errors,
@@ -264,6 +264,7 @@ mod tests {
                 "token.ttl: `0s` is too short; the least allowed is `1s`",
                 "token.max_depth: `65` is out of range; allowed are 1 to 64",
                 "token.leeway: `6m` is too long; the most allowed is `5m`",
+                "token.relay_cache: `0` is out of range; allowed are 1 to 16777216",
             ]
         );
         let errors = fx.errors(&format!(

@@ -61,11 +61,15 @@ impl Resolved {
     /// the current tokio runtime for a name.
     pub(crate) fn new(address: &Address, refresh: Duration) -> Self {
         let retry = Arc::new(Notify::new());
-        let answers = match (address.host(), address.socket_addr()) {
-            (Host::Ip(_), Some(addr)) => watch::channel(Answer::Addrs(Arc::from([addr]))).1,
-            (_, _) => {
+        let answers = match address.host() {
+            Host::Ip(ip) => {
+                let addr = SocketAddr::new(*ip, address.port());
+                watch::channel(Answer::Addrs(Arc::from([addr]))).1
+            }
+            Host::Name(name) => {
                 let (tx, rx) = watch::channel(Answer::Pending);
                 let task = Lookups {
+                    name: name.as_str().to_owned(),
                     address: address.clone(),
                     refresh,
                     retry: Arc::clone(&retry),
@@ -159,6 +163,8 @@ impl fmt::Debug for Resolved {
 
 /// The lookups of one name, until every [`Resolved`] for it is dropped.
 struct Lookups {
+    /// The name looked up, with the port of `address`, which the log lines show.
+    name: String,
     address: Address,
     refresh: Duration,
     retry: Arc<Notify>,
@@ -231,12 +237,7 @@ impl Lookups {
     }
 
     async fn lookup(&self) -> Result<Vec<SocketAddr>, String> {
-        let Host::Name(name) = self.address.host() else {
-            return Err("not a name".to_owned());
-        };
-        let host = name.as_str().to_owned();
-        let port = self.address.port();
-        let lookup = tokio::net::lookup_host((host, port));
+        let lookup = tokio::net::lookup_host((self.name.clone(), self.address.port()));
         match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
             Err(_) => Err(format!(
                 "the resolver gave no answer in {}s",

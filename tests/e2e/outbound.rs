@@ -15,7 +15,7 @@ use crate::support::proxy::POLICY_SCHEMA;
 use crate::support::workload::{Workload, Workloads, workload_id};
 
 /// The claims of a compact token, decoded without verification.
-fn claims(token: &str) -> Value {
+pub(crate) fn claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }

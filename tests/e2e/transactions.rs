@@ -6,18 +6,10 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::outbound::claims;
 use crate::support::workload::Workloads;
 
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-
-fn claims(token: &str) -> Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&json).unwrap()
-}
 
 #[tokio::test]
 async fn calls_without_a_traceparent_are_each_a_transaction_and_calls_of_one_trace_share_one() {

@@ -114,7 +114,7 @@ struct Mesh {
     alice: String,
     agent_svid: (PathBuf, PathBuf),
     files: ReadableDir,
-    _spire: (SpireServer, SpireAgent),
+    spire: (SpireServer, SpireAgent),
     net: Net,
 }
 
@@ -155,7 +155,7 @@ impl Mesh {
             alice: idp.token("alice", "inference.generate tickets.read"),
             agent_svid,
             files,
-            _spire: (server, agent),
+            spire: (server, agent),
             net,
         };
         // Destinations first, so the first calls find them up.
@@ -169,7 +169,7 @@ impl Mesh {
 
     /// `name`'s config: SVIDs from the SPIRE agent, transparent outbound, routes by name.
     fn write_config(&self, name: &str) -> PathBuf {
-        let socket = self._spire.1.socket();
+        let socket = self.spire.1.socket();
         let route = |host: &str, id: &str, scopes: &str| {
             format!(
                 "    - {{ host: {host}, original_dst: '{host}:8080', address: '{host}:15006', identity: '{id}', scopes: [{scopes}] }}\n"

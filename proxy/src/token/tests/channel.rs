@@ -81,6 +81,13 @@ fn a_corrupted_signature_on_its_minters_connection_is_accepted_and_relayable_onl
     assert_eq!(relay.parent(&token, now()).err(), Some(RejectReason::Relay));
     relay.accept(&accepted, now());
     assert_eq!(relay.parent(&token, now()).unwrap().hash(), accepted.hash());
+    // Hostile input is refused before it is hashed.
+    let huge = "a".repeat(crate::token::MAX_TOKEN_LEN + 1);
+    assert_eq!(
+        relay.parent(&huge, now()).err(),
+        Some(RejectReason::TooLarge)
+    );
+    assert_eq!(relay.parent("", now()).err(), Some(RejectReason::Relay));
 }
 
 #[test]
