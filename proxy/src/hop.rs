@@ -5,10 +5,11 @@
 //!          ─▶ hygiene (hop-by-hop, path, authority) ─▶ HttpFacts, read once (authority, intent)
 //!          ─▶ Side::admit, head read only (inbound: the hop token; outbound: route + token)
 //!          ─▶ Hop { peer, own, dest, target, request, token, trace } ─▶ Authorizer::decide
-//!          ─▶ recorded here, once: audit record, span, metrics, log line
+//!          ─▶ decided here, once: span, policy metrics, the audit record's head
 //!          ─▶ Side::prepare (inbound: XFCC; outbound: credential out, token in)
 //!          ─▶ trailers off, traceparent on ─▶ Side::send ─▶ response hygiene
-//!  any error ─▶ the one error → response map; span status and metrics, once, either way
+//!  any error ─▶ the one error → response map, with the request's decision id
+//!  either way ─▶ one audit record, the span's status, the request metrics (hop::record)
 //! ```
 //!
 //! What differs between the sides is in [`Side`]: how a request is admitted (whose token, which
@@ -16,27 +17,31 @@
 //! in this order, is here, so the two sides cannot drift apart.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use hopgate_config::{InboundLimits, SpiffeId};
-use hopgate_policy::{DenyReason, Direction as PolicyDirection, Effect, HopRequest, TokenFacts};
+use hopgate_policy::{Direction as PolicyDirection, HopRequest, TokenFacts};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::http::authorize::{Authorizer, HttpFacts, Verdict};
-use crate::http::{Body, RequestError, WithoutTrailers, headers, path, stream_body};
-use crate::telemetry::audit::{AuditRecord, AuditSink};
+use crate::http::authorize::{Authorizer, HttpFacts};
+use crate::http::{Body, Malformed, RequestError, WithoutTrailers, headers, path, stream_body};
+use crate::telemetry::audit::{AuditSink, AuditToken};
 use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
-use crate::telemetry::stdout::Kept;
 use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
-use crate::telemetry::traceparent::{CallerTrace, TraceIdHex};
+use crate::telemetry::traceparent::CallerTrace;
 use crate::token::{MintedToken, VerifiedClaims};
 
+mod record;
 #[cfg(test)]
 pub(crate) mod test_support;
+
+pub(crate) use record::Known;
+use record::Record;
 
 /// Where a side's requests are recorded: spans, metrics and audit records.
 #[derive(Clone, Debug)]
@@ -125,19 +130,31 @@ pub(crate) trait Side: Sync {
     /// Who calls whom on this hop, and with which token.
     fn parties<'a>(&'a self, conn: &'a Self::Conn, admission: &'a Self::Admission) -> Parties<'a>;
 
+    /// The parties as far as the connection knows them, for the record of a request refused
+    /// before its admission.
+    fn known(&self, conn: &Self::Conn) -> Known;
+
     /// The side's changes to the head once the decision allowed it (inbound: XFCC; outbound:
     /// the app's credential out, the hop token in).
     fn prepare(&self, conn: &Self::Conn, admission: &Self::Admission, parts: &mut Parts);
 
     /// Sends the request on: to the app (inbound) or to the destination sidecar (outbound).
+    /// The admission stays with the runner, whose audit record reads it once the response is
+    /// back.
     fn send(
         &self,
-        admission: Self::Admission,
+        admission: &Self::Admission,
         req: Request<Body>,
     ) -> impl Future<Output = Result<Response<Incoming>, RequestError>> + Send;
 
-    /// The log line of a request that failed.
-    fn log_failure(&self, conn: &Self::Conn, err: &RequestError);
+    /// The log line of a request that failed, with its decision id and trace id.
+    fn log_failure(
+        &self,
+        conn: &Self::Conn,
+        err: &RequestError,
+        decision_id: &str,
+        trace_id: Option<&str>,
+    );
 }
 
 /// The parties of one hop, as a side's admission found them.
@@ -155,6 +172,10 @@ pub(crate) struct Parties<'a> {
     pub(crate) authority: Option<&'a str>,
     /// The hop token: verified (inbound) or about to be sent (outbound).
     pub(crate) token: Option<HopToken<'a>>,
+    /// The route's `host` (outbound).
+    pub(crate) route: Option<&'a str>,
+    /// The caller's socket address.
+    pub(crate) client_addr: Option<SocketAddr>,
 }
 
 /// One request as policy, token, span and audit record all read it: each fact parsed once,
@@ -174,6 +195,10 @@ pub(crate) struct Hop<'a> {
     pub(crate) token: Option<(HopToken<'a>, Option<&'a TokenFacts>)>,
     /// The caller's trace context.
     pub(crate) trace: Option<&'a CallerTrace>,
+    /// See [`Parties::route`].
+    pub(crate) route: Option<&'a str>,
+    /// See [`Parties::client_addr`].
+    pub(crate) client_addr: Option<SocketAddr>,
 }
 
 // === impl Hop ===
@@ -226,6 +251,28 @@ impl HopToken<'_> {
             Self::Minted(token) => token.claims().prv(),
         }
     }
+
+    /// What the audit record says of the token.
+    fn audit(&self) -> AuditToken<'_> {
+        match self {
+            Self::Verified(token) => AuditToken {
+                txn: token.txn(),
+                jti: token.jti(),
+                hash: token.hash(),
+                prv: token.prv(),
+                sub: token.sub(),
+                depth: token.actors().len(),
+            },
+            Self::Minted(token) => AuditToken {
+                txn: token.claims().txn(),
+                jti: token.claims().jti(),
+                hash: token.hash(),
+                prv: token.claims().prv(),
+                sub: token.claims().sub(),
+                depth: token.depth(),
+            },
+        }
+    }
 }
 
 /// Serves one request on `side`: the whole pipeline, one response, recorded once.
@@ -251,50 +298,41 @@ pub(crate) async fn serve<S: Side>(
         req.version(),
     );
     side.on_start(conn, &span);
-    let (rsp, decision) = match run(side, conn, req, trace.as_ref(), &span).await {
-        Ok(forwarded) => forwarded,
-        Err(err) => {
-            side.log_failure(conn, &err);
-            span.record_refusal(err.decision(), matches!(err, RequestError::Forbidden(_)));
-            let decision = err.decision();
-            (err.into_response(), decision)
-        }
-    };
-    span.record_status(rsp.status().as_u16());
-    shared
-        .telemetry
-        .metrics
-        .record_request(S::DIRECTION, decision, start.elapsed());
-    rsp
+    let (result, record) = run(side, conn, req, trace.as_ref(), &span).await;
+    record.finish(side, conn, result, &span, start)
 }
 
+/// What a request admitted by [`admit`] carries on to its sending.
+struct Admitted<A> {
+    admission: A,
+    label: DecisionLabel,
+    /// Held until the response head is back.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The request through the pipeline, and its record as far as it got (the head is written
+/// wherever the request was decided or refused).
 async fn run<S: Side>(
     side: &S,
     conn: &S::Conn,
     req: Request<Incoming>,
     trace: Option<&CallerTrace>,
     span: &HopSpan,
-) -> Result<(Response<Body>, DecisionLabel), RequestError> {
+) -> (
+    Result<(Response<Body>, DecisionLabel), RequestError>,
+    Record,
+) {
     let shared = side.shared();
-    let _permit = Arc::clone(&shared.in_flight)
-        .try_acquire_owned()
-        .map_err(|_| RequestError::Overloaded)?;
-    // Before any work: a request whose audit record could not be kept is not served
-    // (`telemetry.audit.when_full: refuse` while stdout is not read).
-    if shared.telemetry.audit.refusing() {
-        return Err(RequestError::AuditUnavailable);
-    }
     let (mut parts, body) = req.into_parts();
-    side.screen(&parts)?;
-    // Connection-scoped fields describe the caller's hop, not the request (RFC 9110 §7.6.1).
-    headers::strip_hop_by_hop(&mut parts.headers)
-        .map_err(|_| RequestError::BadRequest("connection header nominates a framing field"))?;
-    // The policy reads the path's bytes and one authority; a path the app could resolve
-    // differently, or a request naming two hosts, is refused (PATH-03, SMG-17 in
-    // docs/security.md).
-    path::check(parts.uri.path()).map_err(RequestError::BadRequest)?;
-    headers::check_authority(&parts).map_err(RequestError::BadRequest)?;
-    let (admission, decision) = decide(side, conn, &parts, trace, span)?;
+    let (admitted, record) = admit(side, conn, &mut parts, trace, span);
+    let Admitted {
+        admission,
+        label,
+        _permit,
+    } = match admitted {
+        Ok(admitted) => admitted,
+        Err(err) => return (Err(err), record),
+    };
     side.prepare(conn, &admission, &mut parts);
     // Trailers arrive after the head was cleaned: none are passed on, and neither is the
     // header announcing them.
@@ -302,27 +340,56 @@ async fn run<S: Side>(
     // The next hop's (or the app's) spans become children of this one.
     shared.telemetry.tracing.inject(span, &mut parts.headers);
     let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
-    let rsp = side.send(admission, req).await?;
+    let rsp = match side.send(&admission, req).await {
+        Ok(rsp) => rsp,
+        Err(err) => return (Err(err), record),
+    };
     let (mut parts, body) = rsp.into_parts();
     // The other end's hop-by-hop fields stop here too; a framing field it wrongly nominated is
     // kept, since hyper re-frames the body anyway.
     let _ = headers::strip_hop_by_hop(&mut parts.headers);
-    Ok((Response::from_parts(parts, stream_body(body)), decision))
+    (
+        Ok((Response::from_parts(parts, stream_body(body)), label)),
+        record,
+    )
 }
 
-/// The request's facts, parsed once from the clean head; the side's admission; the decision,
-/// recorded once. The head is only read here: the policy sees what the caller sent and the
-/// next hop will see, and the snapshot is read per request.
-fn decide<S: Side>(
+/// Everything before the request is sent: capacity, hygiene, the facts parsed once, the side's
+/// admission and the decision. The head is only read after hygiene: the policy sees what the
+/// caller sent and the next hop will see, and the snapshot is read per request. Whatever
+/// happens, the record's head is written here, from what was known at that point.
+fn admit<S: Side>(
     side: &S,
     conn: &S::Conn,
-    parts: &Parts,
+    parts: &mut Parts,
     trace: Option<&CallerTrace>,
     span: &HopSpan,
-) -> Result<(S::Admission, DecisionLabel), RequestError> {
+) -> (Result<Admitted<S::Admission>, RequestError>, Record) {
     let shared = side.shared();
-    let request = HttpFacts::from_parts(parts, shared.authorizer.intent_prefix())?;
-    let admission = side.admit(conn, parts, &request, trace, span)?;
+    let refused = |err: RequestError, parts: &Parts, request: Option<&HttpFacts<'_>>| {
+        let record = Record::refused(side, conn, parts, request, trace, span);
+        (Err(err), record)
+    };
+    let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
+        return refused(RequestError::Overloaded, parts, None);
+    };
+    // Before any work: a request whose audit record could not be kept is not served
+    // (`telemetry.audit.when_full: refuse` while stdout is not read).
+    if shared.telemetry.audit.refusing() {
+        return refused(RequestError::AuditUnavailable, parts, None);
+    }
+    if let Err(err) = hygiene(side, parts) {
+        return refused(err, parts, None);
+    }
+    let parts = &*parts;
+    let request = match HttpFacts::from_parts(parts, shared.authorizer.intent_prefix()) {
+        Ok(request) => request,
+        Err(err) => return refused(err, parts, None),
+    };
+    let admission = match side.admit(conn, parts, &request, trace, span) {
+        Ok(admission) => admission,
+        Err(err) => return refused(err, parts, Some(&request)),
+    };
     let parties = side.parties(conn, &admission);
     // The token's facts are built only for a reader: a policy or a span.
     let facts = parties
@@ -340,69 +407,45 @@ fn decide<S: Side>(
         request: &request,
         token: parties.token.map(|token| (token, facts.as_ref())),
         trace,
+        route: parties.route,
+        client_addr: parties.client_addr,
     };
     span.record_authority(hop.target);
-    let direction = match S::DIRECTION {
-        Direction::Inbound => PolicyDirection::Inbound,
-        Direction::Outbound => PolicyDirection::Outbound,
-    };
+    let direction = policy_direction(S::DIRECTION);
     let verdict = shared.authorizer.decide(&hop.request(direction));
-    let decision = record(shared, &verdict, &hop, direction, span)?;
-    Ok((admission, decision))
+    let (label, record) = Record::decided(shared, verdict, &hop, direction, span);
+    let admitted = match label {
+        DecisionLabel::Deny => Err(RequestError::Forbidden),
+        label => Ok(Admitted {
+            admission,
+            label,
+            _permit: permit,
+        }),
+    };
+    (admitted, record)
 }
 
-/// Records a verdict once: the policy evaluation time, the audit record, the span's decision
-/// and, for a deny, a log line; then a deny in `enforce` mode becomes the 403.
-fn record(
-    shared: &Shared,
-    verdict: &Verdict,
-    hop: &Hop<'_>,
-    direction: PolicyDirection,
-    span: &HopSpan,
-) -> Result<DecisionLabel, RequestError> {
-    let Some(decision) = &verdict.decision else {
-        span.record_decision(DecisionLabel::Allow.as_str(), None, &[]);
-        return Ok(verdict.label);
-    };
-    let telemetry = &shared.telemetry;
-    telemetry
-        .metrics
-        .record_policy_evaluation(verdict.evaluation);
-    // The request span's trace id when there is one, else the caller's.
-    let trace_id = span
-        .trace_id()
-        .or_else(|| hop.trace.map(CallerTrace::trace_id));
-    let kept = AuditRecord {
-        decision,
-        mode: shared.authorizer.mode(),
-        direction,
-        principal: hop.principal(),
-        resource: hop.dest,
-        trace_id: trace_id.as_ref().map(TraceIdHex::as_str),
-        token: hop.facts(),
-        token_jti: hop.token.as_ref().map(|(token, _)| token.jti()),
-    }
-    .emit(&telemetry.audit);
-    if kept == Kept::Dropped {
-        telemetry.metrics.record_audit_dropped();
-    }
-    if decision.effect() == Effect::Deny {
-        tracing::info!(
-            peer.id = %hop.principal(),
-            decision.id = decision.id(),
-            policy.effect = "deny",
-            reason = decision.reason().map_or("", DenyReason::as_str),
-            "request denied"
-        );
-    }
-    span.record_action(decision.action());
-    span.record_decision(
-        verdict.label.as_str(),
-        Some(decision.shared_id()),
-        decision.policies(),
-    );
-    match verdict.label {
-        DecisionLabel::Deny => Err(RequestError::Forbidden(decision.id().to_owned())),
-        other => Ok(other),
+/// Refusals of the head as it came: the side's own, hop-by-hop fields, the path, the authority.
+fn hygiene<S: Side>(side: &S, parts: &mut Parts) -> Result<(), RequestError> {
+    side.screen(parts)?;
+    // Connection-scoped fields describe the caller's hop, not the request (RFC 9110 §7.6.1).
+    headers::strip_hop_by_hop(&mut parts.headers).map_err(|_| {
+        RequestError::BadRequest(
+            Malformed::Connection,
+            "connection header nominates a framing field",
+        )
+    })?;
+    // The policy reads the path's bytes and one authority; a path the app could resolve
+    // differently, or a request naming two hosts, is refused (PATH-03, SMG-17 in
+    // docs/security.md).
+    path::check(parts.uri.path()).map_err(|e| RequestError::BadRequest(Malformed::Path, e))?;
+    headers::check_authority(parts).map_err(|e| RequestError::BadRequest(Malformed::Host, e))
+}
+
+/// The side as the policy engine names it.
+fn policy_direction(direction: Direction) -> PolicyDirection {
+    match direction {
+        Direction::Inbound => PolicyDirection::Inbound,
+        Direction::Outbound => PolicyDirection::Outbound,
     }
 }

@@ -18,7 +18,7 @@ pub(crate) mod intent;
 pub mod path;
 pub mod respond;
 
-pub use respond::{BoxError, RequestError};
+pub use respond::{BoxError, Malformed, RequestError};
 
 /// The body type of every request and response hopgate produces: streamed, never buffered.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;

@@ -18,7 +18,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::connection::ConnectionServer;
-use crate::hop::{self, HopTelemetry, HopToken, Parties, Shared};
+use crate::hop::{self, HopTelemetry, HopToken, Known, Parties, Shared};
 use crate::http::authorize::{Authorizer, HttpFacts};
 use crate::http::{Body, RequestError};
 
@@ -162,6 +162,16 @@ impl hop::Side for InboundSide {
             dest: &peer.own,
             authority: None,
             token: token.as_ref().map(HopToken::Verified),
+            route: None,
+            client_addr: Some(peer.remote),
+        }
+    }
+
+    fn known(&self, peer: &Peer) -> Known {
+        Known {
+            principal: Some(peer.identity.id().clone()),
+            resource: Some(peer.own.clone()),
+            client_addr: Some(peer.remote),
         }
     }
 
@@ -178,13 +188,27 @@ impl hop::Side for InboundSide {
 
     fn send(
         &self,
-        _token: Option<VerifiedClaims>,
+        _token: &Option<VerifiedClaims>,
         req: Request<Body>,
     ) -> impl Future<Output = Result<Response<Incoming>, RequestError>> + Send {
         self.app_client.forward(req)
     }
 
-    fn log_failure(&self, peer: &Peer, err: &RequestError) {
-        tracing::info!(peer.id = %peer.identity.id(), status = err.status().as_u16(), error = %err, "request failed");
+    fn log_failure(
+        &self,
+        peer: &Peer,
+        err: &RequestError,
+        decision_id: &str,
+        trace_id: Option<&str>,
+    ) {
+        tracing::info!(
+            peer.id = %peer.identity.id(),
+            status = err.status().as_u16(),
+            reason = err.reason().unwrap_or_default(),
+            decision.id = decision_id,
+            trace.id = trace_id.unwrap_or_default(),
+            error = %err,
+            "request failed"
+        );
     }
 }

@@ -29,9 +29,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::connection::ConnectionServer;
 use crate::dns::Resolved;
-use crate::hop::{self, HopTelemetry, HopToken, Parties, Shared};
+use crate::hop::{self, HopTelemetry, HopToken, Known, Parties, Shared};
 use crate::http::authorize::{Authorizer, HttpFacts};
-use crate::http::{Body, RequestError};
+use crate::http::{Body, Malformed, RequestError};
 use crate::identity::IdentityStore;
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
@@ -75,6 +75,15 @@ struct Outgoing {
     /// The token, and the identity snapshot it was minted with: that picks the connection
     /// pool, so the token's binding matches the connection it travels on.
     delegation: Delegation,
+}
+
+/// What an app connection's requests share: how they find their route, and where they come
+/// from.
+#[derive(Debug)]
+struct AppConn {
+    target: Target,
+    /// The app's socket address (none on the stack tests' in-memory pipes).
+    remote: Option<SocketAddr>,
 }
 
 /// A route with its pooled client.
@@ -162,7 +171,7 @@ impl Outbound {
                 } else {
                     Target::ByAuthority
                 };
-                serve_io(side, server, stream, target, drain).await;
+                serve_io(side, server, stream, target, Some(remote), drain).await;
                 drop(permit);
             });
         }
@@ -201,13 +210,16 @@ async fn serve_io<IO>(
     server: ConnectionServer,
     stream: IO,
     target: Target,
+    remote: Option<SocketAddr>,
     drain: shutdown::Watch,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let conn = Arc::new(AppConn { target, remote });
     let service = hyper::service::service_fn(move |req| {
         let side = Arc::clone(&side);
-        async move { Ok::<_, Infallible>(hop::serve(&*side, &target, req).await) }
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(hop::serve(&*side, &*conn, req).await) }
     });
     server.serve(stream, service, drain).await;
 }
@@ -215,7 +227,7 @@ async fn serve_io<IO>(
 // === impl OutboundSide ===
 
 impl hop::Side for OutboundSide {
-    type Conn = Target;
+    type Conn = AppConn;
     type Admission = Outgoing;
     const DIRECTION: Direction = Direction::Outbound;
 
@@ -226,7 +238,10 @@ impl hop::Side for OutboundSide {
     /// A tunnel would carry bytes no policy or token ever sees.
     fn screen(&self, parts: &Parts) -> Result<(), RequestError> {
         if parts.method == Method::CONNECT {
-            return Err(RequestError::BadRequest("CONNECT tunnels are not proxied"));
+            return Err(RequestError::BadRequest(
+                Malformed::Method,
+                "CONNECT tunnels are not proxied",
+            ));
         }
         Ok(())
     }
@@ -235,20 +250,20 @@ impl hop::Side for OutboundSide {
     /// and exchanged for a token scoped to the route.
     fn admit(
         &self,
-        target: &Target,
+        conn: &AppConn,
         parts: &Parts,
         request: &HttpFacts<'_>,
         trace: Option<&CallerTrace>,
         span: &HopSpan,
     ) -> Result<Outgoing, RequestError> {
-        let destination = match *target {
+        let destination = match conn.target {
             Target::Fixed(route) => route.and_then(|i| self.routes.get(i)),
             Target::ByAuthority => request.authority.and_then(|a| self.by_authority(a)),
         }
         .ok_or(RequestError::NoRoute)?;
         let route = &destination.route;
         let authority = Authority::try_from(request.authority.unwrap_or(route.host()))
-            .map_err(|_| RequestError::BadRequest("invalid authority"))?;
+            .map_err(|_| RequestError::BadRequest(Malformed::Authority, "invalid authority"))?;
         // The token is bound to the SVID of `identity`, so it must travel on a connection made
         // with that same snapshot (`send` below), whatever rotates in between.
         let delegation = self.delegator.delegate(
@@ -267,38 +282,57 @@ impl hop::Side for OutboundSide {
     }
 
     /// The egress decision reads the token that is about to leave (`policy.outbound`).
-    fn parties<'a>(&'a self, _target: &'a Target, out: &'a Outgoing) -> Parties<'a> {
+    fn parties<'a>(&'a self, conn: &'a AppConn, out: &'a Outgoing) -> Parties<'a> {
         Parties {
             peer: None,
             own: out.delegation.identity.id(),
             dest: out.destination.route.identity(),
             authority: Some(out.authority.as_str()),
             token: Some(HopToken::Minted(&out.delegation.token)),
+            route: Some(out.destination.route.host()),
+            client_addr: conn.remote,
+        }
+    }
+
+    fn known(&self, conn: &AppConn) -> Known {
+        Known {
+            principal: self.identity.snapshot().map(|s| s.id().clone()),
+            resource: None,
+            client_addr: conn.remote,
         }
     }
 
     /// Only the minted token crosses the hop.
-    fn prepare(&self, _target: &Target, out: &Outgoing, parts: &mut Parts) {
+    fn prepare(&self, _conn: &AppConn, out: &Outgoing, parts: &mut Parts) {
         self.delegator.swap(&mut parts.headers, &out.delegation);
     }
 
     async fn send(
         &self,
-        out: Outgoing,
+        out: &Outgoing,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, RequestError> {
-        let Outgoing {
-            destination,
-            authority,
-            delegation,
-        } = out;
-        destination
+        out.destination
             .upstream
-            .send(req, authority, &delegation.identity)
+            .send(req, out.authority.clone(), &out.delegation.identity)
             .await
     }
 
-    fn log_failure(&self, _target: &Target, err: &RequestError) {
-        tracing::info!(direction = "outbound", status = err.status().as_u16(), error = %err, "request failed");
+    fn log_failure(
+        &self,
+        _conn: &AppConn,
+        err: &RequestError,
+        decision_id: &str,
+        trace_id: Option<&str>,
+    ) {
+        tracing::info!(
+            direction = "outbound",
+            status = err.status().as_u16(),
+            reason = err.reason().unwrap_or_default(),
+            decision.id = decision_id,
+            trace.id = trace_id.unwrap_or_default(),
+            error = %err,
+            "request failed"
+        );
     }
 }

@@ -149,9 +149,49 @@ async fn an_end_user_call_through_two_hops_carries_one_narrowing_delegation_chai
             "{metrics}"
         );
     }
-    // crm's inbound audit record names the whole chain.
-    let audit = crm.audit_records();
-    assert_eq!(audit.len(), 0, "identity-only: no decisions are audited");
+    // Identity-only sidecars still audit every request on every side, and the records join
+    // hop to hop: each token's hash is its child's `token_prv`.
+    let [origin] = &agent.audit_records()[..] else {
+        panic!("agent: one outbound record")
+    };
+    // The relay's record comes first: a record is written when its response head goes out.
+    let [relayed, received] = &inference.audit_records()[..] else {
+        panic!("inference: one inbound and one outbound record")
+    };
+    let [at_crm] = &crm.audit_records()[..] else {
+        panic!("crm: one inbound record")
+    };
+    let (h1, h2) = (b64_sha256(first.as_bytes()), b64_sha256(second.as_bytes()));
+    for (record, direction, hash, prv) in [
+        (origin, "outbound", &h1, Value::Null),
+        (received, "inbound", &h1, Value::Null),
+        (relayed, "outbound", &h2, json!(h1)),
+        (at_crm, "inbound", &h2, json!(h1)),
+    ] {
+        assert_eq!(record["direction"], direction, "{record}");
+        assert_eq!(record["effect"], "allow", "{record}");
+        assert_eq!(record["status"], 200, "{record}");
+        assert_eq!(record["txn"], t1["txn"], "{record}");
+        assert_eq!(record["sub"], "alice", "{record}");
+        assert_eq!(record["token_hash"], json!(hash), "{record}");
+        assert_eq!(record["token_prv"], prv, "{record}");
+        assert!(
+            record["decision_id"]
+                .as_str()
+                .is_some_and(|id| id.len() == 36)
+        );
+        assert!(
+            record["action"].is_null(),
+            "identity-only: nothing evaluated"
+        );
+    }
+    assert_eq!(at_crm["principal"], json!(inference.id));
+    assert_eq!(at_crm["resource"], json!(crm.id));
+    assert_eq!(at_crm["depth"], 2);
+    assert_eq!(at_crm["path"], "/tickets/42");
+    assert_eq!(relayed["route"], "crm.tools");
+    assert_eq!(relayed["resource"], json!(crm.id));
+    assert_eq!(origin["principal"], json!(agent.id));
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -323,10 +323,10 @@ async fn two_hop_token_or_two_authorization_headers_from_the_app_are_401_malform
         let reply = agent.call("inference.ml", "/", &headers).await;
         assert_eq!(reply.status, 401, "{headers:?}: {}", reply.body);
         assert_eq!(reply.headers["www-authenticate"], "hop-token");
-        assert_eq!(
-            reply.json(),
-            json!({ "error": "unauthenticated", "reason": "malformed" })
-        );
+        let body = reply.json();
+        assert_eq!(body["error"], "unauthenticated");
+        assert_eq!(body["reason"], "malformed");
+        assert!(body["decision_id"].is_string(), "{body}");
     }
     assert!(inference.app.received().is_empty(), "nothing left");
 }
@@ -418,13 +418,24 @@ async fn a_relayed_chain_longer_than_the_destinations_max_depth_is_401_depth_to_
         )
         .await;
     assert_eq!(past_limit.status, 200, "inference itself accepts depth 1");
-    // What inference's app got back from its own call to crm.
-    assert_eq!(
-        past_limit.json()["downstream"],
-        json!({
-            "status": 401,
-            "body": { "error": "unauthenticated", "reason": "depth" },
-        })
+    // What inference's app got back from its own call to crm: the 401 names its reason, and
+    // its decision id finds crm's audit record of it.
+    let downstream = &past_limit.json()["downstream"];
+    assert_eq!(downstream["status"], 401, "{downstream}");
+    assert_eq!(downstream["body"]["reason"], "depth", "{downstream}");
+    let decision_id = &downstream["body"]["decision_id"];
+    let record = crm
+        .audit_records()
+        .into_iter()
+        .find(|r| r["decision_id"] == *decision_id)
+        .expect("crm audited the 401");
+    assert_eq!(record["effect"], "unauthenticated");
+    assert_eq!(record["reason"], "depth");
+    assert_eq!(record["status"], 401);
+    assert_eq!(record["principal"], json!(inference.id));
+    assert!(
+        record["txn"].is_null(),
+        "an unverified token's claims are not facts"
     );
     assert_eq!(inference.app.received().len(), 2);
     assert_eq!(

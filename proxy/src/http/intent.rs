@@ -8,7 +8,7 @@
 
 use http::HeaderMap;
 
-use crate::http::RequestError;
+use crate::http::{Malformed, RequestError};
 
 /// Every intent header as `(name without the prefix, value)`, in header order.
 ///
@@ -23,11 +23,12 @@ pub(crate) fn entries<'h>(
         let Some(key) = name.as_str().strip_prefix(prefix) else {
             continue;
         };
-        let value = value
-            .to_str()
-            .map_err(|_| RequestError::BadRequest("intent header is not visible ASCII"))?;
+        let value = value.to_str().map_err(|_| {
+            RequestError::BadRequest(Malformed::Intent, "intent header is not visible ASCII")
+        })?;
         if intent.iter().any(|(k, _)| *k == key) {
             return Err(RequestError::BadRequest(
+                Malformed::Intent,
                 "intent header appears more than once",
             ));
         }
@@ -60,6 +61,7 @@ mod tests {
         assert!(matches!(
             entries(&headers, "intent-"),
             Err(RequestError::BadRequest(
+                _,
                 "intent header appears more than once"
             ))
         ));
@@ -71,6 +73,7 @@ mod tests {
         assert!(matches!(
             entries(&headers, "intent-"),
             Err(RequestError::BadRequest(
+                _,
                 "intent header is not visible ASCII"
             ))
         ));

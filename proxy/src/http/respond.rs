@@ -2,7 +2,8 @@
 //!
 //! Every [`RequestError`] variant is matched without a wildcard, so a new failure cannot reach
 //! the wire without someone deciding its status and body. Bodies are generic JSON: the details
-//! stay in the logs (and, with the policy issue, the audit record), never in the response.
+//! stay in the logs and the audit record, never in the response. A 401 and a 403 carry the
+//! request's decision id, which finds its audit record.
 
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
@@ -18,15 +19,15 @@ use crate::telemetry::metrics::DecisionLabel;
 pub enum RequestError {
     /// The request is malformed in a way a proxy must not forward (docs/security.md, "Request
     /// smuggling and ambiguity").
-    #[error("bad request: {0}")]
-    BadRequest(&'static str),
+    #[error("bad request: {1}")]
+    BadRequest(Malformed, &'static str),
     /// The hop token is missing or invalid; the reason is a stable code from docs/tokens.md,
     /// "Receiver checks and reason codes".
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),
     /// Policy denied the request.
-    #[error("forbidden by decision `{0}`")]
-    Forbidden(String),
+    #[error("forbidden by policy")]
+    Forbidden,
     /// No outbound route matches the destination.
     #[error("no route to the destination")]
     NoRoute,
@@ -52,6 +53,39 @@ pub enum RequestError {
     Internal(&'static str),
 }
 
+/// What was wrong with a request refused with 400: the audit record's and the span's `reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// `path`: a path an app could resolve differently (PATH rules in docs/security.md).
+    Path,
+    /// `host`: two hosts, or a `Host` that differs from the request target's authority.
+    Host,
+    /// `authority`: an authority that is not a valid one.
+    Authority,
+    /// `connection`: a `Connection` header nominating a framing field.
+    Connection,
+    /// `intent`: an intent header that is not visible ASCII or appears twice.
+    Intent,
+    /// `method`: a method hopgate does not proxy (`CONNECT`).
+    Method,
+}
+
+// === impl Malformed ===
+
+impl Malformed {
+    /// The stable code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Path => "path",
+            Self::Host => "host",
+            Self::Authority => "authority",
+            Self::Connection => "connection",
+            Self::Intent => "intent",
+            Self::Method => "method",
+        }
+    }
+}
+
 /// A type-erased error, as tower and hyper use them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,9 +95,9 @@ impl RequestError {
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(..) => StatusCode::BAD_REQUEST,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::NoRoute => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::NoRoute => StatusCode::FORBIDDEN,
             Self::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Overloaded | Self::AuditUnavailable | Self::NoIdentity => {
@@ -78,7 +112,7 @@ impl RequestError {
     pub fn decision(&self) -> DecisionLabel {
         match self {
             Self::Unauthenticated(_) => DecisionLabel::Unauthenticated,
-            Self::Forbidden(_) | Self::BadRequest(_) | Self::NoRoute => DecisionLabel::Deny,
+            Self::Forbidden | Self::BadRequest(..) | Self::NoRoute => DecisionLabel::Deny,
             // Refused for capacity or failed upstream after admission.
             Self::UpstreamConnect(_)
             | Self::UpstreamTimeout
@@ -89,15 +123,33 @@ impl RequestError {
         }
     }
 
-    /// The generic JSON body of the response.
-    fn body(&self) -> String {
+    /// The stable code of the refusal, for the audit record and the span's `hop.reason`: the
+    /// token check's reason (401), the kind of malformation (400), or what failed. `None` for a
+    /// policy deny, whose reason is the decision's.
+    pub fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::BadRequest(malformed, _) => malformed.as_str(),
+            Self::Unauthenticated(reason) => reason,
+            Self::Forbidden => return None,
+            Self::NoRoute => "no_route",
+            Self::UpstreamConnect(_) => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::Overloaded => "overloaded",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::NoIdentity => "no_identity",
+            Self::Internal(_) => "internal",
+        })
+    }
+
+    /// The generic JSON body of the response. The decision id is a UUID hopgate made itself:
+    /// nothing in it needs escaping.
+    fn body(&self, decision_id: &str) -> String {
         match self {
-            Self::BadRequest(_) => json_error("bad_request"),
-            Self::Unauthenticated(reason) => {
-                format!(r#"{{"error":"unauthenticated","reason":"{reason}"}}"#)
-            }
-            // The decision id is a UUID hopgate made itself: nothing in it needs escaping.
-            Self::Forbidden(decision_id) => {
+            Self::BadRequest(..) => json_error("bad_request"),
+            Self::Unauthenticated(reason) => format!(
+                r#"{{"error":"unauthenticated","reason":"{reason}","decision_id":"{decision_id}"}}"#
+            ),
+            Self::Forbidden => {
                 format!(r#"{{"error":"forbidden","decision_id":"{decision_id}"}}"#)
             }
             Self::NoRoute => json_error("no_route"),
@@ -110,9 +162,10 @@ impl RequestError {
         }
     }
 
-    /// Turns the error into the response sent to the client.
-    pub fn into_response(self) -> Response<Body> {
-        let mut rsp = Response::new(full_body(self.body()));
+    /// Turns the error into the response sent to the client; `decision_id` is the request's
+    /// (in the body of a 401 or 403).
+    pub fn into_response(self, decision_id: &str) -> Response<Body> {
+        let mut rsp = Response::new(full_body(self.body(decision_id)));
         *rsp.status_mut() = self.status();
         let headers = rsp.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -134,7 +187,7 @@ mod tests {
     use super::*;
 
     async fn body_of(err: RequestError) -> (StatusCode, String) {
-        let rsp = err.into_response();
+        let rsp = err.into_response("abc");
         let status = rsp.status();
         let bytes = rsp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
@@ -143,23 +196,28 @@ mod tests {
     #[tokio::test]
     async fn bad_request_is_400() {
         assert_eq!(
-            body_of(RequestError::BadRequest("x")).await.0,
+            body_of(RequestError::BadRequest(Malformed::Path, "x"))
+                .await
+                .0,
             StatusCode::BAD_REQUEST
         );
     }
 
     #[tokio::test]
-    async fn unauthenticated_is_401_with_reason_and_challenge() {
-        let rsp = RequestError::Unauthenticated("binding").into_response();
+    async fn unauthenticated_is_401_with_reason_decision_id_and_challenge() {
+        let rsp = RequestError::Unauthenticated("binding").into_response("abc");
         assert_eq!(rsp.status(), StatusCode::UNAUTHORIZED);
         assert!(rsp.headers().contains_key(WWW_AUTHENTICATE));
         let (_, body) = body_of(RequestError::Unauthenticated("binding")).await;
-        assert_eq!(body, r#"{"error":"unauthenticated","reason":"binding"}"#);
+        assert_eq!(
+            body,
+            r#"{"error":"unauthenticated","reason":"binding","decision_id":"abc"}"#
+        );
     }
 
     #[tokio::test]
     async fn forbidden_is_403_with_decision_id() {
-        let (status, body) = body_of(RequestError::Forbidden("abc".into())).await;
+        let (status, body) = body_of(RequestError::Forbidden).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body, r#"{"error":"forbidden","decision_id":"abc"}"#);
     }

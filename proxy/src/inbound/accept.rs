@@ -24,6 +24,8 @@ pub(super) struct Peer {
     pub(super) identity: PeerIdentity,
     pub(super) own: hopgate_config::SpiffeId,
     pub(super) xfcc: http::HeaderValue,
+    /// The peer's socket address, for the audit record.
+    pub(super) remote: SocketAddr,
 }
 
 /// One accepted TCP connection on its way through the handshake to HTTP.
@@ -98,6 +100,7 @@ impl Connection {
             identity: peer,
             own,
             xfcc,
+            remote,
         });
         let side = self.side;
         let service = hyper::service::service_fn(move |req| {

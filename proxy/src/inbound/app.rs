@@ -27,7 +27,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::dns::Resolved;
-use crate::http::{Body, RequestError};
+use crate::http::{Body, Malformed, RequestError};
 
 /// A pooled client to one upstream address.
 #[derive(Clone, Debug)]
@@ -110,7 +110,7 @@ impl App {
             && !parts.headers.contains_key(HOST)
         {
             let host = http::HeaderValue::from_str(authority.as_str())
-                .map_err(|_| RequestError::BadRequest("invalid authority"))?;
+                .map_err(|_| RequestError::BadRequest(Malformed::Authority, "invalid authority"))?;
             parts.headers.insert(HOST, host);
         }
         let path = parts

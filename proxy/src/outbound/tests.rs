@@ -87,6 +87,7 @@ impl Stack {
             self.server.clone(),
             sidecar_io,
             Target::ByAuthority,
+            None,
             self.drain.1.clone(),
         ));
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(app_io))

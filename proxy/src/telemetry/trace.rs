@@ -164,6 +164,7 @@ macro_rules! request_span {
             hop.intent.action = tracing::field::Empty,
             hop.decision = tracing::field::Empty,
             hop.decision.id = tracing::field::Empty,
+            hop.reason = tracing::field::Empty,
             hop.policy.ids = tracing::field::Empty,
         )
     };

@@ -362,6 +362,17 @@ impl MintedToken {
         self.claims.facts(actors)
     }
 
+    /// How many actors the token's `act` holds, counted without copying them.
+    pub fn depth(&self) -> usize {
+        let mut depth = 0;
+        let mut act = self.claims.act.as_ref();
+        while let Some(actor) = act {
+            depth += 1;
+            act = actor.get("act");
+        }
+        depth
+    }
+
     /// Whether this token came from the reuse cache rather than a new signature.
     pub fn is_reused(&self) -> bool {
         self.reused

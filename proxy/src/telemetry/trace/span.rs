@@ -120,12 +120,26 @@ impl HopSpan {
         }
     }
 
-    /// A request refused before or without a policy decision: a 401, 400 or 403 `no_route` is
-    /// a `deny`. A policy denial was recorded with its id already; a failure after admission
-    /// (502, 503, 504) leaves the decision as it was. `decided`: the policy denied it.
-    pub fn record_refusal(&self, label: DecisionLabel, decided: bool) {
+    /// A request refused: a 401, 400 or 403 `no_route` is recorded with its label
+    /// (`unauthenticated` or `deny`) and the request's own decision id; a policy denial was
+    /// recorded with its decision already; a failure after admission (502, 503, 504) leaves the
+    /// decision as it was. `decided`: the policy denied it. `reason`: the refusal's code, as
+    /// `hop.reason`.
+    pub fn record_refusal(
+        &self,
+        label: DecisionLabel,
+        decided: bool,
+        decision_id: &Arc<str>,
+        reason: Option<&str>,
+    ) {
+        if !self.is_enabled() {
+            return;
+        }
         if !decided && label != DecisionLabel::Allow {
-            self.record_decision(DecisionLabel::Deny.as_str(), None, &[]);
+            self.record_decision(label.as_str(), Some(decision_id), &[]);
+        }
+        if let Some(reason) = reason {
+            self.set([KeyValue::new("hop.reason", interner::intern(reason))]);
         }
     }
 
