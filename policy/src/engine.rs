@@ -130,8 +130,10 @@ impl Engine {
         let resource = self.names.workload(req.destination);
         let entities = self.entities_for(req, &principal, &resource)?;
         let context = match scope {
-            Scope::Sliced => req.context(&action.intent, &self.usage)?,
-            Scope::Unsliced => req.context(&action.intent, &ContextUsage::everything())?,
+            Scope::Sliced => req.context(&action.intent, &action.tctx, &self.usage)?,
+            Scope::Unsliced => {
+                req.context(&action.intent, &action.tctx, &ContextUsage::everything())?
+            }
         };
         let request = Request::new(principal, action.uid.clone(), resource, context, None)
             .map_err(|e| e.to_string())?;

@@ -59,7 +59,7 @@ pub use engine::{CedarRequest, Decision, DenyReason, Effect};
 pub use error::{PolicyError, Problem};
 pub use reload::{PolicyReloadStatus, PolicyStore, ReloadHook, ReloadOutcome};
 pub use snapshot::PolicySnapshot;
-pub use token::{ActError, MAX_ACTORS, TokenFacts, act_chain};
+pub use token::{ActError, MAX_ACTORS, TokenFacts, act_chain, tctx_entries};
 
 #[cfg(test)]
 mod tests;

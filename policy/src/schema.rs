@@ -7,7 +7,8 @@
 //!
 //! - `direction`: `String`; `http` and `token`: records whose attributes hopgate fills have the
 //!   types and the optionality of `context.rs`'s tables ([`context::HTTP`], [`context::TOKEN`]);
-//! - `intent`: a record whose attributes are all optional `String`s (a header may be absent);
+//! - `intent`, and `token.tctx`: records whose attributes are all optional `String`s (a header
+//!   may be absent, an origin may not have set an entry);
 //! - anything else hopgate never sets, so it must be optional.
 //!
 //! A violation is a load error naming the action and the attribute.
@@ -30,11 +31,20 @@ pub(crate) struct SchemaInfo {
     actions: HashMap<String, ActionInfo>,
 }
 
-/// One declared action: its UID and the intent attributes its context declares (sorted).
+/// One declared action: its UID and the intent and `tctx` attributes its context declares
+/// (sorted).
 #[derive(Debug)]
 pub(crate) struct ActionInfo {
     pub(crate) uid: EntityUid,
     pub(crate) intent: Vec<String>,
+    pub(crate) tctx: Vec<String>,
+}
+
+/// The attribute names an action's context declares in its open records.
+#[derive(Default)]
+struct Declared {
+    intent: Vec<String>,
+    tctx: Vec<String>,
 }
 
 /// A schema type, resolved through common types.
@@ -90,13 +100,14 @@ impl SchemaInfo {
                 .get(&name)
                 .and_then(|a| a.get("appliesTo"))
                 .and_then(|a| a.get("context"));
-            let intent = match context {
+            let declared = match context {
                 Some(context) => check_context(&name, context, common, &mut problems),
-                None => Vec::new(),
+                None => Declared::default(),
             };
             let info = ActionInfo {
                 uid: uid.clone(),
-                intent,
+                intent: declared.intent,
+                tctx: declared.tctx,
             };
             actions.insert(name, info);
         }
@@ -115,18 +126,18 @@ impl SchemaInfo {
     }
 }
 
-/// Checks one action's context type; returns its intent attribute names, sorted.
+/// Checks one action's context type; returns its intent and `tctx` attribute names, sorted.
 fn check_context(
     action: &str,
     context: &Value,
     common: &Map<String, Value>,
     problems: &mut Vec<String>,
-) -> Vec<String> {
+) -> Declared {
     let Ty::Record(attrs) = resolve(context, common, 0) else {
         problems.push(format!("action `{action}`: the context is not a record"));
-        return Vec::new();
+        return Declared::default();
     };
-    let mut intent = Vec::new();
+    let mut declared = Declared::default();
     for (name, attr) in attrs {
         let at = Place {
             action,
@@ -135,13 +146,21 @@ fn check_context(
         match name.as_str() {
             "direction" => at.expect(attr, common, expected(Kind::String), problems),
             "http" => at.check_record(attr, common, problems, context::http_attr),
-            "token" => at.check_record(attr, common, problems, context::token_attr),
-            "intent" => intent = at.check_intent(attr, common, problems),
+            "token" => {
+                at.check_record(attr, common, problems, context::token_attr);
+                if let Ty::Record(fields) = resolve(attr, common, 0)
+                    && let Some(tctx) = fields.get("tctx")
+                {
+                    declared.tctx = at.field("tctx").check_intent(tctx, common, problems);
+                }
+            }
+            "intent" => declared.intent = at.check_intent(attr, common, problems),
             _ => at.must_be_optional(attr, problems),
         }
     }
-    intent.sort();
-    intent
+    declared.intent.sort();
+    declared.tctx.sort();
+    declared
 }
 
 /// What a value of `kind` looks like in the schema, and its name for messages.

@@ -6,6 +6,7 @@ mod load;
 mod reload;
 mod render;
 mod slicing;
+mod token_context;
 
 use std::fs;
 use std::path::Path;
@@ -25,8 +26,9 @@ namespace Hop {
     http: { method: String, path: String, host: String },
     intent: { purpose?: String },
     token: {
-      present: Bool, sub?: String, iss?: String, txn?: String, scope?: Set<String>,
-      actors?: Set<String>, depth?: Long, origin?: String,
+      present: Bool, enduser?: Bool, sub?: String, iss?: String, txn?: String,
+      scope?: Set<String>, actors?: Set<String>, depth?: Long, origin?: String,
+      tctx?: { purpose?: String },
     },
   };
   action call, generate, read_ticket, write_ticket

@@ -27,6 +27,9 @@ pub struct TokenFacts {
     pub scope: Vec<String>,
     /// The `act` chain's `sub`s, outermost (most recent actor) first.
     pub actors: Vec<String>,
+    /// `tctx`: the transaction context the origin signed in, its String entries sorted by name
+    /// (entries of other types are not visible to policies).
+    pub tctx: Vec<(String, String)>,
 }
 
 // === impl TokenFacts ===
@@ -34,13 +37,13 @@ pub struct TokenFacts {
 impl TokenFacts {
     /// Reads the claims of a hop token (docs/tokens.md, "Claims"): `sub` and `iss` (strings,
     /// required), `txn` (string, optional), `scope` (space-separated string, optional) and `act`
-    /// (RFC 8693 nested `{ "sub": ..., "act": { ... } }`, optional, read by [`act_chain`]).
-    /// Other claims are ignored.
+    /// (RFC 8693 nested `{ "sub": ..., "act": { ... } }`, optional, read by [`act_chain`]) and
+    /// `tctx` (an object, optional; its String entries). Other claims are ignored.
     ///
     /// # Errors
     /// [`PolicyError::Claims`] when `claims` is not an object, `sub` or `iss` is missing or not
-    /// a string, `txn` or `scope` is not a string, or [`act_chain`] refuses `act` (at most
-    /// [`MAX_ACTORS`] actors).
+    /// a string, `txn` or `scope` is not a string, `tctx` is not an object, or [`act_chain`]
+    /// refuses `act` (at most [`MAX_ACTORS`] actors).
     pub fn from_claims(claims: &Value) -> Result<Self, PolicyError> {
         let object = claims
             .as_object()
@@ -59,13 +62,26 @@ impl TokenFacts {
             .unwrap_or_default();
         let actors = act_chain(object.get("act"), MAX_ACTORS)
             .map_err(|err| claims_error(&err.to_string()))?;
+        let tctx = match object.get("tctx") {
+            None => Vec::new(),
+            Some(Value::Object(entries)) => tctx_entries(entries),
+            Some(_) => return Err(claims_error("`tctx` is not a JSON object")),
+        };
         Ok(Self {
             sub,
             iss,
             txn,
             scope,
             actors,
+            tctx,
         })
+    }
+
+    /// Whether the chain was started for an end user: its `sub` came from a verified origin
+    /// token. A chain a workload started for itself has that workload's SPIFFE ID as `sub`, and
+    /// an origin token whose `sub` is a SPIFFE ID is refused, so the two never look alike.
+    pub fn enduser(&self) -> bool {
+        SpiffeId::parse(&self.sub).is_err()
     }
 
     /// How many actors the `act` chain holds (0 without `act`).
@@ -81,6 +97,16 @@ impl TokenFacts {
         }
         self.actors.last().map(String::as_str)
     }
+}
+
+/// The String entries of a `tctx` object, sorted by name: what `context.token.tctx` holds.
+pub fn tctx_entries(entries: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    let mut tctx: Vec<(String, String)> = entries
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+        .collect();
+    tctx.sort();
+    tctx
 }
 
 /// Why an `act` chain was refused, and at which level (0: the outermost).

@@ -29,6 +29,7 @@ mod audit_stall;
 mod policy;
 mod policy_reload;
 mod token;
+mod token_context;
 mod tracing_outage;
 mod tracing_spans;
 mod transactions;

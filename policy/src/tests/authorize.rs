@@ -144,6 +144,7 @@ fn an_undeclared_intent_header_is_ignored() {
     let context = hop.with(|req| {
         req.context(
             &["purpose".to_owned()],
+            &[],
             &crate::usage::ContextUsage::everything(),
         )
         .unwrap()

@@ -72,6 +72,10 @@ impl Claims {
             txn: Some(self.txn.clone()),
             scope: self.scopes().map(str::to_owned).collect(),
             actors,
+            tctx: self
+                .tctx()
+                .map(hopgate_policy::tctx_entries)
+                .unwrap_or_default(),
         }
     }
 

@@ -167,7 +167,9 @@ impl OriginVerifier {
             return Err(RejectReason::Audience);
         }
         self.check_time(&payload, now)?;
-        if payload.sub.is_empty() {
+        // An end user named like a workload would make a workload-started chain of one:
+        // `context.token.enduser` and `origin` tell the two apart by `sub` alone.
+        if payload.sub.is_empty() || is_spiffe_like(&payload.sub) {
             return Err(RejectReason::Malformed);
         }
         Ok(OriginClaims {
@@ -388,6 +390,12 @@ impl fmt::Debug for OriginClaims {
             .field("exp", &self.exp)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether an origin token's `sub` has the SPIFFE scheme, in any case.
+fn is_spiffe_like(sub: &str) -> bool {
+    sub.get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("spiffe:"))
 }
 
 #[cfg(test)]

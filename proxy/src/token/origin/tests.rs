@@ -220,6 +220,17 @@ fn issuer_audience_and_time_are_checked_with_leeway() {
         check(&|c| c["sub"] = json!("")),
         Some(RejectReason::Malformed)
     );
+    // An end user named like a workload would pass for a workload-started chain.
+    for sub in [
+        "spiffe://example.org/ns/agents/sa/agent",
+        "SPIFFE://example.org/x",
+    ] {
+        assert_eq!(
+            check(&|c| c["sub"] = json!(sub)),
+            Some(RejectReason::Malformed),
+            "{sub}"
+        );
+    }
     assert_eq!(
         check(&|c| c["exp"] = json!("1")),
         Some(RejectReason::Malformed)
