@@ -99,8 +99,8 @@ impl Hop {
         self.records.is_empty()
     }
 
-    /// When it happened: its earliest record's time.
-    fn time(&self) -> Option<&Record> {
+    /// Its earliest record: when the hop happened.
+    fn earliest(&self) -> Option<&Record> {
         self.records.iter().min_by(|a, b| a.order(b))
     }
 }
@@ -266,7 +266,12 @@ fn link(hops: Vec<Hop>) -> Vec<Node> {
             .filter(|i| slots.get(*i).is_some_and(Option::is_some))
             .collect();
         let Some(first) = left.into_iter().min_by(|a, b| {
-            let time = |i: &usize| slots.get(*i).and_then(Option::as_ref).and_then(Hop::time);
+            let time = |i: &usize| {
+                slots
+                    .get(*i)
+                    .and_then(Option::as_ref)
+                    .and_then(Hop::earliest)
+            };
             match (time(a), time(b)) {
                 (Some(x), Some(y)) => x.order(y),
                 _ => a.cmp(b),
@@ -318,12 +323,12 @@ fn subtree(
 /// by where it was read.
 fn sort_key(hops: &[Hop], children: &[Vec<usize>], i: usize) -> (TimeKey, usize, usize) {
     let hop = hops.get(i);
-    let record = hop.and_then(Hop::time).or_else(|| {
+    let record = hop.and_then(Hop::earliest).or_else(|| {
         children
             .get(i)
             .into_iter()
             .flatten()
-            .filter_map(|c| hops.get(*c).and_then(Hop::time))
+            .filter_map(|c| hops.get(*c).and_then(Hop::earliest))
             .min_by(|a, b| a.order(b))
     });
     record.map_or((TimeKey::None, usize::MAX, usize::MAX), |r| {
