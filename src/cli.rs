@@ -1,6 +1,6 @@
-//! The command line: `hopgate run`, `check-config`, `demo`, `policy`, `token`, `dev-ca`,
-//! `iptables` (the transparent-mode redirect rules) and `probe` (exec probes of the admin
-//! listener).
+//! The command line: `hopgate run`, `check-config`, `demo`, `policy`, `token`, `audit` (the
+//! sidecars' audit logs), `dev-ca`, `iptables` (the transparent-mode redirect rules) and `probe`
+//! (exec probes of the admin listener).
 
 use std::path::PathBuf;
 
@@ -48,6 +48,9 @@ pub(crate) enum Command {
     /// Hop tokens: decode, verify and show their delegation chain.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The sidecars' audit logs: follow one transaction across them.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// A development CA and SVIDs, for trying hopgate without SPIRE.
     #[command(subcommand)]
     DevCa(DevCaCommand),
@@ -158,6 +161,29 @@ pub(crate) struct TokenInspect {
     #[arg(long = "bundle")]
     pub(crate) bundles: Vec<String>,
     /// Print one JSON object (`verified`, `error`, `claims`, `chain`) instead of the tree.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `hopgate audit ...`: commands that read the audit records sidecars write to stdout.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Follow transaction TXN across the audit logs of the sidecars it crossed: every record
+    /// with that `txn`, joined into hops by token hash and printed as a tree, caller →
+    /// destination. Exit 0 when found; 1 when no record has it, a file cannot be read, or TXN
+    /// is empty.
+    Trace(AuditTrace),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditTrace {
+    /// The transaction id: the `txn` of an audit record, a span's `hop.txn` or a hop token's.
+    pub(crate) txn: String,
+    /// The sidecars' logs (their stdout, or `kubectl logs` output): audit records among other
+    /// lines, one JSON object a line.
+    #[arg(required = true, value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+    /// Print the tree as one JSON object (`txn`, `sub`, `records`, `hops`, `files`, `tree`).
     #[arg(long)]
     pub(crate) json: bool,
 }
