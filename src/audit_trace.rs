@@ -75,6 +75,11 @@ pub(crate) fn trace(txn: &str, sources: &[(String, Vec<String>)]) -> Result<Trac
     Ok(tree::build(txn, records, sources.len()))
 }
 
+/// A built tree as text, for a terminal.
+pub(crate) fn render_trace(trace: &Trace) -> String {
+    text::render(trace)
+}
+
 /// The tree of `txn` as text, for a terminal: see [`trace`].
 pub(crate) fn render(txn: &str, sources: &[(String, Vec<String>)]) -> Result<String, NotFound> {
     trace(txn, sources).map(|t| text::render(&t))

@@ -98,17 +98,23 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
         );
     }
     println!("  policies: examples/policies (mesh.cedar, guards.cedar); end user: alice ({IDP})");
+    let (first, txn) = step1(&mesh).await;
     let outcomes = [
-        step1(&mesh).await,
+        first,
         step2(&mesh).await,
         step3(&mesh).await,
         step4(&mesh).await,
     ];
+    let trail = audit_trail(&mesh, txn.as_deref());
     println!();
     let mut all = true;
-    for (i, outcome) in outcomes.iter().enumerate() {
+    let labels = (1..=outcomes.len()).map(|n| format!("step {n}"));
+    for (label, outcome) in labels
+        .chain(["audit trace".to_owned()])
+        .zip(outcomes.iter().chain([&trail]))
+    {
         let mark = if outcome.ok { "ok  " } else { "FAIL" };
-        println!("{mark} step {}: {}", i + 1, outcome.why);
+        println!("{mark} {label}: {}", outcome.why);
         all &= outcome.ok;
     }
     println!(
@@ -137,7 +143,8 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
 
 // === the steps ===
 
-async fn step1(mesh: &Mesh) -> Outcome {
+/// Step 1, and the transaction it was.
+async fn step1(mesh: &Mesh) -> (Outcome, Option<String>) {
     header(
         1,
         "alice → support-agent → inference (generate) → crm (read_ticket)",
@@ -156,6 +163,7 @@ async fn step1(mesh: &Mesh) -> Outcome {
     println!("result: {}", reply.summary());
     mesh.print_decisions(&mark);
     let at_crm = mesh.app(Role::Crm).last_token();
+    let mut txn = None;
     let mut ok = reply.status == 200;
     let mut why = format!("alice's call reached crm: HTTP {}", reply.status);
     if let Some(token) = &at_crm {
@@ -165,6 +173,7 @@ async fn step1(mesh: &Mesh) -> Outcome {
         if let Ok(claims) = claims {
             let scopes: Vec<&str> = claims.scopes().collect();
             let chain_ok = claims.sub() == "alice" && claims.iss() == INFERENCE;
+            txn = Some(claims.txn().to_owned());
             ok &= chain_ok && scopes == ["tickets.read"];
             why = format!(
                 "allowed; crm saw sub=alice, minted by inference for crm, scope narrowed to `{}`",
@@ -178,7 +187,7 @@ async fn step1(mesh: &Mesh) -> Outcome {
         why.push_str(", but crm's app got no hop token");
     }
     mesh.print_spans(&mark);
-    Outcome { ok, why }
+    (Outcome { ok, why }, txn)
 }
 
 async fn step2(mesh: &Mesh) -> Outcome {
@@ -284,6 +293,38 @@ async fn step4(mesh: &Mesh) -> Outcome {
         ok: reply.status == 403 && denied && parent_scope_lacks_write,
         why: "denied with 403 by crm: the token cannot carry `tickets.write`, so no permit applies"
             .to_owned(),
+    }
+}
+
+/// The demo's ending: step 1's transaction joined from the three sidecars' audit logs, as
+/// `hopgate audit trace` prints it.
+fn audit_trail(mesh: &Mesh, txn: Option<&str>) -> Outcome {
+    let logs = mesh.audit_logs();
+    let names: Vec<&str> = logs.iter().map(|(name, _)| name.as_str()).collect();
+    println!("\n── the audit trail of step 1 {}", "─".repeat(50));
+    let Some(txn) = txn else {
+        return Outcome {
+            ok: false,
+            why: "step 1 left no transaction to trace".to_owned(),
+        };
+    };
+    println!("call: hopgate audit trace {txn} {}", names.join(" "));
+    match crate::audit_trace::trace(txn, &logs) {
+        Ok(trace) => {
+            print!("{}", crate::audit_trace::render_trace(&trace));
+            Outcome {
+                // agent → inference and inference → crm, each recorded on both sides.
+                ok: trace.hops == 2 && trace.records == 4 && trace.roots.len() == 1,
+                why: format!(
+                    "step 1's transaction joined from the three sidecars' audit logs: {} hops, {} records",
+                    trace.hops, trace.records
+                ),
+            }
+        }
+        Err(not_found) => Outcome {
+            ok: false,
+            why: not_found.to_string(),
+        },
     }
 }
 

@@ -213,44 +213,56 @@ impl Mesh {
         }
     }
 
-    /// Prints the decisions made since `mark`, sidecar by sidecar, and returns them.
+    /// Prints the audit records written since `mark`, sidecar by sidecar, and returns them.
     pub(super) fn print_decisions(&self, mark: &Mark) -> Vec<Value> {
         let mut all = Vec::new();
-        println!("decisions:");
+        println!("audit records:");
         for (sidecar, from) in self.sidecars.iter().zip(&mark.audit) {
             let lines: Vec<String> = lock(&sidecar.audit).iter().skip(*from).cloned().collect();
             for line in lines {
                 let Ok(record) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
-                let policies = field(&record, "policies")
+                let policies: Vec<&str> = field(&record, "policies")
                     .as_array()
-                    .map(|p| {
-                        p.iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| "no permit applies (default deny)".to_owned());
+                    .map(|p| p.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let effect = field(&record, "effect").as_str().unwrap_or("");
+                let why = match (field(&record, "action").as_str(), effect) {
+                    (None, _) => match field(&record, "reason").as_str() {
+                        Some(reason) => format!("refused before any policy: {reason}"),
+                        None => "no policy on this side (policy.outbound is off)".to_owned(),
+                    },
+                    (Some(action), _) if policies.is_empty() => {
+                        format!("action {action}: no permit applies (default deny)")
+                    }
+                    (Some(action), _) => format!("action {action} by {}", policies.join(", ")),
+                };
                 println!(
-                    "  {:<10} {:<8} {:<5} action {:<12} by {policies}\n  {:<10} decision {}  sub {}  depth {}",
+                    "  {:<10} {:<8} {} {:<5} {why}\n  {:<10} decision {}  sub {}  depth {}",
                     sidecar.name,
                     field(&record, "direction").as_str().unwrap_or(""),
-                    field(&record, "effect").as_str().unwrap_or(""),
-                    field(&record, "action").as_str().unwrap_or(""),
+                    field(&record, "status"),
+                    effect,
                     "",
                     field(&record, "decision_id").as_str().unwrap_or(""),
                     field(&record, "sub").as_str().unwrap_or("-"),
-                    field(&record, "depth"),
+                    field(&record, "depth")
+                        .as_u64()
+                        .map_or("-".to_owned(), |d| d.to_string()),
                 );
                 all.push(record);
             }
         }
-        if all.is_empty() {
-            println!("  (no policy decision: refused before policy)");
-        }
         all
+    }
+
+    /// The audit logs so far, as `hopgate audit trace` reads them: one per sidecar.
+    pub(super) fn audit_logs(&self) -> Vec<(String, Vec<String>)> {
+        self.sidecars
+            .iter()
+            .map(|s| (format!("{}.audit.jsonl", s.name), lock(&s.audit).clone()))
+            .collect()
     }
 
     /// Prints the spans ended since `mark` as trees, one per trace.

@@ -19,6 +19,7 @@ fn demo_runs_the_four_steps_and_exits_0_when_each_behaves_as_expected() {
         "ok   step 2: denied with 403 by crm's policy [\"deny-agent-direct-to-crm\"]",
         "ok   step 3: rejected with 401 `binding`",
         "ok   step 4: denied with 403 by crm",
+        "ok   audit trace: step 1's transaction joined from the three sidecars' audit logs: 2 hops, 4 records",
         "every step behaved as expected",
     ] {
         assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}");

@@ -26,6 +26,7 @@ mod svid_matrix;
 mod audit;
 mod audit_outcomes;
 mod audit_stall;
+mod audit_trace;
 mod policy;
 mod policy_reload;
 mod token;
