@@ -9,6 +9,10 @@
 #             a span per request on each side at 100% sampling, exported over OTLP/HTTP to a
 #             local receiver that accepts every batch and runs on the load generator's core)
 #   untraced the same hopgate pair with tracing off: the difference is what tracing costs
+#   shared   the traced hopgate pair, every request sent with one `traceparent`: all of them one
+#            transaction, so A reuses its hop token (no signature per request, B meets a token it
+#            has seen). The load sends no `traceparent` otherwise, so each request of `hopgate`
+#            and `untraced` is a transaction of its own.
 #
 # Runs, each configuration in turn (alternating), REPS times, medians reported:
 #   wrk    HTTP/1.1, CONNS connections, SECS seconds
@@ -20,7 +24,7 @@
 #
 # Usage: bash benches/load/run.sh [secs=10] [reps=3] [conns=16]
 #        RATE=2000 for the fixed-rate run; RUNS="wrk h2load rate" to choose runs;
-#        CONFIGS="direct nginx hopgate untraced" to choose configurations (one alone, to
+#        CONFIGS="direct nginx hopgate shared untraced" to choose configurations (one alone, to
 #        profile it).
 #        CALLGRIND=1 runs the two hopgate pairs under valgrind's callgrind instead and counts
 #        the instructions each sidecar executes per request (COUNT requests, default 20000, 16
@@ -236,15 +240,24 @@ procs_direct() { echo "$pid_app $(pgrep -P "$pid_app" | tr '\n' ' ')"; }
 procs_nginx() { echo "$(procs_direct) $pid_nginx_a $(pgrep -P "$pid_nginx_a" | tr '\n' ' ') $pid_nginx_b $(pgrep -P "$pid_nginx_b" | tr '\n' ' ')"; }
 procs_hopgate() { echo "$(procs_direct) $pid_hopgate_a $pid_hopgate_b"; }
 procs_untraced() { echo "$(procs_direct) $pid_untraced_a $pid_untraced_b"; }
+procs_shared() { procs_hopgate; }
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 tck=$(getconf CLK_TCK)
 
-url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate) echo "http://$hg_a/";; untraced) echo "http://$ut_a/";; esac; }
+url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate|shared) echo "http://$hg_a/";; untraced) echo "http://$ut_a/";; esac; }
+# The headers a configuration's load sends: the route's host to a hopgate pair, and for `shared`
+# one `traceparent` on every request. $2 is how the tool names the authority (Host or :authority).
+hdrs_of() {
+  case $1 in
+    hopgate|untraced) printf '%s\n' -H "$2: $host";;
+    shared) printf '%s\n' -H "$2: $host" -H "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";;
+  esac
+}
 h2_url_of() { case $1 in nginx) echo "http://$ngx_a_h2/";; *) url_of "$1";; esac; }
 
 # Each run prints "rps p50_us p99_us requests".
 run_wrk() {
-  local h=(); [ "$1" = hopgate ] || [ "$1" = untraced ] && h=(-H "Host: $host")
+  local h=(); mapfile -t h < <(hdrs_of "$1" Host)
   $gen_cpu wrk -t1 -c"$conns" -d"${secs}s" --latency "${h[@]}" "$(url_of "$1")" | awk '
     function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1000000; return v }
     /^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) } /^Requests\/sec/ { rps = $2 }
@@ -252,7 +265,7 @@ run_wrk() {
     END { printf "%s %s %s %s\n", rps, p50, p99, n }'
 }
 run_h2load() {
-  local h=(); [ "$1" = hopgate ] || [ "$1" = untraced ] && h=(-H ":authority: $host")
+  local h=(); mapfile -t h < <(hdrs_of "$1" :authority)
   # h2load reports request-time percentiles only per-run min/max/mean/sd; its mean is given as
   # p50 and its max as p99 here (labelled in the table).
   $gen_cpu h2load -c"$conns" -m10 -D"$secs" --warm-up-time=1 "${h[@]}" "$(h2_url_of "$1")" 2>/dev/null | awk '
@@ -261,7 +274,7 @@ run_h2load() {
     END { printf "%s %s %s %s\n", rps, mean, max, n }'
 }
 run_rate() {
-  local h=(); [ "$1" = hopgate ] || [ "$1" = untraced ] && h=(-H "Host: $host")
+  local h=(); mapfile -t h < <(hdrs_of "$1" Host)
   $gen_cpu oha --no-tui -z "${secs}s" -q "$rate" -c "$conns" --latency-correction \
     "${h[@]}" --output-format json "$(url_of "$1")" 2>/dev/null | python3 -c '
 import json, sys
@@ -279,9 +292,11 @@ if [ "$runs" = instr ]; then
   for cfg in $CONFIGS; do
     url=$(url_of "$cfg")
     a=$(eval echo "\$pid_${cfg}_a"); b=$(eval echo "\$pid_${cfg}_b")
-    h2load --h1 -n 500 -c "$conns" -H ":authority: $host" "$url" >/dev/null
+    [ "$cfg" = shared ] && { a=$pid_hopgate_a; b=$pid_hopgate_b; }
+    h=(); mapfile -t h < <(hdrs_of "$cfg" :authority)
+    h2load --h1 -n 500 -c "$conns" "${h[@]}" "$url" >/dev/null
     for p in $a $b; do callgrind_control -z "$p" >/dev/null 2>&1; done
-    out=$(h2load --h1 -n "$count" -c "$conns" -H ":authority: $host" "$url")
+    out=$(h2load --h1 -n "$count" -c "$conns" "${h[@]}" "$url")
     grep -q " $count succeeded" <<<"$out" \
       || { echo "the $cfg pair did not answer all $count requests:" >&2; echo "$out" >&2; exit 1; }
     for p in $a $b; do callgrind_control -d "$p" >/dev/null 2>&1; done
@@ -298,7 +313,7 @@ fi
 
 results="$work/results"
 : > "$results"
-configs=${CONFIGS:-"direct nginx hopgate untraced"}
+configs=${CONFIGS:-"direct nginx hopgate shared untraced"}
 for run in $runs; do
   [ "$run" = rate ] && [ "$have_oha" = 0 ] && continue
   for rep in $(seq "$reps"); do
@@ -334,12 +349,12 @@ for line in open(sys.argv[1]):
     run, cfg, _, rps, p50, p99, cpu = line.split()
     rows.setdefault((run, cfg), []).append((float(rps), float(p50), float(p99), float(cpu)))
 rss = {"nginx": f"{sys.argv[2]} / {sys.argv[3]}", "hopgate": f"{sys.argv[4]} / {sys.argv[5]}",
-       "untraced": f"{sys.argv[6]} / {sys.argv[7]}", "direct": "-"}
+       "untraced": f"{sys.argv[6]} / {sys.argv[7]}", "direct": "-", "shared": "(as hopgate)"}
 med = lambda xs, i: statistics.median(x[i] for x in xs)
 label = {"wrk": "wrk h1", "h2load": "h2load h2 (mean / max)", "rate": "fixed rate"}
 print(f"{'run':24} {'config':8} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'CPU µs/req':>10}  peak RSS MiB (A / B)")
 for run in ("wrk", "h2load", "rate"):
-    for cfg in ("direct", "nginx", "hopgate", "untraced"):
+    for cfg in ("direct", "nginx", "hopgate", "shared", "untraced"):
         xs = rows.get((run, cfg))
         if not xs or med(xs, 0) == 0:  # the direct app speaks no h2c
             continue
@@ -347,6 +362,9 @@ for run in ("wrk", "h2load", "rate"):
     n, h = rows.get((run, "nginx")), rows.get((run, "hopgate"))
     if n and h:
         print(f"{'':24} {'ratio':8} {med(h,0)/med(n,0):9.2f}x {med(h,1)/med(n,1):7.2f}x {med(h,2)/med(n,2):7.2f}x {med(h,3)/med(n,3):9.2f}x  (hopgate / nginx)")
+    t = rows.get((run, "shared"))
+    if h and t:
+        print(f"{'':24} {'txn':8} {100*(1-med(h,0)/med(t,0)):8.1f}%  of the shared-trace pair's req/s: one transaction per request; +{med(h,3)-med(t,3):.1f} µs CPU per request")
     u = rows.get((run, "untraced"))
     if h and u and run != "rate":
         print(f"{'':24} {'tracing':8} {100*(1-med(h,0)/med(u,0)):8.1f}%  of the untraced pair's req/s; +{med(h,3)-med(u,3):.1f} µs CPU per request")

@@ -484,6 +484,26 @@ impl Signer {
         }
     }
 
+    /// Signs `message`, whose SHA-256 is being computed in `hashed` (which has taken all of
+    /// it): ES256 signs that digest, so a constant prefix (a token's header) is hashed once per
+    /// minter rather than once per signature; the other algorithms sign `message`.
+    ///
+    /// # Errors
+    /// As [`Self::sign`].
+    pub(crate) fn sign_hashed(
+        &self,
+        hashed: &aws_lc_rs::digest::Context,
+        message: &[u8],
+    ) -> Result<Vec<u8>, TokenError> {
+        match self {
+            Self::Ecdsa(key, Alg::Es256) => key
+                .sign_digest(&hashed.clone().finish())
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| TokenError::Signing),
+            _ => self.sign(message),
+        }
+    }
+
     /// Signs `message`: raw R‖S for ECDSA, PSS with SHA-256 for RSA.
     ///
     /// # Errors

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hopgate_config::SpiffeId;
@@ -43,6 +44,9 @@ pub struct Minter {
     signer: Signer,
     /// The encoded JOSE header, the same on every token of this SVID.
     header: String,
+    /// SHA-256 having taken `header` and its `.`: where both the signing input's digest and
+    /// the token's hash start, so the header (most of a token, with its `x5c`) is hashed once.
+    header_hashed: digest::Context,
     cnf: String,
     not_after: u64,
     ttl: Duration,
@@ -96,10 +100,14 @@ impl Minter {
         }
         let signer = Signer::from_svid(svid)?;
         let header = HopHeader::encode(signer.alg(), svid.chain())?;
+        let mut header_hashed = digest::Context::new(&digest::SHA256);
+        header_hashed.update(header.as_bytes());
+        header_hashed.update(b".");
         Ok(Self {
             id: svid.id().clone(),
             signer,
             header,
+            header_hashed,
             cnf: URL_SAFE_NO_PAD.encode(sha256(leaf)),
             not_after: unix_secs(svid.not_after()).unwrap_or(0),
             ttl,
@@ -254,11 +262,17 @@ impl Minter {
         let mut compact = String::with_capacity(self.header.len() + payload.len() * 2 + 400);
         compact.push_str(&self.header);
         compact.push('.');
+        let payload_at = compact.len();
         URL_SAFE_NO_PAD.encode_string(payload, &mut compact);
-        let signature = self.signer.sign(compact.as_bytes())?;
+        let mut hashed = self.header_hashed.clone();
+        hashed.update(compact.as_bytes().get(payload_at..).unwrap_or_default());
+        let signature = self.signer.sign_hashed(&hashed, compact.as_bytes())?;
+        let signature_at = compact.len();
         compact.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut compact);
-        let hash = sha256(compact.as_bytes());
+        // The token's hash continues from the signing input's.
+        hashed.update(compact.as_bytes().get(signature_at..).unwrap_or_default());
+        let hash = digest_bytes(hashed.finish());
         Ok(MintedToken {
             compact,
             claims,
@@ -291,6 +305,14 @@ struct Basis {
     parent_exp: Option<u64>,
     /// What the minted-token cache keys on; `None`: never reuse.
     context: Option<[u8; 32]>,
+}
+
+/// A SHA-256 digest as its 32 bytes.
+fn digest_bytes(digest: digest::Digest) -> [u8; 32] {
+    let mut out = [0; 32];
+    // INVARIANT: a SHA-256 digest is 32 bytes, so the lengths match.
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 /// The key of an origin transaction: the credential that started it (`b"self"` for the

@@ -14,17 +14,19 @@ use std::time::{Duration, SystemTime};
 
 use crate::token::cache::Bounded;
 use crate::token::jws::MAX_TOKEN_LEN;
-use crate::token::verify::VerifiedClaims;
+use crate::token::verify::{Accepted, VerifiedClaims};
 use crate::token::{RejectReason, sha256, unix_secs};
 
 /// How long past its expiry an accepted token is kept, to answer `expired` rather than
 /// `relay` for a parent the app relays a little too late.
 const EXPIRED_GRACE_SECS: u64 = 60;
 
-/// The hop tokens this sidecar's inbound side accepted, kept for relaying.
+/// The hop tokens this sidecar's inbound side accepted, kept for relaying: by hash, with what it
+/// takes to read their claims again (not the claims: at one transaction per request the set
+/// holds tens of thousands of tokens, and their claims would take a kilobyte each).
 #[derive(Debug)]
 pub struct RelayCache {
-    accepted: Bounded<[u8; 32], VerifiedClaims>,
+    accepted: Bounded<[u8; 32], Accepted>,
     leeway: u64,
 }
 
@@ -42,12 +44,12 @@ impl RelayCache {
     /// Remembers `token`, which the inbound side has just accepted from its minter.
     pub fn accept(&self, token: &VerifiedClaims, now: SystemTime) {
         let Some(now) = unix_secs(now) else { return };
-        let exp = token.claims().exp();
-        let until = exp
+        let accepted = token.accepted();
+        let until = accepted
+            .exp
             .saturating_add(self.leeway)
             .saturating_add(EXPIRED_GRACE_SECS);
-        self.accepted
-            .insert(*token.hash(), token.clone(), until, now);
+        self.accepted.insert(*token.hash(), accepted, until, now);
     }
 
     /// The parent the local app relays as `compact`, if the inbound side accepted exactly it
@@ -62,13 +64,11 @@ impl RelayCache {
             return Err(RejectReason::TooLarge);
         }
         let now = unix_secs(now).ok_or(RejectReason::Expired)?;
-        let token = self
-            .accepted
-            .get(&sha256(compact.as_bytes()), now)
-            .ok_or(RejectReason::Relay)?;
-        if token.claims().exp().saturating_add(self.leeway) < now {
+        let hash = sha256(compact.as_bytes());
+        let accepted = self.accepted.get(&hash, now).ok_or(RejectReason::Relay)?;
+        if accepted.exp.saturating_add(self.leeway) < now {
             return Err(RejectReason::Expired);
         }
-        Ok(token)
+        VerifiedClaims::reread(compact, hash, accepted)
     }
 }

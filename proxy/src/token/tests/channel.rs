@@ -218,3 +218,22 @@ fn a_full_relay_set_drops_tokens_and_their_relays_fail_closed() {
         "an evicted token's relay is `relay`, never accepted"
     );
 }
+
+#[test]
+fn a_relayed_parent_reads_back_the_claims_the_inbound_side_accepted_from_a_small_entry() {
+    let mesh = Mesh::new();
+    let inference = mesh.verifier(INFERENCE);
+    let mut claims = claims_for(&mesh.agent, INFERENCE, now());
+    claims["tctx"] = serde_json::json!({ "purpose": "support" });
+    let token = forge(&mesh.agent, &header_for(&mesh.agent), &claims);
+    let accepted = present(&inference, &token, &mesh.agent, now()).unwrap();
+    let relay = RelayCache::new(16, Duration::from_secs(5));
+    relay.accept(&accepted, now());
+    let parent = relay.parent(&token, now()).unwrap();
+    assert_eq!(parent.claims(), accepted.claims());
+    assert_eq!(parent.actors(), accepted.actors());
+    assert_eq!(parent.tctx(), accepted.tctx());
+    // At one transaction per request the set holds tens of thousands of tokens: an entry keeps
+    // their expiry and how they were authenticated, never the claims (some 1 KiB each).
+    assert!(std::mem::size_of::<crate::token::verify::Accepted>() <= 24);
+}

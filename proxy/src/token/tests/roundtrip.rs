@@ -53,6 +53,12 @@ fn a_token_minted_at_the_origin_verifies_at_its_audience_bound_to_the_minter_act
     assert_eq!(URL_SAFE_NO_PAD.decode(claims.jti()).unwrap().len(), 16);
     assert_eq!(URL_SAFE_NO_PAD.decode(claims.txn()).unwrap().len(), 16);
     assert_eq!(verified.hash(), token.hash());
+    // The minter hashes the header once and continues from there: the hash is still the
+    // SHA-256 of the whole compact form, as a child's `prv` and the audit's `token_hash` say.
+    assert_eq!(
+        *token.hash(),
+        crate::token::sha256(token.compact().as_bytes())
+    );
 }
 
 #[test]
