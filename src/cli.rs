@@ -1,6 +1,6 @@
-//! The command line: `hopgate run`, `check-config`, `demo`, `policy`, `token`, `dev-ca`,
-//! `iptables` (the transparent-mode redirect rules) and `probe` (exec probes of the admin
-//! listener).
+//! The command line: `hopgate run`, `check-config`, `demo`, `policy`, `token`, `audit`,
+//! `dev-ca`, `iptables` (the transparent-mode redirect rules) and `probe` (exec probes of the
+//! admin listener).
 
 use std::path::PathBuf;
 
@@ -48,6 +48,9 @@ pub(crate) enum Command {
     /// Hop tokens: decode, verify and show their delegation chain.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Audit logs: verify a signed one (`telemetry.audit.sign: true`).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// A development CA and SVIDs, for trying hopgate without SPIRE.
     #[command(subcommand)]
     DevCa(DevCaCommand),
@@ -160,6 +163,29 @@ pub(crate) struct TokenInspect {
     /// Print one JSON object (`verified`, `error`, `claims`, `chain`) instead of the tree.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `hopgate audit ...`: one variant per subcommand.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the seals of signed audit logs: no record missing, altered, reordered or added, no
+    /// seal missing or altered, every seal signed by an SVID that verifies against the bundles
+    /// at the seal's time. Prints `FILE: intact: ...` per file, or `FILE:LINE: what` at the
+    /// first break. Exit 0 when every file is intact and its signer verified, 1 otherwise.
+    Verify(AuditVerify),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditVerify {
+    /// The logs: the sidecar's stdout as written, or `kubectl logs` output (a prefix before
+    /// each line's JSON is skipped); each file is verified on its own.
+    #[arg(required = true, value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+    /// A CA bundle PEM to verify the signers' x5c chains against (repeatable): `PATH` for the
+    /// signer's trust domain, or `TD=PATH`. Without one the hash chain and signatures are
+    /// checked but who signed is not, and the exit is 1.
+    #[arg(long = "bundle", value_name = "PEM")]
+    pub(crate) bundles: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,7 @@ use hopgate_proxy::token::{Minter, OriginVerifier};
 #[macro_use]
 mod output;
 
+mod audit_cmd;
 mod cli;
 mod demo;
 mod dev_ca;
@@ -24,7 +25,7 @@ mod policy_cmd;
 mod probe;
 mod token_cmd;
 
-use cli::{Cli, Command, DevCaCommand, IptablesCommand, PolicyCommand, TokenCommand};
+use cli::{AuditCommand, Cli, Command, DevCaCommand, IptablesCommand, PolicyCommand, TokenCommand};
 
 /// `EX_CONFIG` from sysexits.h: the configuration is wrong.
 pub(crate) const EXIT_CONFIG: u8 = 78;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Explain(args)) => policy_cmd::explain(&args),
         Command::Policy(PolicyCommand::Test(args)) => policy_cmd::test(&args),
         Command::Token(TokenCommand::Inspect(args)) => token_cmd::run(&args),
+        Command::Audit(AuditCommand::Verify(args)) => audit_cmd::verify(&args),
         Command::DevCa(DevCaCommand::Init(args)) => dev_ca_init(&args),
         Command::DevCa(DevCaCommand::Issue(args)) => dev_ca_issue(&args),
         Command::Iptables(IptablesCommand::Apply { rules, binaries }) => {

@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod audit;
 mod config;
 mod demo;
 mod dev_ca;

@@ -24,6 +24,7 @@ mod support;
 mod svid_matrix;
 
 mod audit;
+mod audit_seal;
 mod audit_stall;
 mod policy;
 mod policy_reload;
