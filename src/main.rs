@@ -209,6 +209,14 @@ fn check_config(path: &Path) -> ExitCode {
                     problems.push(format!("identity.svid: {err}"));
                 }
             }
+            // The audit seals are signed with the SVID key too, by the same signer.
+            Ok(svid) if config.telemetry().audit().sign() => {
+                if let Err(err) = Minter::new(&svid, config.token().ttl()) {
+                    problems.push(format!(
+                        "telemetry.audit.sign: the SVID's key cannot sign the audit seals: {err}"
+                    ));
+                }
+            }
             Ok(_) => {}
         }
         if let Err(err) = TrustBundles::load(files.bundles()) {

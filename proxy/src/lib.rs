@@ -162,19 +162,15 @@ pub fn unsupported(config: &Config) -> Vec<&'static str> {
     problems
 }
 
-/// Signs the audit seals with the identity current at each seal. The store is held weakly:
-/// the process-wide writer must not keep a stopped sidecar's identity alive.
+/// Signs the audit seals with the identity current at each seal. The store is held by the
+/// process-wide writer, not borrowed from the sidecar: the last seal is written by the flush
+/// on the way out, after the sidecar itself is gone, and must still be signed.
 fn seal_with(identity: &Arc<IdentityStore>) -> Result<(), StartupError> {
     if let Some(snapshot) = identity.snapshot() {
         token::Signer::from_svid(snapshot.identity().svid()).map_err(StartupError::AuditSeal)?;
     }
-    let store = Arc::downgrade(identity);
-    stdout().seal_with(move || {
-        store
-            .upgrade()?
-            .snapshot()
-            .map(|snapshot| snapshot.shared_identity())
-    });
+    let store = Arc::clone(identity);
+    stdout().seal_with(move || store.snapshot().map(|snapshot| snapshot.shared_identity()));
     Ok(())
 }
 

@@ -87,3 +87,12 @@ fn audit_verify_refuses_two_bundles_without_a_trust_domain_and_a_bad_one() {
         stderr(&out)
     );
 }
+
+#[test]
+fn check_config_accepts_sign_true_now_that_seals_are_signed() {
+    let dir = config::ConfigDir::new();
+    let yaml = format!("{}telemetry:\n  audit: {{ sign: true }}\n", config::VALID);
+    let path = dir.write(&yaml);
+    let out = hopgate(&["check-config", path_arg(&path)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
