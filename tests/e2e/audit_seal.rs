@@ -97,6 +97,16 @@ async fn a_signed_log_verifies_and_one_changed_record_is_named_by_its_line() {
         "{printed}"
     );
 
+    // Without a bundle the chain and signatures hold, but who signed is not known: exit 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+        .args(["audit", "verify"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(printed.contains("who signed is not verified"), "{printed}");
+
     // Two records in a row under one seal: the mutations' targets (line numbers are 1-based).
     let lines: Vec<&str> = stdout.lines().collect();
     let kinds: Vec<Option<String>> = lines.iter().map(|l| target(l)).collect();
