@@ -48,7 +48,7 @@ pub(crate) enum Command {
     /// Hop tokens: decode, verify and show their delegation chain.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// The sidecars' audit logs: follow one transaction across them.
+    /// The sidecars' audit logs: verify a signed one, follow one transaction across them.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// A development CA and SVIDs, for trying hopgate without SPIRE.
@@ -168,11 +168,29 @@ pub(crate) struct TokenInspect {
 /// `hopgate audit ...`: commands that read the audit records sidecars write to stdout.
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
+    /// Check the seals of signed audit logs: no record missing, altered, reordered or added, no
+    /// seal missing or altered, every seal signed by an SVID that verifies against the bundles
+    /// at the seal's time. Prints `FILE: intact: ...` per file, or `FILE:LINE: what` at the
+    /// first break. Exit 0 when every file is intact and its signer verified, 1 otherwise.
+    Verify(AuditVerify),
     /// Follow transaction TXN across the audit logs of the sidecars it crossed: every record
     /// with that `txn`, joined into hops by token hash and printed as a tree, caller →
     /// destination. Exit 0 when found; 1 when no record has it, a file cannot be read, or TXN
     /// is empty.
     Trace(AuditTrace),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditVerify {
+    /// The logs: the sidecar's stdout as written, or `kubectl logs` output (a prefix before
+    /// each line's JSON is skipped); each file is verified on its own.
+    #[arg(required = true, value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+    /// A CA bundle PEM to verify the signers' x5c chains against (repeatable): `PATH` for the
+    /// signer's trust domain, or `TD=PATH`. Without one the hash chain and signatures are
+    /// checked but who signed is not, and the exit is 1.
+    #[arg(long = "bundle", value_name = "PEM")]
+    pub(crate) bundles: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ use hopgate_proxy::token::{Minter, OriginVerifier};
 #[macro_use]
 mod output;
 
+mod audit_cmd;
 mod audit_trace;
 mod cli;
 mod demo;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Explain(args)) => policy_cmd::explain(&args),
         Command::Policy(PolicyCommand::Test(args)) => policy_cmd::test(&args),
         Command::Token(TokenCommand::Inspect(args)) => token_cmd::run(&args),
+        Command::Audit(AuditCommand::Verify(args)) => audit_cmd::verify(&args),
         Command::Audit(AuditCommand::Trace(args)) => audit_trace::run(&args),
         Command::DevCa(DevCaCommand::Init(args)) => dev_ca_init(&args),
         Command::DevCa(DevCaCommand::Issue(args)) => dev_ca_issue(&args),
@@ -207,6 +209,14 @@ fn check_config(path: &Path) -> ExitCode {
             Ok(svid) if config.outbound().is_some() => {
                 if let Err(err) = Minter::new(&svid, config.token().ttl()) {
                     problems.push(format!("identity.svid: {err}"));
+                }
+            }
+            // The audit seals are signed with the SVID key too, by the same signer.
+            Ok(svid) if config.telemetry().audit().sign() => {
+                if let Err(err) = Minter::new(&svid, config.token().ttl()) {
+                    problems.push(format!(
+                        "telemetry.audit.sign: the SVID's key cannot sign the audit seals: {err}"
+                    ));
                 }
             }
             Ok(_) => {}

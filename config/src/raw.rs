@@ -242,7 +242,7 @@ pub(crate) struct Telemetry {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Audit {
-    /// Seal the audit log in signed batches. Only `false` in this build.
+    /// Seal the audit log in signed batches (docs/telemetry.md, "Signed audit logs").
     pub(crate) sign: Option<bool>,
     /// `refuse` or `drop`: what a full audit buffer does. Default `refuse`.
     pub(crate) when_full: Option<WhenFull>,

@@ -96,6 +96,10 @@ pub enum StartupError {
     /// problem.
     #[error("identity.svid: cannot sign hop tokens: {0}")]
     Minter(#[source] TokenError),
+    /// `telemetry.audit.sign: true`, and the SVID's key cannot sign the seals; a configuration
+    /// problem.
+    #[error("telemetry.audit.sign: the SVID's key cannot sign the audit seals: {0}")]
+    AuditSeal(#[source] TokenError),
     /// The OTLP exporter could not be built; a configuration problem.
     #[error("{0}")]
     Telemetry(#[from] TraceError),
@@ -155,12 +159,19 @@ pub fn unsupported(config: &Config) -> Vec<&'static str> {
             "telemetry.otlp.endpoint: this build exports over plain `http://` only (to a collector or agent on the node); `https://` is not supported",
         );
     }
-    if config.telemetry().audit().sign() {
-        problems.push(
-            "telemetry.audit.sign: signed audit logs are not supported by this build yet; use `sign: false`",
-        );
-    }
     problems
+}
+
+/// Signs the audit seals with the identity current at each seal. The store is held by the
+/// process-wide writer, not borrowed from the sidecar: the last seal is written by the flush
+/// on the way out, after the sidecar itself is gone, and must still be signed.
+fn seal_with(identity: &Arc<IdentityStore>) -> Result<(), StartupError> {
+    if let Some(snapshot) = identity.snapshot() {
+        token::Signer::from_svid(snapshot.identity().svid()).map_err(StartupError::AuditSeal)?;
+    }
+    let store = Arc::clone(identity);
+    stdout().seal_with(move || store.snapshot().map(|snapshot| snapshot.shared_identity()));
+    Ok(())
 }
 
 // === impl StartupError ===
@@ -173,6 +184,7 @@ impl StartupError {
             | Self::Policy(_)
             | Self::Origin(_)
             | Self::Minter(_)
+            | Self::AuditSeal(_)
             | Self::Telemetry(_)
             | Self::Unsupported(_) => true,
             Self::Bind { .. } | Self::Watch(_) | Self::WorkloadApi(_) => false,
@@ -246,6 +258,9 @@ impl Proxy {
                 (identity, IdentityWatch::WorkloadApi { _task: task })
             }
         };
+        if matches!(audit, AuditSink::Stdout) && config.telemetry().audit().sign() {
+            seal_with(&identity)?;
+        }
         let (policies, policy_watcher) = match config.policy() {
             Some(policy) => {
                 let store = PolicyStore::load(policy.dir(), config.intent().default_action())?;

@@ -4,6 +4,7 @@ pub mod audit;
 mod interner;
 pub mod metrics;
 mod otlp;
+pub mod seal;
 pub mod stdout;
 pub mod trace;
 pub(crate) mod traceparent;

@@ -38,7 +38,7 @@ mod error;
 mod peer;
 mod spiffe_verifier;
 mod svid;
-mod svid_profile;
+pub(crate) mod svid_profile;
 #[cfg(test)]
 pub(crate) mod test_support;
 

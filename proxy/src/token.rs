@@ -118,6 +118,8 @@ mod tests;
 
 pub use claims::Claims;
 pub use jws::{Alg, MAX_TOKEN_LEN, MAX_X5C, TYP, UnverifiedToken, inspect};
+// The audit seals are signed and verified by the same code as hop tokens.
+pub(crate) use jws::{LeafKey, Signer, verify_signature};
 pub use mint::{MintRequest, MintedToken, Minter};
 pub use origin::{OriginClaims, OriginVerifier};
 pub use relay::RelayCache;

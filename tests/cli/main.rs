@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod audit;
 mod audit_trace;
 mod config;
 mod demo;

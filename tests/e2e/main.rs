@@ -25,6 +25,7 @@ mod svid_matrix;
 
 mod audit;
 mod audit_outcomes;
+mod audit_seal;
 mod audit_stall;
 mod audit_trace;
 mod policy;

@@ -112,6 +112,12 @@ impl IdentitySnapshot {
         &self.identity
     }
 
+    /// The SVID and bundles, shared: the audit seals sign with the SVID of the snapshot
+    /// current when each is written.
+    pub(crate) fn shared_identity(&self) -> Arc<Identity> {
+        Arc::clone(&self.identity)
+    }
+
     /// This workload's SPIFFE ID.
     pub fn id(&self) -> &SpiffeId {
         self.identity.svid().id()

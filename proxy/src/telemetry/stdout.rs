@@ -24,13 +24,21 @@
 //!
 //! A closed stdout (`EPIPE`) fails each write at once: the batch is discarded and nothing
 //! blocks or fills.
+//!
+//! With `telemetry.audit.sign: true` each record is also hashed into the current seal batch as
+//! it is appended, and the writer thread writes a seal line after the batch's records when one
+//! is due (see [`super::seal`]): it wakes on its own for that, so a quiet log is sealed too.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hopgate_config::{AuditConfig, WhenFull};
+
+use super::seal::{Batch, Chain, Due, KeySource};
+use crate::tls::Identity;
 
 /// The share of the buffer at which new requests are refused and log lines dropped, in
 /// quarters: the last quarter is kept for the records of requests already admitted.
@@ -48,6 +56,8 @@ pub struct StdoutWriter {
     refuse: AtomicBool,
     /// Whether the buffer is past [`REFUSE_AT`] (whatever `when_full` says).
     full: AtomicBool,
+    /// The seal chain; locked by the writer thread only, while it seals.
+    chain: Mutex<Chain>,
 }
 
 /// What one [`StdoutWriter::record`] did.
@@ -66,6 +76,12 @@ struct State {
     writing: usize,
     dropped_logs: u64,
     thread: bool,
+    /// The records not sealed yet; `Some` with `telemetry.audit.sign: true` only.
+    batch: Option<Batch>,
+    /// A flush waits for the batch to be sealed now.
+    seal_requested: bool,
+    /// The writer thread is writing a seal line.
+    sealing: bool,
 }
 
 /// The process-wide writer, created (without its thread) on first use.
@@ -85,12 +101,35 @@ impl StdoutWriter {
             capacity: AtomicUsize::new(capacity),
             refuse: AtomicBool::new(when_full == WhenFull::Refuse),
             full: AtomicBool::new(false),
+            chain: Mutex::new(Chain::default()),
         }
     }
 
-    /// Applies `telemetry.audit`: the buffer's size and what a full buffer does.
+    /// Applies `telemetry.audit`: the buffer's size, what a full buffer does and whether the
+    /// records are sealed.
     pub fn configure(&self, config: &AuditConfig) {
         self.set(config.buffer(), config.when_full());
+        self.set_sealing(config.sign());
+    }
+
+    fn set_sealing(&self, sign: bool) {
+        let mut state = self.lock();
+        match (sign, state.batch.is_some()) {
+            (true, false) => state.batch = Some(Batch::new()),
+            (false, true) => state.batch = None,
+            _ => {}
+        }
+    }
+
+    /// Signs every later seal with the identity `source` returns when the seal is written (the
+    /// current SVID, so a rotated one signs from its first seal on); `None` makes the seal
+    /// unsigned.
+    pub fn seal_with(&self, source: impl Fn() -> Option<Arc<Identity>> + Send + Sync + 'static) {
+        let source: KeySource = Box::new(source);
+        self.chain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_source(source);
     }
 
     fn set(&self, capacity: usize, when_full: WhenFull) {
@@ -109,12 +148,21 @@ impl StdoutWriter {
     pub fn record(&'static self, write: impl FnOnce(&mut Vec<u8>)) -> Kept {
         let mut state = self.lock();
         if state.fill() >= self.capacity.load(Ordering::Relaxed) {
+            if let Some(batch) = state.batch.as_mut() {
+                batch.lost();
+            }
             return Kept::Dropped;
         }
         let was_empty = state.pending.is_empty();
+        let start = state.pending.len();
         write(&mut state.pending);
+        let State { pending, batch, .. } = &mut *state;
+        let seal_now = match (batch, pending.get(start..)) {
+            (Some(batch), Some(line)) => batch.add(line),
+            _ => false,
+        };
         state.pending.push(b'\n');
-        self.after_append(state, was_empty);
+        self.after_append(state, was_empty || seal_now);
         Kept::Buffered
     }
 
@@ -130,15 +178,20 @@ impl StdoutWriter {
         self.after_append(state, was_empty);
     }
 
-    /// Waits, at most `limit`, until everything appended so far is written; for the exit path,
-    /// so a graceful stop loses no record while a stalled stdout cannot hold the exit.
+    /// Waits, at most `limit`, until everything appended so far is written, and sealed when
+    /// sealing is on; for the exit path, so a graceful stop loses no record and its log ends
+    /// with a seal, while a stalled stdout cannot hold the exit.
     pub fn flush(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         let mut state = self.lock();
-        while state.fill() > 0 && state.thread {
+        while state.thread && (state.fill() > 0 || state.unsealed() || state.sealing) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return;
+            }
+            if state.unsealed() && !state.seal_requested {
+                state.seal_requested = true;
+                self.work.notify_one();
             }
             state = self
                 .written
@@ -148,11 +201,28 @@ impl StdoutWriter {
         }
     }
 
+    /// A writer without its thread, for tests and benches: [`StdoutWriter::drain`] writes
+    /// what it holds. `sign` seals the records as `telemetry.audit.sign: true` does.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn detached(capacity: usize, when_full: WhenFull, sign: bool) -> &'static Self {
+        let writer = Box::leak(Box::new(Self::new(capacity, when_full)));
+        writer.set_sealing(sign);
+        writer.lock().thread = true;
+        writer
+    }
+
+    /// What the writer thread does once: waits until something is pending or a seal is due,
+    /// then writes it all to `out`. For a [`StdoutWriter::detached`] writer.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn drain(&self, out: &mut impl Write) {
+        self.write_batch(out);
+    }
+
     fn refuse_at(&self) -> usize {
         self.capacity.load(Ordering::Relaxed) / 4 * REFUSE_AT
     }
 
-    fn after_append(&'static self, mut state: MutexGuard<'_, State>, was_empty: bool) {
+    fn after_append(&'static self, mut state: MutexGuard<'_, State>, wake: bool) {
         if state.fill() >= self.refuse_at() {
             self.full.store(true, Ordering::Relaxed);
         }
@@ -160,7 +230,7 @@ impl StdoutWriter {
             state.thread = self.spawn();
         }
         drop(state);
-        if was_empty {
+        if wake {
             self.work.notify_one();
         }
     }
@@ -180,32 +250,69 @@ impl StdoutWriter {
         }
     }
 
-    /// Waits for something pending, takes all of it and writes it (this may block).
+    /// Waits for something pending or a seal due, takes all of it and writes it, the seal line
+    /// last (this may block).
     fn write_batch(&self, out: &mut impl Write) {
-        let batch = {
+        let (mut batch, sealed) = {
             let mut state = self.lock();
-            while state.pending.is_empty() {
-                state = self
-                    .work
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+            loop {
+                let due = state.seal_due(Instant::now());
+                if due == Due::Now || !state.pending.is_empty() {
+                    break;
+                }
+                state = match due {
+                    Due::At(at) => {
+                        let left = at.saturating_duration_since(Instant::now());
+                        self.work
+                            .wait_timeout(state, left)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                    Due::Idle | Due::Now => self
+                        .work
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner),
+                };
+            }
+            let sealed = match state.seal_due(Instant::now()) {
+                Due::Now => state.batch.as_mut().map(Batch::take),
+                Due::At(_) | Due::Idle => None,
+            };
+            if sealed.is_some() {
+                state.seal_requested = false;
+                state.sealing = true;
             }
             let batch = std::mem::take(&mut state.pending);
             state.writing = batch.len();
-            batch
+            (batch, sealed)
         };
+        // Signed here, off the request path; the seal follows every record it covers.
+        let warning = sealed.map(|sealed| {
+            let seal = self
+                .chain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .seal(&sealed, SystemTime::now());
+            batch.extend_from_slice(&seal.line);
+            batch.push(b'\n');
+            seal.warning
+        });
         // A closed stdout fails at once; the batch is lost either way, and retrying a write
         // that cannot succeed would only hold memory.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         let dropped_logs = {
             let mut state = self.lock();
             state.writing = 0;
+            state.sealing = false;
             if state.fill() < self.refuse_at() {
                 self.full.store(false, Ordering::Relaxed);
             }
             std::mem::take(&mut state.dropped_logs)
         };
         self.written.notify_all();
+        if let Some(Some(warning)) = warning {
+            tracing::warn!("{warning}");
+        }
         if dropped_logs > 0 {
             tracing::warn!(
                 log.dropped = dropped_logs,
@@ -225,6 +332,20 @@ impl State {
     /// What the buffer holds: bytes waiting and bytes being written.
     fn fill(&self) -> usize {
         self.pending.len().saturating_add(self.writing)
+    }
+
+    /// Whether records (or losses) wait for a seal.
+    fn unsealed(&self) -> bool {
+        self.batch.as_ref().is_some_and(|batch| !batch.is_empty())
+    }
+
+    /// When the writer thread is to write a seal.
+    fn seal_due(&self, now: Instant) -> Due {
+        match &self.batch {
+            Some(batch) if self.seal_requested && !batch.is_empty() => Due::Now,
+            Some(batch) => batch.due(now),
+            None => Due::Idle,
+        }
     }
 }
 
@@ -260,9 +381,7 @@ mod tests {
 
     /// A writer without its thread, so a test decides when a batch is written.
     fn writer(capacity: usize) -> &'static StdoutWriter {
-        let writer = Box::leak(Box::new(StdoutWriter::new(capacity, WhenFull::Refuse)));
-        writer.lock().thread = true;
-        writer
+        StdoutWriter::detached(capacity, WhenFull::Refuse, false)
     }
 
     fn record_of(writer: &'static StdoutWriter, len: usize) -> Kept {

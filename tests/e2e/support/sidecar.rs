@@ -24,6 +24,8 @@ pub(crate) struct Sidecar {
     pub(crate) admin: SocketAddr,
     lines: mpsc::UnboundedReceiver<String>,
     log: Arc<Mutex<Vec<String>>>,
+    /// The stdout lines alone, in the order written.
+    stdout: Arc<Mutex<Vec<String>>>,
     /// While set, nobody reads the binary's stdout: a stalled log shipper.
     stdout_paused: Arc<AtomicBool>,
 }
@@ -70,15 +72,17 @@ impl Sidecar {
             .spawn()
             .unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, mut lines) = mpsc::unbounded_channel();
         let stdout_paused = Arc::new(AtomicBool::new(false));
         let never_paused = Arc::new(AtomicBool::new(false));
-        for (stream, paused) in [
+        for (stream, paused, own) in [
             (
                 Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
                 Arc::clone(&stdout_paused),
+                Some(Arc::clone(&stdout)),
             ),
-            (Box::new(child.stderr.take().unwrap()), never_paused),
+            (Box::new(child.stderr.take().unwrap()), never_paused, None),
         ] {
             let (tx, log) = (tx.clone(), Arc::clone(&log));
             std::thread::spawn(move || {
@@ -93,6 +97,9 @@ impl Sidecar {
                     }
                     let Some(Ok(line)) = lines.next() else { return };
                     log.lock().unwrap().push(line.clone());
+                    if let Some(own) = &own {
+                        own.lock().unwrap().push(line.clone());
+                    }
                     let _ = tx.send(line);
                 }
             });
@@ -130,6 +137,7 @@ impl Sidecar {
             admin: admin.unwrap(),
             lines,
             log,
+            stdout,
             stdout_paused,
         }
     }
@@ -194,6 +202,16 @@ impl Sidecar {
             || async { self.audit_lines().into_iter().find(|r| matches(r)) },
         )
         .await
+    }
+
+    /// What the binary wrote to stdout so far, each line with its newline, as a file holds it.
+    pub(crate) fn stdout(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect()
     }
 
     /// Everything the binary printed so far, for failure messages.
