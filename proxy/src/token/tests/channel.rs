@@ -235,5 +235,5 @@ fn a_relayed_parent_reads_back_the_claims_the_inbound_side_accepted_from_a_small
     assert_eq!(parent.tctx(), accepted.tctx());
     // At one transaction per request the set holds tens of thousands of tokens: an entry keeps
     // their expiry and how they were authenticated, never the claims (some 1 KiB each).
-    assert!(std::mem::size_of::<crate::token::verify::Accepted>() <= 24);
+    assert!(size_of::<crate::token::verify::Accepted>() <= 24);
 }
