@@ -9,6 +9,8 @@
 #             a span per request on each side at 100% sampling, exported over OTLP/HTTP to a
 #             local receiver that accepts every batch and runs on the load generator's core)
 #   untraced the same hopgate pair with tracing off: the difference is what tracing costs
+#   sealed   the traced hopgate pair with `telemetry.audit.sign: true`: the difference is what
+#            sealing the audit log costs
 #   shared   the traced hopgate pair, every request sent with one `traceparent`: all of them one
 #            transaction, so A reuses its hop token (no signature per request, B meets a token it
 #            has seen). The load sends no `traceparent` otherwise, so each request of `hopgate`
@@ -81,6 +83,7 @@ app=127.0.0.1:18280
 ngx_a=127.0.0.1:18281; ngx_a_h2=127.0.0.1:18285; ngx_b=127.0.0.1:18282
 hg_a=127.0.0.1:18291; hg_b=127.0.0.1:18292; admin_a=127.0.0.1:18293; admin_b=127.0.0.1:18294
 ut_a=127.0.0.1:18296; ut_b=127.0.0.1:18297; admin_ut_a=127.0.0.1:18298; admin_ut_b=127.0.0.1:18299
+sl_a=127.0.0.1:18286; sl_b=127.0.0.1:18287; admin_sl_a=127.0.0.1:18288; admin_sl_b=127.0.0.1:18289
 host=b.bench
 
 id_a=spiffe://bench.local/ns/bench/sa/a
@@ -179,6 +182,7 @@ YAML
 }
 pair hopgate "$hg_a" "$hg_b" "$admin_a" "$admin_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }"
 pair untraced "$ut_a" "$ut_b" "$admin_ut_a" "$admin_ut_b" ""
+pair sealed "$sl_a" "$sl_b" "$admin_sl_a" "$admin_sl_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }, audit: { sign: true }"
 
 start() { # name command...
   local name=$1; shift
@@ -212,9 +216,12 @@ HOPGATE_LOG=warn start hopgate_a "${wrap[@]}" "$bin" run -c "$work/hopgate-a.yam
 HOPGATE_LOG=warn start hopgate_b "${wrap[@]}" "$bin" run -c "$work/hopgate-b.yaml"
 HOPGATE_LOG=warn start untraced_a "${wrap[@]}" "$bin" run -c "$work/untraced-a.yaml"
 HOPGATE_LOG=warn start untraced_b "${wrap[@]}" "$bin" run -c "$work/untraced-b.yaml"
+HOPGATE_LOG=warn start sealed_a "${wrap[@]}" "$bin" run -c "$work/sealed-a.yaml"
+HOPGATE_LOG=warn start sealed_b "${wrap[@]}" "$bin" run -c "$work/sealed-b.yaml"
 for _ in $(seq 1200); do
   curl -sf "http://$admin_a/ready" >/dev/null && curl -sf "http://$admin_b/ready" >/dev/null \
     && curl -sf "http://$admin_ut_a/ready" >/dev/null && curl -sf "http://$admin_ut_b/ready" >/dev/null \
+    && curl -sf "http://$admin_sl_a/ready" >/dev/null && curl -sf "http://$admin_sl_b/ready" >/dev/null \
     && curl -sf "http://$app/" >/dev/null && break
   sleep 0.1
 done
@@ -234,6 +241,7 @@ check hopgate "http://$hg_a/" -H "Host: $host"
 check "nginx h2c" "http://$ngx_a_h2/" --http2-prior-knowledge
 check "hopgate h2c" "http://$hg_a/" -H "Host: $host" --http2-prior-knowledge
 check untraced "http://$ut_a/" -H "Host: $host"
+check sealed "http://$sl_a/" -H "Host: $host"
 
 # The server processes of each configuration (their CPU time is charged to it).
 procs_direct() { echo "$pid_app $(pgrep -P "$pid_app" | tr '\n' ' ')"; }
@@ -241,15 +249,16 @@ procs_nginx() { echo "$(procs_direct) $pid_nginx_a $(pgrep -P "$pid_nginx_a" | t
 procs_hopgate() { echo "$(procs_direct) $pid_hopgate_a $pid_hopgate_b"; }
 procs_untraced() { echo "$(procs_direct) $pid_untraced_a $pid_untraced_b"; }
 procs_shared() { procs_hopgate; }
+procs_sealed() { echo "$(procs_direct) $pid_sealed_a $pid_sealed_b"; }
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 tck=$(getconf CLK_TCK)
 
-url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate|shared) echo "http://$hg_a/";; untraced) echo "http://$ut_a/";; esac; }
+url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate|shared) echo "http://$hg_a/";; untraced) echo "http://$ut_a/";; sealed) echo "http://$sl_a/";; esac; }
 # The headers a configuration's load sends: the route's host to a hopgate pair, and for `shared`
 # one `traceparent` on every request. $2 is how the tool names the authority (Host or :authority).
 hdrs_of() {
   case $1 in
-    hopgate|untraced) printf '%s\n' -H "$2: $host";;
+    hopgate|untraced|sealed) printf '%s\n' -H "$2: $host";;
     shared) printf '%s\n' -H "$2: $host" -H "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";;
   esac
 }
@@ -313,7 +322,7 @@ fi
 
 results="$work/results"
 : > "$results"
-configs=${CONFIGS:-"direct nginx hopgate shared untraced"}
+configs=${CONFIGS:-"direct nginx hopgate shared sealed untraced"}
 for run in $runs; do
   [ "$run" = rate ] && [ "$have_oha" = 0 ] && continue
   for rep in $(seq "$reps"); do
@@ -336,25 +345,27 @@ rss_nginx_a=$(rss "$(pgrep -P "$pid_nginx_a" | head -1)")
 rss_nginx_b=$(rss "$(pgrep -P "$pid_nginx_b" | head -1)")
 rss_hg_a=$(rss "$pid_hopgate_a"); rss_hg_b=$(rss "$pid_hopgate_b")
 rss_ut_a=$(rss "$pid_untraced_a"); rss_ut_b=$(rss "$pid_untraced_b")
+rss_sl_a=$(rss "$pid_sealed_a"); rss_sl_b=$(rss "$pid_sealed_b")
 
 echo
 echo "hopgate load harness: $(date -u +%Y-%m-%d), $(nproc) cores, ${secs}s × $reps per cell, $conns connections, medians"
 if [[ " $configs " == *" hopgate "* ]]; then
   echo "spans dropped by the traced pair: A $(curl -s "http://$admin_a/metrics" | awk '/^hopgate_telemetry_spans_dropped_total/ {print $2}'), B $(curl -s "http://$admin_b/metrics" | awk '/^hopgate_telemetry_spans_dropped_total/ {print $2}')"
 fi
-python3 - "$results" "$rss_nginx_a" "$rss_nginx_b" "$rss_hg_a" "$rss_hg_b" "$rss_ut_a" "$rss_ut_b" <<'PY'
+python3 - "$results" "$rss_nginx_a" "$rss_nginx_b" "$rss_hg_a" "$rss_hg_b" "$rss_ut_a" "$rss_ut_b" "$rss_sl_a" "$rss_sl_b" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     run, cfg, _, rps, p50, p99, cpu = line.split()
     rows.setdefault((run, cfg), []).append((float(rps), float(p50), float(p99), float(cpu)))
 rss = {"nginx": f"{sys.argv[2]} / {sys.argv[3]}", "hopgate": f"{sys.argv[4]} / {sys.argv[5]}",
-       "untraced": f"{sys.argv[6]} / {sys.argv[7]}", "direct": "-", "shared": "(as hopgate)"}
+       "untraced": f"{sys.argv[6]} / {sys.argv[7]}", "direct": "-", "shared": "(as hopgate)",
+       "sealed": f"{sys.argv[8]} / {sys.argv[9]}"}
 med = lambda xs, i: statistics.median(x[i] for x in xs)
 label = {"wrk": "wrk h1", "h2load": "h2load h2 (mean / max)", "rate": "fixed rate"}
 print(f"{'run':24} {'config':8} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'CPU µs/req':>10}  peak RSS MiB (A / B)")
 for run in ("wrk", "h2load", "rate"):
-    for cfg in ("direct", "nginx", "hopgate", "shared", "untraced"):
+    for cfg in ("direct", "nginx", "hopgate", "shared", "sealed", "untraced"):
         xs = rows.get((run, cfg))
         if not xs or med(xs, 0) == 0:  # the direct app speaks no h2c
             continue
@@ -365,6 +376,9 @@ for run in ("wrk", "h2load", "rate"):
     t = rows.get((run, "shared"))
     if h and t:
         print(f"{'':24} {'txn':8} {100*(1-med(h,0)/med(t,0)):8.1f}%  of the shared-trace pair's req/s: one transaction per request; +{med(h,3)-med(t,3):.1f} µs CPU per request")
+    g = rows.get((run, "sealed"))
+    if h and g:
+        print(f"{'':24} {'sealing':8} {100*(1-med(g,0)/med(h,0)):8.1f}%  of the traced pair's req/s; +{med(g,3)-med(h,3):.1f} µs CPU per request")
     u = rows.get((run, "untraced"))
     if h and u and run != "rate":
         print(f"{'':24} {'tracing':8} {100*(1-med(h,0)/med(u,0)):8.1f}%  of the untraced pair's req/s; +{med(h,3)-med(u,3):.1f} µs CPU per request")
