@@ -135,8 +135,12 @@ impl Delegator {
         if !token.is_reused() {
             self.metrics.record_token_minted();
         }
-        let value = HeaderValue::from_str(token.compact())
+        let mut value = HeaderValue::from_str(token.compact())
             .map_err(|_| RequestError::Internal("hop token is not a header value"))?;
+        // A token no later request will carry gains nothing from HPACK's table, and, at some
+        // 2 KiB of a 4 KiB table, entering it would push out the headers that do repeat, on
+        // this side and at the next hop. A reusable one is indexed: its next sending is a byte.
+        value.set_sensitive(!token.is_reusable());
         Ok(Delegation {
             token,
             value,

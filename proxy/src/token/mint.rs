@@ -81,6 +81,8 @@ pub struct MintedToken {
     claims: Claims,
     hash: [u8; 32],
     reused: bool,
+    /// Whether the token may be reused: it belongs to a transaction a later request can join.
+    reusable: bool,
 }
 
 // === impl Minter ===
@@ -189,7 +191,8 @@ impl Minter {
             tctx: basis.tctx,
             prv: basis.prv,
         };
-        let token = self.sign(claims)?;
+        let mut token = self.sign(claims)?;
+        token.reusable = key.is_some();
         if let Some(key) = key {
             // Reusable while exp − t > (exp − iat) / 2, i.e. 2t < exp + iat: the last such whole
             // second is ⌊(exp + iat − 1) / 2⌋ (exp > iat = now here).
@@ -278,6 +281,7 @@ impl Minter {
             claims,
             hash,
             reused: false,
+            reusable: false,
         })
     }
 }
@@ -398,6 +402,12 @@ impl MintedToken {
     /// Whether this token came from the reuse cache rather than a new signature.
     pub fn is_reused(&self) -> bool {
         self.reused
+    }
+
+    /// Whether a later request may be sent with this same token: false for a transaction of
+    /// one request (an app call without a `traceparent`).
+    pub fn is_reusable(&self) -> bool {
+        self.reusable
     }
 
     /// [`Self::hash`] as base64url (what a child's `prv` will hold).

@@ -43,6 +43,8 @@ fn two_requests_with_one_origin_credential_and_no_traceparent_are_two_transactio
         assert_ne!(first.claims().txn(), second.claims().txn());
         assert_ne!(first.claims().jti(), second.claims().jti());
         assert!(!second.is_reused(), "a new transaction, a new signature");
+        // No later request will carry it: the outbound side keeps it out of HPACK's table.
+        assert!(!first.is_reusable() && !second.is_reusable());
     }
 }
 
@@ -55,6 +57,7 @@ fn two_calls_in_one_trace_with_one_credential_and_tctx_are_one_transaction_cha_0
         let first = origin_mint(&minter, origin, "support", Some(TRACE_1));
         let second = origin_mint(&minter, origin, "support", Some(TRACE_1));
         assert_eq!(first.claims().txn(), second.claims().txn());
+        assert!(first.is_reusable() && second.is_reusable());
         assert!(
             second.is_reused(),
             "the token is reused within its transaction"
