@@ -300,8 +300,8 @@ if [ "$runs" = instr ]; then
   printf "%-10s %16s %16s\n" config "Ir/req A" "Ir/req B"
   for cfg in $CONFIGS; do
     url=$(url_of "$cfg")
-    a=$(eval echo "\$pid_${cfg}_a"); b=$(eval echo "\$pid_${cfg}_b")
-    [ "$cfg" = shared ] && { a=$pid_hopgate_a; b=$pid_hopgate_b; }
+    pair=$cfg; [ "$cfg" = shared ] && pair=hopgate  # the same processes, another load
+    a=$(eval echo "\$pid_${pair}_a"); b=$(eval echo "\$pid_${pair}_b")
     h=(); mapfile -t h < <(hdrs_of "$cfg" :authority)
     h2load --h1 -n 500 -c "$conns" "${h[@]}" "$url" >/dev/null
     for p in $a $b; do callgrind_control -z "$p" >/dev/null 2>&1; done
