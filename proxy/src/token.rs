@@ -106,6 +106,7 @@ use thiserror::Error;
 mod cache;
 mod claims;
 mod jws;
+mod known_header;
 mod mint;
 mod origin;
 mod relay;

@@ -8,10 +8,8 @@
 
 use std::fmt;
 
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    self, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
-    Ed25519KeyPair, RsaKeyPair, RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm,
+    self, RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -25,7 +23,6 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::FromDer;
 
-use crate::tls::Svid;
 use crate::token::claims::{self, Claims};
 use crate::token::{RejectReason, TokenError};
 
@@ -111,13 +108,6 @@ pub(crate) enum JwkKey {
     Rsa { n: Vec<u8>, e: Vec<u8> },
 }
 
-/// The SVID's private key, parsed once, with the algorithm its type dictates.
-pub(crate) enum Signer {
-    Ecdsa(EcdsaKeyPair, Alg),
-    Rsa(RsaKeyPair),
-    Ed25519(Ed25519KeyPair),
-}
-
 // === impl Alg ===
 
 impl Alg {
@@ -195,6 +185,34 @@ impl fmt::Display for Alg {
 /// non-canonical base64url, or JSON that is not UTF-8, has a repeated member, trailing data, or
 /// (header) is not an object.
 pub(crate) fn split(compact: &str) -> Result<CompactJws<'_>, RejectReason> {
+    let (header, payload, sig) = segments(compact)?;
+    let Value::Object(header_map) = strict_json(&b64url(header)?)? else {
+        return Err(RejectReason::Malformed);
+    };
+    let (payload, signing_input, signature) = decode_rest(compact, header, payload, sig)?;
+    Ok(CompactJws {
+        header: header_map,
+        payload,
+        signing_input,
+        signature,
+    })
+}
+
+/// [`split`] for a token whose header segment is known to decode (see
+/// `crate::token::known_header`): every check [`split`] makes on the rest, the header left
+/// undecoded. Returns the payload, the signing input and the signature.
+///
+/// # Errors
+/// As [`split`].
+pub(crate) fn split_after_known_header(
+    compact: &str,
+) -> Result<(Value, &[u8], Vec<u8>), RejectReason> {
+    let (header, payload, sig) = segments(compact)?;
+    decode_rest(compact, header, payload, sig)
+}
+
+/// The three segments of a compact JWS, checked for size, alphabet and count.
+fn segments(compact: &str) -> Result<(&str, &str, &str), RejectReason> {
     if compact.len() > MAX_TOKEN_LEN {
         return Err(RejectReason::TooLarge);
     }
@@ -211,21 +229,23 @@ pub(crate) fn split(compact: &str) -> Result<CompactJws<'_>, RejectReason> {
     if header.is_empty() || payload.is_empty() {
         return Err(RejectReason::Malformed);
     }
-    let Value::Object(header_map) = strict_json(&b64url(header)?)? else {
-        return Err(RejectReason::Malformed);
-    };
+    Ok((header, payload, sig))
+}
+
+/// The payload (strict JSON), the signing input and the signature of a compact JWS.
+fn decode_rest<'a>(
+    compact: &'a str,
+    header: &str,
+    payload: &str,
+    sig: &str,
+) -> Result<(Value, &'a [u8], Vec<u8>), RejectReason> {
     let payload_json = strict_json(&b64url(payload)?)?;
     let signature = b64url(sig)?;
     let signing_input = compact
         .as_bytes()
         .get(..header.len() + 1 + payload.len())
         .ok_or(RejectReason::Malformed)?;
-    Ok(CompactJws {
-        header: header_map,
-        payload: payload_json,
-        signing_input,
-        signature,
-    })
+    Ok((payload_json, signing_input, signature))
 }
 
 /// Decodes a hop token without verifying anything: the format, header profile and claim types
@@ -440,101 +460,6 @@ pub(crate) fn verify_jwk_signature(
     verified.map_err(|_| RejectReason::Signature)
 }
 
-// === impl Signer ===
-
-impl Signer {
-    /// Parses the SVID's PKCS#8 key once, for the algorithm its leaf's key type dictates.
-    ///
-    /// # Errors
-    /// [`TokenError::NoLeaf`], [`TokenError::UnsupportedKey`] for a leaf key hopgate cannot
-    /// sign with, [`TokenError::KeyRejected`] when aws-lc-rs refuses the key.
-    pub(crate) fn from_svid(svid: &Svid) -> Result<Self, TokenError> {
-        let leaf = svid.leaf().ok_or(TokenError::NoLeaf)?;
-        let key = LeafKey::parse(leaf).ok_or(TokenError::UnsupportedKey(
-            "not a P-256, P-384, RSA or Ed25519 public key",
-        ))?;
-        let pkcs8 = svid.private_key().secret_pkcs8_der();
-        let signer = match key.kind {
-            KeyKind::P256 => Self::Ecdsa(
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
-                    .map_err(TokenError::KeyRejected)?,
-                Alg::Es256,
-            ),
-            KeyKind::P384 => Self::Ecdsa(
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8)
-                    .map_err(TokenError::KeyRejected)?,
-                Alg::Es384,
-            ),
-            KeyKind::Rsa => {
-                Self::Rsa(RsaKeyPair::from_pkcs8(pkcs8).map_err(TokenError::KeyRejected)?)
-            }
-            KeyKind::Ed25519 => {
-                Self::Ed25519(Ed25519KeyPair::from_pkcs8(pkcs8).map_err(TokenError::KeyRejected)?)
-            }
-        };
-        Ok(signer)
-    }
-
-    /// The JWS algorithm of this key.
-    pub(crate) fn alg(&self) -> Alg {
-        match self {
-            Self::Ecdsa(_, alg) => *alg,
-            Self::Rsa(_) => Alg::Ps256,
-            Self::Ed25519(_) => Alg::EdDsa,
-        }
-    }
-
-    /// Signs `message`, whose SHA-256 is being computed in `hashed` (which has taken all of
-    /// it): ES256 signs that digest, so a constant prefix (a token's header) is hashed once per
-    /// minter rather than once per signature; the other algorithms sign `message`.
-    ///
-    /// # Errors
-    /// As [`Self::sign`].
-    pub(crate) fn sign_hashed(
-        &self,
-        hashed: &aws_lc_rs::digest::Context,
-        message: &[u8],
-    ) -> Result<Vec<u8>, TokenError> {
-        match self {
-            Self::Ecdsa(key, Alg::Es256) => key
-                .sign_digest(&hashed.clone().finish())
-                .map(|sig| sig.as_ref().to_vec())
-                .map_err(|_| TokenError::Signing),
-            _ => self.sign(message),
-        }
-    }
-
-    /// Signs `message`: raw R‖S for ECDSA, PSS with SHA-256 for RSA.
-    ///
-    /// # Errors
-    /// [`TokenError::Signing`] when aws-lc-rs fails.
-    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, TokenError> {
-        let rng = SystemRandom::new();
-        match self {
-            Self::Ecdsa(key, _) => key
-                .sign(&rng, message)
-                .map(|sig| sig.as_ref().to_vec())
-                .map_err(|_| TokenError::Signing),
-            Self::Rsa(key) => {
-                let mut sig = vec![0; key.public_modulus_len()];
-                key.sign(&signature::RSA_PSS_SHA256, &rng, message, &mut sig)
-                    .map_err(|_| TokenError::Signing)?;
-                Ok(sig)
-            }
-            Self::Ed25519(key) => Ok(key.sign(message).as_ref().to_vec()),
-        }
-    }
-}
-
-impl fmt::Debug for Signer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Signer")
-            .field("alg", &self.alg())
-            .field("key", &"<redacted>")
-            .finish()
-    }
-}
-
 /// A `serde_json::Value` builder that refuses repeated object members.
 struct StrictValue;
 
@@ -604,5 +529,8 @@ impl<'de> Visitor<'de> for StrictValue {
     }
 }
 
+mod signer;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use signer::Signer;

@@ -15,6 +15,7 @@ use crate::token::{MintRequest, Minter, TokenVerifier};
 
 mod attacks;
 mod channel;
+mod known_header;
 mod oracle;
 mod rejections;
 mod relay;

@@ -17,6 +17,7 @@ use crate::tls::{PeerIdentity, SpiffeClientVerifier};
 use crate::token::cache::Bounded;
 use crate::token::claims::{self, Claims};
 use crate::token::jws::{self, HopHeader, LeafKey};
+use crate::token::known_header::{KnownHeader, KnownHeaders};
 use crate::token::{RejectReason, from_unix_secs, sha256, unix_secs};
 
 /// How many verified tokens a [`TokenVerifier`] remembers by default.
@@ -52,6 +53,9 @@ pub struct TokenVerifier {
     /// Validated `x5c` chains by the hash of their entries: every token of one minter carries
     /// the same chain, so a new token from a known peer costs one signature check, not two.
     chain_cache: Bounded<[u8; 32], Arc<Signer>>,
+    /// Header segments already parsed, so the `x5c` every token of a minter repeats is decoded
+    /// and hashed once (see `known_header.rs`).
+    headers: KnownHeaders,
 }
 
 /// The claims of a hop token that passed every check: proof that verification ran. Only this
@@ -104,6 +108,7 @@ impl TokenVerifier {
             limits,
             cache: VerifiedCache::new(DEFAULT_CACHE_CAPACITY),
             chain_cache: Bounded::new(DEFAULT_CHAIN_CACHE_CAPACITY),
+            headers: KnownHeaders::default(),
         }
     }
 
@@ -206,7 +211,15 @@ impl TokenVerifier {
             return Err(RejectReason::TooLarge);
         }
         let now_secs = unix_secs(now).ok_or(RejectReason::Expired)?;
-        let hash = sha256(compact.as_bytes());
+        // A header segment parsed before: the token's hash continues from it.
+        let segment = compact.split('.').next().unwrap_or_default();
+        let known = (compact.as_bytes().get(segment.len()) == Some(&b'.'))
+            .then(|| self.headers.get(segment))
+            .flatten();
+        let hash = match &known {
+            Some(known) => known.hash_of(compact, segment.len()),
+            None => sha256(compact.as_bytes()),
+        };
         if let Some(hit) = self.cache.get(&hash, now_secs)
             && (hit.inner.signature_checked
                 || channel.is_some_and(|c| minted_on(&hit.inner.claims, c)))
@@ -214,7 +227,7 @@ impl TokenVerifier {
             self.check_time(&hit.inner.claims, hit.inner.chain_not_after, now_secs)?;
             return Ok(hit);
         }
-        let verified = self.verify_uncached(compact, hash, now_secs, channel)?;
+        let verified = self.verify_uncached(compact, hash, known, now_secs, channel)?;
         let leeway = self.limits.leeway.as_secs();
         let until = verified
             .inner
@@ -232,6 +245,12 @@ impl TokenVerifier {
         self.cache.len()
     }
 
+    /// How many header segments are kept parsed.
+    #[cfg(test)]
+    pub(crate) fn known_headers(&self) -> usize {
+        self.headers.len()
+    }
+
     /// How many validated chains are cached.
     #[cfg(test)]
     pub(crate) fn cached_chains(&self) -> usize {
@@ -247,22 +266,37 @@ impl TokenVerifier {
         &self,
         compact: &str,
         hash: [u8; 32],
+        known: Option<Arc<KnownHeader>>,
         now_secs: u64,
         channel: Option<(&SpiffeId, &[u8; 32])>,
     ) -> Result<VerifiedClaims, RejectReason> {
-        let jws = jws::split(compact)?;
-        let header = HopHeader::parse(&jws.header)?;
-        let claims = Claims::from_json(jws.payload)?;
+        let (known, payload, signing_input, signature) = match known {
+            Some(known) => {
+                let (payload, signing_input, signature) = jws::split_after_known_header(compact)?;
+                (known, payload, signing_input, signature)
+            }
+            None => {
+                let jws = jws::split(compact)?;
+                let header = HopHeader::parse(&jws.header)?;
+                let segment = compact.split('.').next().unwrap_or_default();
+                let known = Arc::new(KnownHeader::new(segment, header));
+                self.headers.insert(segment, Arc::clone(&known));
+                (known, jws.payload, jws.signing_input, jws.signature)
+            }
+        };
+        let header = &known.header;
+        let claims = Claims::from_json(payload)?;
         // DOS-11: the chain's shape and length before any crypto.
         let actors = claims::actors(claims.act.as_ref(), self.limits.max_depth)?;
-        let (signer, leaf_sha256) = self.signer(&header, now_secs)?;
+        let signer = self.signer(&known, now_secs)?;
+        let leaf_sha256 = known.leaf_sha256;
         // Channel-authenticated acceptance (docs/tokens.md): on its minter's own connection, the
         // token's leaf is the certificate that connection proved the key of, so only that key's
         // holder can have written it. Byte equality is by SHA-256 of the DER.
         let on_its_minters_connection = channel
             .is_some_and(|(id, cert)| leaf_sha256 == *cert && minted_on(&claims, (id, cert)));
         if !on_its_minters_connection {
-            jws::verify_signature(header.alg, &signer.key, jws.signing_input, &jws.signature)?;
+            jws::verify_signature(header.alg, &signer.key, signing_input, &signature)?;
         }
         // RFC 8725 §3.8: the key must belong to the issuer (JWT-15).
         if signer.id.as_str() != claims.iss {
@@ -290,23 +324,12 @@ impl TokenVerifier {
     /// for a token whose algorithm cannot fit), then the chain judged by the SPIFFE verifier as
     /// an inbound handshake would be (docs/security.md, "Inbound: the SVID on the handshake",
     /// at now), or the remembered outcome of that.
-    fn signer(
-        &self,
-        header: &HopHeader,
-        now: u64,
-    ) -> Result<(Arc<Signer>, [u8; 32]), RejectReason> {
-        let mut entries = Vec::with_capacity(header.x5c.len() * 32);
-        for der in &header.x5c {
-            entries.extend_from_slice(&sha256(der));
-        }
-        let mut leaf_sha256 = [0; 32];
-        if let Some(first) = entries.get(..32) {
-            leaf_sha256.copy_from_slice(first);
-        }
-        let key = sha256(&entries);
+    fn signer(&self, known: &KnownHeader, now: u64) -> Result<Arc<Signer>, RejectReason> {
+        let header = &known.header;
+        let key = known.chain_key;
         if let Some(signer) = self.chain_cache.get(&key, now) {
             jws::check_alg(header.alg, &signer.key)?;
-            return Ok((signer, leaf_sha256));
+            return Ok(signer);
         }
         let (leaf, intermediates) = header.x5c.split_first().ok_or(RejectReason::Chain)?;
         let leaf_key = LeafKey::parse(leaf).ok_or(RejectReason::Chain)?;
@@ -328,7 +351,7 @@ impl TokenVerifier {
         let until = not_after.min(now.saturating_add(CHAIN_CACHE_SECS));
         self.chain_cache
             .insert(key, Arc::clone(&signer), until, now);
-        Ok((signer, leaf_sha256))
+        Ok(signer)
     }
 
     /// `exp` and `nbf`/`iat` against now, with leeway (JWT-25..27); and the chain still valid.
