@@ -11,6 +11,8 @@
 #   untraced the same hopgate pair with tracing off: the difference is what tracing costs
 #   sealed   the traced hopgate pair with `telemetry.audit.sign: true`: the difference is what
 #            sealing the audit log costs
+#   before   with BEFORE_BIN=path/to/an/older/hopgate: the traced pair run by that binary, to
+#            compare two builds in one run
 #   shared   the traced hopgate pair, every request sent with one `traceparent`: all of them one
 #            transaction, so A reuses its hop token (no signature per request, B meets a token it
 #            has seen). The load sends no `traceparent` otherwise, so each request of `hopgate`
@@ -84,6 +86,7 @@ ngx_a=127.0.0.1:18281; ngx_a_h2=127.0.0.1:18285; ngx_b=127.0.0.1:18282
 hg_a=127.0.0.1:18291; hg_b=127.0.0.1:18292; admin_a=127.0.0.1:18293; admin_b=127.0.0.1:18294
 ut_a=127.0.0.1:18296; ut_b=127.0.0.1:18297; admin_ut_a=127.0.0.1:18298; admin_ut_b=127.0.0.1:18299
 sl_a=127.0.0.1:18286; sl_b=127.0.0.1:18287; admin_sl_a=127.0.0.1:18288; admin_sl_b=127.0.0.1:18289
+bf_a=127.0.0.1:18276; bf_b=127.0.0.1:18277; admin_bf_a=127.0.0.1:18278; admin_bf_b=127.0.0.1:18279
 host=b.bench
 
 id_a=spiffe://bench.local/ns/bench/sa/a
@@ -182,6 +185,7 @@ YAML
 }
 pair hopgate "$hg_a" "$hg_b" "$admin_a" "$admin_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }"
 pair untraced "$ut_a" "$ut_b" "$admin_ut_a" "$admin_ut_b" ""
+pair before "$bf_a" "$bf_b" "$admin_bf_a" "$admin_bf_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }"
 pair sealed "$sl_a" "$sl_b" "$admin_sl_a" "$admin_sl_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }, audit: { sign: true }"
 
 start() { # name command...
@@ -216,6 +220,10 @@ HOPGATE_LOG=warn start hopgate_a "${wrap[@]}" "$bin" run -c "$work/hopgate-a.yam
 HOPGATE_LOG=warn start hopgate_b "${wrap[@]}" "$bin" run -c "$work/hopgate-b.yaml"
 HOPGATE_LOG=warn start untraced_a "${wrap[@]}" "$bin" run -c "$work/untraced-a.yaml"
 HOPGATE_LOG=warn start untraced_b "${wrap[@]}" "$bin" run -c "$work/untraced-b.yaml"
+if [ -n "${BEFORE_BIN:-}" ]; then
+  HOPGATE_LOG=warn start before_a "${wrap[@]}" "$BEFORE_BIN" run -c "$work/before-a.yaml"
+  HOPGATE_LOG=warn start before_b "${wrap[@]}" "$BEFORE_BIN" run -c "$work/before-b.yaml"
+fi
 HOPGATE_LOG=warn start sealed_a "${wrap[@]}" "$bin" run -c "$work/sealed-a.yaml"
 HOPGATE_LOG=warn start sealed_b "${wrap[@]}" "$bin" run -c "$work/sealed-b.yaml"
 for _ in $(seq 1200); do
@@ -242,6 +250,7 @@ check "nginx h2c" "http://$ngx_a_h2/" --http2-prior-knowledge
 check "hopgate h2c" "http://$hg_a/" -H "Host: $host" --http2-prior-knowledge
 check untraced "http://$ut_a/" -H "Host: $host"
 check sealed "http://$sl_a/" -H "Host: $host"
+[ -n "${BEFORE_BIN:-}" ] && check before "http://$bf_a/" -H "Host: $host"
 
 # The server processes of each configuration (their CPU time is charged to it).
 procs_direct() { echo "$pid_app $(pgrep -P "$pid_app" | tr '\n' ' ')"; }
@@ -250,15 +259,16 @@ procs_hopgate() { echo "$(procs_direct) $pid_hopgate_a $pid_hopgate_b"; }
 procs_untraced() { echo "$(procs_direct) $pid_untraced_a $pid_untraced_b"; }
 procs_shared() { procs_hopgate; }
 procs_sealed() { echo "$(procs_direct) $pid_sealed_a $pid_sealed_b"; }
+procs_before() { echo "$(procs_direct) $pid_before_a $pid_before_b"; }
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 tck=$(getconf CLK_TCK)
 
-url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate|shared) echo "http://$hg_a/";; untraced) echo "http://$ut_a/";; sealed) echo "http://$sl_a/";; esac; }
+url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate|shared) echo "http://$hg_a/";; untraced) echo "http://$ut_a/";; sealed) echo "http://$sl_a/";; before) echo "http://$bf_a/";; esac; }
 # The headers a configuration's load sends: the route's host to a hopgate pair, and for `shared`
 # one `traceparent` on every request. $2 is how the tool names the authority (Host or :authority).
 hdrs_of() {
   case $1 in
-    hopgate|untraced|sealed) printf '%s\n' -H "$2: $host";;
+    hopgate|untraced|sealed|before) printf '%s\n' -H "$2: $host";;
     shared) printf '%s\n' -H "$2: $host" -H "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";;
   esac
 }
@@ -346,13 +356,15 @@ rss_nginx_b=$(rss "$(pgrep -P "$pid_nginx_b" | head -1)")
 rss_hg_a=$(rss "$pid_hopgate_a"); rss_hg_b=$(rss "$pid_hopgate_b")
 rss_ut_a=$(rss "$pid_untraced_a"); rss_ut_b=$(rss "$pid_untraced_b")
 rss_sl_a=$(rss "$pid_sealed_a"); rss_sl_b=$(rss "$pid_sealed_b")
+rss_bf_a=-; rss_bf_b=-
+[ -n "${BEFORE_BIN:-}" ] && { rss_bf_a=$(rss "$pid_before_a"); rss_bf_b=$(rss "$pid_before_b"); }
 
 echo
 echo "hopgate load harness: $(date -u +%Y-%m-%d), $(nproc) cores, ${secs}s × $reps per cell, $conns connections, medians"
 if [[ " $configs " == *" hopgate "* ]]; then
   echo "spans dropped by the traced pair: A $(curl -s "http://$admin_a/metrics" | awk '/^hopgate_telemetry_spans_dropped_total/ {print $2}'), B $(curl -s "http://$admin_b/metrics" | awk '/^hopgate_telemetry_spans_dropped_total/ {print $2}')"
 fi
-python3 - "$results" "$rss_nginx_a" "$rss_nginx_b" "$rss_hg_a" "$rss_hg_b" "$rss_ut_a" "$rss_ut_b" "$rss_sl_a" "$rss_sl_b" <<'PY'
+python3 - "$results" "$rss_nginx_a" "$rss_nginx_b" "$rss_hg_a" "$rss_hg_b" "$rss_ut_a" "$rss_ut_b" "$rss_sl_a" "$rss_sl_b" "$rss_bf_a" "$rss_bf_b" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -360,12 +372,12 @@ for line in open(sys.argv[1]):
     rows.setdefault((run, cfg), []).append((float(rps), float(p50), float(p99), float(cpu)))
 rss = {"nginx": f"{sys.argv[2]} / {sys.argv[3]}", "hopgate": f"{sys.argv[4]} / {sys.argv[5]}",
        "untraced": f"{sys.argv[6]} / {sys.argv[7]}", "direct": "-", "shared": "(as hopgate)",
-       "sealed": f"{sys.argv[8]} / {sys.argv[9]}"}
+       "sealed": f"{sys.argv[8]} / {sys.argv[9]}", "before": f"{sys.argv[10]} / {sys.argv[11]}"}
 med = lambda xs, i: statistics.median(x[i] for x in xs)
 label = {"wrk": "wrk h1", "h2load": "h2load h2 (mean / max)", "rate": "fixed rate"}
 print(f"{'run':24} {'config':8} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'CPU µs/req':>10}  peak RSS MiB (A / B)")
 for run in ("wrk", "h2load", "rate"):
-    for cfg in ("direct", "nginx", "hopgate", "shared", "sealed", "untraced"):
+    for cfg in ("direct", "nginx", "before", "hopgate", "shared", "sealed", "untraced"):
         xs = rows.get((run, cfg))
         if not xs or med(xs, 0) == 0:  # the direct app speaks no h2c
             continue
@@ -373,6 +385,9 @@ for run in ("wrk", "h2load", "rate"):
     n, h = rows.get((run, "nginx")), rows.get((run, "hopgate"))
     if n and h:
         print(f"{'':24} {'ratio':8} {med(h,0)/med(n,0):9.2f}x {med(h,1)/med(n,1):7.2f}x {med(h,2)/med(n,2):7.2f}x {med(h,3)/med(n,3):9.2f}x  (hopgate / nginx)")
+    b = rows.get((run, "before"))
+    if h and b:
+        print(f"{'':24} {'change':8} {100*(med(h,0)/med(b,0)-1):+8.1f}%  req/s against the BEFORE_BIN pair; {med(h,3)-med(b,3):+.1f} µs CPU per request")
     t = rows.get((run, "shared"))
     if h and t:
         print(f"{'':24} {'txn':8} {100*(1-med(h,0)/med(t,0)):8.1f}%  of the shared-trace pair's req/s: one transaction per request; +{med(h,3)-med(t,3):.1f} µs CPU per request")
