@@ -20,8 +20,10 @@ use crate::token::jws::{self, HopHeader, LeafKey};
 use crate::token::known_header::{KnownHeader, KnownHeaders};
 use crate::token::{RejectReason, from_unix_secs, sha256, unix_secs};
 
-/// How many verified tokens a [`TokenVerifier`] remembers by default.
-const DEFAULT_CACHE_CAPACITY: usize = 4096;
+/// How many verified tokens a [`TokenVerifier`] remembers by default. A hit serves a token
+/// sent again (a transaction's reused token); with a transaction per request every token is new
+/// and the cache only holds memory, some 1.5 KiB an entry, so it stays small.
+const DEFAULT_CACHE_CAPACITY: usize = 1024;
 
 /// How many validated `x5c` chains a [`TokenVerifier`] remembers by default (one per minting
 /// peer SVID is enough).
