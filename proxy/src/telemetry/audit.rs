@@ -241,7 +241,7 @@ impl AuditDraft {
         match sink {
             AuditSink::Stdout => {
                 self.write_end(end);
-                stdout().record(|buf| buf.extend_from_slice(&self.line))
+                stdout().record(&self.line)
             }
             AuditSink::Memory(lines) => {
                 let line = self.finish(end);

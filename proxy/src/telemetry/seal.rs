@@ -2,15 +2,15 @@
 //! batches, each seal a line of its own, target `hopgate::audit.seal`, after its records.
 //!
 //! ```text
-//!  record() ──line──▶ Batch (under the stdout lock: one SHA-256 into the root, one for its digest)
+//!  record() ──line──▶ its SHA-256, before the stdout lock ──▶ Batch (under it: 32 bytes into the root)
 //!  writer thread ──due?──▶ Batch::take ──▶ Chain::seal (seq, prev, sign with the current SVID)
 //!                                           └─▶ the seal line, written after the batch's records
 //! ```
 //!
-//! A seal says how many records came since the previous seal (`count`), the SHA-256 of those
-//! lines as written, each with its newline (`root`), the first [`DIGEST_LEN`] bytes of each
-//! line's own SHA-256 (`digests`, so a verifier can name the record that is missing, altered,
-//! moved or added), the SHA-256 of the previous seal line (`prev`), the records lost to a full
+//! A seal says how many records came since the previous seal (`count`), the SHA-256 over the
+//! SHA-256 of each of those lines as written, in order (`root`), the first [`DIGEST_LEN`] bytes
+//! of each line's SHA-256 (`digests`, so a verifier can name the record that is missing,
+//! altered, moved or added), the SHA-256 of the previous seal line (`prev`), the records lost to a full
 //! buffer (`dropped`), and a signature by the SVID's key with the SVID's chain (`x5c`). The
 //! signature covers [`signing_input`]. [`verify`] checks a log offline.
 //!
@@ -150,9 +150,14 @@ pub(crate) fn signing_input(fields: &SealFields<'_>) -> String {
     )
 }
 
-/// The first [`DIGEST_LEN`] bytes of the SHA-256 of one record line (without its newline).
-pub(crate) fn record_digest(line: &[u8]) -> [u8; DIGEST_LEN] {
-    let digest = sha256(line);
+/// The SHA-256 of one record line (without its newline): what the root takes of it. Computed by
+/// the request, before the stdout lock, so the lock is held for 32 bytes of hashing a record.
+pub(crate) fn line_digest(line: &[u8]) -> [u8; 32] {
+    sha256(line)
+}
+
+/// The first [`DIGEST_LEN`] bytes of a line's SHA-256: what `digests` lists of it.
+pub(crate) fn short_digest(digest: &[u8; 32]) -> [u8; DIGEST_LEN] {
     digest.first_chunk().copied().unwrap_or_default()
 }
 
@@ -169,12 +174,11 @@ impl Batch {
         }
     }
 
-    /// Adds one record line, as written, without its newline. Returns whether a seal is due now
-    /// because the batch is full.
-    pub(crate) fn add(&mut self, line: &[u8]) -> bool {
-        self.root.update(line);
-        self.root.update(b"\n");
-        self.digests.extend_from_slice(&record_digest(line));
+    /// Adds one record line by its [`line_digest`]. Returns whether a seal is due now because
+    /// the batch is full.
+    pub(crate) fn add(&mut self, digest: &[u8; 32]) -> bool {
+        self.root.update(digest);
+        self.digests.extend_from_slice(&short_digest(digest));
         self.count = self.count.saturating_add(1);
         self.since.get_or_insert_with(Instant::now);
         self.count >= SEAL_EVERY

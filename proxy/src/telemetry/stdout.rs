@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hopgate_config::{AuditConfig, WhenFull};
 
-use super::seal::{Batch, Chain, Due, KeySource};
+use super::seal::{Batch, Chain, Due, KeySource, line_digest};
 use crate::tls::Identity;
 
 /// The share of the buffer at which new requests are refused and log lines dropped, in
@@ -58,6 +58,9 @@ pub struct StdoutWriter {
     full: AtomicBool,
     /// The seal chain; locked by the writer thread only, while it seals.
     chain: Mutex<Chain>,
+    /// Whether records are sealed (`telemetry.audit.sign`): each is then hashed before the
+    /// lock is taken.
+    sealing: AtomicBool,
 }
 
 /// What one [`StdoutWriter::record`] did.
@@ -102,6 +105,7 @@ impl StdoutWriter {
             refuse: AtomicBool::new(when_full == WhenFull::Refuse),
             full: AtomicBool::new(false),
             chain: Mutex::new(Chain::default()),
+            sealing: AtomicBool::new(false),
         }
     }
 
@@ -113,6 +117,7 @@ impl StdoutWriter {
     }
 
     fn set_sealing(&self, sign: bool) {
+        self.sealing.store(sign, Ordering::Relaxed);
         let mut state = self.lock();
         match (sign, state.batch.is_some()) {
             (true, false) => state.batch = Some(Batch::new()),
@@ -144,8 +149,14 @@ impl StdoutWriter {
         self.full.load(Ordering::Relaxed) && self.refuse.load(Ordering::Relaxed)
     }
 
-    /// Appends one audit record, written by `write` into the buffer, plus its newline.
-    pub fn record(&'static self, write: impl FnOnce(&mut Vec<u8>)) -> Kept {
+    /// Appends one audit record line (without its newline), plus its newline. When records are
+    /// sealed, the line's SHA-256 is computed here, before the lock: under it the batch only
+    /// takes those 32 bytes, so concurrent requests never queue behind each other's hashing.
+    pub fn record(&'static self, line: &[u8]) -> Kept {
+        let digest = self
+            .sealing
+            .load(Ordering::Relaxed)
+            .then(|| line_digest(line));
         let mut state = self.lock();
         if state.fill() >= self.capacity.load(Ordering::Relaxed) {
             if let Some(batch) = state.batch.as_mut() {
@@ -154,14 +165,13 @@ impl StdoutWriter {
             return Kept::Dropped;
         }
         let was_empty = state.pending.is_empty();
-        let start = state.pending.len();
-        write(&mut state.pending);
-        let State { pending, batch, .. } = &mut *state;
-        let seal_now = match (batch, pending.get(start..)) {
-            (Some(batch), Some(line)) => batch.add(line),
-            _ => false,
-        };
+        state.pending.extend_from_slice(line);
         state.pending.push(b'\n');
+        // Sealing turned on between the load and the lock: this one line is hashed late.
+        let seal_now = match state.batch.as_mut() {
+            Some(batch) => batch.add(&digest.unwrap_or_else(|| line_digest(line))),
+            None => false,
+        };
         self.after_append(state, was_empty || seal_now);
         Kept::Buffered
     }
@@ -385,7 +395,7 @@ mod tests {
     }
 
     fn record_of(writer: &'static StdoutWriter, len: usize) -> Kept {
-        writer.record(|buf| buf.extend(std::iter::repeat_n(b'a', len)))
+        writer.record(&vec![b'a'; len])
     }
 
     #[test]

@@ -22,7 +22,9 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{DIGEST_LEN, RECORD_TARGET, SEAL_TARGET, SealFields, record_digest, signing_input};
+use super::{
+    DIGEST_LEN, RECORD_TARGET, SEAL_TARGET, SealFields, line_digest, short_digest, signing_input,
+};
 use crate::tls::SpiffeClientVerifier;
 use crate::tls::svid_profile::{self, Usage};
 use crate::token::{Alg, LeafKey, MAX_X5C, RejectReason, sha256, verify_signature};
@@ -343,17 +345,17 @@ impl<'a> Walk<'a> {
 /// The batch's records against the seal's `count` and `root`; on a mismatch the digests say
 /// which record is missing, altered, moved or added.
 fn check_records(pending: &[(usize, &[u8])], seal: &Seal, seal_line: usize) -> Result<(), Break> {
+    let digests: Vec<[u8; 32]> = pending.iter().map(|(_, r)| line_digest(r)).collect();
     let mut root = Context::new(&SHA256);
-    for (_, record) in pending {
-        root.update(record);
-        root.update(b"\n");
+    for digest in &digests {
+        root.update(digest);
     }
     let matches = u64::try_from(pending.len()).is_ok_and(|n| n == seal.count)
         && root.finish().as_ref() == seal.root.as_slice();
     if matches {
         return Ok(());
     }
-    let actual: Vec<[u8; DIGEST_LEN]> = pending.iter().map(|(_, r)| record_digest(r)).collect();
+    let actual: Vec<[u8; DIGEST_LEN]> = digests.iter().map(short_digest).collect();
     let sealed = &seal.digests;
     let first = actual
         .iter()

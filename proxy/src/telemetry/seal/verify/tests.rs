@@ -56,7 +56,7 @@ impl Log {
                 r#"{{"timestamp":"2026-12-03T06:45:01Z","level":"INFO","target":"hopgate::audit","decision_id":"d-{}","effect":"allow"}}"#,
                 self.records
             );
-            self.batch.add(line.as_bytes());
+            self.batch.add(&sha256(line.as_bytes()));
             self.lines.push(line);
         }
         self
