@@ -95,6 +95,7 @@ phase_setup() {
   fi
   python_tools
   build_spire
+  build_jaeger
 }
 
 # --- the deploy check's Python tools, in a virtualenv of their own (PyPI, never the system's
@@ -181,6 +182,29 @@ build_spire() {
       github.com/spiffe/spire/cmd/spire-agent
   )
   "$spire_bin/spire-server" --version
+}
+
+# --- Jaeger: the system tests (tests/system/jaeger.rs) export spans to a real Jaeger
+# all-in-one (in-memory storage) and read them back from its query API.
+jaeger_version=1.75.0
+jaeger_bin=${CARGO_TARGET_DIR:-target}/tools/jaeger-$jaeger_version/bin
+
+# Builds `jaeger` once into $jaeger_bin from the Go module proxy, as SPIRE is built.
+build_jaeger() {
+  if [ -x "$jaeger_bin/jaeger" ]; then
+    return 0
+  fi
+  echo "test.sh: building Jaeger $jaeger_version (once; cached in $jaeger_bin)"
+  local build=${CARGO_TARGET_DIR:-target}/tools/jaeger-build
+  mkdir -p "$build" "$jaeger_bin"
+  jaeger_bin=$(cd "$jaeger_bin" && pwd)
+  (
+    cd "$build"
+    [ -f go.mod ] || go mod init jaegerbuild
+    go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@v$jaeger_version"
+    GOBIN=$jaeger_bin go install github.com/jaegertracing/jaeger/cmd/jaeger
+  )
+  [ -x "$jaeger_bin/jaeger" ]
 }
 
 phase_docs() {

@@ -34,5 +34,6 @@ mod readable;
 mod spire;
 
 mod iptables;
+mod jaeger;
 mod spire_hop;
 mod transparent;
