@@ -235,6 +235,13 @@ impl hop::Side for OutboundSide {
         &self.shared
     }
 
+    /// The app's address is known before anything is read.
+    fn on_start(&self, conn: &AppConn, span: &HopSpan) {
+        if let Some(remote) = conn.remote {
+            span.record_client(remote);
+        }
+    }
+
     /// A tunnel would carry bytes no policy or token ever sees.
     fn screen(&self, parts: &Parts) -> Result<(), RequestError> {
         if parts.method == Method::CONNECT {

@@ -245,6 +245,19 @@ async fn the_chain_arrives_as_one_trace(endpoint: &str, protocol: &str, jaeger: 
     assert_eq!(parent(crm_in), inference_out["spanID"].as_str().unwrap());
     for span in [agent_out, inference_in, inference_out, crm_in] {
         assert_eq!(tag(span, "hop.decision"), Some("allow"), "{span:#}");
+        assert_eq!(tag(span, "url.scheme"), Some("https"), "{span:#}");
+        assert_eq!(tag(span, "client.address"), Some("127.0.0.1"), "{span:#}");
+        let process = &trace["processes"][span["processID"].as_str().unwrap()];
+        let version = process["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["key"] == "service.version");
+        assert_eq!(
+            version.map(|t| &t["value"]),
+            Some(&Value::from(env!("CARGO_PKG_VERSION"))),
+            "{process:#}"
+        );
         assert_eq!(tag(span, "hop.txn"), tag(agent_out, "hop.txn"), "{span:#}");
         assert!(tag(span, "hop.decision.id").is_some(), "{span:#}");
         assert!(tag(span, "hop.token.jti").is_some(), "{span:#}");

@@ -181,6 +181,8 @@ impl Record {
         // A request refused because its record could not be kept has none: the refusal keeps
         // the room left in the buffer for the records of requests already admitted.
         let mut recorded = true;
+        // Whether hopgate answered itself (the reason is then the span's `error.type`).
+        let mut answered = false;
         let (rsp, label, effect, reason) = match result {
             Ok((rsp, label)) => {
                 let (effect, reason) = match label {
@@ -205,6 +207,7 @@ impl Record {
                     | RequestError::Internal(_) => "error",
                 };
                 recorded = !matches!(err, RequestError::AuditUnavailable);
+                answered = true;
                 let label = err.decision();
                 let refused = err.status().is_client_error();
                 span.record_refusal(
@@ -217,7 +220,7 @@ impl Record {
             }
         };
         let status = rsp.status();
-        span.record_status(status.as_u16());
+        span.record_status(status.as_u16(), reason.filter(|_| answered));
         let elapsed = start.elapsed();
         let end = AuditEnd {
             effect,

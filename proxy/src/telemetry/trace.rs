@@ -135,6 +135,8 @@ pub struct HopSpan {
     /// Ends the OpenTelemetry span when dropped.
     _span: tracing::Span,
     cx: Option<opentelemetry::Context>,
+    /// Server (inbound) or client (outbound): which statuses are errors.
+    kind: SpanKind,
 }
 
 /// A request span. Its fields name the attributes it will carry, all left empty: the values go
@@ -153,6 +155,10 @@ macro_rules! request_span {
             hop.direction = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
             server.address = tracing::field::Empty,
+            server.port = tracing::field::Empty,
+            client.address = tracing::field::Empty,
+            url.scheme = tracing::field::Empty,
+            error.type = tracing::field::Empty,
             hop.peer.id = tracing::field::Empty,
             hop.dest.id = tracing::field::Empty,
             hop.txn = tracing::field::Empty,
@@ -203,6 +209,7 @@ impl Tracing {
         }
         let resource = Resource::builder()
             .with_service_name(config.service_name().to_owned())
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
@@ -307,6 +314,8 @@ impl Tracing {
             KeyValue::new("http.request.method", method_value(method)),
             KeyValue::new("url.path", interner::intern(path)),
             KeyValue::new("network.protocol.version", protocol_version(version)),
+            // Inbound the request came over the hop's mTLS; outbound it leaves over it.
+            KeyValue::new("url.scheme", "https"),
             KeyValue::new(
                 "hop.direction",
                 match kind {
@@ -318,6 +327,7 @@ impl Tracing {
         HopSpan {
             _span: span,
             cx: Some(cx),
+            kind,
         }
     }
 

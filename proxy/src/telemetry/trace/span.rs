@@ -1,6 +1,8 @@
 //! A request's span: the attributes each stage records on it, and the caller's context it
 //! continues.
 
+use std::net::SocketAddr;
+
 use super::*;
 
 // === impl HopSpan ===
@@ -11,6 +13,7 @@ impl HopSpan {
         Self {
             _span: tracing::Span::none(),
             cx: None,
+            kind: SpanKind::Inbound,
         }
     }
 
@@ -45,12 +48,27 @@ impl HopSpan {
         ]);
     }
 
-    /// The authority the request goes to, as `server.address` (none: left out).
-    pub fn record_authority(&self, host: &str) {
-        if !self.is_enabled() || host.is_empty() {
+    /// The authority the request goes to, as `server.address` and, when it names one,
+    /// `server.port` (none: left out).
+    pub fn record_authority(&self, authority: &str) {
+        if !self.is_enabled() || authority.is_empty() {
             return;
         }
-        self.set([KeyValue::new("server.address", interner::intern(host))]);
+        let (host, port) = split_authority(authority);
+        let address = KeyValue::new("server.address", interner::intern(host));
+        match port {
+            Some(port) => self.set([address, KeyValue::new("server.port", i64::from(port))]),
+            None => self.set([address]),
+        }
+    }
+
+    /// The caller's address, as `client.address`: the peer sidecar (inbound) or the app
+    /// (outbound).
+    pub fn record_client(&self, addr: SocketAddr) {
+        if self.is_enabled() {
+            let ip = addr.ip().to_string();
+            self.set([KeyValue::new("client.address", interner::intern(&ip))]);
+        }
     }
 
     /// The hop token this hop carries: verified (inbound) or minted (outbound).
@@ -143,17 +161,46 @@ impl HopSpan {
         }
     }
 
-    /// The response status; 5xx marks the span as an error.
-    pub fn record_status(&self, status: u16) {
+    /// The response status, and the span's status by the HTTP conventions: a server span
+    /// (inbound) is an error on 5xx, a client span (outbound) on 4xx too. An error's
+    /// `error.type` is hopgate's own code when hopgate answered (`refusal`: `no_route`,
+    /// `upstream_unavailable`, a token's reason...), else the status code. The status has no
+    /// description: the status code says it.
+    pub fn record_status(&self, status: u16, refusal: Option<&str>) {
         let Some(cx) = &self.cx else { return };
-        self.set([KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        )]);
-        if status >= 500 {
-            cx.span()
-                .set_status(Status::error(format!("HTTP {status}")));
+        let code = KeyValue::new("http.response.status_code", i64::from(status));
+        let error = match self.kind {
+            SpanKind::Inbound => status >= 500,
+            SpanKind::Outbound => status >= 400,
+        };
+        if !error {
+            self.set([code]);
+            return;
         }
+        let error_type = match refusal {
+            Some(reason) => opentelemetry::StringValue::from(reason.to_owned()),
+            None => opentelemetry::StringValue::from(status.to_string()),
+        };
+        self.set([code, KeyValue::new("error.type", error_type)]);
+        cx.span().set_status(Status::error(""));
+    }
+}
+
+/// An authority's host and port: `crm.tools:8080` → (`crm.tools`, 8080), `[::1]:80` →
+/// (`::1`, 80); no port, or one that does not parse, is `None`.
+fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => match port.parse() {
+            Ok(port) => (host, Some(port)),
+            Err(_) => (authority, None),
+        },
+        _ => (authority, None),
     }
 }
 

@@ -129,3 +129,80 @@ async fn a_request_without_a_valid_traceparent_starts_a_trace_and_sends_no_stale
     drop(span);
     assert_eq!(collector.spans()[0].parent_span_id, SpanId::INVALID);
 }
+
+/// The value of `key` among `span`'s attributes.
+fn attr(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> Option<opentelemetry::Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.clone())
+}
+
+#[tokio::test]
+async fn a_server_span_is_an_error_on_5xx_only_and_a_client_span_on_4xx_too_with_its_error_type() {
+    use opentelemetry::trace::Status;
+    let collector = SpanCollector::new();
+    let tracing = tracing(&collector);
+    let cases = [
+        (SpanKind::Inbound, 403, Some("no_permit"), None),
+        (SpanKind::Inbound, 401, Some("binding"), None),
+        (
+            SpanKind::Inbound,
+            502,
+            Some("upstream_unavailable"),
+            Some("upstream_unavailable"),
+        ),
+        (SpanKind::Inbound, 500, None, Some("500")),
+        (SpanKind::Outbound, 403, Some("no_route"), Some("no_route")),
+        (SpanKind::Outbound, 404, None, Some("404")),
+        (SpanKind::Outbound, 200, None, None),
+    ];
+    for (kind, status, refusal, error_type) in cases {
+        collector.clear();
+        let span = span(&tracing, kind, &HeaderMap::new());
+        span.record_status(status, refusal);
+        drop(span);
+        let spans = collector.spans();
+        let [ended] = spans.as_slice() else {
+            panic!("one span, not {spans:?}")
+        };
+        let expected = error_type.map(|t| opentelemetry::Value::from(t.to_owned()));
+        assert_eq!(attr(ended, "error.type"), expected, "{kind:?} {status}");
+        let is_error = matches!(ended.status, Status::Error { .. });
+        assert_eq!(is_error, error_type.is_some(), "{kind:?} {status}");
+        assert_eq!(
+            attr(ended, "http.response.status_code"),
+            Some(opentelemetry::Value::I64(i64::from(status)))
+        );
+        assert_eq!(attr(ended, "url.scheme"), Some("https".into()));
+    }
+}
+
+#[tokio::test]
+async fn server_address_and_port_come_from_the_authority_and_client_address_from_the_socket() {
+    let collector = SpanCollector::new();
+    let tracing = tracing(&collector);
+    for (authority, host, port) in [
+        ("crm.tools:8080", "crm.tools", Some(8080)),
+        ("crm.tools", "crm.tools", None),
+        ("[::1]:15006", "::1", Some(15006)),
+        ("10.0.0.5", "10.0.0.5", None),
+    ] {
+        collector.clear();
+        let span = span(&tracing, SpanKind::Inbound, &HeaderMap::new());
+        span.record_authority(authority);
+        span.record_client("192.0.2.7:50712".parse().unwrap());
+        drop(span);
+        let ended = collector.spans().pop().unwrap();
+        assert_eq!(attr(&ended, "server.address"), Some(host.to_owned().into()));
+        assert_eq!(
+            attr(&ended, "server.port"),
+            port.map(opentelemetry::Value::I64),
+            "{authority}"
+        );
+        assert_eq!(
+            attr(&ended, "client.address"),
+            Some("192.0.2.7".to_owned().into())
+        );
+    }
+}
