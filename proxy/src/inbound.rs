@@ -138,7 +138,7 @@ impl hop::Side for InboundSide {
     /// The handshake proved who calls whom before the first byte of the request.
     fn on_start(&self, peer: &Peer, span: &HopSpan) {
         span.record_hop(peer.identity.id(), &peer.own);
-        span.record_client(peer.remote);
+        span.record_client(&peer.client_ip);
     }
 
     /// The hop token must verify against this connection's peer before anything reads it.

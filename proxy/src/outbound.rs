@@ -84,6 +84,8 @@ struct AppConn {
     target: Target,
     /// The app's socket address (none on the stack tests' in-memory pipes).
     remote: Option<SocketAddr>,
+    /// Its IP, formatted once, for the spans' `client.address`.
+    client_ip: Option<Box<str>>,
 }
 
 /// A route with its pooled client.
@@ -215,7 +217,12 @@ async fn serve_io<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Arc::new(AppConn { target, remote });
+    let client_ip = remote.map(crate::telemetry::trace::client_ip);
+    let conn = Arc::new(AppConn {
+        target,
+        remote,
+        client_ip,
+    });
     let service = hyper::service::service_fn(move |req| {
         let side = Arc::clone(&side);
         let conn = Arc::clone(&conn);
@@ -237,8 +244,8 @@ impl hop::Side for OutboundSide {
 
     /// The app's address is known before anything is read.
     fn on_start(&self, conn: &AppConn, span: &HopSpan) {
-        if let Some(remote) = conn.remote {
-            span.record_client(remote);
+        if let Some(ip) = &conn.client_ip {
+            span.record_client(ip);
         }
     }
 

@@ -26,6 +26,8 @@ pub(super) struct Peer {
     pub(super) xfcc: http::HeaderValue,
     /// The peer's socket address, for the audit record.
     pub(super) remote: SocketAddr,
+    /// Its IP, formatted once, for the spans' `client.address`.
+    pub(super) client_ip: Box<str>,
 }
 
 /// One accepted TCP connection on its way through the handshake to HTTP.
@@ -101,6 +103,7 @@ impl Connection {
             own,
             xfcc,
             remote,
+            client_ip: crate::telemetry::trace::client_ip(remote),
         });
         let side = self.side;
         let service = hyper::service::service_fn(move |req| {

@@ -403,4 +403,5 @@ mod span;
 #[cfg(test)]
 mod tests;
 
+pub use span::client_ip;
 use span::remote_parent;

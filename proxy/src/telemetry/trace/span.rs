@@ -62,12 +62,11 @@ impl HopSpan {
         }
     }
 
-    /// The caller's address, as `client.address`: the peer sidecar (inbound) or the app
-    /// (outbound).
-    pub fn record_client(&self, addr: SocketAddr) {
+    /// The caller's IP, as `client.address`: the peer sidecar (inbound) or the app
+    /// (outbound). Formatted once per connection by the caller ([`client_ip`]).
+    pub fn record_client(&self, ip: &str) {
         if self.is_enabled() {
-            let ip = addr.ip().to_string();
-            self.set([KeyValue::new("client.address", interner::intern(&ip))]);
+            self.set([KeyValue::new("client.address", interner::intern(ip))]);
         }
     }
 
@@ -184,6 +183,11 @@ impl HopSpan {
         self.set([code, KeyValue::new("error.type", error_type)]);
         cx.span().set_status(Status::error(""));
     }
+}
+
+/// A connection's `client.address`, formatted once for all its requests.
+pub fn client_ip(addr: SocketAddr) -> Box<str> {
+    addr.ip().to_string().into_boxed_str()
 }
 
 /// An authority's host and port: `crm.tools:8080` → (`crm.tools`, 8080), `[::1]:80` →

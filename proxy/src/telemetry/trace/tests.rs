@@ -191,7 +191,7 @@ async fn server_address_and_port_come_from_the_authority_and_client_address_from
         collector.clear();
         let span = span(&tracing, SpanKind::Inbound, &HeaderMap::new());
         span.record_authority(authority);
-        span.record_client("192.0.2.7:50712".parse().unwrap());
+        span.record_client(&super::client_ip("192.0.2.7:50712".parse().unwrap()));
         drop(span);
         let ended = collector.spans().pop().unwrap();
         assert_eq!(attr(&ended, "server.address"), Some(host.to_owned().into()));
