@@ -63,6 +63,52 @@ async fn admin_metrics_expose_the_contract_names() {
 }
 
 #[tokio::test]
+async fn admin_metrics_carry_build_info_the_process_set_and_the_stream_series_from_the_start() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh.proxy(app.addr).start().await;
+    let (status, text) = proxy.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!(
+            "hopgate_build_info{{version=\"{version}\",commit=\""
+        )) && l.ends_with(" 1")),
+        "{text}"
+    );
+    for series in [
+        r#"hopgate_streams_closed_total{reason="revoked"} 0"#,
+        r#"hopgate_streams_closed_total{reason="max_age"} 0"#,
+        "hopgate_revocations_loaded 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == series),
+            "{series} missing:\n{text}"
+        );
+    }
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing:\n{text}"
+        );
+    }
+    // One exposition: a single end marker, at the end.
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    // Decisions take microseconds: the policy histogram starts at 1 µs.
+    assert!(
+        text.contains(r#"hopgate_policy_evaluation_seconds_bucket{le="1e-6"}"#)
+            || text.contains(r#"hopgate_policy_evaluation_seconds_bucket{le="0.000001"}"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn ready_turns_503_while_draining() {
     let app = Upstream::start().await;
     let mesh = Mesh::new();

@@ -13,6 +13,14 @@ use prometheus_client::registry::Registry;
 
 use crate::tls::HandshakeFailureReason;
 
+mod process;
+
+use process::ProcessMetrics;
+
+/// Why a stream was cut (`reason` of `hopgate_streams_closed_total`); every series is at zero
+/// until streams are re-authorized.
+const STREAM_CLOSE_REASONS: [&str; 5] = ["revoked", "policy", "trust", "token_expired", "max_age"];
+
 /// Which side of the hop a request was handled on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -108,11 +116,25 @@ pub struct ProxyMetrics {
     tokens_minted: Counter,
     spans_dropped: Counter,
     audit_dropped: Counter,
+    streams_closed: Family<StreamCloseLabels, Counter>,
+    revocations_loaded: Gauge,
+    process: ProcessMetrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TokenReasonLabels {
     reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StreamCloseLabels {
+    reason: &'static str,
 }
 
 // === impl Direction ===
@@ -266,7 +288,10 @@ impl ProxyMetrics {
             "Identity updates (SVID and bundles), by source and result",
             identity_updates.clone(),
         );
-        let policy_evaluation = duration_histogram();
+        // 1 µs to about 0.5 s: a decision takes 0.7–20 µs, a memoized one under 1 µs.
+        let policy_evaluation = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.000_001, 2.0, 20),
+        );
         registry.register(
             "policy_evaluation_seconds",
             "Time to build a Cedar request and evaluate it",
@@ -301,6 +326,33 @@ impl ProxyMetrics {
             "audit_records_dropped",
             "Audit records lost because the buffer to stdout was full (stdout not read)",
             audit_dropped.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "hopgate's version and the commit it was built from (HOPGATE_COMMIT at build time); always 1",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: option_env!("HOPGATE_COMMIT").unwrap_or("unknown"),
+            })
+            .set(1);
+        let streams_closed = Family::<StreamCloseLabels, Counter>::default();
+        registry.register(
+            "streams_closed",
+            "Open streams cut by re-authorization or their age, by reason",
+            streams_closed.clone(),
+        );
+        for reason in STREAM_CLOSE_REASONS {
+            let _ = streams_closed.get_or_create(&StreamCloseLabels { reason });
+        }
+        let revocations_loaded = Gauge::<i64>::default();
+        registry.register(
+            "revocations_loaded",
+            "Revocation entries in the policy snapshot in use",
+            revocations_loaded.clone(),
         );
         // Every series exists from the start at zero, so dashboards and alerts see the metric
         // before the first event (a counter that appears out of nowhere has no rate).
@@ -340,6 +392,9 @@ impl ProxyMetrics {
             tokens_minted,
             spans_dropped,
             audit_dropped,
+            streams_closed,
+            revocations_loaded,
+            process: ProcessMetrics::new(),
         }
     }
 
@@ -440,6 +495,22 @@ impl ProxyMetrics {
         self.audit_dropped.inc();
     }
 
+    /// Counts a stream cut for `reason` (one of `revoked`, `policy`, `trust`, `token_expired`,
+    /// `max_age`; any other is not counted).
+    pub fn record_stream_closed(&self, reason: &'static str) {
+        if STREAM_CLOSE_REASONS.contains(&reason) {
+            self.streams_closed
+                .get_or_create(&StreamCloseLabels { reason })
+                .inc();
+        }
+    }
+
+    /// Publishes how many revocation entries the policy snapshot in use holds.
+    pub fn set_revocations_loaded(&self, count: usize) {
+        self.revocations_loaded
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     /// Publishes the notAfter of the SVID now in use.
     pub fn set_svid_expiry(&self, not_after: SystemTime) {
         let secs = not_after
@@ -453,8 +524,13 @@ impl ProxyMetrics {
     /// # Errors
     /// Only if formatting into the string fails, which `String` never does.
     pub fn encode(&self) -> Result<String, fmt::Error> {
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(8192);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        // The `process_*` set is unprefixed, in a registry of its own: one exposition, one EOF.
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        self.process.encode(&mut out)?;
         Ok(out)
     }
 }
