@@ -147,14 +147,11 @@ pub(crate) trait Side: Sync {
         req: Request<Body>,
     ) -> impl Future<Output = Result<Response<Incoming>, RequestError>> + Send;
 
-    /// The log line of a request that failed, with its decision id and trace id.
-    fn log_failure(
-        &self,
-        conn: &Self::Conn,
-        err: &RequestError,
-        decision_id: &str,
-        trace_id: Option<&str>,
-    );
+    /// The mTLS peer of the connection, for the failure log line (inbound); `None` outbound,
+    /// where the caller is the local app.
+    fn peer<'a>(&'a self, _conn: &'a Self::Conn) -> Option<&'a SpiffeId> {
+        None
+    }
 }
 
 /// The parties of one hop, as a side's admission found them.

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hopgate_config::InboundConfig;
+use hopgate_config::{InboundConfig, SpiffeId};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -195,21 +195,7 @@ impl hop::Side for InboundSide {
         self.app_client.forward(req)
     }
 
-    fn log_failure(
-        &self,
-        peer: &Peer,
-        err: &RequestError,
-        decision_id: &str,
-        trace_id: Option<&str>,
-    ) {
-        tracing::info!(
-            peer.id = %peer.identity.id(),
-            status = err.status().as_u16(),
-            reason = err.reason().unwrap_or_default(),
-            decision.id = decision_id,
-            trace.id = trace_id.unwrap_or_default(),
-            error = %err,
-            "request failed"
-        );
+    fn peer<'a>(&'a self, peer: &'a Peer) -> Option<&'a SpiffeId> {
+        Some(peer.identity.id())
     }
 }

@@ -331,22 +331,4 @@ impl hop::Side for OutboundSide {
             .send(req, out.authority.clone(), &out.delegation.identity)
             .await
     }
-
-    fn log_failure(
-        &self,
-        _conn: &AppConn,
-        err: &RequestError,
-        decision_id: &str,
-        trace_id: Option<&str>,
-    ) {
-        tracing::info!(
-            direction = "outbound",
-            status = err.status().as_u16(),
-            reason = err.reason().unwrap_or_default(),
-            decision.id = decision_id,
-            trace.id = trace_id.unwrap_or_default(),
-            error = %err,
-            "request failed"
-        );
-    }
 }

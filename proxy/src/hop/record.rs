@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use hopgate_config::SpiffeId;
 use hopgate_policy::{DenyReason, Direction as PolicyDirection, Effect};
 use http::Response;
 use http::request::Parts;
@@ -34,9 +35,9 @@ pub(super) struct Record {
 /// What the connection knows of a request's parties before the request is admitted.
 pub(crate) struct Known {
     /// The caller: the verified peer (inbound) or this workload (outbound).
-    pub(crate) principal: Option<hopgate_config::SpiffeId>,
+    pub(crate) principal: Option<SpiffeId>,
     /// The destination, when the side knows it without the request (inbound: this workload).
-    pub(crate) resource: Option<hopgate_config::SpiffeId>,
+    pub(crate) resource: Option<SpiffeId>,
     /// The caller's socket address.
     pub(crate) client_addr: Option<std::net::SocketAddr>,
 }
@@ -192,7 +193,16 @@ impl Record {
                 (rsp, label, effect, reason)
             }
             Err(err) => {
-                side.log_failure(conn, &err, &self.decision_id, trace_id);
+                tracing::info!(
+                    direction = S::DIRECTION.as_str(),
+                    peer.id = side.peer(conn).map_or("", SpiffeId::as_str),
+                    status = err.status().as_u16(),
+                    reason = err.reason().unwrap_or_default(),
+                    decision.id = &*self.decision_id,
+                    trace.id = trace_id.unwrap_or_default(),
+                    error = %err,
+                    "request failed"
+                );
                 let reason = err.reason().or(self.reason);
                 let effect = match err {
                     RequestError::Forbidden => "deny",

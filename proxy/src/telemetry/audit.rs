@@ -197,7 +197,8 @@ impl AuditHead<'_> {
             mcp_method: None,
             mcp_name: None,
         };
-        let mut line = Vec::with_capacity(768);
+        // A record with a token runs to some 900 bytes: room for it and its end, never grown.
+        let mut line = Vec::with_capacity(1280);
         // Writing plain fields into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut line, &head);
         // The object stays open for its end.

@@ -229,7 +229,11 @@ impl TokenVerifier {
             self.check_time(&hit.inner.claims, hit.inner.chain_not_after, now_secs)?;
             return Ok(hit);
         }
-        let verified = self.verify_uncached(compact, hash, known, now_secs, channel)?;
+        let header = match known {
+            Some(known) => Header::Known(known),
+            None => Header::New(segment),
+        };
+        let verified = self.verify_uncached(compact, hash, header, now_secs, channel)?;
         let leeway = self.limits.leeway.as_secs();
         let until = verified
             .inner
@@ -268,19 +272,18 @@ impl TokenVerifier {
         &self,
         compact: &str,
         hash: [u8; 32],
-        known: Option<Arc<KnownHeader>>,
+        header: Header<'_>,
         now_secs: u64,
         channel: Option<(&SpiffeId, &[u8; 32])>,
     ) -> Result<VerifiedClaims, RejectReason> {
-        let (known, payload, signing_input, signature) = match known {
-            Some(known) => {
+        let (known, payload, signing_input, signature) = match header {
+            Header::Known(known) => {
                 let (payload, signing_input, signature) = jws::split_after_known_header(compact)?;
                 (known, payload, signing_input, signature)
             }
-            None => {
+            Header::New(segment) => {
                 let jws = jws::split(compact)?;
                 let header = HopHeader::parse(&jws.header)?;
-                let segment = compact.split('.').next().unwrap_or_default();
                 let known = Arc::new(KnownHeader::new(segment, header));
                 self.headers.insert(segment, Arc::clone(&known));
                 (known, jws.payload, jws.signing_input, jws.signature)
@@ -411,6 +414,12 @@ fn check_actor(claims: &Claims, actors: &[String]) -> Result<(), RejectReason> {
         None => claims.sub == claims.iss,
     };
     if ok { Ok(()) } else { Err(RejectReason::Actor) }
+}
+
+/// A token's header segment: one parsed before, or one to parse (its text).
+enum Header<'a> {
+    Known(Arc<KnownHeader>),
+    New(&'a str),
 }
 
 /// What the relay set keeps of an accepted token (some 20 bytes, where its claims take a
