@@ -197,6 +197,25 @@ mod tests {
     }
 
     #[test]
+    fn tctx_keeps_its_string_entries_sorted_and_enduser_follows_sub() {
+        let claims = json!({
+            "sub": "alice", "iss": AGENT,
+            "tctx": { "team": "red", "purpose": "support", "level": 3 },
+        });
+        let facts = TokenFacts::from_claims(&claims).unwrap();
+        assert_eq!(
+            facts.tctx,
+            [
+                ("purpose".to_owned(), "support".to_owned()),
+                ("team".to_owned(), "red".to_owned())
+            ]
+        );
+        assert!(facts.enduser());
+        let workload = TokenFacts::from_claims(&json!({ "sub": AGENT, "iss": AGENT })).unwrap();
+        assert!(!workload.enduser() && workload.tctx.is_empty());
+    }
+
+    #[test]
     fn origin_is_sub_when_sub_is_a_spiffe_id() {
         let claims = json!({ "sub": AGENT, "iss": AGENT });
         let facts = TokenFacts::from_claims(&claims).unwrap();
@@ -232,6 +251,10 @@ mod tests {
             (
                 json!({ "sub": "a", "iss": AGENT, "act": { "sub": AGENT, "act": { "sub": "bob" } } }),
                 "`act` level 1's `sub` is not a canonical SPIFFE ID",
+            ),
+            (
+                json!({ "sub": "a", "iss": AGENT, "tctx": "support" }),
+                "`tctx` is not a JSON object",
             ),
         ];
         for (claims, expected) in cases {

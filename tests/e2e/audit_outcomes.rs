@@ -9,10 +9,9 @@ use serde_json::{Value, json};
 
 use crate::support::client::{Client, Proto};
 use crate::support::eventually::eventually;
-use crate::support::otlp::{OtlpReceiver, ReceivedSpan};
+use crate::support::otlp::{OtlpReceiver, ReceivedSpan, telemetry};
 use crate::support::proxy::POLICY_SCHEMA;
 use crate::support::workload::{RouteSpec, Workload, Workloads, workload_id};
-use crate::tracing_spans::telemetry;
 
 /// The one record of `workload` with this status, checked for the fields every record has.
 fn record_with_status(workload: &Workload, status: u16) -> Value {

@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::otlp::OtlpReceiver;
+use crate::support::otlp::telemetry;
 use crate::support::sidecar::Sidecar;
 use crate::support::upstream::Upstream;
 use crate::support::workload::{RouteSpec, Workloads, workload_id};
-use crate::tracing_spans::telemetry;
 
 /// A name that never resolves (RFC 6761 reserves `.invalid`).
 const NOWHERE: &str = "hopgate-nowhere.invalid";

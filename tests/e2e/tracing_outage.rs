@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::support::eventually::eventually;
+use crate::support::otlp::telemetry;
 use crate::support::workload::{Workload, Workloads};
-use crate::tracing_spans::{WAIT, telemetry};
+use crate::tracing_spans::WAIT;
 
 /// The value of `hopgate_telemetry_spans_dropped_total` on `workload`'s admin `/metrics`.
 async fn spans_dropped(workload: &Workload) -> u64 {

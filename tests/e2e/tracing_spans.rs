@@ -10,19 +10,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::support::idp::Idp;
-use crate::support::otlp::{OtlpReceiver, ReceivedSpan};
+use crate::support::otlp::{OtlpReceiver, ReceivedSpan, telemetry};
 use crate::support::proxy::POLICY_SCHEMA;
 use crate::support::workload::{Workload, Workloads, workload_id};
 
 /// How long spans may take to reach the receiver (they are batched for up to 200 ms).
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
-
-/// The `telemetry:` section exporting to `endpoint` over `protocol` (`grpc` | `http`).
-pub(crate) fn telemetry(service: &str, endpoint: &str, protocol: &str) -> String {
-    format!(
-        "telemetry:\n  service_name: {service}\n  otlp: {{ endpoint: '{endpoint}', protocol: {protocol} }}\n"
-    )
-}
 
 /// agent (client only, trusting the IdP) → inference → crm, each exporting spans to `endpoint`
 /// under its own name; crm gets `crm_policies` when there are any.

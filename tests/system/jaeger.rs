@@ -4,13 +4,14 @@
 //! the chain read back from Jaeger's query API as one trace, over OTLP gRPC and OTLP/HTTP.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::eventually::eventually;
+use crate::support::otlp::telemetry;
 use crate::support::workload::{Workload, Workloads, plain_request};
 
 const JAEGER_VERSION: &str = "1.75.0";
@@ -29,16 +30,7 @@ struct Jaeger {
 
 /// The `jaeger` binary; panics, saying how to build it, when it is missing.
 fn jaeger_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
-        PathBuf::from,
-    );
-    let target = if target.is_relative() {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(target)
-    } else {
-        target
-    };
-    let bin = target.join(format!("tools/jaeger-{JAEGER_VERSION}/bin/jaeger"));
+    let bin = crate::tools::dir(&format!("jaeger-{JAEGER_VERSION}/bin/jaeger"));
     assert!(
         bin.is_file(),
         "{} is missing: `./test.sh setup` builds Jaeger {JAEGER_VERSION} there",
@@ -153,13 +145,6 @@ impl Drop for Jaeger {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `telemetry:` exporting to `endpoint` over `protocol` under `service`.
-fn telemetry(service: &str, endpoint: &str, protocol: &str) -> String {
-    format!(
-        "telemetry:\n  service_name: {service}\n  otlp: {{ endpoint: '{endpoint}', protocol: {protocol} }}\n"
-    )
 }
 
 /// agent (client only) → inference → crm, each exporting to `endpoint`.

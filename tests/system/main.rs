@@ -36,4 +36,5 @@ mod spire;
 mod iptables;
 mod jaeger;
 mod spire_hop;
+mod tools;
 mod transparent;

@@ -59,16 +59,7 @@ static AGENTS: AtomicUsize = AtomicUsize::new(0);
 /// The directory holding `spire-server` and `spire-agent`; panics, saying how to build them,
 /// when they are missing.
 pub(crate) fn bin_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
-        PathBuf::from,
-    );
-    let target = if target.is_relative() {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(target)
-    } else {
-        target
-    };
-    let dir = target.join(format!("tools/spire-{SPIRE_VERSION}/bin"));
+    let dir = crate::tools::dir(&format!("spire-{SPIRE_VERSION}/bin"));
     for bin in ["spire-server", "spire-agent"] {
         assert!(
             dir.join(bin).is_file(),

@@ -28,6 +28,13 @@ use tokio::net::TcpListener;
 
 use crate::support::eventually::eventually;
 
+/// The `telemetry:` section exporting to `endpoint` over `protocol` (`grpc` | `http`).
+pub(crate) fn telemetry(service: &str, endpoint: &str, protocol: &str) -> String {
+    format!(
+        "telemetry:\n  service_name: {service}\n  otlp: {{ endpoint: '{endpoint}', protocol: {protocol} }}\n"
+    )
+}
+
 /// One received span, with the `service.name` of the resource it was exported under.
 #[derive(Clone, Debug)]
 pub(crate) struct ReceivedSpan {
