@@ -196,6 +196,8 @@ pub(crate) struct AuditVerify {
 #[derive(Debug, Args)]
 pub(crate) struct AuditTrace {
     /// The transaction id: the `txn` of an audit record, a span's `hop.txn` or a hop token's.
+    /// A txn is base64url and may start with `-`: it is taken as the id, not as an option.
+    #[arg(allow_hyphen_values = true)]
     pub(crate) txn: String,
     /// The sidecars' logs (their stdout, or `kubectl logs` output): audit records among other
     /// lines, one JSON object a line.

@@ -141,6 +141,18 @@ fn audit_trace_exits_1_when_no_record_has_the_transaction_and_says_what_it_read(
 }
 
 #[test]
+fn audit_trace_takes_a_txn_that_starts_with_a_hyphen_as_the_id_not_an_option() {
+    // A txn is 16 random bytes in base64url: one in 64 starts with `-`.
+    let (_dir, files) = logs();
+    let (code, stdout, stderr) = trace(&["-B3vUq0qk1mHq9Rw5v2TzA"], &files);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("no audit record of transaction `-B3vUq0qk1mHq9Rw5v2TzA`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn audit_trace_exits_1_naming_a_file_it_cannot_read() {
     let (dir, mut files) = logs();
     let missing = dir.path().join("gone.log");
