@@ -51,7 +51,9 @@ pub use listener::{
 };
 pub use policy::{IntentConfig, PolicyConfig};
 pub use spiffe::{MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain};
-pub use telemetry::{AuditConfig, LogFormat, OtlpConfig, OtlpProtocol, TelemetryConfig, WhenFull};
+pub use telemetry::{
+    AuditConfig, LogFormat, MetricsConfig, OtlpConfig, OtlpProtocol, TelemetryConfig, WhenFull,
+};
 pub use token::{OriginIssuer, TokenConfig};
 
 use crate::check::Check;

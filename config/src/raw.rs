@@ -236,6 +236,16 @@ pub(crate) struct Telemetry {
     pub(crate) otlp: Option<Otlp>,
     /// How audit records reach stdout.
     pub(crate) audit: Option<Audit>,
+    /// The `/metrics` exposition.
+    pub(crate) metrics: Option<Metrics>,
+}
+
+/// `telemetry.metrics`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metrics {
+    /// How many distinct SPIFFE IDs the `peer` and `dest` labels take before `other`. Default 200.
+    pub(crate) max_identities: Option<usize>,
 }
 
 /// `telemetry.audit`.

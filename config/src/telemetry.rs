@@ -14,6 +14,13 @@ pub struct TelemetryConfig {
     log_format: LogFormat,
     otlp: Option<OtlpConfig>,
     audit: AuditConfig,
+    metrics: MetricsConfig,
+}
+
+/// The `/metrics` exposition (`telemetry.metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    max_identities: usize,
 }
 
 /// How audit records reach stdout (`telemetry.audit`).
@@ -88,6 +95,11 @@ impl TelemetryConfig {
         &self.audit
     }
 
+    /// The `/metrics` exposition.
+    pub fn metrics(&self) -> MetricsConfig {
+        self.metrics
+    }
+
     pub(crate) fn from_raw(raw: raw::Telemetry, check: &mut Check) -> Option<Self> {
         let service_name = raw.service_name.unwrap_or_else(|| "hopgate".to_owned());
         let service_name = if service_name.trim().is_empty() {
@@ -108,11 +120,13 @@ impl TelemetryConfig {
             Some(otlp) => OtlpConfig::from_raw(otlp, check).map(Some),
         };
         let audit = AuditConfig::from_raw(raw.audit.unwrap_or_default(), check);
+        let metrics = MetricsConfig::from_raw(raw.metrics.unwrap_or_default(), check);
         Some(Self {
             service_name: service_name?,
             log_format: raw.log_format.unwrap_or_default(),
             otlp: otlp?,
             audit: audit?,
+            metrics: metrics?,
         })
     }
 }
@@ -169,6 +183,44 @@ impl Default for AuditConfig {
             sign: false,
             when_full: WhenFull::Refuse,
             buffer: Self::DEFAULT_BUFFER,
+        }
+    }
+}
+
+// === impl MetricsConfig ===
+
+impl MetricsConfig {
+    /// The default cap on distinct `peer`/`dest` label values.
+    pub const DEFAULT_MAX_IDENTITIES: usize = 200;
+
+    /// The largest cap: past it a scrape grows without bound in practice.
+    pub const MAX_IDENTITIES_LIMIT: usize = 10_000;
+
+    /// How many distinct SPIFFE IDs the `peer` and `dest` labels of `hopgate_requests_total`
+    /// take; the rest are counted as `other`. Default 200; 0 counts every identity as `other`.
+    pub fn max_identities(&self) -> usize {
+        self.max_identities
+    }
+
+    fn from_raw(raw: raw::Metrics, check: &mut Check) -> Option<Self> {
+        match raw.max_identities {
+            None => Some(Self::default()),
+            Some(n) if n <= Self::MAX_IDENTITIES_LIMIT => Some(Self { max_identities: n }),
+            Some(n) => {
+                check.error(
+                    "telemetry.metrics.max_identities",
+                    format!("`{n}` is over the limit of {}", Self::MAX_IDENTITIES_LIMIT),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_identities: Self::DEFAULT_MAX_IDENTITIES,
         }
     }
 }
@@ -247,7 +299,7 @@ impl fmt::Display for OtlpProtocol {
 #[cfg(test)]
 mod tests {
     use crate::test_support::{Fixture, MINIMAL};
-    use crate::{AuditConfig, LogFormat, OtlpProtocol, WhenFull};
+    use crate::{AuditConfig, LogFormat, MetricsConfig, OtlpProtocol, WhenFull};
 
     #[test]
     fn audit_defaults_to_refusing_when_a_one_mebibyte_buffer_is_full() {
@@ -281,6 +333,31 @@ mod tests {
                 "{MINIMAL}telemetry: {{ audit: {{ buffer: 1KiB }} }}\n"
             )),
             ["telemetry.audit.buffer: must be at least `4KiB`"]
+        );
+    }
+
+    #[test]
+    fn metrics_identity_cap_defaults_to_two_hundred_and_is_bounded() {
+        let fx = Fixture::new();
+        let config = fx.load(MINIMAL);
+        assert_eq!(config.telemetry().metrics(), MetricsConfig::default());
+        assert_eq!(config.telemetry().metrics().max_identities(), 200);
+        let config = fx.load(&format!(
+            "{MINIMAL}telemetry: {{ metrics: {{ max_identities: 0 }} }}\n"
+        ));
+        assert_eq!(config.telemetry().metrics().max_identities(), 0);
+        assert_eq!(
+            fx.errors(&format!(
+                "{MINIMAL}telemetry: {{ metrics: {{ max_identities: 10001 }} }}\n"
+            )),
+            ["telemetry.metrics.max_identities: `10001` is over the limit of 10000"]
+        );
+        assert_eq!(
+            fx.errors(&format!(
+                "{MINIMAL}telemetry: {{ metrics: {{ max_identities: -1 }} }}\n"
+            ))
+            .len(),
+            1
         );
     }
 

@@ -230,7 +230,9 @@ impl Proxy {
         if matches!(audit, AuditSink::Stdout) {
             stdout().configure(config.telemetry().audit());
         }
-        let metrics = Arc::new(ProxyMetrics::new());
+        let metrics = Arc::new(ProxyMetrics::with_max_identities(
+            config.telemetry().metrics().max_identities(),
+        ));
         metrics.register_token_reasons(token::rejection_reasons());
         let allowed = config
             .inbound()

@@ -155,7 +155,7 @@ pub fn outbound_client_config(
 }
 
 /// Why a TLS handshake failed, as the `reason` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HandshakeFailureReason {
     /// The client sent no certificate.
     NoClientCert,

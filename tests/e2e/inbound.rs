@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use rustls_pki_types::CertificateDer;
 
 use crate::support::client::{Client, Proto};
-use crate::support::proxy::{Mesh, SERVER_ID};
+use crate::support::proxy::{Mesh, SERVER_ID, requests_total};
 use crate::support::upstream::Upstream;
 
 fn sha256_hex(der: &CertificateDer<'_>) -> String {
@@ -263,8 +263,9 @@ async fn inbound_serves_many_requests_on_one_keep_alive_connection() {
         }
     }
     let (_, metrics) = proxy.admin_get("/metrics").await;
-    assert!(
-        metrics.contains(r#"hopgate_requests_total{direction="inbound",decision="allow"} 40"#),
+    assert_eq!(
+        requests_total(&metrics, &[("direction", "inbound"), ("decision", "allow")]),
+        40.0,
         "{metrics}"
     );
 }

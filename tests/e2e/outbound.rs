@@ -11,7 +11,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::support::client::{Client, Proto};
 use crate::support::idp::{AUDIENCE, ISSUER, Idp, now};
-use crate::support::proxy::POLICY_SCHEMA;
+use crate::support::proxy::{POLICY_SCHEMA, requests_total};
 use crate::support::workload::{Workload, Workloads, workload_id};
 
 /// The claims of a compact token, decoded without verification.
@@ -144,8 +144,12 @@ async fn an_end_user_call_through_two_hops_carries_one_narrowing_delegation_chai
             metrics.contains("hopgate_tokens_minted_total 1"),
             "{metrics}"
         );
-        assert!(
-            metrics.contains(r#"hopgate_requests_total{direction="outbound",decision="allow"} 1"#),
+        assert_eq!(
+            requests_total(
+                &metrics,
+                &[("direction", "outbound"), ("decision", "allow")]
+            ),
+            1.0,
             "{metrics}"
         );
     }
@@ -333,8 +337,9 @@ async fn a_host_no_route_matches_is_refused_with_no_route() {
     assert_eq!(reply.json(), json!({ "error": "no_route" }));
     assert!(inference.app.received().is_empty());
     let (_, metrics) = agent.admin_get("/metrics").await;
-    assert!(
-        metrics.contains(r#"hopgate_requests_total{direction="outbound",decision="deny"} 1"#),
+    assert_eq!(
+        requests_total(&metrics, &[("direction", "outbound"), ("decision", "deny")]),
+        1.0,
         "{metrics}"
     );
 }

@@ -10,7 +10,9 @@ use std::process::Command;
 use http::StatusCode;
 
 use crate::support::client::{Client, Proto, Reply};
-use crate::support::proxy::{Mesh, POLICY_SCHEMA, POLICY_YAML, SERVER_ID, TestProxy};
+use crate::support::proxy::{
+    Mesh, POLICY_SCHEMA, POLICY_YAML, SERVER_ID, TestProxy, requests_total,
+};
 use crate::support::upstream::Upstream;
 
 /// Admits every workload of the test trust domain.
@@ -182,18 +184,12 @@ forbid (principal == Hop::Workload::"{}", action, resource);
     );
     let (_, metrics) = proxy.admin_get("/metrics").await;
     assert_eq!(
-        sample(
-            &metrics,
-            r#"hopgate_requests_total{direction="inbound",decision="deny"}"#
-        ),
+        requests_total(&metrics, &[("direction", "inbound"), ("decision", "deny")]),
         2.0,
         "{metrics}"
     );
     assert_eq!(
-        sample(
-            &metrics,
-            r#"hopgate_requests_total{direction="inbound",decision="allow"}"#
-        ),
+        requests_total(&metrics, &[("direction", "inbound"), ("decision", "allow")]),
         2.0,
         "{metrics}"
     );
@@ -409,9 +405,9 @@ forbid (principal, action, resource);
     }
     let (_, metrics) = proxy.admin_get("/metrics").await;
     let count = |decision: &str| {
-        sample(
+        requests_total(
             &metrics,
-            &format!(r#"hopgate_requests_total{{direction="inbound",decision="{decision}"}}"#),
+            &[("direction", "inbound"), ("decision", decision)],
         )
     };
     assert_eq!(count("audit_deny"), 2.0, "{metrics}");

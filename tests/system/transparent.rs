@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use crate::netns::{self, Netns, run};
+use crate::support::proxy::requests_total;
 use crate::support::workload::{Reply, RouteSpec, Workload, Workloads, plain_request};
 
 /// The destination crm is reached at, as an unmodified client would dial it.
@@ -78,8 +79,12 @@ async fn inner_routes_an_unmodified_client_by_its_original_destination() {
     assert!(xfcc.ends_with(&format!(";URI={}", agent.id)), "{xfcc}");
 
     let (_, metrics) = agent.admin_get("/metrics").await;
-    assert!(
-        metrics.contains(r#"hopgate_requests_total{direction="outbound",decision="allow"} 1"#),
+    assert_eq!(
+        requests_total(
+            &metrics,
+            &[("direction", "outbound"), ("decision", "allow")]
+        ),
+        1.0,
         "{metrics}"
     );
 }
@@ -99,8 +104,9 @@ async fn inner_refuses_an_original_destination_no_route_has() {
     assert!(scene.crm.app.received().is_empty(), "nothing reached crm");
 
     let (_, metrics) = scene.agent.admin_get("/metrics").await;
-    assert!(
-        metrics.contains(r#"hopgate_requests_total{direction="outbound",decision="deny"} 2"#),
+    assert_eq!(
+        requests_total(&metrics, &[("direction", "outbound"), ("decision", "deny")]),
+        2.0,
         "{metrics}"
     );
 }

@@ -18,7 +18,7 @@ use super::{Hop, Shared, Side};
 use crate::http::authorize::{HttpFacts, Verdict};
 use crate::http::{Body, RequestError, headers};
 use crate::telemetry::audit::{AuditDraft, AuditEnd, AuditHead};
-use crate::telemetry::metrics::DecisionLabel;
+use crate::telemetry::metrics::{DecisionLabel, PartyLabels};
 use crate::telemetry::stdout::Kept;
 use crate::telemetry::trace::HopSpan;
 use crate::telemetry::traceparent::{CallerTrace, TraceIdHex};
@@ -30,6 +30,8 @@ pub(super) struct Record {
     trace_id: Option<TraceIdHex>,
     /// The policy's reason, for a deny or an `audit_deny`.
     reason: Option<&'static str>,
+    /// The `peer` and `dest` the request is counted under.
+    parties: PartyLabels,
 }
 
 /// What the connection knows of a request's parties before the request is admitted.
@@ -95,11 +97,16 @@ impl Record {
             token: None,
         }
         .draft();
+        let parties = shared.telemetry.metrics.parties(
+            known.principal.as_ref().map(|id| id.as_str()),
+            known.resource.as_ref().map(|id| id.as_str()),
+        );
         Self {
             draft,
             decision_id,
             trace_id,
             reason: None,
+            parties,
         }
     }
 
@@ -158,11 +165,16 @@ impl Record {
             token: hop.token.as_ref().map(|(token, _)| token.audit()),
         }
         .draft();
+        let parties = shared
+            .telemetry
+            .metrics
+            .parties(Some(hop.principal().as_str()), Some(hop.dest.as_str()));
         let record = Self {
             draft,
             decision_id,
             trace_id,
             reason: decision.and_then(|d| d.reason()).map(DenyReason::as_str),
+            parties,
         };
         (verdict.label, record)
     }
@@ -241,9 +253,13 @@ impl Record {
         if recorded && self.draft.emit(&end, &telemetry.audit) == Kept::Dropped {
             telemetry.metrics.record_audit_dropped();
         }
-        telemetry
-            .metrics
-            .record_request(S::DIRECTION, label, elapsed);
+        telemetry.metrics.record_request(
+            S::DIRECTION,
+            label,
+            status.as_u16(),
+            self.parties,
+            elapsed,
+        );
         rsp
     }
 }

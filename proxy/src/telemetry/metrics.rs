@@ -1,270 +1,85 @@
-//! The metrics registry: every instrument is created once here, with labels from closed enums,
-//! so no label can take an unbounded set of values (no per-path or per-peer labels).
+//! The metrics registry: every instrument is created once here. Labels come from closed enums,
+//! or, for the `peer` and `dest` of the request counters, from SPIFFE IDs capped at
+//! `telemetry.metrics.max_identities` (no per-path label, nothing a caller can grow without
+//! bound). Every family lists its series in label order (`family.rs`).
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::tls::HandshakeFailureReason;
 
+mod family;
+mod labels;
 mod process;
+mod requests;
 
+use family::SortedFamily;
+use labels::{
+    BuildLabels, DirectionLabels, ReasonLabels, ResultLabels, StreamCloseLabels, TokenReasonLabels,
+    UpdateLabels,
+};
+pub use labels::{DecisionLabel, Direction, IdentitySourceLabel, ReloadResult, UpdateResult};
 use process::ProcessMetrics;
+pub use requests::PartyLabels;
+use requests::RequestSeries;
 
 /// Why a stream was cut (`reason` of `hopgate_streams_closed_total`); every series is at zero
 /// until streams are re-authorized.
 const STREAM_CLOSE_REASONS: [&str; 5] = ["revoked", "policy", "trust", "token_expired", "max_age"];
 
-/// Which side of the hop a request was handled on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// A call from a peer sidecar to the local app.
-    Inbound,
-    /// A call from the local app to a peer sidecar.
-    Outbound,
-}
-
-/// What became of a request, as the `decision` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DecisionLabel {
-    /// Admitted and forwarded.
-    Allow,
-    /// Refused by policy.
-    Deny,
-    /// Refused by policy but let through because the listener runs in audit mode.
-    AuditDeny,
-    /// Refused before policy: a missing or invalid hop token.
-    Unauthenticated,
-}
-
-/// Whether a reload applied or was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReloadResult {
-    /// The new material was valid and is now in use.
-    Ok,
-    /// The new material was invalid; the last good one stays in use.
-    Error,
-}
-
-/// Where an identity update came from (`source` of `hopgate_identity_updates_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IdentitySourceLabel {
-    /// SVID and bundle files.
-    Files,
-    /// The SPIFFE Workload API.
-    WorkloadApi,
-}
-
-/// How an identity update went (`result` of `hopgate_identity_updates_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UpdateResult {
-    /// Applied: the new SVID and bundles are in use.
-    Ok,
-    /// Refused: the last good identity stays in use.
-    Error,
-    /// The SVID was withdrawn or has expired: no identity is in use, new handshakes fail.
-    Withdrawn,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct UpdateLabels {
-    source: IdentitySourceLabel,
-    result: UpdateResult,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct RequestLabels {
-    direction: Direction,
-    decision: DecisionLabel,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct DirectionLabels {
-    direction: Direction,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: HandshakeFailureReason,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ResultLabels {
-    result: ReloadResult,
-}
-
 /// Every instrument hopgate exports on `/metrics`.
 pub struct ProxyMetrics {
     registry: Registry,
-    // The request-path instruments are resolved once, indexed by their closed label enums, so a
-    // request never hashes a label set or takes the family's lock.
-    requests: [[Counter; DecisionLabel::ALL.len()]; Direction::ALL.len()],
+    // The request-path instruments are resolved once: the durations indexed by direction, the
+    // counters by an interned key (`requests.rs`), so a request formats no label.
+    requests: RequestSeries,
     request_duration: [Histogram; Direction::ALL.len()],
-    handshake_failures: Family<ReasonLabels, Counter>,
+    handshake_failures: SortedFamily<ReasonLabels, Counter>,
     svid_expiry: Gauge,
-    identity_reloads: Family<ResultLabels, Counter>,
-    identity_updates: Family<UpdateLabels, Counter>,
+    identity_reloads: SortedFamily<ResultLabels, Counter>,
+    identity_updates: SortedFamily<UpdateLabels, Counter>,
     policy_evaluation: Histogram,
-    policy_reloads: Family<ResultLabels, Counter>,
-    token_rejections: Family<TokenReasonLabels, Counter>,
+    policy_reloads: SortedFamily<ResultLabels, Counter>,
+    token_rejections: SortedFamily<TokenReasonLabels, Counter>,
     tokens_minted: Counter,
     spans_dropped: Counter,
     audit_dropped: Counter,
-    streams_closed: Family<StreamCloseLabels, Counter>,
+    streams_closed: SortedFamily<StreamCloseLabels, Counter>,
     revocations_loaded: Gauge,
     process: ProcessMetrics,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct TokenReasonLabels {
-    reason: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
-    commit: &'static str,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct StreamCloseLabels {
-    reason: &'static str,
-}
-
-// === impl Direction ===
-
-impl Direction {
-    /// Every value, in discriminant order.
-    pub const ALL: [Self; 2] = [Self::Inbound, Self::Outbound];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Inbound => "inbound",
-            Self::Outbound => "outbound",
-        }
-    }
-}
-
-impl EncodeLabelValue for Direction {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
-        fmt::Write::write_str(encoder, self.as_str())
-    }
-}
-
-// === impl DecisionLabel ===
-
-impl DecisionLabel {
-    /// Every value, in discriminant order.
-    pub const ALL: [Self; 4] = [
-        Self::Allow,
-        Self::Deny,
-        Self::AuditDeny,
-        Self::Unauthenticated,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-            Self::AuditDeny => "audit_deny",
-            Self::Unauthenticated => "unauthenticated",
-        }
-    }
-}
-
-impl EncodeLabelValue for DecisionLabel {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
-        fmt::Write::write_str(encoder, self.as_str())
-    }
-}
-
-// === impl HandshakeFailureReason ===
-
-impl EncodeLabelValue for HandshakeFailureReason {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
-        fmt::Write::write_str(encoder, self.as_str())
-    }
-}
-
-// === impl ReloadResult ===
-
-impl ReloadResult {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-        }
-    }
-}
-
-impl EncodeLabelValue for ReloadResult {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
-        fmt::Write::write_str(encoder, self.as_str())
-    }
-}
-
-impl IdentitySourceLabel {
-    /// The label value, as `/identity` shows it too.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Files => "files",
-            Self::WorkloadApi => "workload_api",
-        }
-    }
-}
-
-impl EncodeLabelValue for IdentitySourceLabel {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
-        fmt::Write::write_str(encoder, self.as_str())
-    }
-}
-
-impl UpdateResult {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-            Self::Withdrawn => "withdrawn",
-        }
-    }
-}
-
-impl EncodeLabelValue for UpdateResult {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
-        fmt::Write::write_str(encoder, self.as_str())
-    }
 }
 
 // === impl ProxyMetrics ===
 
 impl ProxyMetrics {
-    /// Creates and registers every instrument.
+    /// Creates and registers every instrument, with the default identity cap.
     pub fn new() -> Self {
+        Self::with_max_identities(hopgate_config::MetricsConfig::DEFAULT_MAX_IDENTITIES)
+    }
+
+    /// Creates and registers every instrument; the request counters' `peer` and `dest` take at
+    /// most `max_identities` SPIFFE IDs, then `other`.
+    pub fn with_max_identities(max_identities: usize) -> Self {
         let mut registry = Registry::with_prefix("hopgate");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = RequestSeries::new(max_identities);
         registry.register(
             "requests",
-            "Requests handled, by direction and decision",
-            requests.clone(),
+            "Requests handled, by direction, decision, status code sent, peer and destination",
+            requests.family(),
         );
         let request_duration =
-            Family::<DirectionLabels, Histogram>::new_with_constructor(duration_histogram);
+            SortedFamily::<DirectionLabels, Histogram>::with_constructor(duration_histogram);
         registry.register(
             "request_duration_seconds",
             "Time from request head to response head, by direction",
             request_duration.clone(),
         );
-        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        let handshake_failures = SortedFamily::<ReasonLabels, Counter>::new();
         registry.register(
             "tls_handshake_failures",
             "Inbound TLS handshakes that failed, by reason",
@@ -276,13 +91,13 @@ impl ProxyMetrics {
             "notAfter of the SVID in use, as a Unix timestamp",
             svid_expiry.clone(),
         );
-        let identity_reloads = Family::<ResultLabels, Counter>::default();
+        let identity_reloads = SortedFamily::<ResultLabels, Counter>::new();
         registry.register(
             "identity_reloads",
             "SVID and bundle reloads, by result",
             identity_reloads.clone(),
         );
-        let identity_updates = Family::<UpdateLabels, Counter>::default();
+        let identity_updates = SortedFamily::<UpdateLabels, Counter>::new();
         registry.register(
             "identity_updates",
             "Identity updates (SVID and bundles), by source and result",
@@ -297,13 +112,13 @@ impl ProxyMetrics {
             "Time to build a Cedar request and evaluate it",
             policy_evaluation.clone(),
         );
-        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        let policy_reloads = SortedFamily::<ResultLabels, Counter>::new();
         registry.register(
             "policy_reloads",
             "Policy set reloads, by result",
             policy_reloads.clone(),
         );
-        let token_rejections = Family::<TokenReasonLabels, Counter>::default();
+        let token_rejections = SortedFamily::<TokenReasonLabels, Counter>::new();
         registry.register(
             "token_rejections",
             "Hop tokens refused, by reason code",
@@ -327,7 +142,7 @@ impl ProxyMetrics {
             "Audit records lost because the buffer to stdout was full (stdout not read)",
             audit_dropped.clone(),
         );
-        let build_info = Family::<BuildLabels, Gauge>::default();
+        let build_info = SortedFamily::<BuildLabels, Gauge>::new();
         registry.register(
             "build_info",
             "hopgate's version and the commit it was built from (HOPGATE_COMMIT at build time); always 1",
@@ -339,7 +154,7 @@ impl ProxyMetrics {
                 commit: option_env!("HOPGATE_COMMIT").unwrap_or("unknown"),
             })
             .set(1);
-        let streams_closed = Family::<StreamCloseLabels, Counter>::default();
+        let streams_closed = SortedFamily::<StreamCloseLabels, Counter>::new();
         registry.register(
             "streams_closed",
             "Open streams cut by re-authorization or their age, by reason",
@@ -354,23 +169,11 @@ impl ProxyMetrics {
             "Revocation entries in the policy snapshot in use",
             revocations_loaded.clone(),
         );
-        // Every series exists from the start at zero, so dashboards and alerts see the metric
-        // before the first event (a counter that appears out of nowhere has no rate).
-        let request_counters = Direction::ALL.map(|direction| {
-            DecisionLabel::ALL.map(|decision| {
-                requests
-                    .get_or_create(&RequestLabels {
-                        direction,
-                        decision,
-                    })
-                    .clone()
-            })
-        });
-        let durations = Direction::ALL.map(|direction| {
-            request_duration
-                .get_or_create(&DirectionLabels { direction })
-                .clone()
-        });
+        // Every series whose labels are known exists from the start at zero, so dashboards and
+        // alerts see the metric before the first event (a counter that appears out of nowhere
+        // has no rate). The request counters' parties are known only when requests come.
+        let durations = Direction::ALL
+            .map(|direction| request_duration.get_or_create(&DirectionLabels { direction }));
         for reason in HandshakeFailureReason::ALL {
             let _ = handshake_failures.get_or_create(&ReasonLabels { reason });
         }
@@ -380,7 +183,7 @@ impl ProxyMetrics {
         }
         Self {
             registry,
-            requests: request_counters,
+            requests,
             request_duration: durations,
             handshake_failures,
             svid_expiry,
@@ -398,17 +201,24 @@ impl ProxyMetrics {
         }
     }
 
-    /// Counts one finished request and records how long it took.
-    pub fn record_request(&self, direction: Direction, decision: DecisionLabel, elapsed: Duration) {
-        let d = direction as usize;
-        if let Some(counter) = self
-            .requests
-            .get(d)
-            .and_then(|row| row.get(decision as usize))
-        {
-            counter.inc();
-        }
-        if let Some(histogram) = self.request_duration.get(d) {
+    /// A request's `peer` (the caller: the verified peer inbound, this workload outbound) and
+    /// `dest` (the destination) as the request counters label them; `None` is `unknown`.
+    pub fn parties(&self, peer: Option<&str>, dest: Option<&str>) -> PartyLabels {
+        self.requests.parties(peer, dest)
+    }
+
+    /// Counts one finished request, by the status `code` it was answered with, and records how
+    /// long it took.
+    pub fn record_request(
+        &self,
+        direction: Direction,
+        decision: DecisionLabel,
+        code: u16,
+        parties: PartyLabels,
+        elapsed: Duration,
+    ) {
+        self.requests.count(direction, decision, code, parties);
+        if let Some(histogram) = self.request_duration.get(direction as usize) {
             histogram.observe(elapsed.as_secs_f64());
         }
     }
@@ -553,3 +363,6 @@ fn duration_histogram() -> Histogram {
         0.000_05, 2.0, 19,
     ))
 }
+
+#[cfg(test)]
+mod tests;

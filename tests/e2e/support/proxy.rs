@@ -236,3 +236,19 @@ impl Mesh {
         std::fs::remove_file(self.policy_dir().join(name)).unwrap();
     }
 }
+
+/// The sum of `hopgate_requests_total` over the series whose labels include every one of
+/// `labels` (such as `[("direction", "inbound"), ("decision", "allow")]`); 0 when none has.
+pub(crate) fn requests_total(metrics: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("hopgate_requests_total{"))
+        .filter_map(|rest| rest.split_once("} "))
+        .filter(|(set, _)| {
+            labels
+                .iter()
+                .all(|(name, value)| set.split(',').any(|l| l == format!("{name}=\"{value}\"")))
+        })
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+        .sum()
+}
