@@ -86,6 +86,20 @@ async fn every_outcome_on_the_outbound_side_has_one_record_with_its_effect_reaso
     let span = span_of(&receiver, &got["decision_id"]).await;
     assert_eq!(span.name, "hopgate.inbound");
     assert_eq!(span.str_attr("hop.decision"), Some("allow"));
+    // A server span by the HTTP conventions: who called, over what, and no error on a 200.
+    assert_eq!((span.kind, span.status), ("server", "unset"));
+    assert_eq!(span.str_attr("url.scheme"), Some("https"));
+    assert_eq!(span.str_attr("client.address"), Some("127.0.0.1"));
+    assert_eq!(span.str_attr("server.address"), Some("crm.tools"));
+    assert_eq!(span.str_attr("url.path"), Some("/ok"));
+    assert_eq!(span.int_attr("http.response.status_code"), Some(200));
+    assert_eq!(span.str_attr("error.type"), None);
+    let sent_span = span_of(&receiver, &sent["decision_id"]).await;
+    assert_eq!(
+        (sent_span.name.as_str(), sent_span.kind, sent_span.status),
+        ("hopgate.outbound", "client", "unset")
+    );
+    assert_eq!(sent_span.str_attr("server.address"), Some("crm.tools"));
 
     // No route: 403, no resource, no token.
     assert_eq!(agent.call("nowhere.example", "/", &[]).await.status, 403);
@@ -104,6 +118,11 @@ async fn every_outcome_on_the_outbound_side_has_one_record_with_its_effect_reaso
     assert_eq!(down["reason"], "upstream_unavailable");
     assert_eq!(down["route"], "down.tools");
     assert!(down["token_hash"].is_string(), "{down}");
+    // A client span is an error on a 5xx hopgate answered itself, typed by its reason.
+    let span = span_of(&receiver, &down["decision_id"]).await;
+    assert_eq!((span.kind, span.status), ("client", "error"));
+    assert_eq!(span.str_attr("error.type"), Some("upstream_unavailable"));
+    assert_eq!(span.int_attr("http.response.status_code"), Some(502));
 
     // A path the app could resolve differently: 400.
     assert_eq!(agent.call("crm.tools", "/a/../b", &[]).await.status, 400);
@@ -163,6 +182,12 @@ permit (principal, action, resource) when { context.http.path like "/public/*" }
     assert_eq!(reply.json()["decision_id"], record["decision_id"]);
     let span = span_of(&receiver, &record["decision_id"]).await;
     assert_eq!(span.str_attr("hop.reason"), Some("malformed"));
+    assert_eq!(span.str_attr("hop.decision"), Some("unauthenticated"));
+    // A 4xx is the client's fault: not an error on a server span, and no error.type.
+    assert_eq!((span.kind, span.status), ("server", "unset"));
+    assert_eq!(span.int_attr("http.response.status_code"), Some(401));
+    assert_eq!(span.str_attr("error.type"), None);
+    assert_eq!(span.str_attr("network.protocol.version"), Some("2"));
 
     let reply = client.get(inbound, "/private", &[]).await.unwrap();
     assert_eq!(reply.status, 403);

@@ -48,6 +48,8 @@ pub(crate) struct ReceivedSpan {
     pub(crate) parent_span_id: String,
     /// `server`, `client`, `internal`, `producer`, `consumer` or `unspecified`.
     pub(crate) kind: &'static str,
+    /// The status code: `unset`, `ok` or `error`.
+    pub(crate) status: &'static str,
     pub(crate) attributes: BTreeMap<String, Attr>,
 }
 
@@ -331,6 +333,11 @@ impl Received {
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
                     kind,
+                    status: match span.status.as_ref().map(|s| s.code) {
+                        Some(1) => "ok",
+                        Some(2) => "error",
+                        _ => "unset",
+                    },
                     attributes: span
                         .attributes
                         .iter()
