@@ -4,6 +4,8 @@
 #
 #   ./test.sh                  every phase, in order
 #   ./test.sh PHASE...         only these: setup docs unit deploy system release quickstart
+#   ./test.sh jaeger-ui        not a test phase, and never run by default: builds the Jaeger UI
+#                              that docs/screenshots/jaeger-trace.sh serves (once; npm)
 #
 # deploy checks deploy/kubernetes/ offline: every manifest strictly against the Kubernetes
 # schemas, the pod's shape, and the config and policies inside it against the binary
@@ -207,6 +209,68 @@ build_jaeger() {
   [ -x "$jaeger_bin/jaeger" ]
 }
 
+# --- The Jaeger UI, for docs/screenshots/jaeger-trace.sh only (`./test.sh jaeger-ui`; no test
+# needs it, so setup does not build it). A `go install`ed jaeger serves a placeholder page: the
+# UI's assets are embedded only in Jaeger's release builds. So the UI is built from its source
+# with npm, once, into $jaeger_ui_dir, and jaeger's query extension serves that folder
+# (`jaeger_query: ui: assets_path:`). The version is the one Jaeger 1.75.0 pins: its jaeger-ui
+# submodule is at this commit, tagged v1.74.0.
+jaeger_ui_version=1.74.0
+jaeger_ui_commit=4606e0e7aba353224c0a7d1d2588366da3993f24
+jaeger_ui_dir=${CARGO_TARGET_DIR:-target}/tools/jaeger-ui-$jaeger_ui_version
+
+# Builds the UI once into $jaeger_ui_dir. The source: the git repository JAEGER_UI_SRC names (a
+# clone of jaeger-ui holding the tag), or else jaeger-ui's own repository, cloned.
+build_jaeger_ui() {
+  if [ -f "$jaeger_ui_dir/index.html" ]; then
+    return 0
+  fi
+  local node_major
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$node_major" -lt 20 ]; then
+    echo "test.sh: building the Jaeger UI needs Node.js >= 20 and npm (Debian: nodejs npm)" >&2
+    exit 1
+  fi
+  local src=${JAEGER_UI_SRC:-https://github.com/jaegertracing/jaeger-ui.git}
+  local build=${CARGO_TARGET_DIR:-target}/tools/jaeger-ui-build
+  echo "test.sh: building the Jaeger UI $jaeger_ui_version from $src (once; cached in $jaeger_ui_dir)"
+  rm -rf "$build"
+  mkdir -p "$build"
+  # A git work tree, not an export: the UI's `prepare` (husky) and its version stamp run git.
+  # A local clone shares the objects (hard links), and --depth would be ignored there.
+  local depth=(--depth 1)
+  [ ! -d "$src" ] || depth=()
+  git -c advice.detachedHead=false clone -q "${depth[@]}" --branch "v$jaeger_ui_version" \
+    "$src" "$build/repo"
+  local have
+  have=$(git -C "$build/repo" rev-parse HEAD)
+  if [ "$have" != "$jaeger_ui_commit" ]; then
+    echo "test.sh: jaeger-ui v$jaeger_ui_version is $have there, not $jaeger_ui_commit" >&2
+    exit 1
+  fi
+  (
+    cd "$build/repo"
+    export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
+    # npm 10 (the one of the Node 22 the UI's .nvmrc names): its lock file lists the optional
+    # native bindings of one platform only, which npm 11's `npm ci` refuses as out of sync.
+    npm exec --yes --package=npm@10.9.4 -- npm ci
+    cd packages/jaeger-ui
+    npm run build
+  )
+  rm -rf "$jaeger_ui_dir.tmp"
+  cp -r "$build/repo/packages/jaeger-ui/build" "$jaeger_ui_dir.tmp"
+  mv "$jaeger_ui_dir.tmp" "$jaeger_ui_dir"
+  # The source and its node_modules (~700 MB) are not kept: the built folder is all that runs.
+  rm -rf "$build"
+}
+
+phase_jaeger_ui() {
+  find_go || true
+  build_jaeger
+  build_jaeger_ui
+  echo "jaeger-ui: $jaeger_ui_dir"
+}
+
 phase_docs() {
   # --- the docs: the repository stands alone.
   fail=0
@@ -310,8 +374,10 @@ phases=("$@")
 for phase in "${phases[@]}"; do
   case "$phase" in
     setup | docs | unit | deploy | system | release | quickstart) "phase_$phase" ;;
+    jaeger-ui) phase_jaeger_ui ;;
     *)
-      echo "test.sh: unknown phase \`$phase\`; phases: setup docs unit deploy system release quickstart" >&2
+      echo "test.sh: unknown phase \`$phase\`; phases: setup docs unit deploy system release quickstart" \
+        "(and jaeger-ui)" >&2
       exit 2
       ;;
   esac
