@@ -29,6 +29,7 @@ mod duration;
 mod error;
 mod identity;
 mod listener;
+mod mcp;
 mod policy;
 mod raw;
 mod size;
@@ -49,6 +50,7 @@ pub use listener::{
     DEFAULT_DNS_REFRESH, InboundConfig, InboundLimits, InboundMode, InboundTimeouts,
     OutboundConfig, Route,
 };
+pub use mcp::McpConfig;
 pub use policy::{IntentConfig, PolicyConfig};
 pub use spiffe::{MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain};
 pub use telemetry::{
@@ -66,6 +68,7 @@ pub struct Config {
     outbound: Option<OutboundConfig>,
     policy: Option<PolicyConfig>,
     intent: IntentConfig,
+    mcp: Option<McpConfig>,
     token: TokenConfig,
     telemetry: TelemetryConfig,
     admin: AdminConfig,
@@ -160,6 +163,11 @@ impl Config {
         &self.intent
     }
 
+    /// Model Context Protocol awareness; `None`: no request is read as MCP.
+    pub fn mcp(&self) -> Option<&McpConfig> {
+        self.mcp.as_ref()
+    }
+
     /// Hop token settings.
     pub fn token(&self) -> &TokenConfig {
         &self.token
@@ -200,6 +208,7 @@ impl Config {
         let outbound = optional(raw.outbound, |raw| OutboundConfig::from_raw(raw, check));
         let policy = optional(raw.policy, |raw| PolicyConfig::from_raw(raw, check));
         let intent = IntentConfig::from_raw(raw.intent.unwrap_or_default(), check);
+        let mcp = optional(raw.mcp, |raw| McpConfig::from_raw(raw, check));
         let token = TokenConfig::from_raw(raw.token.unwrap_or_default(), intent.as_ref(), check);
         let telemetry = TelemetryConfig::from_raw(raw.telemetry.unwrap_or_default(), check);
         let admin = AdminConfig::from_raw(raw.admin.unwrap_or_default(), check);
@@ -215,6 +224,7 @@ impl Config {
             outbound: outbound?,
             policy: policy?,
             intent: intent?,
+            mcp: mcp?,
             token: token?,
             telemetry: telemetry?,
             admin: admin?,

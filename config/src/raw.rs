@@ -32,6 +32,8 @@ pub(crate) struct File {
     pub(crate) policy: Option<Policy>,
     /// How intent headers map to the Cedar action and context.
     pub(crate) intent: Option<Intent>,
+    /// Model Context Protocol awareness. Absent: no request is read as MCP.
+    pub(crate) mcp: Option<Mcp>,
     /// Hop tokens: header, lifetime, chain depth, origin issuers.
     pub(crate) token: Option<Token>,
     /// Logs and OpenTelemetry export.
@@ -183,6 +185,18 @@ pub(crate) struct Intent {
     pub(crate) header_prefix: Option<String>,
     /// The Cedar action when a call has no `<prefix>action` header. Default `call`.
     pub(crate) default_action: Option<String>,
+}
+
+/// `mcp`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Mcp {
+    /// Request paths that carry MCP over streamable HTTP, exact matches. Default `[/mcp]`.
+    pub(crate) paths: Option<Vec<String>>,
+    /// The largest MCP request body, a size such as `1MiB`. Default `1MiB`.
+    pub(crate) max_body: Option<String>,
+    /// Drop from `tools/list` results the tools the caller may not call. Default `true`.
+    pub(crate) filter_tools_list: Option<bool>,
 }
 
 /// `token`.

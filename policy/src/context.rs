@@ -107,6 +107,23 @@ pub(crate) fn token_attr(name: &str) -> Option<(Kind, bool)> {
         .map(|a| (a.kind, a.always))
 }
 
+/// The type and always-set flag of `context.mcp.<name>`.
+pub(crate) fn mcp_attr(name: &str) -> Option<(Kind, bool)> {
+    match name {
+        "method" | "protocol_version" => Some((Kind::String, true)),
+        "name" => Some((Kind::String, false)),
+        _ => None,
+    }
+}
+
+/// Whether an action is an MCP method: a JSON-RPC method of the protocol (`initialize`,
+/// `ping`, or a name with a `/`, such as `tools/call`). Only an MCP request is decided as one,
+/// and it always carries `context.mcp`; any other request naming one as its intent action is
+/// refused before the policy.
+pub fn is_mcp_method(action: &str) -> bool {
+    matches!(action, "initialize" | "ping") || action.contains('/')
+}
+
 /// The type and always-set flag of `context.http.<name>`.
 pub(crate) fn http_attr(name: &str) -> Option<(Kind, bool)> {
     HTTP.iter()
@@ -148,6 +165,21 @@ pub struct HopRequest<'a> {
     pub intent: &'a [(&'a str, &'a str)],
     /// The verified hop token's facts, if the call carried one.
     pub token: Option<&'a TokenFacts>,
+    /// The MCP call, for a request on an MCP path (`context.mcp`); its method is then the
+    /// action.
+    pub mcp: Option<McpFacts<'a>>,
+}
+
+/// One MCP (JSON-RPC) call as the body and its headers agreed on: `context.mcp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct McpFacts<'a> {
+    /// The JSON-RPC method: `tools/call`, `tools/list`, `resources/read`, ...
+    pub method: &'a str,
+    /// The tool (`tools/call`), resource URI (`resources/read`) or prompt (`prompts/get`) named.
+    pub name: Option<&'a str>,
+    /// The `MCP-Protocol-Version` header (for `initialize`, the version the body asks for);
+    /// empty when neither says.
+    pub protocol_version: &'a str,
 }
 
 // === impl Direction ===
@@ -184,6 +216,7 @@ impl<'a> HopRequest<'a> {
             host: "",
             intent: &[],
             token: None,
+            mcp: None,
         }
     }
 }
@@ -222,6 +255,16 @@ impl HopRequest<'_> {
                 "token".to_owned(),
                 token_record(self.token, tctx_attrs, token)?,
             ));
+        }
+        if let (Some(mcp), Some(observed)) = (&self.mcp, usage.field("mcp")) {
+            let mut fields = vec![
+                ("method".to_owned(), string(mcp.method)),
+                ("protocol_version".to_owned(), string(mcp.protocol_version)),
+            ];
+            if let Some(name) = mcp.name.filter(|_| observed.has("name")) {
+                fields.push(("name".to_owned(), string(name)));
+            }
+            pairs.push(("mcp".to_owned(), record(fields)?));
         }
         Context::from_pairs(pairs).map_err(|e| e.to_string())
     }

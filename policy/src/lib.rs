@@ -54,7 +54,7 @@ mod usage;
 
 pub use hopgate_config::SpiffeId;
 
-pub use context::{Direction, HopRequest};
+pub use context::{Direction, HopRequest, McpFacts, is_mcp_method};
 pub use engine::{CedarRequest, Decision, DenyReason, Effect};
 pub use error::{PolicyError, Problem};
 pub use reload::{PolicyReloadStatus, PolicyStore, ReloadHook, ReloadOutcome};

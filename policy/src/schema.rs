@@ -9,6 +9,9 @@
 //!   types and the optionality of `context.rs`'s tables ([`context::HTTP`], [`context::TOKEN`]);
 //! - `intent`, and `token.tctx`: records whose attributes are all optional `String`s (a header
 //!   may be absent, an origin may not have set an entry);
+//! - `mcp`, for an action that is an MCP method (`tools/call`, ...): a record of `method` and
+//!   `protocol_version` (`String`s, always set) and an optional `String` `name`; hopgate sets it
+//!   on every request decided as such an action, so it may be required;
 //! - anything else hopgate never sets, so it must be optional.
 //!
 //! A violation is a load error naming the action and the attribute.
@@ -155,6 +158,10 @@ fn check_context(
                 }
             }
             "intent" => declared.intent = at.check_intent(attr, common, problems),
+            // Set on every request an MCP method is the action of, and on no other.
+            "mcp" if context::is_mcp_method(action) => {
+                at.check_record(attr, common, problems, context::mcp_attr);
+            }
             _ => at.must_be_optional(attr, problems),
         }
     }

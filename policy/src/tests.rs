@@ -3,6 +3,7 @@
 
 mod authorize;
 mod load;
+mod mcp;
 mod reload;
 mod render;
 mod slicing;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::TokenFacts;
-use crate::context::HopRequest;
+use crate::context::{HopRequest, McpFacts};
 use crate::usage::ContextUsage;
 
 /// Every fact of `req` under `action` that a policy can observe, each field length-prefixed
@@ -31,6 +31,7 @@ pub(crate) fn key(req: &HopRequest<'_>, action: &str, usage: &ContextUsage) -> S
         host,
         intent,
         token,
+        mcp,
     } = req;
     let mut key = Key(String::with_capacity(256));
     key.field(action);
@@ -44,6 +45,25 @@ pub(crate) fn key(req: &HopRequest<'_>, action: &str, usage: &ContextUsage) -> S
     for (name, value) in *intent {
         key.field(name);
         key.field(value);
+    }
+    match mcp {
+        None => key.field("-"),
+        Some(McpFacts {
+            method,
+            name,
+            protocol_version,
+        }) => {
+            key.field("+");
+            key.field(method);
+            key.field(protocol_version);
+            match name {
+                None => key.field("-"),
+                Some(name) => {
+                    key.field("+");
+                    key.field(name);
+                }
+            }
+        }
     }
     match token {
         None => key.field("-"),
@@ -134,6 +154,7 @@ mod tests {
             host: "b",
             intent: &[],
             token: Some(token),
+            mcp: None,
         };
         let policies = |text: &str| ContextUsage::of(&text.parse().unwrap());
         let scope_only = policies(
@@ -152,6 +173,12 @@ mod tests {
             super::key(&request(&t2), "call", &reads_txn)
         );
     }
+
+    const MCP: McpFacts<'static> = McpFacts {
+        method: "tools/call",
+        name: Some("read_ticket"),
+        protocol_version: "2026-07-28",
+    };
 
     #[test]
     fn keys_differ_in_every_field() {
@@ -180,6 +207,7 @@ mod tests {
             host: "b",
             intent: &intent,
             token: Some(&token),
+            mcp: Some(MCP),
         };
         let tokens = [
             (
@@ -291,6 +319,33 @@ mod tests {
                 ),
             ),
         ];
+        for (field, mcp) in [
+            ("mcp", None),
+            (
+                "mcp.method",
+                Some(McpFacts {
+                    method: "tools/list",
+                    ..MCP
+                }),
+            ),
+            ("mcp.name", Some(McpFacts { name: None, ..MCP })),
+            (
+                "mcp.name",
+                Some(McpFacts {
+                    name: Some("delete_ticket"),
+                    ..MCP
+                }),
+            ),
+            (
+                "mcp.protocol_version",
+                Some(McpFacts {
+                    protocol_version: "2025-06-18",
+                    ..MCP
+                }),
+            ),
+        ] {
+            variants.push((field, key(&HopRequest { mcp, ..base }, "call")));
+        }
         for (field, token) in &tokens {
             variants.push((
                 field,

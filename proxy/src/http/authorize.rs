@@ -93,6 +93,7 @@ impl<'a> HttpFacts<'a> {
             host: self.authority.unwrap_or_default(),
             intent: &self.intent,
             token,
+            mcp: None,
         }
     }
 }
