@@ -96,9 +96,12 @@ async fn a_route_whose_name_does_not_resolve_is_502_with_a_log_line_naming_it() 
         assert_eq!(reply.status, 502, "{}", reply.body);
         assert_eq!(reply.json(), json!({ "error": "upstream_unavailable" }));
     }
-    sidecar
-        .wait_for_log("cannot connect to the destination sidecar")
-        .await;
+    // One line per request: wait for both, since the second may still be on its way.
+    for _ in 0..2 {
+        sidecar
+            .wait_for_log("cannot connect to the destination sidecar")
+            .await;
+    }
     let lines: Vec<Value> = sidecar
         .output()
         .lines()
