@@ -19,23 +19,27 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use hopgate_config::{InboundLimits, SpiffeId};
-use hopgate_policy::{Direction as PolicyDirection, HopRequest, TokenFacts};
+use hopgate_config::{InboundLimits, InboundTimeouts, SpiffeId};
+use hopgate_policy::{Direction as PolicyDirection, HopRequest, TokenFacts, is_mcp_method};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::authorize::{Authorizer, HttpFacts};
-use crate::http::{Body, Malformed, RequestError, WithoutTrailers, headers, path, stream_body};
+use crate::http::mcp::{McpCall, ToolFilter};
+use crate::http::{
+    Body, Malformed, RequestError, WithoutTrailers, full_body, headers, path, stream_body,
+};
 use crate::telemetry::audit::{AuditSink, AuditToken};
 use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
 use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
 use crate::telemetry::traceparent::CallerTrace;
 use crate::token::{MintedToken, VerifiedClaims};
 
+mod mcp;
 mod record;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -61,6 +65,10 @@ pub(crate) struct Shared {
     pub(crate) telemetry: HopTelemetry,
     /// Held per request until its response head is back: the work an overload must bound.
     pub(crate) in_flight: Arc<Semaphore>,
+    /// How long an MCP request's body may take to arrive (`inbound.timeouts.header_read`).
+    pub(crate) body_read: Duration,
+    /// How long a `tools/list` result to filter may take (`inbound.timeouts.app_response`).
+    pub(crate) result_read: Duration,
 }
 
 // === impl Shared ===
@@ -72,6 +80,7 @@ impl Shared {
     pub(crate) fn new(
         authorizer: Authorizer,
         telemetry: HopTelemetry,
+        timeouts: &InboundTimeouts,
         limits: &InboundLimits,
     ) -> Self {
         let max_in_flight = limits
@@ -82,6 +91,8 @@ impl Shared {
             authorizer,
             telemetry,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            body_read: timeouts.header_read(),
+            result_read: timeouts.app_response(),
         }
     }
 }
@@ -303,6 +314,10 @@ pub(crate) async fn serve<S: Side>(
 struct Admitted<A> {
     admission: A,
     label: DecisionLabel,
+    /// The body to send on: the caller's, streamed, or an MCP request's, as read.
+    body: Body,
+    /// A `tools/list` whose result is filtered on the way back (inbound, MCP-06).
+    filter: Option<ToolFilter>,
     /// Held until the response head is back.
     _permit: OwnedSemaphorePermit,
 }
@@ -321,10 +336,12 @@ async fn run<S: Side>(
 ) {
     let shared = side.shared();
     let (mut parts, body) = req.into_parts();
-    let (admitted, record) = admit(side, conn, &mut parts, trace, span);
+    let (admitted, record) = admit(side, conn, &mut parts, body, trace, span).await;
     let Admitted {
         admission,
         label,
+        body,
+        filter,
         _permit,
     } = match admitted {
         Ok(admitted) => admitted,
@@ -336,7 +353,7 @@ async fn run<S: Side>(
     parts.headers.remove(http::header::TRAILER);
     // The next hop's (or the app's) spans become children of this one.
     shared.telemetry.tracing.inject(span, &mut parts.headers);
-    let req = Request::from_parts(parts, stream_body(WithoutTrailers::new(body)));
+    let req = Request::from_parts(parts, body);
     let rsp = match side.send(&admission, req).await {
         Ok(rsp) => rsp,
         Err(err) => return (Err(err), record),
@@ -345,20 +362,27 @@ async fn run<S: Side>(
     // The other end's hop-by-hop fields stop here too; a framing field it wrongly nominated is
     // kept, since hyper re-frames the body anyway.
     let _ = headers::strip_hop_by_hop(&mut parts.headers);
-    (
-        Ok((Response::from_parts(parts, stream_body(body)), label)),
-        record,
-    )
+    let body = match filter {
+        Some(filter) if parts.status == http::StatusCode::OK => {
+            match mcp::filter_result(shared, &filter, &mut parts.headers, body).await {
+                Ok(body) => body,
+                Err(err) => return (Err(err), record),
+            }
+        }
+        _ => stream_body(body),
+    };
+    (Ok((Response::from_parts(parts, body), label)), record)
 }
 
 /// Everything before the request is sent: capacity, hygiene, the facts parsed once, the side's
 /// admission and the decision. The head is only read after hygiene: the policy sees what the
 /// caller sent and the next hop will see, and the snapshot is read per request. Whatever
 /// happens, the record's head is written here, from what was known at that point.
-fn admit<S: Side>(
+async fn admit<S: Side>(
     side: &S,
     conn: &S::Conn,
     parts: &mut Parts,
+    body: Incoming,
     trace: Option<&CallerTrace>,
     span: &HopSpan,
 ) -> (Result<Admitted<S::Admission>, RequestError>, Record) {
@@ -379,13 +403,48 @@ fn admit<S: Side>(
         return refused(err, parts, None);
     }
     let parts = &*parts;
-    let request = match HttpFacts::from_parts(parts, shared.authorizer.intent_prefix()) {
+    // Declared before the facts, which borrow it.
+    let call: Option<McpCall>;
+    let mut request = match HttpFacts::from_parts(parts, shared.authorizer.intent_prefix()) {
         Ok(request) => request,
         Err(err) => return refused(err, parts, None),
     };
     let admission = match side.admit(conn, parts, &request, trace, span) {
         Ok(admission) => admission,
         Err(err) => return refused(err, parts, Some(&request)),
+    };
+    let mcp = shared
+        .authorizer
+        .mcp()
+        .filter(|mcp| parts.method == http::Method::POST && mcp.is_mcp_path(parts.uri.path()));
+    let body = match mcp {
+        Some(mcp) => {
+            // The call is read before the decision: its method and tool decide (MCP-01..04).
+            let (parsed, bytes) = match mcp::read_call(shared, mcp, &parts.headers, body).await {
+                Ok(parsed) => parsed,
+                Err(refusal) => {
+                    let (err, record) = refused(RequestError::Mcp(refusal), parts, Some(&request));
+                    return (err, record.mcp(serde_json::Value::Null));
+                }
+            };
+            span.record_mcp(parsed.method(), parsed.name());
+            call = Some(parsed);
+            request.mcp = call.as_ref().map(McpCall::facts);
+            full_body(bytes)
+        }
+        None => {
+            call = None;
+            // An MCP method is the action of MCP requests alone, which always carry
+            // `context.mcp`: a header cannot borrow the rules written for them (MCP-07).
+            if request.action.is_some_and(is_mcp_method) {
+                let err = RequestError::BadRequest(
+                    Malformed::Intent,
+                    "an MCP method is the action of MCP requests only",
+                );
+                return refused(err, parts, Some(&request));
+            }
+            stream_body(WithoutTrailers::new(body))
+        }
     };
     let parties = side.parties(conn, &admission);
     // The token's facts are built only for a reader: a policy or a span.
@@ -410,12 +469,19 @@ fn admit<S: Side>(
     span.record_authority(hop.target);
     let direction = policy_direction(S::DIRECTION);
     let verdict = shared.authorizer.decide(&hop.request(direction));
-    let (label, record) = Record::decided(shared, verdict, &hop, direction, span);
+    let (label, mut record) = Record::decided(shared, verdict, &hop, direction, span);
+    let mut filter = None;
+    if let Some(call) = &call {
+        record = record.mcp(call.id().clone());
+        filter = mcp::tool_filter::<S>(shared, call, &hop.request(direction), &request);
+    }
     let admitted = match label {
         DecisionLabel::Deny => Err(RequestError::Forbidden),
         label => Ok(Admitted {
             admission,
             label,
+            body,
+            filter,
             _permit: permit,
         }),
     };

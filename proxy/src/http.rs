@@ -15,6 +15,7 @@ use pin_project_lite::pin_project;
 pub mod authorize;
 pub mod headers;
 pub(crate) mod intent;
+pub mod mcp;
 pub mod path;
 pub mod respond;
 

@@ -89,7 +89,7 @@ impl Inbound {
             server: ConnectionServer::new(timeouts, limits),
             handshake_timeout: timeouts.header_read(),
             side: Arc::new(InboundSide {
-                shared: Shared::new(authorizer, telemetry, limits),
+                shared: Shared::new(authorizer, telemetry, timeouts, limits),
                 identity,
                 authenticator,
                 app_client,

@@ -306,7 +306,8 @@ impl Proxy {
         ));
         let inbound = match config.inbound() {
             Some(cfg) => {
-                let authorizer = Authorizer::new(policies.clone(), cfg.mode(), config.intent());
+                let authorizer = Authorizer::new(policies.clone(), cfg.mode(), config.intent())
+                    .with_mcp(config.mcp());
                 let authenticator = Authenticator::new(
                     config.token(),
                     cfg.require_token(),
@@ -356,7 +357,8 @@ impl Proxy {
                 let mode = config
                     .inbound()
                     .map_or(InboundMode::Enforce, InboundConfig::mode);
-                let authorizer = Authorizer::new(egress, mode, config.intent());
+                let authorizer =
+                    Authorizer::new(egress, mode, config.intent()).with_mcp(config.mcp());
                 let outbound = Outbound::bind(
                     cfg,
                     config.inbound(),

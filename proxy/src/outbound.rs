@@ -134,7 +134,7 @@ impl Outbound {
             server: ConnectionServer::new(timeouts, limits),
             transparent: config.transparent(),
             side: Arc::new(OutboundSide {
-                shared: Shared::new(authorizer, telemetry, limits),
+                shared: Shared::new(authorizer, telemetry, timeouts, limits),
                 identity,
                 routes,
                 delegator,

@@ -16,6 +16,7 @@ use http::request::Parts;
 
 use super::{Hop, Shared, Side};
 use crate::http::authorize::{HttpFacts, Verdict};
+use crate::http::mcp::McpRefusal;
 use crate::http::{Body, RequestError, headers};
 use crate::telemetry::audit::{AuditDraft, AuditEnd, AuditHead};
 use crate::telemetry::metrics::{DecisionLabel, PartyLabels};
@@ -32,6 +33,9 @@ pub(super) struct Record {
     reason: Option<&'static str>,
     /// The `peer` and `dest` the request is counted under.
     parties: PartyLabels,
+    /// The JSON-RPC `id` of an MCP request (`Null` when its body could not be read): a failure
+    /// is answered with a JSON-RPC error carrying it.
+    mcp_id: Option<serde_json::Value>,
 }
 
 /// What the connection knows of a request's parties before the request is admitted.
@@ -95,6 +99,7 @@ impl Record {
             route: None,
             trace_id: trace_id.as_ref().map(TraceIdHex::as_str),
             token: None,
+            mcp: request.and_then(|r| r.mcp),
         }
         .draft();
         let parties = shared.telemetry.metrics.parties(
@@ -107,6 +112,7 @@ impl Record {
             trace_id,
             reason: None,
             parties,
+            mcp_id: None,
         }
     }
 
@@ -163,6 +169,7 @@ impl Record {
             route: hop.route,
             trace_id: trace_id.as_ref().map(TraceIdHex::as_str),
             token: hop.token.as_ref().map(|(token, _)| token.audit()),
+            mcp: hop.request.mcp,
         }
         .draft();
         let parties = shared
@@ -175,8 +182,15 @@ impl Record {
             trace_id,
             reason: decision.and_then(|d| d.reason()).map(DenyReason::as_str),
             parties,
+            mcp_id: None,
         };
         (verdict.label, record)
+    }
+
+    /// Marks the record as an MCP request's, whose failure is answered in JSON-RPC with `id`.
+    pub(super) fn mcp(mut self, id: serde_json::Value) -> Self {
+        self.mcp_id = Some(id);
+        self
     }
 
     /// Ends the request: the response (a failure's, with the decision id), the span's status,
@@ -219,7 +233,8 @@ impl Record {
                 let effect = match err {
                     RequestError::Forbidden => "deny",
                     RequestError::Unauthenticated(_) => "unauthenticated",
-                    RequestError::BadRequest(..) => "bad_request",
+                    RequestError::Mcp(McpRefusal::BadResult) => "error",
+                    RequestError::BadRequest(..) | RequestError::Mcp(_) => "bad_request",
                     RequestError::NoRoute => "no_route",
                     RequestError::UpstreamConnect(_)
                     | RequestError::UpstreamTimeout
@@ -238,7 +253,11 @@ impl Record {
                     &self.decision_id,
                     reason.filter(|_| refused),
                 );
-                (err.into_response(&self.decision_id), label, effect, reason)
+                let rsp = match &self.mcp_id {
+                    Some(id) => err.into_mcp_response(&self.decision_id, id),
+                    None => err.into_response(&self.decision_id),
+                };
+                (rsp, label, effect, reason)
             }
         };
         let status = rsp.status();

@@ -98,8 +98,9 @@ impl Fixture {
             audit: AuditSink::Memory(Arc::default()),
         };
         Shared::new(
-            Authorizer::new(policies, mode, self.config.intent()),
+            Authorizer::new(policies, mode, self.config.intent()).with_mcp(self.config.mcp()),
             telemetry,
+            &hopgate_config::InboundTimeouts::default(),
             limits,
         )
     }

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hopgate_config::{InboundMode, IntentConfig, SpiffeId};
-use hopgate_policy::{Decision, Direction, Effect, HopRequest, PolicyStore, TokenFacts};
+use hopgate_config::{InboundMode, IntentConfig, McpConfig, SpiffeId};
+use hopgate_policy::{Decision, Direction, Effect, HopRequest, McpFacts, PolicyStore, TokenFacts};
 use http::request::Parts;
 
 use super::{RequestError, headers, intent};
@@ -30,6 +30,8 @@ pub struct HttpFacts<'a> {
     pub action: Option<&'a str>,
     /// Every `<prefix>*` header, prefix stripped (`intent-purpose` → `purpose`).
     pub intent: Vec<(&'a str, &'a str)>,
+    /// The MCP call, on an MCP path; its method is then the action.
+    pub mcp: Option<McpFacts<'a>>,
 }
 
 /// What the policy said about one request, before anything is recorded: the hop runner
@@ -51,6 +53,7 @@ pub struct Authorizer {
     policies: Option<Arc<PolicyStore>>,
     mode: InboundMode,
     intent_prefix: String,
+    mcp: Option<McpConfig>,
 }
 
 // === impl HttpFacts ===
@@ -72,6 +75,7 @@ impl<'a> HttpFacts<'a> {
             authority,
             action,
             intent,
+            mcp: None,
         })
     }
 
@@ -87,13 +91,13 @@ impl<'a> HttpFacts<'a> {
             peer,
             destination,
             direction,
-            action: self.action,
+            action: self.mcp.map(|mcp| mcp.method).or(self.action),
             method: self.method,
             path: self.path,
             host: self.authority.unwrap_or_default(),
             intent: &self.intent,
             token,
-            mcp: None,
+            mcp: self.mcp,
         }
     }
 }
@@ -111,7 +115,20 @@ impl Authorizer {
             policies,
             mode,
             intent_prefix: intent.header_prefix().to_owned(),
+            mcp: None,
         }
+    }
+
+    /// The same, reading MCP requests on `mcp.paths` (`None`: none is read as MCP).
+    #[must_use]
+    pub fn with_mcp(mut self, mcp: Option<&McpConfig>) -> Self {
+        self.mcp = mcp.cloned();
+        self
+    }
+
+    /// MCP awareness, when it is on.
+    pub fn mcp(&self) -> Option<&McpConfig> {
+        self.mcp.as_ref()
     }
 
     /// Whether policies are enforced (false: identity-only).

@@ -9,6 +9,7 @@ use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use thiserror::Error;
 
+use super::mcp::McpRefusal;
 use super::{Body, full_body};
 use crate::telemetry::metrics::DecisionLabel;
 
@@ -21,6 +22,10 @@ pub enum RequestError {
     /// smuggling and ambiguity").
     #[error("bad request: {1}")]
     BadRequest(Malformed, &'static str),
+    /// An MCP request whose call cannot be decided unambiguously (MCP-01..04), or whose body
+    /// is too large (413) or too slow (408).
+    #[error("bad MCP request: {0}")]
+    Mcp(McpRefusal),
     /// The hop token is missing or invalid; the reason is a stable code from docs/tokens.md,
     /// "Receiver checks and reason codes".
     #[error("unauthenticated: {0}")]
@@ -96,6 +101,10 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(..) => StatusCode::BAD_REQUEST,
+            Self::Mcp(McpRefusal::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Mcp(McpRefusal::SlowBody) => StatusCode::REQUEST_TIMEOUT,
+            Self::Mcp(McpRefusal::BadResult) => StatusCode::BAD_GATEWAY,
+            Self::Mcp(_) => StatusCode::BAD_REQUEST,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::NoRoute => StatusCode::FORBIDDEN,
             Self::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
@@ -112,7 +121,10 @@ impl RequestError {
     pub fn decision(&self) -> DecisionLabel {
         match self {
             Self::Unauthenticated(_) => DecisionLabel::Unauthenticated,
-            Self::Forbidden | Self::BadRequest(..) | Self::NoRoute => DecisionLabel::Deny,
+            Self::Mcp(McpRefusal::BadResult) => DecisionLabel::Allow,
+            Self::Forbidden | Self::BadRequest(..) | Self::Mcp(_) | Self::NoRoute => {
+                DecisionLabel::Deny
+            }
             // Refused for capacity or failed upstream after admission.
             Self::UpstreamConnect(_)
             | Self::UpstreamTimeout
@@ -129,6 +141,7 @@ impl RequestError {
     pub fn reason(&self) -> Option<&'static str> {
         Some(match self {
             Self::BadRequest(malformed, _) => malformed.as_str(),
+            Self::Mcp(refusal) => refusal.as_str(),
             Self::Unauthenticated(reason) => reason,
             Self::Forbidden => return None,
             Self::NoRoute => "no_route",
@@ -145,7 +158,7 @@ impl RequestError {
     /// nothing in it needs escaping.
     fn body(&self, decision_id: &str) -> String {
         match self {
-            Self::BadRequest(..) => json_error("bad_request"),
+            Self::BadRequest(..) | Self::Mcp(_) => json_error("bad_request"),
             Self::Unauthenticated(reason) => format!(
                 r#"{{"error":"unauthenticated","reason":"{reason}","decision_id":"{decision_id}"}}"#
             ),
@@ -166,6 +179,40 @@ impl RequestError {
     /// (in the body of a 401 or 403).
     pub fn into_response(self, decision_id: &str) -> Response<Body> {
         let mut rsp = Response::new(full_body(self.body(decision_id)));
+        *rsp.status_mut() = self.status();
+        let headers = rsp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if matches!(self, Self::Unauthenticated(_)) {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("hop-token"));
+        }
+        rsp
+    }
+
+    /// The answer to an MCP request: the same status, with a JSON-RPC error an MCP client
+    /// shows as a tool error, carrying the request's `id` and, in `data`, the decision id and
+    /// the reason code.
+    pub fn into_mcp_response(self, decision_id: &str, id: &serde_json::Value) -> Response<Body> {
+        let (code, message) = match &self {
+            Self::Mcp(refusal) => refusal.json_rpc(),
+            Self::Forbidden => (-32001, "Forbidden: hopgate's policy denies this call"),
+            Self::Unauthenticated(_) => (-32001, "Unauthenticated: the hop token was refused"),
+            Self::BadRequest(..) => (-32600, "Invalid Request"),
+            Self::NoRoute => (-32001, "No route to the destination"),
+            _ => (
+                -32603,
+                "Internal error: hopgate could not complete the call",
+            ),
+        };
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": code,
+                "message": message,
+                "data": { "decision_id": decision_id, "reason": self.reason() },
+            },
+        });
+        let mut rsp = Response::new(full_body(body.to_string()));
         *rsp.status_mut() = self.status();
         let headers = rsp.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hopgate_config::InboundMode;
-use hopgate_policy::Direction;
+use hopgate_policy::{Direction, McpFacts};
 use serde::{Serialize, Serializer};
 
 use super::stdout::{Kept, stdout};
@@ -69,6 +69,8 @@ pub struct AuditHead<'a> {
     pub trace_id: Option<&'a str>,
     /// The hop token the record is about: received (inbound) or minted (outbound).
     pub token: Option<AuditToken<'a>>,
+    /// The MCP call, for an MCP request whose body was read.
+    pub mcp: Option<McpFacts<'a>>,
 }
 
 /// The facts of a hop token an audit record carries; never the token itself.
@@ -194,8 +196,8 @@ impl AuditHead<'_> {
             token_prv: token.and_then(|t| t.prv),
             sub: token.map(|t| t.sub),
             depth: token.map(|t| t.depth),
-            mcp_method: None,
-            mcp_name: None,
+            mcp_method: self.mcp.map(|m| m.method),
+            mcp_name: self.mcp.and_then(|m| m.name),
         };
         // A record with a token runs to some 900 bytes: room for it and its end, never grown.
         let mut line = Vec::with_capacity(1280);
@@ -306,6 +308,7 @@ mod tests {
             route: None,
             trace_id: None,
             token,
+            mcp: None,
         }
     }
 

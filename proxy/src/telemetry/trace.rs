@@ -172,6 +172,8 @@ macro_rules! request_span {
             hop.decision.id = tracing::field::Empty,
             hop.reason = tracing::field::Empty,
             hop.policy.ids = tracing::field::Empty,
+            mcp.method.name = tracing::field::Empty,
+            mcp.tool.name = tracing::field::Empty,
         )
     };
 }

@@ -101,6 +101,35 @@ impl HopSpan {
         self.set(txn.into_iter().chain(prv).chain(attributes));
     }
 
+    /// The MCP call: `mcp.method.name`, and the name it calls by the OTel MCP conventions
+    /// (`gen_ai.tool.name`, `mcp.resource.uri` or `gen_ai.prompt.name`), with the tool's name in
+    /// `mcp.tool.name` too.
+    pub fn record_mcp(&self, method: &str, name: Option<&str>) {
+        if !self.is_enabled() {
+            return;
+        }
+        self.set([KeyValue::new("mcp.method.name", interner::intern(method))]);
+        let key = match method {
+            "tools/call" => Some("gen_ai.tool.name"),
+            "prompts/get" => Some("gen_ai.prompt.name"),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                Some("mcp.resource.uri")
+            }
+            _ => None,
+        };
+        if let (Some(key), Some(name)) = (key, name) {
+            let value = interner::intern(name);
+            if key == "gen_ai.tool.name" {
+                self.set([
+                    KeyValue::new("mcp.tool.name", value.clone()),
+                    KeyValue::new(key, value),
+                ]);
+            } else {
+                self.set([KeyValue::new(key, value)]);
+            }
+        }
+    }
+
     /// The Cedar action this hop was decided under.
     pub fn record_action(&self, action: &str) {
         if self.is_enabled() {
