@@ -190,10 +190,11 @@ fn check_config(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(err) => return report_config_error(path, &err),
     };
-    let mut problems: Vec<String> = hopgate_proxy::unsupported(&config)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let mut problems: Vec<String> = Vec::new();
+    // The collector's CA must hold certificates that can be roots.
+    if let Err(err) = hopgate_proxy::telemetry::trace::check_export(config.telemetry()) {
+        problems.push(err.to_string());
+    }
     if let IdentitySource::WorkloadApi(api) = config.identity().source() {
         // The agent may not be up where the config is checked (a CI job, an image build).
         eprintln!(

@@ -2,7 +2,7 @@
 //! found so far. Each section's builder takes `&mut Check` and pushes into it, so one run
 //! reports all problems at once.
 
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::fs;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -12,17 +12,21 @@ use std::time::Duration;
 use crate::FieldError;
 use crate::duration;
 
-/// Problems found so far, and the folder relative paths resolve against.
 /// Where a config's defaults from the environment come from.
-#[derive(Debug)]
 pub(crate) enum Env {
     /// The process environment.
     Process,
     /// These variables only (tests: the process environment is shared by every test thread).
     #[cfg_attr(not(test), expect(dead_code, reason = "the tests' environment"))]
     Fixed(Vec<(String, String)>),
+    /// Whatever this lookup answers ([`crate::load_with_env`]).
+    Lookup(Lookup),
 }
 
+/// An environment variable's value by name.
+pub(crate) type Lookup = Box<dyn Fn(&str) -> Option<String>>;
+
+/// Problems found so far, and the folder relative paths resolve against.
 #[derive(Debug)]
 pub(crate) struct Check {
     base_dir: PathBuf,
@@ -32,6 +36,22 @@ pub(crate) struct Check {
     // Paths whose value was dropped after a shape problem (wrong type, unknown key). A later
     // problem at or below one of them ("is required") is a consequence, not news.
     removed: Vec<String>,
+}
+
+// === impl Env ===
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values may be secrets (`OTEL_EXPORTER_OTLP_HEADERS`): names at most.
+        match self {
+            Self::Process => f.write_str("Process"),
+            Self::Fixed(vars) => f
+                .debug_list()
+                .entries(vars.iter().map(|(name, _)| name))
+                .finish(),
+            Self::Lookup(_) => f.write_str("Lookup"),
+        }
+    }
 }
 
 // === impl Check ===
@@ -58,6 +78,7 @@ impl Check {
                 .iter()
                 .find(|(key, _)| key == name)
                 .map(|(_, value)| value.clone()),
+            Env::Lookup(lookup) => lookup(name),
         };
         value.filter(|v| !v.is_empty())
     }

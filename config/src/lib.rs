@@ -54,7 +54,8 @@ pub use mcp::McpConfig;
 pub use policy::{IntentConfig, PolicyConfig};
 pub use spiffe::{MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain};
 pub use telemetry::{
-    AuditConfig, LogFormat, MetricsConfig, OtlpConfig, OtlpProtocol, TelemetryConfig, WhenFull,
+    AuditConfig, LogFormat, MetricsConfig, OtlpCompression, OtlpConfig, OtlpProtocol, OtlpTls,
+    TelemetryConfig, WhenFull,
 };
 pub use token::{OriginIssuer, TokenConfig};
 
@@ -82,13 +83,49 @@ pub struct Config {
 /// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Invalid`] with every
 /// problem found otherwise (see [`from_yaml`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    read(path, from_yaml)
+}
+
+/// [`load`], with the environment variables (`$SPIFFE_ENDPOINT_SOCKET`, `$OTEL_*`) read from
+/// `env` instead of the process: `|name| std::env::var(name).ok()` is what [`load`] does, and
+/// `|_| None` a config that only the file decides.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with_env(
+    path: &Path,
+    env: impl Fn(&str) -> Option<String> + 'static,
+) -> Result<Config, ConfigError> {
+    read(path, |text, base_dir| {
+        from_yaml_with_env(text, base_dir, env)
+    })
+}
+
+/// Reads the file at `path` and validates it with `validate`, relative paths against its folder.
+fn read(
+    path: &Path,
+    validate: impl FnOnce(&str, &Path) -> Result<Config, ConfigError>,
+) -> Result<Config, ConfigError> {
     let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let file = path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base_dir = file.parent().unwrap_or(Path::new("/"));
-    from_yaml(&text, base_dir)
+    validate(&text, base_dir)
+}
+
+/// [`from_yaml`], with the environment variables read from `env` (see [`load_with_env`]).
+///
+/// # Errors
+/// As [`from_yaml`].
+pub fn from_yaml_with_env(
+    yaml: &str,
+    base_dir: &Path,
+    env: impl Fn(&str) -> Option<String> + 'static,
+) -> Result<Config, ConfigError> {
+    let env = check::Env::Lookup(Box::new(env));
+    from_yaml_with(yaml, Check::with_env(absolute_dir(base_dir), env))
 }
 
 /// Validates config text; relative paths in it resolve against `base_dir` (made absolute

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{InboundMode, LogFormat, OtlpProtocol, WhenFull};
+use crate::{InboundMode, LogFormat, OtlpCompression, OtlpProtocol, WhenFull};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -274,14 +274,33 @@ pub(crate) struct Audit {
     pub(crate) buffer: Option<String>,
 }
 
-/// `telemetry.otlp`.
+/// `telemetry.otlp`. Each key left unset is taken from its `OTEL_EXPORTER_OTLP_*` variable, if
+/// set (docs/telemetry.md, "OTLP export").
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Otlp {
-    /// The collector, `http://…` or `https://…`. Required.
+    /// The collector, `http://…` or `https://…`. Required (here or in
+    /// `$OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`).
     pub(crate) endpoint: Option<String>,
     /// `grpc` or `http`. Default `grpc`.
     pub(crate) protocol: Option<OtlpProtocol>,
+    /// TLS to an `https://` collector.
+    pub(crate) tls: Option<OtlpTls>,
+    /// Header name → value, sent with every export (gRPC: as metadata). Values may be secrets.
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    /// `none` or `gzip`. Default `none`.
+    pub(crate) compression: Option<OtlpCompression>,
+}
+
+/// `telemetry.otlp.tls`: only for an `https://` endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OtlpTls {
+    /// The PEM file of the CA(s) the collector's certificate must chain to. Required for
+    /// `https://` (here or in `$OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`).
+    pub(crate) ca: Option<PathBuf>,
+    /// Present this sidecar's current X.509-SVID to the collector (mTLS). Default `false`.
+    pub(crate) client_svid: Option<bool>,
 }
 
 /// `admin`.

@@ -7,12 +7,18 @@ use serde::Deserialize;
 use crate::check::Check;
 use crate::raw;
 
+mod env;
+mod otlp;
+
+pub use otlp::{OtlpCompression, OtlpConfig, OtlpProtocol, OtlpTls};
+
 /// Logs and export (`telemetry`).
 #[derive(Clone, Debug)]
 pub struct TelemetryConfig {
     service_name: String,
     log_format: LogFormat,
     otlp: Option<OtlpConfig>,
+    resource_attributes: Vec<(String, String)>,
     audit: AuditConfig,
     metrics: MetricsConfig,
 }
@@ -54,30 +60,19 @@ pub enum LogFormat {
     Text,
 }
 
-/// OpenTelemetry export (`telemetry.otlp`).
-#[derive(Clone, Debug)]
-pub struct OtlpConfig {
-    endpoint: String,
-    protocol: OtlpProtocol,
-}
-
-/// The OTLP transport.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OtlpProtocol {
-    /// OTLP over gRPC (usually port 4317).
-    #[default]
-    Grpc,
-    /// OTLP over HTTP with protobuf bodies (usually port 4318).
-    Http,
-}
-
 // === impl TelemetryConfig ===
 
 impl TelemetryConfig {
-    /// `service.name` of spans and logs. Default `hopgate`.
+    /// `service.name` of spans and logs: the file's, else `$OTEL_SERVICE_NAME`, else the
+    /// `service.name` of `$OTEL_RESOURCE_ATTRIBUTES`, else `hopgate`.
     pub fn service_name(&self) -> &str {
         &self.service_name
+    }
+
+    /// The other attributes of `$OTEL_RESOURCE_ATTRIBUTES` (`service.name` and
+    /// `service.version` excepted: hopgate sets those), in the order given, each key once.
+    pub fn resource_attributes(&self) -> &[(String, String)] {
+        &self.resource_attributes
     }
 
     /// How log lines are written. Default [`LogFormat::Json`].
@@ -101,34 +96,48 @@ impl TelemetryConfig {
     }
 
     pub(crate) fn from_raw(raw: raw::Telemetry, check: &mut Check) -> Option<Self> {
-        let service_name = raw.service_name.unwrap_or_else(|| "hopgate".to_owned());
+        let attributes = env::resource_attributes(check);
+        let (service_name, path) = env::service_name(
+            raw.service_name,
+            attributes.as_deref().unwrap_or_default(),
+            check,
+        )
+        .unwrap_or_else(|| ("hopgate".to_owned(), "telemetry.service_name".to_owned()));
         let service_name = if service_name.trim().is_empty() {
-            check.error("telemetry.service_name", "is empty");
+            check.error(path, "is empty");
             None
         } else if service_name.chars().any(char::is_control) {
             let shown = service_name.escape_debug();
-            check.error(
-                "telemetry.service_name",
-                format!("`{shown}` holds a control character"),
-            );
+            check.error(path, format!("`{shown}` holds a control character"));
             None
         } else {
             Some(service_name)
         };
-        let otlp = match raw.otlp {
-            None => Some(None),
-            Some(otlp) => OtlpConfig::from_raw(otlp, check).map(Some),
-        };
+        let otlp = OtlpConfig::from_raw(raw.otlp, check);
         let audit = AuditConfig::from_raw(raw.audit.unwrap_or_default(), check);
         let metrics = MetricsConfig::from_raw(raw.metrics.unwrap_or_default(), check);
         Some(Self {
             service_name: service_name?,
             log_format: raw.log_format.unwrap_or_default(),
             otlp: otlp?,
+            resource_attributes: own_attributes(attributes?),
             audit: audit?,
             metrics: metrics?,
         })
     }
+}
+
+/// The resource attributes hopgate does not set itself, each key once (the last wins).
+fn own_attributes(attributes: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut own: Vec<(String, String)> = Vec::new();
+    for (key, value) in attributes {
+        if key == "service.name" || key == "service.version" {
+            continue;
+        }
+        own.retain(|(k, _)| *k != key);
+        own.push((key, value));
+    }
+    own
 }
 
 // === impl AuditConfig ===
@@ -247,59 +256,10 @@ impl fmt::Display for LogFormat {
     }
 }
 
-// === impl OtlpConfig ===
-
-impl OtlpConfig {
-    /// The collector URL, starting with `http://` or `https://`.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// The transport. Default [`OtlpProtocol::Grpc`].
-    pub fn protocol(&self) -> OtlpProtocol {
-        self.protocol
-    }
-
-    fn from_raw(raw: raw::Otlp, check: &mut Check) -> Option<Self> {
-        let path = "telemetry.otlp.endpoint";
-        let endpoint = check.required(raw.endpoint, path)?;
-        let rest = endpoint
-            .strip_prefix("http://")
-            .or_else(|| endpoint.strip_prefix("https://"));
-        let shown = endpoint.escape_debug();
-        let problem = match rest {
-            None => format!("`{shown}` must start with `http://` or `https://`"),
-            Some("") => format!("`{shown}` has no host"),
-            Some(rest) if rest.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                format!("`{shown}` holds whitespace or a control character")
-            }
-            Some(_) => {
-                return Some(Self {
-                    endpoint,
-                    protocol: raw.protocol.unwrap_or_default(),
-                });
-            }
-        };
-        check.error(path, problem);
-        None
-    }
-}
-
-// === impl OtlpProtocol ===
-
-impl fmt::Display for OtlpProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Grpc => "grpc",
-            Self::Http => "http",
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use crate::test_support::{Fixture, MINIMAL};
-    use crate::{AuditConfig, LogFormat, MetricsConfig, OtlpProtocol, WhenFull};
+    use crate::{AuditConfig, LogFormat, MetricsConfig, WhenFull};
 
     #[test]
     fn audit_defaults_to_refusing_when_a_one_mebibyte_buffer_is_full() {
@@ -367,57 +327,5 @@ mod tests {
         assert_eq!(config.telemetry().service_name(), "hopgate");
         assert_eq!(config.telemetry().log_format(), LogFormat::Json);
         assert!(config.telemetry().otlp().is_none());
-    }
-
-    #[test]
-    fn otlp_protocol_defaults_to_grpc() {
-        let fx = Fixture::new();
-        let config = fx.load(&format!(
-            "{MINIMAL}telemetry:\n  service_name: inference sidecar\n  log_format: text\n  otlp: {{ endpoint: 'http://127.0.0.1:4317' }}\n"
-        ));
-        let telemetry = config.telemetry();
-        assert_eq!(telemetry.service_name(), "inference sidecar");
-        assert_eq!(telemetry.log_format(), LogFormat::Text);
-        let otlp = telemetry.otlp().unwrap();
-        assert_eq!(otlp.endpoint(), "http://127.0.0.1:4317");
-        assert_eq!(otlp.protocol(), OtlpProtocol::Grpc);
-        let http = fx.load(&format!(
-            "{MINIMAL}telemetry: {{ otlp: {{ endpoint: 'https://c:4318', protocol: http }} }}\n"
-        ));
-        assert_eq!(
-            http.telemetry().otlp().unwrap().protocol(),
-            OtlpProtocol::Http
-        );
-        assert_eq!(OtlpProtocol::Http.to_string(), "http");
-        assert_eq!(LogFormat::Text.to_string(), "text");
-    }
-
-    #[test]
-    fn closed_sets_and_endpoints_are_checked() {
-        let fx = Fixture::new();
-        let errors = fx.errors(&format!(
-            "{MINIMAL}telemetry:\n  service_name: ''\n  log_format: yaml\n  otlp: {{ endpoint: 'grpc://c:4317', protocol: thrift }}\n"
-        ));
-        assert_eq!(
-            errors,
-            [
-                "telemetry.log_format: `yaml` is not one of `json` or `text`",
-                "telemetry.otlp.protocol: `thrift` is not one of `grpc` or `http`",
-                "telemetry.service_name: is empty",
-                "telemetry.otlp.endpoint: `grpc://c:4317` must start with `http://` or `https://`",
-            ]
-        );
-        assert_eq!(
-            fx.errors(&format!(
-                "{MINIMAL}telemetry: {{ otlp: {{ endpoint: 'http://' }} }}\n"
-            )),
-            ["telemetry.otlp.endpoint: `http://` has no host"]
-        );
-        assert_eq!(
-            fx.errors(&format!(
-                "{MINIMAL}telemetry: {{ otlp: {{ protocol: http }} }}\n"
-            )),
-            ["telemetry.otlp.endpoint: is required"]
-        );
     }
 }

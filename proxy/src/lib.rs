@@ -44,6 +44,7 @@ use crate::http::authorize::Authorizer;
 use crate::identity::{Derived, IdentityError, IdentityStore};
 use crate::inbound::{Authenticator, Inbound};
 use crate::outbound::{Delegator, Outbound};
+use crate::telemetry::CurrentSvid;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
 use crate::telemetry::stdout::stdout;
@@ -103,9 +104,6 @@ pub enum StartupError {
     /// The OTLP exporter could not be built; a configuration problem.
     #[error("{0}")]
     Telemetry(#[from] TraceError),
-    /// The configuration asks for something this build cannot do yet.
-    #[error("{0}")]
-    Unsupported(&'static str),
     /// The Workload API gave no usable SVID within `identity.workload_api.initial_timeout`; a
     /// runtime problem (exit 1): the agent, its socket or the registration entry.
     #[error("identity.workload_api: {0}")]
@@ -144,24 +142,6 @@ enum IdentityWatch {
     WorkloadApi { _task: identity::WorkloadApiTask },
 }
 
-/// Settings this build accepts in a config but cannot honour yet, each with its path.
-///
-/// Refusing them at startup (and in `check-config`) beats running without them: a sidecar that
-/// silently ignored `telemetry.otlp` would leave an SRE looking for traces that never come.
-pub fn unsupported(config: &Config) -> Vec<&'static str> {
-    let mut problems = Vec::new();
-    if config
-        .telemetry()
-        .otlp()
-        .is_some_and(|otlp| otlp.endpoint().starts_with("https://"))
-    {
-        problems.push(
-            "telemetry.otlp.endpoint: this build exports over plain `http://` only (to a collector or agent on the node); `https://` is not supported",
-        );
-    }
-    problems
-}
-
 /// Signs the audit seals with the identity current at each seal. The store is held by the
 /// process-wide writer, not borrowed from the sidecar: the last seal is written by the flush
 /// on the way out, after the sidecar itself is gone, and must still be signed.
@@ -185,8 +165,7 @@ impl StartupError {
             | Self::Origin(_)
             | Self::Minter(_)
             | Self::AuditSeal(_)
-            | Self::Telemetry(_)
-            | Self::Unsupported(_) => true,
+            | Self::Telemetry(_) => true,
             Self::Bind { .. } | Self::Watch(_) | Self::WorkloadApi(_) => false,
         }
     }
@@ -202,7 +181,6 @@ impl Proxy {
     /// [`StartupError::Identity`] for unreadable or invalid SVID and bundle files,
     /// [`StartupError::WorkloadApi`] when the Workload API gave no usable SVID in time,
     /// [`StartupError::Policy`] for a policy folder that does not load or validate,
-    /// [`StartupError::Unsupported`] for settings a later hopgate serves,
     /// [`StartupError::Bind`] when an address is taken.
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
         Self::build_with_audit(config, AuditSink::Stdout).await
@@ -224,9 +202,6 @@ impl Proxy {
     /// built.
     pub async fn build_with(config: &Config, options: BuildOptions) -> Result<Self, StartupError> {
         let BuildOptions { audit, spans } = options;
-        if let Some(problem) = unsupported(config).into_iter().next() {
-            return Err(StartupError::Unsupported(problem));
-        }
         if matches!(audit, AuditSink::Stdout) {
             stdout().configure(config.telemetry().audit());
         }
@@ -291,7 +266,14 @@ impl Proxy {
             }
             None => (None, None),
         };
-        let tracing = Tracing::new(config.telemetry(), spans, Arc::clone(&metrics))?;
+        // The collector sees the SVID current at each handshake (`tls.client_svid`).
+        let svid_store = Arc::clone(&identity);
+        let svid: CurrentSvid = Arc::new(move || {
+            svid_store
+                .snapshot()
+                .map(|snapshot| snapshot.identity().svid().certified_key())
+        });
+        let tracing = Tracing::new(config.telemetry(), spans, Arc::clone(&metrics), Some(svid))?;
         let drain = shutdown::channel();
         let telemetry = HopTelemetry {
             tracing: tracing.clone(),

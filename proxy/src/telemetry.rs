@@ -8,3 +8,5 @@ pub mod seal;
 pub mod stdout;
 pub mod trace;
 pub(crate) mod traceparent;
+
+pub(crate) use otlp::CurrentSvid;

@@ -43,6 +43,7 @@ pub(crate) mod svid_profile;
 pub(crate) mod test_support;
 
 pub use bundle::TrustBundles;
+pub(crate) use bundle::read_certificates;
 pub use error::TlsError;
 pub use peer::PeerIdentity;
 pub use spiffe_verifier::{SpiffeClientVerifier, SpiffeServerVerifier};

@@ -276,8 +276,7 @@ fn a_bundle_that_is_not_a_certificate_is_reported_under_identity_bundles() {
 }
 
 #[test]
-fn an_https_otlp_endpoint_is_refused_rather_than_exported_to_in_the_clear() {
-    // This build has no TLS to the collector: an https endpoint must not be silently downgraded.
+fn an_https_otlp_endpoint_without_a_ca_is_refused_rather_than_exported_to_unverified() {
     let dir = ConfigDir::new();
     let path = dir.write(&format!(
         "{VALID}telemetry:\n  otlp: {{ endpoint: \"https://collector.example:4317\", protocol: grpc }}\n"
@@ -289,10 +288,59 @@ fn an_https_otlp_endpoint_is_refused_rather_than_exported_to_in_the_clear() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(78), "{command}: {err}");
         assert!(
-            err.contains("telemetry.otlp.endpoint") && err.contains("https://"),
+            err.contains("telemetry.otlp.tls.ca: is required"),
             "{command}: {err}"
         );
     }
+}
+
+#[test]
+fn a_collector_ca_file_without_a_certificate_is_refused_naming_tls_ca() {
+    let dir = ConfigDir::new();
+    std::fs::write(
+        dir.dir.path().join("collector-ca.pem"),
+        "not a certificate\n",
+    )
+    .unwrap();
+    let path = dir.write(&format!(
+        "{VALID}telemetry:\n  otlp: {{ endpoint: \"https://collector.example:4317\", tls: {{ ca: collector-ca.pem }} }}\n"
+    ));
+    for (command, out) in [
+        ("check-config", hopgate(&["check-config", path_arg(&path)])),
+        ("run -c", run_config(&path)),
+    ] {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{command}: {err}");
+        assert!(
+            err.contains("telemetry.otlp: tls.ca: ") && err.contains("collector-ca.pem"),
+            "{command}: {err}"
+        );
+    }
+}
+
+#[test]
+fn check_config_reads_the_otel_variables_and_names_a_bad_one() {
+    let dir = ConfigDir::new();
+    let path = dir.write(VALID);
+    let out = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+        .args(["check-config", path_arg(&path)])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("$OTEL_EXPORTER_OTLP_PROTOCOL: `http/json` is not supported"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_hopgate"))
+        .args(["check-config", path_arg(&path)])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod dns;
 mod folded_headers;
 mod inbound;
 mod metrics;
+mod otlp_export;
 mod outbound;
 mod outbound_edge;
 mod path_swaps;

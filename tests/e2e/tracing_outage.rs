@@ -9,7 +9,7 @@ use crate::support::workload::{Workload, Workloads};
 use crate::tracing_spans::WAIT;
 
 /// The value of `hopgate_telemetry_spans_dropped_total` on `workload`'s admin `/metrics`.
-async fn spans_dropped(workload: &Workload) -> u64 {
+pub(crate) async fn spans_dropped(workload: &Workload) -> u64 {
     let (status, metrics) = workload.admin_get("/metrics").await;
     assert_eq!(status, 200, "{metrics}");
     metrics
@@ -144,5 +144,15 @@ async fn a_collector_that_accepts_but_never_answers_does_not_slow_requests() {
     for workload in [&caller, &callee] {
         let (status, _) = workload.admin_get("/metrics").await;
         assert_eq!(status, 200);
+    }
+    // A batch that never gets an answer is dropped at its deadline (5 s, retries included),
+    // and counted.
+    for workload in [&caller, &callee] {
+        eventually(
+            Duration::from_secs(10),
+            format_args!("no dropped spans counted at {}", workload.id),
+            || async { (spans_dropped(workload).await > 0).then_some(()) },
+        )
+        .await;
     }
 }

@@ -16,14 +16,14 @@ use crate::support::workload::{Workload, Workloads, plain_request};
 
 const JAEGER_VERSION: &str = "1.75.0";
 /// The trace the agent's app starts, so the test knows which trace to ask Jaeger for.
-const TRACE_ID: &str = "6e0c63257de34c92bf9efcd03927272e";
+pub(crate) const TRACE_ID: &str = "6e0c63257de34c92bf9efcd03927272e";
 const TRACEPARENT: &str = "00-6e0c63257de34c92bf9efcd03927272e-a2fb4a1d1a96d312-01";
 
 /// A running Jaeger all-in-one on loopback ports of its own; killed on drop.
-struct Jaeger {
+pub(crate) struct Jaeger {
     child: Child,
-    otlp_grpc: SocketAddr,
-    otlp_http: SocketAddr,
+    pub(crate) otlp_grpc: SocketAddr,
+    pub(crate) otlp_http: SocketAddr,
     query: SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -50,6 +50,12 @@ fn free_port() -> SocketAddr {
 
 impl Jaeger {
     async fn start() -> Self {
+        Self::start_with("", "").await
+    }
+
+    /// Jaeger with more keys for its OTLP gRPC and HTTP receivers (`tls:`, `keepalive:`), as
+    /// YAML lines indented for the protocol's section (8 spaces).
+    pub(crate) async fn start_with(grpc_extra: &str, http_extra: &str) -> Self {
         let (otlp_grpc, otlp_http, query) = (free_port(), free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("jaeger.yaml");
@@ -87,9 +93,9 @@ receivers:
     protocols:
       grpc:
         endpoint: {otlp_grpc}
-      http:
+{grpc_extra}      http:
         endpoint: {otlp_http}
-processors:
+{http_extra}processors:
   batch:
     timeout: 100ms
 exporters:
@@ -128,15 +134,20 @@ exporters:
     }
 
     /// The spans of trace `id` as Jaeger's query API gives them, once there are `count`.
-    async fn trace(&self, id: &str, count: usize) -> Value {
-        let path = format!("/api/traces/{id}");
+    pub(crate) async fn trace(&self, id: &str, count: usize) -> Value {
         eventually(Duration::from_secs(10), "the trace in Jaeger", || async {
-            let reply = plain_request(self.query, "GET", "localhost", &path, &[]).await;
-            let trace: Value = serde_json::from_str(&reply.body).ok()?;
-            let spans = trace["data"][0]["spans"].as_array()?.len();
-            (spans >= count).then_some(trace["data"][0].clone())
+            self.trace_now(id, count).await
         })
         .await
+    }
+
+    /// Trace `id` if Jaeger has `count` of its spans now.
+    pub(crate) async fn trace_now(&self, id: &str, count: usize) -> Option<Value> {
+        let path = format!("/api/traces/{id}");
+        let reply = plain_request(self.query, "GET", "localhost", &path, &[]).await;
+        let trace: Value = serde_json::from_str(&reply.body).ok()?;
+        let spans = trace["data"][0]["spans"].as_array()?.len();
+        (spans >= count).then_some(trace["data"][0].clone())
     }
 }
 
@@ -147,24 +158,25 @@ impl Drop for Jaeger {
     }
 }
 
-/// agent (client only) → inference → crm, each exporting to `endpoint`.
-async fn chain(mesh: &Workloads, endpoint: &str, protocol: &str) -> [Workload; 3] {
+/// agent (client only) → inference → crm, each with the `telemetry:` section `telemetry`
+/// makes for its service name.
+async fn chain(mesh: &Workloads, telemetry: &dyn Fn(&str) -> String) -> [Workload; 3] {
     let crm = mesh
         .workload("crm")
-        .top_yaml(&telemetry("crm", endpoint, protocol))
+        .top_yaml(&telemetry("crm"))
         .start()
         .await;
     let inference = mesh
         .workload("inference")
         .route("crm.tools", &crm, &[])
-        .top_yaml(&telemetry("inference", endpoint, protocol))
+        .top_yaml(&telemetry("inference"))
         .start()
         .await;
     let agent = mesh
         .workload("agent")
         .client_only()
         .route("inference.ml", &inference, &[])
-        .top_yaml(&telemetry("agent", endpoint, protocol))
+        .top_yaml(&telemetry("agent"))
         .start()
         .await;
     [agent, inference, crm]
@@ -206,10 +218,14 @@ fn parent(span: &Value) -> &str {
         .unwrap_or_default()
 }
 
-/// Sends alice's chain call and checks what Jaeger shows of it.
-async fn the_chain_arrives_as_one_trace(endpoint: &str, protocol: &str, jaeger: &Jaeger) {
-    let mesh = Workloads::new();
-    let [agent, inference, crm] = chain(&mesh, endpoint, protocol).await;
+/// Sends alice's chain call, each sidecar exporting as `telemetry` says, and checks what
+/// Jaeger shows of it.
+pub(crate) async fn the_chain_arrives_as_one_trace(
+    telemetry: &dyn Fn(&str) -> String,
+    mesh: &Workloads,
+    jaeger: &Jaeger,
+) {
+    let [agent, inference, crm] = chain(mesh, telemetry).await;
     let reply = agent
         .call(
             "inference.ml",
@@ -261,12 +277,14 @@ async fn the_chain_arrives_as_one_trace(endpoint: &str, protocol: &str, jaeger: 
 async fn a_three_sidecar_chain_arrives_in_jaeger_as_one_trace_over_otlp_grpc() {
     let jaeger = Jaeger::start().await;
     let endpoint = format!("http://{}", jaeger.otlp_grpc);
-    the_chain_arrives_as_one_trace(&endpoint, "grpc", &jaeger).await;
+    let telemetry = |service: &str| telemetry(service, &endpoint, "grpc");
+    the_chain_arrives_as_one_trace(&telemetry, &Workloads::new(), &jaeger).await;
 }
 
 #[tokio::test]
 async fn a_three_sidecar_chain_arrives_in_jaeger_as_one_trace_over_otlp_http() {
     let jaeger = Jaeger::start().await;
     let endpoint = format!("http://{}", jaeger.otlp_http);
-    the_chain_arrives_as_one_trace(&endpoint, "http", &jaeger).await;
+    let telemetry = |service: &str| telemetry(service, &endpoint, "http");
+    the_chain_arrives_as_one_trace(&telemetry, &Workloads::new(), &jaeger).await;
 }

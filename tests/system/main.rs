@@ -35,6 +35,7 @@ mod spire;
 
 mod iptables;
 mod jaeger;
+mod jaeger_tls;
 mod spire_hop;
 mod tools;
 mod transparent;

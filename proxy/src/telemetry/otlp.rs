@@ -9,16 +9,24 @@
 //! messages and compare them with that crate's own conversion, field for field, and byte for
 //! byte with what prost writes for it.
 //!
-//! - `export.rs`: where batches go (gRPC or HTTP) and how a collector's answer is read;
+//! - `export.rs`: where batches go (gRPC or HTTP), with which headers and compression, and how
+//!   a collector's answer is read;
+//! - `retry.rs`: which failures are tried again, and after how long;
+//! - `connect.rs`, `tls.rs`: the connection, plain or TLS (the collector's CA; optionally mTLS
+//!   with the SVID current at each handshake);
 //! - `encode.rs`: spans into `ExportTraceServiceRequest` bytes, as they end;
 //! - `wire.rs`: the protobuf wire format those are written in.
 
+mod connect;
 mod encode;
 mod export;
+mod retry;
+mod tls;
 mod wire;
 
 pub(super) use encode::{EncodedSpans, ExportRequest, SpanEncoder};
-pub(super) use export::Exporter;
+pub(super) use export::{Exporter, check};
+pub(crate) use tls::CurrentSvid;
 
 #[cfg(test)]
 mod tests;

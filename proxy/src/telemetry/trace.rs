@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hopgate_config::{OtlpConfig, OtlpProtocol, SpiffeId, TelemetryConfig};
+use hopgate_config::{SpiffeId, TelemetryConfig};
 use hopgate_policy::TokenFacts;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::trace::{SpanContext, Status, TraceContextExt, TraceState, TracerProvider as _};
@@ -42,7 +42,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 
 use super::interner;
 use super::metrics::{DecisionLabel, ProxyMetrics};
-use super::otlp::{EncodedSpans, Exporter, SpanEncoder};
+use super::otlp::{self, CurrentSvid, EncodedSpans, Exporter, SpanEncoder};
 use super::traceparent::{self, CallerTrace, TRACEPARENT, TraceIdHex};
 
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -56,7 +56,7 @@ const QUEUE: usize = 2048;
 const BATCH: usize = 512;
 /// How long a batch may wait for more spans.
 const BATCH_DELAY: Duration = Duration::from_millis(200);
-/// How long one export may take.
+/// How long one batch's export may take, retries included.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Spans collected in memory (for `hopgate demo` and tests), shared by every sidecar given it.
@@ -196,7 +196,8 @@ impl Tracing {
     }
 
     /// Tracing for one sidecar: exported over OTLP when `telemetry.otlp` is set, collected in
-    /// `collector` when one is given, off when neither. Must be called inside a tokio runtime
+    /// `collector` when one is given, off when neither. `svid` reads the SVID presented to
+    /// the collector with `telemetry.otlp.tls.client_svid`, at each handshake. Must be called inside a tokio runtime
     /// (the gRPC exporter binds to it); [`Self::start`] starts the export task.
     ///
     /// # Errors
@@ -205,6 +206,7 @@ impl Tracing {
         config: &TelemetryConfig,
         collector: Option<SpanCollector>,
         metrics: Arc<ProxyMetrics>,
+        svid: Option<CurrentSvid>,
     ) -> Result<Self, TraceError> {
         if config.otlp().is_none() && collector.is_none() {
             return Ok(Self::disabled());
@@ -212,13 +214,20 @@ impl Tracing {
         let resource = Resource::builder()
             .with_service_name(config.service_name().to_owned())
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+            .with_attributes(
+                config
+                    .resource_attributes()
+                    .iter()
+                    .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+            )
             .build();
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_resource(resource.clone());
         let mut export = None;
         if let Some(otlp) = config.otlp() {
-            let exporter = exporter(otlp)?;
+            let exporter =
+                Exporter::new(otlp, svid, EXPORT_TIMEOUT).map_err(TraceError::Exporter)?;
             let queue = Arc::new(ExportQueue::default());
             builder = builder.with_span_processor(QueueProcessor {
                 queue: Arc::clone(&queue),
@@ -373,12 +382,16 @@ impl fmt::Debug for Tracing {
     }
 }
 
-fn exporter(otlp: &OtlpConfig) -> Result<Exporter, TraceError> {
-    match otlp.protocol() {
-        OtlpProtocol::Grpc => Exporter::grpc(otlp.endpoint(), EXPORT_TIMEOUT),
-        OtlpProtocol::Http => Exporter::http(otlp.endpoint()),
+/// Whether the OTLP export of `config` can be set up: its TLS material is usable (`hopgate
+/// check-config`; startup finds the same when it builds the exporter).
+///
+/// # Errors
+/// [`TraceError::Exporter`], naming the key and the file.
+pub fn check_export(config: &TelemetryConfig) -> Result<(), TraceError> {
+    match config.otlp() {
+        Some(otlp) => otlp::check(otlp).map_err(TraceError::Exporter),
+        None => Ok(()),
     }
-    .map_err(TraceError::Exporter)
 }
 
 /// The method as an attribute value: the standard ones without a copy.

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,11 +28,19 @@ use prost::Message as _;
 use tokio::net::TcpListener;
 
 use crate::support::eventually::eventually;
+use crate::support::pki::{Ca, Leaf};
 
 /// The `telemetry:` section exporting to `endpoint` over `protocol` (`grpc` | `http`).
 pub(crate) fn telemetry(service: &str, endpoint: &str, protocol: &str) -> String {
     format!(
         "telemetry:\n  service_name: {service}\n  otlp: {{ endpoint: '{endpoint}', protocol: {protocol} }}\n"
+    )
+}
+
+/// [`telemetry`] with more `otlp` keys, as flow-map entries (`compression: gzip, headers: {...}`).
+pub(crate) fn telemetry_with(service: &str, endpoint: &str, protocol: &str, extra: &str) -> String {
+    format!(
+        "telemetry:\n  service_name: {service}\n  otlp: {{ endpoint: '{endpoint}', protocol: {protocol}, {extra} }}\n"
     )
 }
 
@@ -51,6 +60,8 @@ pub(crate) struct ReceivedSpan {
     /// The status code: `unset`, `ok` or `error`.
     pub(crate) status: &'static str,
     pub(crate) attributes: BTreeMap<String, Attr>,
+    /// The attributes of the resource it was exported under.
+    pub(crate) resource: BTreeMap<String, Attr>,
 }
 
 /// An attribute value as OTLP carries it.
@@ -73,12 +84,20 @@ pub(crate) struct ExportCall {
     /// The gRPC method path or the HTTP request path.
     pub(crate) path: String,
     pub(crate) content_type: String,
+    /// Every header (gRPC: metadata) of the call.
+    pub(crate) headers: http::HeaderMap,
 }
 
 #[derive(Default)]
 struct Received {
     spans: Mutex<Vec<ReceivedSpan>>,
     calls: Mutex<Vec<ExportCall>>,
+    /// How many of the next exports are answered 503 / `UNAVAILABLE` (and not kept).
+    fail_next: AtomicU32,
+    /// Exports answered that way so far.
+    failed: AtomicU32,
+    /// The first byte of each connection (0x16: a TLS ClientHello).
+    first_bytes: Mutex<Vec<u8>>,
 }
 
 /// A receiver listening on `127.0.0.1`, for as long as the test's runtime runs.
@@ -95,7 +114,8 @@ impl OtlpReceiver {
         let received = Arc::new(Received::default());
         let service = TraceServiceServer::new(GrpcService {
             received: Arc::clone(&received),
-        });
+        })
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         tokio::spawn(async move {
             tonic::transport::Server::builder()
@@ -106,8 +126,18 @@ impl OtlpReceiver {
         Self { addr, received }
     }
 
-    /// OTLP over HTTP/protobuf: `POST /v1/traces` with an `ExportTraceServiceRequest` body.
+    /// OTLP over HTTP/protobuf: `POST /v1/traces` with an `ExportTraceServiceRequest` body
+    /// (gzipped when its `content-encoding` says so).
     pub(crate) async fn http() -> Self {
+        Self::http_over(None).await
+    }
+
+    /// [`Self::http`] behind TLS with `config` (`https://127.0.0.1:PORT`).
+    pub(crate) async fn https(config: Arc<rustls::ServerConfig>) -> Self {
+        Self::http_over(Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn http_over(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Received::default());
@@ -117,15 +147,27 @@ impl OtlpReceiver {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                let mut first = [0u8; 1];
+                if let Ok(1) = stream.peek(&mut first).await {
+                    shared.first_bytes.lock().unwrap().push(first[0]);
+                }
                 let received = Arc::clone(&shared);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let received = Arc::clone(&received);
                         async move { Ok::<_, Infallible>(http_export(req, &received).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => server.serve_connection(TokioIo::new(stream), svc).await,
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            server.serve_connection(TokioIo::new(stream), svc).await
+                        }
+                    };
                 });
             }
         });
@@ -135,6 +177,26 @@ impl OtlpReceiver {
     /// `http://127.0.0.1:PORT`, for `telemetry.otlp.endpoint`.
     pub(crate) fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub(crate) fn https_endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Answers the next `n` exports 503 (gRPC: `UNAVAILABLE`), keeping nothing of them.
+    pub(crate) fn fail_next(&self, n: u32) {
+        self.received.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// How many exports were answered that way.
+    pub(crate) fn failed(&self) -> u32 {
+        self.received.failed.load(Ordering::SeqCst)
+    }
+
+    /// The first byte of each connection made to an [`Self::https`] or [`Self::http`] one.
+    pub(crate) fn first_bytes(&self) -> Vec<u8> {
+        self.received.first_bytes.lock().unwrap().clone()
     }
 
     /// Every span received so far, in the order they arrived.
@@ -243,17 +305,22 @@ impl TraceService for GrpcService {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if self.received.take_failure() {
+            return Err(tonic::Status::unavailable("failing on purpose"));
+        }
         let content_type = request
             .metadata()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let headers = request.metadata().clone().into_headers();
         self.received.record(
             ExportCall {
                 transport: "grpc",
                 path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export".to_owned(),
                 content_type,
+                headers,
             },
             request.into_inner(),
         );
@@ -275,10 +342,30 @@ async fn http_export(req: Request<Incoming>, received: &Received) -> Response<Fu
     if content_type != "application/x-protobuf" {
         return status(415);
     }
+    let headers = req.headers().clone();
     let Ok(body) = req.into_body().collect().await else {
         return status(400);
     };
-    let Ok(export) = ExportTraceServiceRequest::decode(body.to_bytes()) else {
+    if received.take_failure() {
+        return status(503);
+    }
+    let body = match headers.get("content-encoding").map(|v| v.as_bytes()) {
+        None => body.to_bytes().to_vec(),
+        Some(b"gzip") => {
+            let mut plain = Vec::new();
+            if std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(&body.to_bytes()[..]),
+                &mut plain,
+            )
+            .is_err()
+            {
+                return status(400);
+            }
+            plain
+        }
+        Some(_) => return status(415),
+    };
+    let Ok(export) = ExportTraceServiceRequest::decode(&body[..]) else {
         return status(400);
     };
     received.record(
@@ -286,6 +373,7 @@ async fn http_export(req: Request<Incoming>, received: &Received) -> Response<Fu
             transport: "http",
             path,
             content_type,
+            headers,
         },
         export,
     );
@@ -304,6 +392,18 @@ fn status(code: u16) -> Response<Full<Bytes>> {
 }
 
 impl Received {
+    /// Whether this export is one to fail.
+    fn take_failure(&self) -> bool {
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+        }
+        failing
+    }
+
     fn record(&self, call: ExportCall, export: ExportTraceServiceRequest) {
         let mut flat = Vec::new();
         for resource_spans in export.resource_spans {
@@ -317,6 +417,12 @@ impl Received {
                     _ => None,
                 })
                 .unwrap_or_default();
+            let resource: BTreeMap<String, Attr> = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Attr::Other, attr)))
+                .collect();
             for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
                 let kind = match span.kind() {
                     SpanKind::Server => "server",
@@ -346,6 +452,7 @@ impl Received {
                             (kv.key.clone(), value)
                         })
                         .collect(),
+                    resource: resource.clone(),
                 });
             }
         }
@@ -369,4 +476,26 @@ fn attr(value: &AnyValue) -> Attr {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A collector certificate for `127.0.0.1` (an IP SAN) issued by `ca`, and the server config
+/// presenting it.
+pub(crate) fn collector_tls(ca: &Ca) -> (Leaf, Arc<rustls::ServerConfig>) {
+    let leaf = ca
+        .leaf("spiffe://collector.test/otel")
+        .edit(|p| {
+            p.subject_alt_names.push(rcgen::SanType::IpAddress(
+                std::net::Ipv4Addr::LOCALHOST.into(),
+            ));
+        })
+        .build();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf.key_der.clone_key());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(leaf.chain_der.clone(), key)
+        .unwrap();
+    (leaf, Arc::new(config))
 }

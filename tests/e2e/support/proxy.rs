@@ -138,7 +138,8 @@ impl ProxyBuilder<'_> {
             &self.inbound_extra,
             &self.top_extra,
         );
-        let config = hopgate_config::load(&path).unwrap();
+        // None of the test process's environment: a developer's own `OTEL_*` stays out.
+        let config = hopgate_config::load_with_env(&path, |_| None).unwrap();
         let audit = Arc::new(std::sync::Mutex::new(Vec::new()));
         let proxy = Proxy::build_with_audit(&config, AuditSink::Memory(Arc::clone(&audit))).await?;
         let inbound = proxy.inbound_addr().unwrap();

@@ -60,6 +60,8 @@ pub(crate) struct WorkloadBuilder<'a> {
     egress: bool,
     workload_api: Option<String>,
     app_by_name: bool,
+    /// The environment its config sees (none of the test process's).
+    env: Vec<(String, String)>,
 }
 
 /// A running workload: its app and its sidecar.
@@ -97,6 +99,7 @@ impl Workloads {
             egress: false,
             workload_api: None,
             app_by_name: false,
+            env: Vec::new(),
         }
     }
 
@@ -116,6 +119,12 @@ impl WorkloadBuilder<'_> {
     /// `inbound.app` names the app `localhost:<port>`, a DNS name, instead of its IP.
     pub(crate) fn app_by_name(mut self) -> Self {
         self.app_by_name = true;
+        self
+    }
+
+    /// `name=value` in the environment its config is loaded with (`OTEL_*`, say).
+    pub(crate) fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -245,7 +254,12 @@ impl WorkloadBuilder<'_> {
     pub(crate) async fn start(self) -> Workload {
         let app = RelayApp::start().await;
         let path = self.write(app.addr);
-        let config = hopgate_config::load(&path).unwrap();
+        // Only the variables the test gave: a developer's own `OTEL_*` must not turn export on.
+        let env = self.env.clone();
+        let config = hopgate_config::load_with_env(&path, move |name| {
+            env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        })
+        .unwrap();
         let audit = Arc::new(Mutex::new(Vec::new()));
         let proxy = hopgate_proxy::Proxy::build_with_audit(
             &config,

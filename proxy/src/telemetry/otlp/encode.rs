@@ -157,8 +157,9 @@ impl SpanEncoder {
 }
 
 /// An encoded `ExportTraceServiceRequest`, in the pieces it was written in: sent as it is,
-/// with vectored writes over HTTP, and copied once into the gRPC frame.
-#[derive(Debug, Default)]
+/// with vectored writes over HTTP, and copied once into the gRPC frame. A clone (for another
+/// try) shares the pieces.
+#[derive(Clone, Debug, Default)]
 pub(in crate::telemetry) struct ExportRequest {
     /// Never an empty part: [`Buf::chunk`] is empty only at the end.
     parts: VecDeque<Bytes>,

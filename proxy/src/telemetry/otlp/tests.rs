@@ -19,7 +19,7 @@ use std::io::IoSlice;
 
 use bytes::Buf as _;
 
-use super::{ExportRequest, Exporter, SpanEncoder};
+use super::{ExportRequest, SpanEncoder};
 
 fn context(trace: u128, span: u64, remote: bool, state: &str) -> SpanContext {
     let state = if state.is_empty() {
@@ -183,18 +183,6 @@ fn a_request_in_pieces_reads_as_one_and_never_past_its_end() {
     request.advance(10);
     assert_eq!(request.remaining(), 0);
     assert!(request.chunk().is_empty());
-}
-
-#[test]
-fn an_endpoint_that_is_not_a_uri_is_refused_naming_it() {
-    let Err(err) = Exporter::http("http://exa mple:4318") else {
-        panic!("an endpoint with a space was taken")
-    };
-    assert!(err.contains("`http://exa mple:4318/v1/traces`"), "{err}");
-    let Err(err) = Exporter::grpc("http://exa mple:4317", Duration::from_secs(1)) else {
-        panic!("an endpoint with a space was taken")
-    };
-    assert!(err.contains("`http://exa mple:4317`"), "{err}");
 }
 
 #[test]

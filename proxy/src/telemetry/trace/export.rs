@@ -40,13 +40,9 @@ impl Export {
             let spans = self.queue.lock().spans.take();
             let count = spans.len();
             let request = self.encoder.request(spans);
-            let result = tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(request)).await;
-            let failure = match result {
-                Ok(Ok(())) => None,
-                Ok(Err(err)) => Some(err),
-                Err(_) => Some("export timed out".to_owned()),
-            };
-            if let Some(error) = failure {
+            // Retries included: meanwhile new spans queue up, and past its bound are dropped.
+            let deadline = tokio::time::Instant::now() + EXPORT_TIMEOUT;
+            if let Err(error) = self.exporter.export(request, deadline).await {
                 self.metrics.record_spans_dropped(count);
                 // Once per outage, not once per batch; the counter carries the rest.
                 if !warned {

@@ -22,6 +22,7 @@ fn tracing(collector: &SpanCollector) -> Tracing {
         config.telemetry(),
         Some(collector.clone()),
         Arc::new(ProxyMetrics::new()),
+        None,
     )
     .unwrap()
 }
