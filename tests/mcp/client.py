@@ -86,6 +86,16 @@ class Wire:
         return None
 
 
+def mcp_error(exc: BaseException) -> MCPError | None:
+    """The MCPError in exc, or in the exception groups the SDK's task groups wrap it in."""
+    if isinstance(exc, MCPError):
+        return exc
+    for inner in getattr(exc, "exceptions", None) or ():
+        if (found := mcp_error(inner)) is not None:
+            return found
+    return None
+
+
 def failure(err: MCPError, answer: dict[str, Any] | None) -> dict[str, Any]:
     out = {"ok": False, "code": err.code, "message": err.message, "data": err.data,
            "http_status": answer["status"] if answer else None,
@@ -124,8 +134,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any] | list[str]:
                         cache=None)
         try:
             await client.__aenter__()
-        except MCPError as err:
-            # The handshake (initialize, or the discover probe) itself was refused.
+        except BaseException as exc:
+            # The handshake (initialize, or the discover probe and the initialize it falls back
+            # to) was refused. Raised from inside the transport's task group, the MCPError comes
+            # wrapped in an ExceptionGroup.
+            err = mcp_error(exc)
+            if err is None:
+                raise
             return {**failure(err, wire.last(None)), "stage": "connect"}
         try:
             if args.command == "list":

@@ -2,8 +2,9 @@
 """A stand-in for a refusing proxy, for selfcheck.sh: relays MCP to UPSTREAM, refuses tools/call.
 
     deny_proxy.py --upstream http://127.0.0.1:PORT/mcp [--port 0] [--status 403] [--plain]
+                  [--methods tools/call,...|'*']
 
-Every POST whose JSON-RPC method is tools/call is answered, without reaching the upstream, with
+Every POST whose JSON-RPC method is one of --methods (tools/call; `*`: every request) is answered, without reaching the upstream, with
 HTTP --status (403) and, as application/json,
     {"jsonrpc":"2.0","id":<the request's id>,"error":{"code":-32001,"message":"forbidden",
      "data":{"decision_id":"d-1","reason":"forbidden"}}}
@@ -26,6 +27,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 def handler_for(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
     upstream = urllib.parse.urlsplit(args.upstream)
+    refused = set(args.methods.split(","))
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -65,7 +67,8 @@ def handler_for(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
                 msg = json.loads(body)
             except ValueError:
                 msg = None
-            if isinstance(msg, dict) and msg.get("method") == "tools/call":
+            method = msg.get("method") if isinstance(msg, dict) else None
+            if method is not None and "id" in msg and ("*" in refused or method in refused):
                 if args.plain:
                     self._answer(args.status, b"forbidden\n", "text/plain")
                     return
@@ -91,6 +94,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--status", type=int, default=403)
     p.add_argument("--plain", action="store_true")
+    p.add_argument("--methods", default="tools/call", help="comma-separated methods to refuse; * for all")
     args = p.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(args))
     server.daemon_threads = True

@@ -218,5 +218,21 @@ for revision in latest old auto; do
   same_lines "$label: a refused call reached the tool" "$tmp/json.log" "$before"
 done
 
+# A refusal of the handshake itself (every request refused): `auto` falls back from the refused
+# server/discover to initialize, and both report stage `connect`; `latest` has no handshake.
+start deny_all deny_proxy.py --upstream "http://127.0.0.1:${port[json]}/mcp" --methods '*'
+for revision in old auto; do
+  label="deny-all/$revision"
+  rm -f "$tmp/deny_all.trace"
+  client "$label" "http://127.0.0.1:${port[deny_all]}/mcp" list --revision "$revision" \
+    --trace "$tmp/deny_all.trace"
+  expect "$label" "$out" \
+    "o['ok'] is False and o['stage'] == 'connect' and o['code'] == -32001 and o['data']['decision_id'] == 'd-1' and o['http_status'] == 403"
+  methods=$("$py" -c 'import json, sys; print(json.dumps([json.loads(l)["rpc_method"] for l in open(sys.argv[1])]))' \
+    "$tmp/deny_all.trace")
+  if [ "$revision" = auto ]; then want='["server/discover", "initialize"]'; else want='["initialize"]'; fi
+  expect "$label requests" "$methods" "o == $want"
+done
+
 echo "selfcheck: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
