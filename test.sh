@@ -6,6 +6,8 @@
 #   ./test.sh PHASE...         only these: setup docs unit deploy system release quickstart
 #   ./test.sh jaeger-ui        not a test phase, and never run by default: builds the Jaeger UI
 #                              that docs/screenshots/jaeger-trace.sh serves (once; npm)
+#   ./test.sh mcp-venv         not a test phase: makes (once) the virtualenv with the MCP Python
+#                              SDK that tests/mcp/ runs on, and prints its python (system does it)
 #
 # deploy checks deploy/kubernetes/ offline: every manifest strictly against the Kubernetes
 # schemas, the pod's shape, and the config and policies inside it against the binary
@@ -100,26 +102,47 @@ phase_setup() {
   build_jaeger
 }
 
-# --- the deploy check's Python tools, in a virtualenv of their own (PyPI, never the system's
-# site-packages). Made once; later runs find the pinned kubernetes-validate there.
+# --- the tests' Python tools, in a virtualenv of their own (PyPI, never the system's
+# site-packages): kubernetes-validate for the deploy check, and the official MCP Python SDK for
+# the MCP tool server and client that the system tests route through the proxy (tests/mcp/).
+# Made once; later runs find the pinned versions there and install only what is missing.
 kubernetes_validate_version=1.37.0
+mcp_version=2.3.0
 venv=${CARGO_TARGET_DIR:-target}/tools/venv
 
 python_tools() {
-  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c \
+  if ! { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c \
     "import yaml, kubernetes_validate as k; assert k.__version__ == '$kubernetes_validate_version'" \
-    2>/dev/null; then
-    return 0
+    2>/dev/null; }; then
+    echo "test.sh: installing kubernetes-validate $kubernetes_validate_version into $venv (once)"
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    if ! python3 -m venv "$venv"; then
+      echo "test.sh: \`python3 -m venv\` failed; install python3-venv (\`./test.sh setup\` as root does)" >&2
+      exit 1
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      "kubernetes-validate==$kubernetes_validate_version" PyYAML
   fi
-  echo "test.sh: installing kubernetes-validate $kubernetes_validate_version into $venv (once)"
-  rm -rf "$venv"
-  mkdir -p "$(dirname "$venv")"
-  if ! python3 -m venv "$venv"; then
-    echo "test.sh: \`python3 -m venv\` failed; install python3-venv (\`./test.sh setup\` as root does)" >&2
-    exit 1
+  # The SDK's own version, as pip recorded it: `mcp` has no __version__.
+  if ! "$venv/bin/python" -c \
+    "import importlib.metadata as m, mcp; assert m.version('mcp') == '$mcp_version'" 2>/dev/null; then
+    echo "test.sh: installing mcp $mcp_version (the MCP Python SDK) into $venv (once)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "mcp==$mcp_version"
   fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "kubernetes-validate==$kubernetes_validate_version" PyYAML
+}
+
+# The venv ready, and HOPGATE_TEST_PYTHON set to its python (an absolute path) for the system
+# tests, which start tests/mcp/crm_server.py and tests/mcp/client.py with it.
+mcp_venv() {
+  python_tools
+  HOPGATE_TEST_PYTHON=$(cd "$venv/bin" && pwd)/python
+  export HOPGATE_TEST_PYTHON
+}
+
+phase_mcp_venv() {
+  mcp_venv
+  echo "mcp-venv: HOPGATE_TEST_PYTHON=$HOPGATE_TEST_PYTHON"
 }
 
 # --- SPIRE: the system tests (tests/system/spire.rs) run a real spire-server and spire-agent.
@@ -318,6 +341,8 @@ phase_deploy() {
 
 phase_system() {
   needs_root "the system tests" || return 0
+  # The MCP tool server and client (tests/mcp/) run on the venv's python: HOPGATE_TEST_PYTHON.
+  mcp_venv
   # --- the system tests and the Quickstart: root, network namespaces, iptables.
   if [ "$(id -u)" -eq 0 ]; then
     cargo test --test system
@@ -326,7 +351,7 @@ phase_system() {
     # Only the test binary runs as root, not cargo.
     bin=$(cargo test --test system --no-run --message-format=json 2>/dev/null \
       | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-    "${as_root[@]}" "$bin"
+    "${as_root[@]}" env "HOPGATE_TEST_PYTHON=$HOPGATE_TEST_PYTHON" "$bin"
   fi
 }
 
@@ -375,9 +400,10 @@ for phase in "${phases[@]}"; do
   case "$phase" in
     setup | docs | unit | deploy | system | release | quickstart) "phase_$phase" ;;
     jaeger-ui) phase_jaeger_ui ;;
+    mcp-venv) phase_mcp_venv ;;
     *)
       echo "test.sh: unknown phase \`$phase\`; phases: setup docs unit deploy system release quickstart" \
-        "(and jaeger-ui)" >&2
+        "(and jaeger-ui, mcp-venv)" >&2
       exit 2
       ;;
   esac
