@@ -14,6 +14,7 @@ mod demo_export;
 mod dns;
 mod folded_headers;
 mod inbound;
+mod mcp;
 mod metrics;
 mod otlp_export;
 mod outbound;

@@ -3,6 +3,7 @@
 pub(crate) mod client;
 pub(crate) mod eventually;
 pub(crate) mod idp;
+pub(crate) mod mcp_app;
 pub(crate) mod otlp;
 pub(crate) mod pki;
 pub(crate) mod proxy;

@@ -209,7 +209,8 @@ impl RequestError {
             "error": {
                 "code": code,
                 "message": message,
-                "data": { "decision_id": decision_id, "reason": self.reason() },
+                // A policy deny has no reason code of its own: it is `forbidden`.
+                "data": { "decision_id": decision_id, "reason": self.reason().unwrap_or("forbidden") },
             },
         });
         let mut rsp = Response::new(full_body(body.to_string()));

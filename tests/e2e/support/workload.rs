@@ -58,6 +58,7 @@ pub(crate) struct WorkloadBuilder<'a> {
     top_extra: String,
     policies: Vec<(String, String)>,
     egress: bool,
+    app_at: Option<SocketAddr>,
     workload_api: Option<String>,
     app_by_name: bool,
     /// The environment its config sees (none of the test process's).
@@ -97,6 +98,7 @@ impl Workloads {
             top_extra: String::new(),
             policies: Vec::new(),
             egress: false,
+            app_at: None,
             workload_api: None,
             app_by_name: false,
             env: Vec::new(),
@@ -156,7 +158,6 @@ impl WorkloadBuilder<'_> {
     }
 
     /// Extra `inbound:` keys, as indented YAML lines.
-    #[expect(dead_code, reason = "for the transparent-mode and robustness tests")]
     pub(crate) fn inbound_yaml(mut self, yaml: &str) -> Self {
         self.inbound_extra.push_str(yaml);
         self
@@ -175,6 +176,13 @@ impl WorkloadBuilder<'_> {
     /// Extra top-level keys, as YAML lines (`token:`, `intent:`, ...).
     pub(crate) fn top_yaml(mut self, yaml: &str) -> Self {
         self.top_extra.push_str(yaml);
+        self
+    }
+
+    /// `inbound.app` is this address rather than the workload's own [`RelayApp`] (which
+    /// then receives nothing).
+    pub(crate) fn app_at(mut self, app: SocketAddr) -> Self {
+        self.app_at = Some(app);
         self
     }
 
@@ -253,7 +261,7 @@ impl WorkloadBuilder<'_> {
 
     pub(crate) async fn start(self) -> Workload {
         let app = RelayApp::start().await;
-        let path = self.write(app.addr);
+        let path = self.write(self.app_at.unwrap_or(app.addr));
         // Only the variables the test gave: a developer's own `OTEL_*` must not turn export on.
         let env = self.env.clone();
         let config = hopgate_config::load_with_env(&path, move |name| {

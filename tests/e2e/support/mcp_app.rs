@@ -1,0 +1,223 @@
+//! A small MCP tool server for the end-to-end tests: streamable HTTP on `/mcp`, answering
+//! `tools/list` with four ticket tools and `tools/call` with the tool's name, as JSON or, when
+//! asked, as an SSE stream. It records every request it gets, so a test can prove that a
+//! refused call never reached it. (The system tests run the official MCP SDK; this one is
+//! here so the rules can be checked byte for byte.)
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::workload::Reply;
+
+/// The tools the server lists, in order.
+pub(crate) const TOOLS: [&str; 4] = [
+    "read_ticket",
+    "search_tickets",
+    "write_ticket",
+    "delete_ticket",
+];
+
+/// How the server answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Json,
+    /// `text/event-stream`: a progress notification, then the result, 100 ms apart.
+    Sse,
+}
+
+/// One request as the server received it.
+#[derive(Clone, Debug)]
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) body: Value,
+}
+
+pub(crate) struct McpApp {
+    pub(crate) addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+type AppBody = BoxBody<Bytes, Infallible>;
+
+impl McpApp {
+    pub(crate) async fn start(answer: Answer) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let log = Arc::clone(&log);
+                        async move { Ok::<_, Infallible>(serve(req, answer, log).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    /// Every request received so far.
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The tools that were called, in order.
+    pub(crate) fn called(&self) -> Vec<String> {
+        self.seen()
+            .iter()
+            .filter(|s| s.body["method"] == "tools/call")
+            .map(|s| {
+                s.body["params"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+async fn serve(
+    req: Request<Incoming>,
+    answer: Answer,
+    log: Arc<Mutex<Vec<Seen>>>,
+) -> Response<AppBody> {
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    log.lock().unwrap().push(Seen {
+        path: parts.uri.path().to_owned(),
+        body: body.clone(),
+    });
+    let id = body["id"].clone();
+    let result = match body["method"].as_str() {
+        Some("tools/list") => {
+            let tools: Vec<Value> = TOOLS
+                .iter()
+                .map(|name| json!({"name": name, "description": format!("the {name} tool"), "inputSchema": {"type": "object"}}))
+                .collect();
+            json!({"tools": tools})
+        }
+        Some("tools/call") => {
+            let name = body["params"]["name"].as_str().unwrap_or_default();
+            json!({"content": [{"type": "text", "text": format!("called {name}")}], "isError": false})
+        }
+        _ => json!({}),
+    };
+    let message = json!({"jsonrpc": "2.0", "id": id, "result": result});
+    if answer == Answer::Json || id.is_null() {
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(message.to_string())).boxed())
+            .unwrap();
+    }
+    let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}});
+    let events = vec![
+        format!("event: message\r\ndata: {progress}\r\n\r\n"),
+        format!("event: message\r\ndata: {message}\r\n\r\n"),
+    ];
+    let stream = futures_util::stream::unfold(events.into_iter(), |mut events| async move {
+        let event = events.next()?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), events))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(StreamBody::new(stream).boxed())
+        .unwrap()
+}
+
+/// A JSON-RPC request body.
+pub(crate) fn call(id: u64, method: &str, name: Option<&str>) -> String {
+    let params = match name {
+        Some(name) => json!({"name": name, "arguments": {"id": "T-1"}}),
+        None => json!({}),
+    };
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+}
+
+/// The 2026-07-28 headers for `method` (and `name`).
+pub(crate) fn mcp_headers<'a>(method: &'a str, name: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", method),
+    ];
+    if let Some(name) = name {
+        headers.push(("mcp-name", name));
+    }
+    headers
+}
+
+/// An HTTP/1.1 POST of `body` to `addr` with `Host: host`.
+pub(crate) async fn post(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::post(path).header("host", host);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let rsp = sender
+        .send_request(req.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let status = rsp.status().as_u16();
+    let headers = rsp.headers().clone();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// The tool names of a `tools/list` result, from a JSON body or the last SSE data line.
+pub(crate) fn listed(reply: &Reply) -> Vec<String> {
+    let message: Value = if reply.body.contains("data:") {
+        let data = reply
+            .body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .rfind(|d| d.contains("\"tools\""))
+            .unwrap_or_else(|| panic!("no tools/list result in {:?}", reply.body));
+        serde_json::from_str(data).unwrap()
+    } else {
+        reply.json()
+    };
+    message["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a tools/list result: {message}"))
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap().to_owned())
+        .collect()
+}
