@@ -36,6 +36,7 @@ mod spire;
 mod iptables;
 mod jaeger;
 mod jaeger_tls;
+mod mcp_sdk;
 mod spire_hop;
 mod tools;
 mod transparent;
