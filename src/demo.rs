@@ -5,15 +5,24 @@
 //!  alice's request ─▶ support-agent app ─▶ agent hopgate OUTBOUND ══mTLS══▶ inference hopgate INBOUND
 //!   (Bearer, demo IdP)                        (origin token → hop token)        ─▶ inference app
 //!  inference app ─▶ inference hopgate OUTBOUND ══mTLS══▶ crm hopgate INBOUND ─▶ crm app
-//!                   (relayed token → child token)
+//!                   (relayed token → child token)               (MCP: decides each tool,
+//!                                                                filters tools/list)
 //! ```
 //!
 //! A dev CA for `demo.local` issues the three SVIDs; a demo identity provider (an ES256 key and
 //! its JWKS file) issues alice's token; the policies are the shipped `examples/policies`. Each
 //! sidecar is a full [`Proxy`] (inbound, outbound, Cedar, tokens, audit into memory, spans into a
-//! shared in-memory collector and, with `--otlp`, to a collector). The four steps print what was
-//! called, the decisions, the hop-token chain and the span tree, and the command exits 0 only
-//! when every step behaved as expected.
+//! shared in-memory collector and, with `--otlp`, to a collector); crm's app is also an MCP tool
+//! server on `/mcp`, and crm's and inference's sidecars read MCP (`mcp.paths`). The five steps
+//! print what was called, the decisions, the hop-token chain and the span tree, and the command
+//! exits 0 only when every step behaved as expected:
+//!
+//! 1. alice's request reaches crm through the chain, the scope narrowed hop by hop;
+//! 2. the support agent calling crm directly is denied;
+//! 3. crm's token, replayed by the support agent, is rejected: it is bound to inference;
+//! 4. inference asking crm to write for alice is denied: her scope covers reading only;
+//! 5. inference, an MCP client of crm's tools for alice, is listed only the tools its chain may
+//!    call, and calling one it may not is a JSON-RPC error with the decision id.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -47,9 +56,11 @@ use crate::dev_ca;
 use crate::token_cmd::render_tree;
 
 mod app;
+mod mcp;
 mod mesh;
 
-use app::{App, DemoIdp, Reply, Role, get};
+use app::{App, DemoIdp, Reply, Role, get, json_response, post};
+use mcp::Answered;
 use mesh::{Mesh, field, lock};
 
 const TRUST_DOMAIN: &str = "demo.local";
@@ -91,6 +102,10 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
     println!(
         "hopgate demo: three workloads of {TRUST_DOMAIN}, each an app behind its own hopgate, on loopback"
     );
+    println!(
+        "  crm's app also serves MCP tools on /mcp (streamable HTTP, {})",
+        mcp::PROTOCOL_VERSION
+    );
     for sidecar in &mesh.sidecars {
         println!(
             "  {:<14} inbound {}  outbound {}  admin {}",
@@ -104,6 +119,7 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
         step2(&mesh).await,
         step3(&mesh).await,
         step4(&mesh).await,
+        step5(&mesh).await,
     ];
     let trail = audit_trail(&mesh, txn.as_deref());
     println!();
@@ -293,6 +309,95 @@ async fn step4(mesh: &Mesh) -> Outcome {
         ok: reply.status == 403 && denied && parent_scope_lacks_write,
         why: "denied with 403 by crm: the token cannot carry `tickets.write`, so no permit applies"
             .to_owned(),
+    }
+}
+
+async fn step5(mesh: &Mesh) -> Outcome {
+    header(5, "inference uses crm's MCP tools for alice");
+    let mark = mesh.mark();
+    let tools: Vec<&str> = mcp::TOOLS.iter().map(|(name, _)| *name).collect();
+    println!(
+        "call: as in step 1, alice's request to the support-agent app, which calls\n      http://inference.ml/crm-tools; the inference app, acting for alice (her origin scope only\n      covers reading), is an MCP client of http://crm.tools/mcp through its own hopgate: relaying\n      the hop token, it POSTs `tools/list`, then `tools/call` of `read_ticket` and `write_ticket`\n      with the MCP {} headers (Mcp-Method, Mcp-Name, MCP-Protocol-Version);\n      crm's app lists every tool it has: {}",
+        mcp::PROTOCOL_VERSION,
+        tools.join(", ")
+    );
+    let reply = get(
+        mesh.app(Role::Agent).addr,
+        "agent.demo",
+        "/ask-tools",
+        &[("authorization", &format!("Bearer {}", mesh.alice))],
+    )
+    .await;
+    let calls = Answered::parse(&reply.body);
+    if calls.is_empty() {
+        println!("result: {}", reply.summary());
+    } else {
+        println!(
+            "result: HTTP {}; what the inference app got back:",
+            reply.status
+        );
+    }
+    let (mut listed, mut read, mut denied) = (None, false, None);
+    for call in &calls {
+        let label = call.label();
+        if let Some(error) = call.error() {
+            println!(
+                "  {label}: HTTP {}, JSON-RPC error {} `{}`\n    decision_id {}  reason {}",
+                call.status, error.code, error.message, error.decision_id, error.reason
+            );
+            if call.tool.as_deref() == Some("write_ticket")
+                && call.status == 403
+                && error.code == -32001
+                && error.reason == "forbidden"
+                && !error.decision_id.is_empty()
+            {
+                denied = Some(error.decision_id.to_owned());
+            }
+        } else if call.method == "tools/list" {
+            let shown = call.tools();
+            println!(
+                "  {label}: HTTP {}, tools: {}",
+                call.status,
+                shown.join(", ")
+            );
+            listed = Some(shown.join(", "));
+        } else {
+            let text = call.text().unwrap_or("(no text result)");
+            println!("  {label}: HTTP {}, text: {text}", call.status);
+            read |= call.tool.as_deref() == Some("read_ticket") && call.status == 200;
+        }
+    }
+    let decisions = mesh.print_decisions(&mark);
+    mesh.print_spans(&mark);
+    // The decision id in the error is the one crm's sidecar recorded for the denied call.
+    let recorded = denied.as_ref().is_some_and(|id| {
+        decisions.iter().any(|d| {
+            field(d, "decision_id") == id.as_str()
+                && field(d, "effect") == "deny"
+                && field(d, "mcp_name") == "write_ticket"
+        })
+    });
+    let listed_ok = listed.as_deref() == Some("read_ticket, search_tickets");
+    let why = match (&listed, &denied) {
+        (Some(listed), Some(id)) => format!(
+            "crm's tools/list for alice showed {listed}{}; tools/call write_ticket was 403, JSON-RPC -32001 with decision {id}",
+            if listed_ok {
+                " (write_ticket dropped)"
+            } else {
+                ""
+            }
+        ),
+        (Some(listed), None) => format!(
+            "crm's tools/list for alice showed {listed}, but tools/call write_ticket was not refused as expected"
+        ),
+        (None, _) => format!(
+            "no tools/list result reached inference: {}",
+            reply.summary()
+        ),
+    };
+    Outcome {
+        ok: reply.status == 200 && listed_ok && read && recorded,
+        why,
     }
 }
 

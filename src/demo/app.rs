@@ -51,14 +51,18 @@ impl App {
     }
 
     /// What each app does: the agent turns alice's request into a call to inference (or, on
-    /// `/direct-crm`, to crm); inference calls crm, relaying the hop token and trace context;
-    /// crm answers with a ticket.
+    /// `/direct-crm`, to crm); inference calls crm, relaying the hop token and trace context
+    /// (on `/crm-tools`, as an MCP client of crm's tools); crm answers with a ticket, and on
+    /// `/mcp` as an MCP tool server.
     pub(super) async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let headers = req.headers();
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        if let Some(token) = header("hop-token") {
+        if let Some(token) = req.headers().get("hop-token").and_then(|v| v.to_str().ok()) {
             lock(&self.tokens).push(token.to_owned());
         }
+        if self.role == Role::Crm && req.uri().path() == "/mcp" {
+            return mcp::serve(req).await;
+        }
+        let headers = req.headers();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let Some(outbound) = self.outbound.get().copied() else {
             return json_response(503, &json!({ "error": "sidecar not ready" }));
         };
@@ -82,9 +86,19 @@ impl App {
                 if let Some(action) = header("x-demo-crm-action") {
                     relayed.push(("x-demo-crm-action", action));
                 }
-                get(outbound, "inference.ml", "/generate", &relayed)
-                    .await
-                    .relay()
+                let path = if req.uri().path() == "/ask-tools" {
+                    "/crm-tools"
+                } else {
+                    "/generate"
+                };
+                get(outbound, "inference.ml", path, &relayed).await.relay()
+            }
+            Role::Inference if req.uri().path() == "/crm-tools" => {
+                let relayed: Vec<(&str, &str)> = ["hop-token", "traceparent", "tracestate"]
+                    .into_iter()
+                    .filter_map(|name| header(name).map(|value| (name, value)))
+                    .collect();
+                mcp::use_crm_tools(outbound, &relayed).await
             }
             Role::Inference => {
                 let action = header("x-demo-crm-action").unwrap_or("read_ticket");
@@ -142,7 +156,37 @@ pub(super) async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Reply {
-    match try_get(addr, host, path, headers).await {
+    send(http::Method::GET, addr, host, path, headers, Bytes::new()).await
+}
+
+/// A plain HTTP/1.1 POST of `body` to `addr` with `Host: host`; a failure is a 502 reply.
+pub(super) async fn post(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> Reply {
+    send(
+        http::Method::POST,
+        addr,
+        host,
+        path,
+        headers,
+        Bytes::from(body),
+    )
+    .await
+}
+
+async fn send(
+    method: http::Method,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Reply {
+    match try_send(method, addr, host, path, headers, body).await {
         Ok(reply) => reply,
         Err(err) => Reply {
             status: 502,
@@ -151,22 +195,25 @@ pub(super) async fn get(
     }
 }
 
-pub(super) async fn try_get(
+async fn try_send(
+    method: http::Method,
     addr: SocketAddr,
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
+    body: Bytes,
 ) -> anyhow::Result<Reply> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let mut req = Request::get(path).header("host", host);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
-    let rsp = sender
-        .send_request(req.body(Full::new(Bytes::new()))?)
-        .await?;
+    let rsp = sender.send_request(req.body(Full::new(body))?).await?;
     let status = rsp.status().as_u16();
     let body = rsp.into_body().collect().await?.to_bytes();
     Ok(Reply {

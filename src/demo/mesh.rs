@@ -84,12 +84,15 @@ impl Mesh {
         };
         let mut sidecars: Vec<Sidecar> = Vec::new();
         // Destinations first: a caller's routes name their inbound listeners.
+        // crm is also an MCP tool server: its sidecar decides each MCP call by its method and
+        // tool, and filters `tools/list`; inference's reads its calls before they leave.
+        let mcp = "mcp:\n  paths: [/mcp]\n";
         let crm = Self::sidecar(
             root,
             "crm",
             apps.crm.addr,
             "    []\n",
-            "",
+            mcp,
             &telemetry("crm"),
             &collector,
         )
@@ -103,7 +106,7 @@ impl Mesh {
             "inference",
             apps.inference.addr,
             &inference_routes,
-            "",
+            mcp,
             &telemetry("inference"),
             &collector,
         )
@@ -228,7 +231,14 @@ impl Mesh {
                     .map(|p| p.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
                 let effect = field(&record, "effect").as_str().unwrap_or("");
-                let why = match (field(&record, "action").as_str(), effect) {
+                // An MCP call is decided as its method, on the tool it names.
+                let action = field(&record, "action").as_str().map(|action| {
+                    match field(&record, "mcp_name").as_str() {
+                        Some(tool) => format!("{action} {tool}"),
+                        None => action.to_owned(),
+                    }
+                });
+                let why = match (action.as_deref(), effect) {
                     (None, _) => match field(&record, "reason").as_str() {
                         Some(reason) => format!("refused before any policy: {reason}"),
                         None => "no policy on this side (policy.outbound is off)".to_owned(),
@@ -372,6 +382,10 @@ impl Mesh {
             "  curl -s -H \"Authorization: Bearer $(cat {})\" -H 'x-demo-crm-action: write_ticket' http://{agent_app}/ask",
             alice.display()
         );
+        println!(
+            "  curl -s -H \"Authorization: Bearer $(cat {})\" http://{agent_app}/ask-tools",
+            alice.display()
+        );
         println!("  curl -s http://{agent_app}/direct-crm");
         for sidecar in &self.sidecars {
             println!(
@@ -458,8 +472,13 @@ pub(super) fn print_span(span: &SpanData, all: &[&SpanData], depth: usize) {
             .unwrap_or_default()
     };
     let indent = "   ".repeat(depth);
+    // An MCP call: its method and tool after the path.
+    let call = [attr("mcp.method.name"), attr("gen_ai.tool.name")]
+        .iter()
+        .filter(|part| !part.is_empty())
+        .fold(String::new(), |call, part| format!("{call} {part}"));
     println!(
-        "{indent}└─ {} {}  {} {} → {}  {}{}",
+        "{indent}└─ {} {}  {} {}{call} → {}  {}{}",
         attr("service.name"),
         span.name,
         attr("http.request.method"),

@@ -3,7 +3,7 @@
 use super::*;
 
 #[test]
-fn demo_runs_the_four_steps_and_exits_0_when_each_behaves_as_expected() {
+fn demo_runs_the_five_steps_and_exits_0_when_each_behaves_as_expected() {
     let out = Command::new(env!("CARGO_BIN_EXE_hopgate"))
         .arg("demo")
         .output()
@@ -19,6 +19,7 @@ fn demo_runs_the_four_steps_and_exits_0_when_each_behaves_as_expected() {
         "ok   step 2: denied with 403 by crm's policy [\"deny-agent-direct-to-crm\"]",
         "ok   step 3: rejected with 401 `binding`",
         "ok   step 4: denied with 403 by crm",
+        "ok   step 5: crm's tools/list for alice showed read_ticket, search_tickets (write_ticket dropped); tools/call write_ticket was 403, JSON-RPC -32001 with decision ",
         "ok   audit trace: step 1's transaction joined from the three sidecars' audit logs: 2 hops, 4 records",
         "every step behaved as expected",
     ] {
@@ -32,6 +33,34 @@ fn demo_runs_the_four_steps_and_exits_0_when_each_behaves_as_expected() {
         "{stdout}"
     );
     assert!(!stdout.contains("eyJ"), "a token was printed: {stdout}");
+    // Step 5: crm's app lists three tools; crm's sidecar shows inference, for alice, the two
+    // it may call, and answers the write with a JSON-RPC error naming its decision, which
+    // crm's audit record of the denied call carries.
+    assert!(
+        stdout.contains("  tools/list (id 1): HTTP 200, tools: read_ticket, search_tickets\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"  tools/call read_ticket (id 2): HTTP 200, text: {"ticket":"42""#),
+        "{stdout}"
+    );
+    let denied = "  tools/call write_ticket (id 3): HTTP 403, JSON-RPC error -32001 `Forbidden: hopgate's policy denies this call`\n    decision_id ";
+    let decision = stdout
+        .split_once(denied)
+        .and_then(|(_, rest)| rest.split_once("  reason forbidden\n"))
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| panic!("no JSON-RPC error for write_ticket in:\n{stdout}"));
+    assert_eq!(decision.len(), 36, "not a decision id: {decision}");
+    assert!(
+        stdout.contains(&format!(
+            "  crm        inbound  403 deny  action tools/call write_ticket: no permit applies (default deny)\n             decision {decision}  sub alice  depth 2"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("└─ crm hopgate.inbound  POST /mcp tools/call write_ticket → 403  deny"),
+        "{stdout}"
+    );
     // Steps 1 and 4 are two calls by alice: two transactions (CHA-06), each token showing the
     // transaction context its origin set.
     let txns: Vec<&str> = stdout
