@@ -32,6 +32,9 @@ struct Sidecar {
     dir: PathBuf,
     intent_prefix: String,
     default_action: String,
+    /// The paths a POST is an MCP request on: the config's `mcp.paths` (none without an `mcp`
+    /// section); `None` without `--config`, where a POST naming its `mcp-method` is one.
+    mcp_paths: Option<Vec<String>>,
 }
 
 /// `policy check DIR`.
@@ -115,6 +118,7 @@ fn sidecar(dir: Option<&Path>, config: Option<&Path>, out: &mut Out) -> Option<S
             dir: dir.to_owned(),
             intent_prefix: INTENT_PREFIX.to_owned(),
             default_action: DEFAULT_ACTION.to_owned(),
+            mcp_paths: None,
         });
     };
     let config = match hopgate_config::load(path) {
@@ -151,6 +155,12 @@ fn sidecar(dir: Option<&Path>, config: Option<&Path>, out: &mut Out) -> Option<S
         dir: dir.to_owned(),
         intent_prefix: config.intent().header_prefix().to_owned(),
         default_action: config.intent().default_action().to_owned(),
+        mcp_paths: Some(
+            config
+                .mcp()
+                .map(|mcp| mcp.paths().to_vec())
+                .unwrap_or_default(),
+        ),
     })
 }
 

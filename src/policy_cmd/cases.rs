@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use hopgate_config::SpiffeId;
 use hopgate_policy::{
-    Decision, DenyReason, Direction, Effect, HopRequest, PolicySnapshot, TokenFacts,
+    Decision, DenyReason, Direction, Effect, HopRequest, McpFacts, PolicySnapshot, TokenFacts,
 };
 use hopgate_proxy::http::authorize::HttpFacts;
 use serde::Deserialize;
 
+use super::Sidecar;
 use crate::cli::PolicyTest;
 use crate::output::Out;
 
@@ -130,7 +131,7 @@ fn run(args: &PolicyTest, out: &mut Out) -> ExitCode {
         } else {
             case.name.clone()
         };
-        match check_case(case, &snapshot, &sidecar.intent_prefix) {
+        match check_case(case, &snapshot, &sidecar) {
             Ok(detail) => outln!(out, "pass  {name}: {detail}"),
             Err(why) => {
                 failed += 1;
@@ -148,15 +149,11 @@ fn run(args: &PolicyTest, out: &mut Out) -> ExitCode {
 
 /// Decides one case: `Ok` with the decision when the case holds, `Err` with what was expected
 /// and what came when it does not.
-fn check_case(
-    case: &Case,
-    snapshot: &PolicySnapshot,
-    intent_prefix: &str,
-) -> Result<String, String> {
+fn check_case(case: &Case, snapshot: &PolicySnapshot, sidecar: &Sidecar) -> Result<String, String> {
     let Some(expect) = case.expect else {
         return Err("no `expect` (allow or deny)".to_owned());
     };
-    let decision = with_request(case, intent_prefix, |req| snapshot.authorize(req))
+    let decision = with_request(case, sidecar, |req| snapshot.authorize(req))
         .map_err(|err| format!("{err:#}"))?;
     let mut expected = Vec::new();
     if decision.effect() != expect.effect() {
@@ -213,12 +210,15 @@ fn load_cases(path: &Path) -> anyhow::Result<Vec<Case>> {
 }
 
 /// Builds the request head the sidecar would see, reads its facts with the sidecar's own code
-/// and hands `decide` the hop request the sidecar would decide.
+/// and hands `decide` the hop request the sidecar would decide. An MCP request's call is read
+/// from its `mcp-method`, `mcp-name` and `mcp-protocol-version` headers, which say what its body
+/// would (the sidecar refuses a body that disagrees with them).
 pub(super) fn with_request<R>(
     case: &Case,
-    intent_prefix: &str,
+    sidecar: &Sidecar,
     decide: impl FnOnce(&HopRequest<'_>) -> R,
 ) -> anyhow::Result<R> {
+    let intent_prefix = sidecar.intent_prefix.as_str();
     let peer = SpiffeId::parse(&case.peer).with_context(|| format!("peer `{}`", case.peer))?;
     let dest = SpiffeId::parse(&case.dest).with_context(|| format!("dest `{}`", case.dest))?;
     let mut request = http::Request::builder()
@@ -234,8 +234,9 @@ pub(super) fn with_request<R>(
         .body(())
         .context("method, path or a header is not valid HTTP")?
         .into_parts();
-    let facts =
+    let mut facts =
         HttpFacts::from_parts(&parts, intent_prefix).map_err(|err| anyhow::anyhow!("{err}"))?;
+    facts.mcp = mcp_call(&parts, sidecar.mcp_paths.as_deref())?;
     let token = case
         .token_claims
         .as_ref()
@@ -252,4 +253,39 @@ pub(super) fn with_request<R>(
         direction,
         token.as_ref(),
     )))
+}
+
+/// The MCP call a case names: on a POST to one of `paths` (any path when `None`, if it names
+/// a method), from the 2026-07-28 headers.
+fn mcp_call<'a>(
+    parts: &'a http::request::Parts,
+    paths: Option<&[String]>,
+) -> anyhow::Result<Option<McpFacts<'a>>> {
+    let header = |name: &str| -> anyhow::Result<Option<&'a str>> {
+        parts
+            .headers
+            .get(name)
+            .map(|value| value.to_str().with_context(|| format!("header `{name}`")))
+            .transpose()
+    };
+    let method = header("mcp-method")?;
+    let on_path = match paths {
+        Some(paths) => paths.iter().any(|path| path == parts.uri.path()),
+        None => method.is_some(),
+    };
+    if parts.method != http::Method::POST || !on_path {
+        return Ok(None);
+    }
+    let Some(method) = method else {
+        bail!(
+            "`POST {}` is an MCP request (`mcp.paths`), decided by its method: give it with \
+             --header 'mcp-method: tools/call' (and 'mcp-name: TOOL')",
+            parts.uri.path()
+        );
+    };
+    Ok(Some(McpFacts {
+        method,
+        name: header("mcp-name")?,
+        protocol_version: header("mcp-protocol-version")?.unwrap_or_default(),
+    }))
 }

@@ -31,7 +31,7 @@ fn run(args: &PolicyExplain, out: &mut Out) -> ExitCode {
     else {
         return ExitCode::from(crate::EXIT_CONFIG);
     };
-    let decided = with_request(&case, &sidecar.intent_prefix, |req| {
+    let decided = with_request(&case, &sidecar, |req| {
         let decision = snapshot.authorize(req);
         let request = args.verbose.then(|| snapshot.cedar_request(req));
         (decision, request)

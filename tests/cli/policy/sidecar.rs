@@ -244,3 +244,67 @@ fn policy_explain_and_test_exit_78_unless_exactly_one_policy_folder_is_given() {
         "cannot read config file `/nonexistent/hopgate.yaml`",
     );
 }
+
+#[test]
+fn policy_explain_decides_an_mcp_call_by_its_tool_on_the_configs_mcp_paths() {
+    let sidecar = Sidecar::new();
+    let config = sidecar.config(&format!(
+        "{IDENTITY}policy: {{ dir: policies }}\nmcp: {{ paths: [/tools] }}\n"
+    ));
+    let claims = r#"{"sub":"alice","iss":"spiffe://demo.local/ns/ml/sa/inference","scope":"tickets.read"}"#;
+    let call = |path: &str, tool: &str| {
+        let (method, name) = ("mcp-method: tools/call", format!("mcp-name: {tool}"));
+        let args = [
+            "policy",
+            "explain",
+            "--config",
+            path_arg(&config),
+            "--peer",
+            INFERENCE,
+            "--dest",
+            CRM,
+            "--method",
+            "POST",
+            "--path",
+            path,
+            "--header",
+            method,
+            "--header",
+            &name,
+            "--token-claims",
+            claims,
+        ];
+        hopgate(&args)
+    };
+    let read = call("/tools", "read_ticket");
+    let text = stdout(&read);
+    assert_eq!(read.status.code(), Some(0), "{text}{}", stderr(&read));
+    assert_eq!(explained(&text, "policies:"), "inference-read-tools-on-crm");
+    let write = call("/tools", "write_ticket");
+    assert_eq!(write.status.code(), Some(1), "{}", stdout(&write));
+    // Off the config's MCP paths it is plain HTTP: decided as the default action, `call`.
+    let plain = call("/mcp", "read_ticket");
+    assert_eq!(plain.status.code(), Some(1), "{}", stdout(&plain));
+    // On them, the method must be named.
+    let args = [
+        "policy",
+        "explain",
+        "--config",
+        path_arg(&config),
+        "--peer",
+        INFERENCE,
+        "--dest",
+        CRM,
+        "--method",
+        "POST",
+        "--path",
+        "/tools",
+    ];
+    let unnamed = hopgate(&args);
+    assert_eq!(unnamed.status.code(), Some(78), "{}", stdout(&unnamed));
+    assert!(
+        stderr(&unnamed).contains("mcp-method"),
+        "{}",
+        stderr(&unnamed)
+    );
+}
