@@ -427,7 +427,11 @@ async fn admit<S: Side>(
                     return (err, record.mcp(serde_json::Value::Null));
                 }
             };
-            span.record_mcp(parsed.method(), parsed.name());
+            span.record_mcp(
+                parsed.method(),
+                parsed.name(),
+                parsed.facts().protocol_version,
+            );
             call = Some(parsed);
             request.mcp = call.as_ref().map(McpCall::facts);
             full_body(bytes)

@@ -251,7 +251,8 @@ fn policy_explain_decides_an_mcp_call_by_its_tool_on_the_configs_mcp_paths() {
     let config = sidecar.config(&format!(
         "{IDENTITY}policy: {{ dir: policies }}\nmcp: {{ paths: [/tools] }}\n"
     ));
-    let claims = r#"{"sub":"alice","iss":"spiffe://demo.local/ns/ml/sa/inference","scope":"tickets.read"}"#;
+    let claims =
+        r#"{"sub":"alice","iss":"spiffe://demo.local/ns/ml/sa/inference","scope":"tickets.read"}"#;
     let call = |path: &str, tool: &str| {
         let (method, name) = ("mcp-method: tools/call", format!("mcp-name: {tool}"));
         let args = [

@@ -104,11 +104,15 @@ impl HopSpan {
     /// The MCP call: `mcp.method.name`, and the name it calls by the OTel MCP conventions
     /// (`gen_ai.tool.name`, `mcp.resource.uri` or `gen_ai.prompt.name`), with the tool's name in
     /// `mcp.tool.name` too.
-    pub fn record_mcp(&self, method: &str, name: Option<&str>) {
+    pub fn record_mcp(&self, method: &str, name: Option<&str>, protocol_version: &str) {
         if !self.is_enabled() {
             return;
         }
         self.set([KeyValue::new("mcp.method.name", interner::intern(method))]);
+        if !protocol_version.is_empty() {
+            let version = interner::intern(protocol_version);
+            self.set([KeyValue::new("mcp.protocol.version", version)]);
+        }
         let key = match method {
             "tools/call" => Some("gen_ai.tool.name"),
             "prompts/get" => Some("gen_ai.prompt.name"),

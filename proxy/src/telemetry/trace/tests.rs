@@ -131,6 +131,37 @@ async fn a_request_without_a_valid_traceparent_starts_a_trace_and_sends_no_stale
     assert_eq!(collector.spans()[0].parent_span_id, SpanId::INVALID);
 }
 
+#[tokio::test]
+async fn an_mcp_call_is_named_by_the_otel_mcp_conventions() {
+    let collector = SpanCollector::new();
+    let tracing = tracing(&collector);
+    let headers = HeaderMap::new();
+    let call = span(&tracing, SpanKind::Inbound, &headers);
+    call.record_mcp("tools/call", Some("read_ticket"), "2026-07-28");
+    drop(call);
+    let list = span(&tracing, SpanKind::Inbound, &headers);
+    list.record_mcp("tools/list", None, "");
+    drop(list);
+    let spans = collector.spans();
+    let [call, list] = spans.as_slice() else {
+        panic!("two spans, not {spans:?}")
+    };
+    let text = |span, key| attr(span, key).map(|v| v.as_str().into_owned());
+    assert_eq!(text(call, "mcp.method.name").as_deref(), Some("tools/call"));
+    assert_eq!(text(call, "mcp.tool.name").as_deref(), Some("read_ticket"));
+    assert_eq!(
+        text(call, "gen_ai.tool.name").as_deref(),
+        Some("read_ticket")
+    );
+    assert_eq!(
+        text(call, "mcp.protocol.version").as_deref(),
+        Some("2026-07-28")
+    );
+    assert_eq!(text(list, "mcp.method.name").as_deref(), Some("tools/list"));
+    assert_eq!(text(list, "mcp.tool.name"), None);
+    assert_eq!(text(list, "mcp.protocol.version"), None);
+}
+
 /// The value of `key` among `span`'s attributes.
 fn attr(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> Option<opentelemetry::Value> {
     span.attributes
