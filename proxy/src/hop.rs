@@ -348,6 +348,10 @@ async fn run<S: Side>(
         Err(err) => return (Err(err), record),
     };
     side.prepare(conn, &admission, &mut parts);
+    if filter.is_some() {
+        // A list to filter must come back as the JSON or SSE it says it is, not compressed.
+        parts.headers.remove(http::header::ACCEPT_ENCODING);
+    }
     // Trailers arrive after the head was cleaned: none are passed on, and neither is the
     // header announcing them.
     parts.headers.remove(http::header::TRAILER);

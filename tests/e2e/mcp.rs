@@ -143,7 +143,9 @@ async fn mcp_06_tools_list_is_filtered_per_caller_and_per_chain() {
     let headers = mcp_headers("tools/list", None);
 
     // inference acting for alice: the reading tools, and only those.
-    let reply = mesh.inference(true, &headers, &list).await;
+    let mut compressed = headers.clone();
+    compressed.push(("accept-encoding", "gzip, br"));
+    let reply = mesh.inference(true, &compressed, &list).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(listed(&reply), ["read_ticket", "search_tickets"]);
     assert_eq!(reply.json()["id"], 1);
@@ -161,8 +163,15 @@ async fn mcp_06_tools_list_is_filtered_per_caller_and_per_chain() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(listed(&reply), Vec::<String>::new());
 
-    // The server listed all four each time; the sidecar took them out.
-    assert_eq!(mesh.app.seen().len(), 4);
+    // The server listed all four each time; the sidecar took them out. It was asked for a list
+    // it can read: uncompressed.
+    let seen = mesh.app.seen();
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen[0].headers.get("accept-encoding").is_none(),
+        "{:?}",
+        seen[0].headers
+    );
     let lists = mesh.crm_audit("tools/list");
     assert_eq!(lists.len(), 4, "{lists:?}");
     assert!(lists.iter().all(|r| r["effect"] == "allow"), "{lists:?}");
@@ -416,4 +425,31 @@ async fn mcp_06_an_sse_tools_list_is_filtered_and_an_sse_tools_call_streams_thro
         events[1]["result"]["content"][0]["text"],
         "called search_tickets"
     );
+}
+
+#[tokio::test]
+async fn mcp_06_a_tools_list_result_the_sidecar_cannot_read_is_a_502_never_passed_on() {
+    let mesh = mesh(Answer::Encoded).await;
+    let reply = mesh
+        .inference(
+            true,
+            &mcp_headers("tools/list", None),
+            &call(5, "tools/list", None),
+        )
+        .await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    let error = reply.json();
+    assert_eq!(error["id"], 5, "{error}");
+    assert_eq!(error["error"]["data"]["reason"], "mcp_result", "{error}");
+    assert!(!reply.body.contains("delete_ticket"), "{}", reply.body);
+    // A call's answer is not read, so it passes as it came.
+    let reply = mesh
+        .inference(
+            true,
+            &mcp_headers("tools/call", Some("read_ticket")),
+            &call(6, "tools/call", Some("read_ticket")),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.headers["content-encoding"], "br");
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use hopgate_config::McpConfig;
 use hopgate_policy::HopRequest;
 use http::HeaderMap;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::body::Incoming;
 
 use super::{Shared, Side};
@@ -53,6 +53,12 @@ pub(super) async fn filter_result(
     let authorizer = &shared.authorizer;
     let max_body = authorizer.mcp().map_or(0, McpConfig::max_body);
     let bad = |_| RequestError::Mcp(McpRefusal::BadResult);
+    // Asked for uncompressed (the request's `Accept-Encoding` was removed); anything else
+    // cannot be read, so it is not passed on.
+    let encoding = headers.get(CONTENT_ENCODING).map(HeaderValue::as_bytes);
+    if encoding.is_some_and(|e| !e.eq_ignore_ascii_case(b"identity")) {
+        return Err(RequestError::Mcp(McpRefusal::BadResult));
+    }
     let bytes = mcp::read_body(body, max_body, shared.result_read)
         .await
         .map_err(bad)?;

@@ -34,12 +34,15 @@ pub(crate) enum Answer {
     Json,
     /// `text/event-stream`: a progress notification, then the result, 100 ms apart.
     Sse,
+    /// JSON labelled `content-encoding: br`, as a server that compresses would answer.
+    Encoded,
 }
 
 /// One request as the server received it.
 #[derive(Clone, Debug)]
 pub(crate) struct Seen {
     pub(crate) path: String,
+    pub(crate) headers: http::HeaderMap,
     pub(crate) body: Value,
 }
 
@@ -107,6 +110,7 @@ async fn serve(
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     log.lock().unwrap().push(Seen {
         path: parts.uri.path().to_owned(),
+        headers: parts.headers.clone(),
         body: body.clone(),
     });
     let id = body["id"].clone();
@@ -125,9 +129,15 @@ async fn serve(
         _ => json!({}),
     };
     let message = json!({"jsonrpc": "2.0", "id": id, "result": result});
-    if answer == Answer::Json || id.is_null() {
+    if answer != Answer::Sse || id.is_null() {
+        let encoding = if answer == Answer::Encoded {
+            "br"
+        } else {
+            "identity"
+        };
         return Response::builder()
             .header("content-type", "application/json")
+            .header("content-encoding", encoding)
             .body(Full::new(Bytes::from(message.to_string())).boxed())
             .unwrap();
     }
