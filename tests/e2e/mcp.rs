@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::support::idp::Idp;
-use crate::support::mcp_app::{Answer, McpApp, TOOLS, call, listed, mcp_headers, post};
-use crate::support::proxy::POLICY_SCHEMA;
-use crate::support::workload::{Reply, Workload, Workloads, workload_id};
+use crate::support::mcp_app::{
+    AliceChain, Answer, McpApp, TOOLS, alice_chain, call, listed, mcp_headers, post,
+};
+use crate::support::workload::{Reply, workload_id};
 
 const MCP: &str = "mcp:\n  paths: [/mcp]\n  max_body: 4KiB\n";
 
@@ -39,63 +39,13 @@ when {{
 
 struct Mesh {
     app: McpApp,
-    crm: Workload,
-    inference: Workload,
-    agent: Workload,
-    /// The hop token inference received for alice's transaction, as its app relays it.
-    alice: String,
-    _idp: Idp,
-    _mesh: Workloads,
+    chain: AliceChain,
 }
 
 async fn mesh(answer: Answer) -> Mesh {
-    let mesh = Workloads::new();
-    let idp = Idp::new();
-    idp.write_jwks(mesh.dir.path());
     let app = McpApp::start(answer).await;
-    let crm = mesh
-        .workload("crm")
-        .app_at(app.addr)
-        .inbound_yaml("  timeouts: { header_read: 1s }\n")
-        .policy("schema.cedarschema", POLICY_SCHEMA)
-        .policy("crm.cedar", &crm_policy())
-        .top_yaml(MCP)
-        .start()
-        .await;
-    let inference = mesh
-        .workload("inference")
-        .route("crm.tools", &crm, &["tickets.read", "tickets.write"])
-        .top_yaml(MCP)
-        .start()
-        .await;
-    let agent = mesh
-        .workload("agent")
-        .client_only()
-        .route("inference.ml", &inference, &["generate", "tickets.read"])
-        .route("crm.tools", &crm, &["tickets.read"])
-        .top_yaml(&Idp::token_yaml("jwks.json"))
-        .start()
-        .await;
-    // Alice asks the agent, which asks inference: inference's app now holds her hop token.
-    let bearer = format!("Bearer {}", idp.token("alice", "generate tickets.read"));
-    let reply = agent
-        .call("inference.ml", "/generate", &[("authorization", &bearer)])
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let received = inference.app.received();
-    let alice = received.last().unwrap().headers["hop-token"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    Mesh {
-        app,
-        crm,
-        inference,
-        agent,
-        alice,
-        _idp: idp,
-        _mesh: mesh,
-    }
+    let chain = alice_chain(app.addr, &crm_policy(), MCP).await;
+    Mesh { app, chain }
 }
 
 impl Mesh {
@@ -103,10 +53,10 @@ impl Mesh {
     async fn inference(&self, for_alice: bool, headers: &[(&str, &str)], body: &str) -> Reply {
         let mut headers = headers.to_vec();
         if for_alice {
-            headers.push(("hop-token", self.alice.as_str()));
+            headers.push(("hop-token", self.chain.alice.as_str()));
         }
         post(
-            self.inference.outbound,
+            self.chain.inference.outbound,
             "crm.tools",
             "/mcp",
             &headers,
@@ -118,7 +68,7 @@ impl Mesh {
     /// The agent calls crm directly, through a sidecar that does not read MCP.
     async fn agent(&self, headers: &[(&str, &str)], body: &str) -> Reply {
         post(
-            self.agent.outbound,
+            self.chain.agent.outbound,
             "crm.tools",
             "/mcp",
             headers,
@@ -128,7 +78,8 @@ impl Mesh {
     }
 
     fn crm_audit(&self, method: &str) -> Vec<Value> {
-        self.crm
+        self.chain
+            .crm
             .audit_records()
             .into_iter()
             .filter(|r| r["mcp_method"] == method)
@@ -312,7 +263,7 @@ async fn mcp_03_a_body_over_max_body_is_413_and_a_slow_one_times_out() {
     assert_eq!(mesh.inference(true, &[], &big).await.status, 413);
 
     // A body that stops halfway: crm's header-read time (1 s) bounds the wait.
-    let mut stream = tokio::net::TcpStream::connect(mesh.agent.outbound)
+    let mut stream = tokio::net::TcpStream::connect(mesh.chain.agent.outbound)
         .await
         .unwrap();
     let head = "POST /mcp HTTP/1.1\r\nhost: crm.tools\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n";
@@ -345,11 +296,11 @@ async fn mcp_07_a_non_mcp_path_with_an_mcp_looking_body_is_decided_as_plain_http
     let mesh = mesh(Answer::Json).await;
     let body = call(9, "tools/call", Some("delete_ticket"));
     let reply = post(
-        mesh.inference.outbound,
+        mesh.chain.inference.outbound,
         "crm.tools",
         "/api/tickets",
         &[
-            ("hop-token", mesh.alice.as_str()),
+            ("hop-token", mesh.chain.alice.as_str()),
             ("content-type", "application/json"),
         ],
         body.clone(),
@@ -360,6 +311,7 @@ async fn mcp_07_a_non_mcp_path_with_an_mcp_looking_body_is_decided_as_plain_http
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/api/tickets");
     let record = mesh
+        .chain
         .crm
         .audit_records()
         .into_iter()
@@ -373,7 +325,7 @@ async fn mcp_07_a_non_mcp_path_with_an_mcp_looking_body_is_decided_as_plain_http
 
     // Nor can a header borrow an MCP method as the action of a plain request.
     let reply = post(
-        mesh.agent.outbound,
+        mesh.chain.agent.outbound,
         "crm.tools",
         "/api/tickets",
         &[("intent-action", "tools/call")],

@@ -16,6 +16,7 @@ mod support {
     pub(crate) mod client;
     pub(crate) mod eventually;
     pub(crate) mod idp;
+    pub(crate) mod mcp_app;
     pub(crate) mod otlp;
     pub(crate) mod pki;
     pub(crate) mod proxy;

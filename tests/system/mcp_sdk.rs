@@ -10,9 +10,8 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::idp::Idp;
-use crate::support::proxy::POLICY_SCHEMA;
-use crate::support::workload::{Workload, Workloads, workload_id};
+use crate::support::mcp_app::{AliceChain, alice_chain};
+use crate::support::workload::workload_id;
 
 const MCP: &str = "mcp:\n  paths: [/mcp]\n";
 
@@ -111,66 +110,21 @@ impl Drop for CrmServer {
 
 struct Mesh {
     server: CrmServer,
-    inference: Workload,
-    /// The hop token inference's app received for alice's transaction.
-    alice: String,
-    _crm: Workload,
-    _agent: Workload,
-    _idp: Idp,
-    _mesh: Workloads,
+    chain: AliceChain,
 }
 
 async fn mesh(server_args: &[&str]) -> Mesh {
     let server = CrmServer::start(server_args);
-    let mesh = Workloads::new();
-    let idp = Idp::new();
-    idp.write_jwks(mesh.dir.path());
-    let crm = mesh
-        .workload("crm")
-        .app_at(([127, 0, 0, 1], server.port).into())
-        .policy("schema.cedarschema", POLICY_SCHEMA)
-        .policy("crm.cedar", &crm_policy())
-        .top_yaml(MCP)
-        .start()
-        .await;
-    let inference = mesh
-        .workload("inference")
-        .route("crm.tools", &crm, &["tickets.read", "tickets.write"])
-        .top_yaml(MCP)
-        .start()
-        .await;
-    let agent = mesh
-        .workload("agent")
-        .client_only()
-        .route("inference.ml", &inference, &["generate", "tickets.read"])
-        .top_yaml(&Idp::token_yaml("jwks.json"))
-        .start()
-        .await;
-    let bearer = format!("Bearer {}", idp.token("alice", "generate tickets.read"));
-    let reply = agent
-        .call("inference.ml", "/generate", &[("authorization", &bearer)])
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let alice = inference.app.received().last().unwrap().headers["hop-token"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    Mesh {
-        server,
-        inference,
-        alice,
-        _crm: crm,
-        _agent: agent,
-        _idp: idp,
-        _mesh: mesh,
-    }
+    let app = ([127, 0, 0, 1], server.port).into();
+    let chain = alice_chain(app, &crm_policy(), MCP).await;
+    Mesh { server, chain }
 }
 
 impl Mesh {
     /// The SDK client, as inference's app, through inference's outbound side: its one line of
     /// output, parsed. `for_alice` relays alice's hop token on every request.
     async fn client(&self, for_alice: bool, args: &[&str]) -> Value {
-        let url = format!("http://{}/mcp", self.inference.outbound);
+        let url = format!("http://{}/mcp", self.chain.inference.outbound);
         let mut command = Command::new(python());
         command
             .arg(script("client.py"))
@@ -178,7 +132,7 @@ impl Mesh {
             .args(args)
             .args(["--header", "host:crm.tools"]);
         if for_alice {
-            command.args(["--header", &format!("hop-token:{}", self.alice)]);
+            command.args(["--header", &format!("hop-token:{}", self.chain.alice)]);
         }
         let output = tokio::task::spawn_blocking(move || command.output().unwrap())
             .await

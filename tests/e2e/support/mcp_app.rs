@@ -18,7 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::workload::Reply;
+use super::idp::Idp;
+use super::proxy::POLICY_SCHEMA;
+use super::workload::{Reply, Workload, Workloads, request_with_body};
 
 /// The tools the server lists, in order.
 pub(crate) const TOOLS: [&str; 4] = [
@@ -188,27 +190,7 @@ pub(crate) async fn post(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::post(path).header("host", host);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let rsp = sender
-        .send_request(req.body(Full::new(body.into())).unwrap())
-        .await
-        .unwrap();
-    let status = rsp.status().as_u16();
-    let headers = rsp.headers().clone();
-    let body = rsp.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    request_with_body(addr, "POST", host, path, headers, body.into()).await
 }
 
 /// The tool names of a `tools/list` result, from a JSON body or the last SSE data line.
@@ -230,4 +212,67 @@ pub(crate) fn listed(reply: &Reply) -> Vec<String> {
         .iter()
         .map(|tool| tool["name"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// The chain the MCP tests run, each workload behind its own in-process hopgate: crm (its app
+/// an MCP server, its header-read time 1 s), inference routing to crm, and the agent routing to
+/// both; crm's and inference's sidecars read MCP, the agent's does not. `alice` is the hop token
+/// inference's app received for alice's transaction, which its app relays as an MCP client.
+pub(crate) struct AliceChain {
+    pub(crate) crm: Workload,
+    pub(crate) inference: Workload,
+    pub(crate) agent: Workload,
+    pub(crate) alice: String,
+    _idp: Idp,
+    _mesh: Workloads,
+}
+
+/// Starts [`AliceChain`] with crm's app at `app`, deciding with `crm_policy`, and `mcp_yaml` as
+/// the `mcp` section of crm's and inference's configs.
+pub(crate) async fn alice_chain(app: SocketAddr, crm_policy: &str, mcp_yaml: &str) -> AliceChain {
+    let mesh = Workloads::new();
+    let idp = Idp::new();
+    idp.write_jwks(mesh.dir.path());
+    let crm = mesh
+        .workload("crm")
+        .app_at(app)
+        .inbound_yaml("  timeouts: { header_read: 1s }\n")
+        .policy("schema.cedarschema", POLICY_SCHEMA)
+        .policy("crm.cedar", crm_policy)
+        .top_yaml(mcp_yaml)
+        .start()
+        .await;
+    let inference = mesh
+        .workload("inference")
+        .route("crm.tools", &crm, &["tickets.read", "tickets.write"])
+        .top_yaml(mcp_yaml)
+        .start()
+        .await;
+    let agent = mesh
+        .workload("agent")
+        .client_only()
+        .route("inference.ml", &inference, &["generate", "tickets.read"])
+        .route("crm.tools", &crm, &["tickets.read"])
+        .top_yaml(&Idp::token_yaml("jwks.json"))
+        .start()
+        .await;
+    // Alice asks the agent, which asks inference: inference's app now holds her hop token.
+    let bearer = format!("Bearer {}", idp.token("alice", "generate tickets.read"));
+    let reply = agent
+        .call("inference.ml", "/generate", &[("authorization", &bearer)])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let received = inference.app.received();
+    let alice = received.last().unwrap().headers["hop-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    AliceChain {
+        crm,
+        inference,
+        agent,
+        alice,
+        _idp: idp,
+        _mesh: mesh,
+    }
 }

@@ -341,6 +341,18 @@ pub(crate) async fn plain_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Reply {
+    request_with_body(addr, method, host, path, headers, Bytes::new()).await
+}
+
+/// The same, with `body`.
+pub(crate) async fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Reply {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -354,7 +366,7 @@ pub(crate) async fn plain_request(
         req = req.header(*name, *value);
     }
     let rsp = sender
-        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .send_request(req.body(Full::new(body)).unwrap())
         .await
         .unwrap();
     let status = rsp.status().as_u16();
