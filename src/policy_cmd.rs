@@ -32,9 +32,9 @@ struct Sidecar {
     dir: PathBuf,
     intent_prefix: String,
     default_action: String,
-    /// The paths a POST is an MCP request on: the config's `mcp.paths` (none without an `mcp`
-    /// section); `None` without `--config`, where a POST naming its `mcp-method` is one.
-    mcp_paths: Option<Vec<String>>,
+    /// What a POST is an MCP request on: the config's `mcp` section (none: no path); `None`
+    /// without `--config`, where a POST naming its `mcp-method` is one.
+    mcp: Option<Option<hopgate_config::McpConfig>>,
 }
 
 /// `policy check DIR`.
@@ -118,7 +118,7 @@ fn sidecar(dir: Option<&Path>, config: Option<&Path>, out: &mut Out) -> Option<S
             dir: dir.to_owned(),
             intent_prefix: INTENT_PREFIX.to_owned(),
             default_action: DEFAULT_ACTION.to_owned(),
-            mcp_paths: None,
+            mcp: None,
         });
     };
     let config = match hopgate_config::load(path) {
@@ -155,12 +155,7 @@ fn sidecar(dir: Option<&Path>, config: Option<&Path>, out: &mut Out) -> Option<S
         dir: dir.to_owned(),
         intent_prefix: config.intent().header_prefix().to_owned(),
         default_action: config.intent().default_action().to_owned(),
-        mcp_paths: Some(
-            config
-                .mcp()
-                .map(|mcp| mcp.paths().to_vec())
-                .unwrap_or_default(),
-        ),
+        mcp: Some(config.mcp().cloned()),
     })
 }
 

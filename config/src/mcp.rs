@@ -26,9 +26,15 @@ impl McpConfig {
         &self.paths
     }
 
-    /// Whether `path` is one of [`Self::paths`].
+    /// Whether `path` is one of [`Self::paths`], as an app's router could match it: without
+    /// regard to ASCII case and to one trailing slash (`/MCP/` is `/mcp`), so that a spelling
+    /// the tool server would still answer is never decided as plain HTTP.
     pub fn is_mcp_path(&self, path: &str) -> bool {
-        self.paths.iter().any(|p| p == path)
+        let trim = |p: &str| -> usize { p.len() - usize::from(p.len() > 1 && p.ends_with('/')) };
+        let path = path.get(..trim(path)).unwrap_or(path);
+        self.paths
+            .iter()
+            .any(|p| p.get(..trim(p)).unwrap_or(p).eq_ignore_ascii_case(path))
     }
 
     /// The largest MCP request body read (and `tools/list` result filtered); a larger request is
@@ -120,7 +126,25 @@ mod tests {
         assert_eq!(mcp.max_body(), McpConfig::DEFAULT_MAX_BODY);
         assert!(mcp.filter_tools_list());
         assert!(mcp.is_mcp_path("/mcp"));
-        assert!(!mcp.is_mcp_path("/mcp/"));
+        assert!(!mcp.is_mcp_path("/mcpx"));
+        assert!(!mcp.is_mcp_path("/mcp/x"));
+        assert!(!mcp.is_mcp_path("/"));
+    }
+
+    #[test]
+    fn an_mcp_path_matches_as_a_router_could_read_it_in_another_case_or_with_a_slash() {
+        let fx = Fixture::new();
+        let config = fx.load(&format!(
+            "{MINIMAL}mcp: {{ paths: [/v1/Tools/] }}
+"
+        ));
+        let mcp = config.mcp().unwrap();
+        for path in ["/v1/Tools/", "/v1/tools", "/V1/TOOLS/", "/v1/tools/"] {
+            assert!(mcp.is_mcp_path(path), "{path}");
+        }
+        for path in ["/v1/tools//", "/v1/tool", "/v1"] {
+            assert!(!mcp.is_mcp_path(path), "{path}");
+        }
     }
 
     #[test]

@@ -367,7 +367,8 @@ async fn run<S: Side>(
     // kept, since hyper re-frames the body anyway.
     let _ = headers::strip_hop_by_hop(&mut parts.headers);
     let body = match filter {
-        Some(filter) if parts.status == http::StatusCode::OK => {
+        // Every success is read: a list could come back under any 2xx.
+        Some(filter) if parts.status.is_success() => {
             match mcp::filter_result(shared, &filter, &mut parts.headers, body).await {
                 Ok(body) => body,
                 Err(err) => return (Err(err), record),

@@ -236,7 +236,7 @@ pub(super) fn with_request<R>(
         .into_parts();
     let mut facts =
         HttpFacts::from_parts(&parts, intent_prefix).map_err(|err| anyhow::anyhow!("{err}"))?;
-    facts.mcp = mcp_call(&parts, sidecar.mcp_paths.as_deref())?;
+    facts.mcp = mcp_call(&parts, sidecar.mcp.as_ref().map(Option::as_ref))?;
     let token = case
         .token_claims
         .as_ref()
@@ -255,11 +255,11 @@ pub(super) fn with_request<R>(
     )))
 }
 
-/// The MCP call a case names: on a POST to one of `paths` (any path when `None`, if it names
-/// a method), from the 2026-07-28 headers.
+/// The MCP call a case names: on a POST to one of the sidecar's `mcp.paths` (any path without
+/// `--config`, if it names a method), from the 2026-07-28 headers.
 fn mcp_call<'a>(
     parts: &'a http::request::Parts,
-    paths: Option<&[String]>,
+    mcp: Option<Option<&hopgate_config::McpConfig>>,
 ) -> anyhow::Result<Option<McpFacts<'a>>> {
     let header = |name: &str| -> anyhow::Result<Option<&'a str>> {
         parts
@@ -269,8 +269,8 @@ fn mcp_call<'a>(
             .transpose()
     };
     let method = header("mcp-method")?;
-    let on_path = match paths {
-        Some(paths) => paths.iter().any(|path| path == parts.uri.path()),
+    let on_path = match mcp {
+        Some(mcp) => mcp.is_some_and(|mcp| mcp.is_mcp_path(parts.uri.path())),
         None => method.is_some(),
     };
     if parts.method != http::Method::POST || !on_path {

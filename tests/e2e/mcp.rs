@@ -334,6 +334,22 @@ async fn mcp_07_a_non_mcp_path_with_an_mcp_looking_body_is_decided_as_plain_http
     .await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(mesh.app.seen().len(), 1);
+
+    // An MCP path in another case or with a slash, as a lenient router would still route it,
+    // is decided as MCP: the call the policy denies is refused, not let through as `call`.
+    for path in ["/MCP", "/mcp/"] {
+        let denied = post(
+            mesh.chain.inference.outbound,
+            "crm.tools",
+            path,
+            &[("hop-token", mesh.chain.alice.as_str())],
+            call(10, "tools/call", Some("delete_ticket")),
+        )
+        .await;
+        assert_eq!(denied.status, 403, "{path}: {}", denied.body);
+        assert_eq!(denied.json()["id"], 10, "{path}: {}", denied.body);
+    }
+    assert_eq!(mesh.app.seen().len(), 1);
 }
 
 #[tokio::test]

@@ -62,6 +62,10 @@ pub(super) async fn filter_result(
     let bytes = mcp::read_body(body, max_body, shared.result_read)
         .await
         .map_err(bad)?;
+    if bytes.is_empty() {
+        // A 202 or 204, or an empty answer: no list in it.
+        return Ok(full_body(bytes));
+    }
     let filtered = filter.apply(authorizer, headers, &bytes).map_err(bad)?;
     headers.remove(CONTENT_LENGTH);
     if headers.get(CONTENT_TYPE).is_none() {

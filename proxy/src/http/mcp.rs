@@ -14,6 +14,7 @@
 //!   that appears twice; a body without those headers is decided on the body alone.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -89,7 +90,10 @@ impl McpRefusal {
             Self::HeaderMismatch => (-32020, "HeaderMismatch"),
             Self::Parse => (-32700, "Parse error"),
             Self::Batch => (-32600, "Invalid Request: batches are not accepted"),
-            Self::DuplicateKey => (-32600, "Invalid Request: a key appears twice"),
+            Self::DuplicateKey => (
+                -32600,
+                "Invalid Request: a key appears twice, or in another spelling",
+            ),
             Self::Invalid => (-32600, "Invalid Request"),
             Self::TooLarge => (-32600, "Invalid Request: the body exceeds mcp.max_body"),
             Self::SlowBody => (-32600, "Invalid Request: the body arrived too slowly"),
@@ -138,14 +142,22 @@ impl McpCall {
         if envelope.jsonrpc.as_deref() != Some("2.0") {
             return Err(McpRefusal::Invalid);
         }
-        let Some(method) = envelope.method else {
+        // A request carries a method and no result: a message that is both could be read as
+        // either.
+        let Some(method) = envelope.method.filter(|_| !envelope.answer) else {
             return Err(McpRefusal::Invalid);
         };
         let params = envelope.params.unwrap_or_default();
         let name = match method.as_str() {
-            "tools/call" | "prompts/get" => params.name,
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => params.uri,
+            "tools/call" | "prompts/get" => Some(params.name),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(params.uri),
             _ => None,
+        };
+        // A call of these methods names what it acts on: without it, nothing could decide it.
+        let name = match name {
+            Some(None) => return Err(McpRefusal::Invalid),
+            Some(name) => name,
+            None => None,
         };
         if let Some(header) = one_header(headers, &MCP_METHOD)?
             && header != method
@@ -157,10 +169,13 @@ impl McpCall {
         {
             return Err(McpRefusal::HeaderMismatch);
         }
-        let protocol_version = match one_header(headers, &MCP_PROTOCOL_VERSION)? {
-            Some(version) => version.to_owned(),
-            None if method == "initialize" => params.protocol_version.unwrap_or_default(),
-            None => String::new(),
+        let offered = params.protocol_version.filter(|_| method == "initialize");
+        let protocol_version = match (one_header(headers, &MCP_PROTOCOL_VERSION)?, offered) {
+            (Some(header), Some(body)) if header != body => {
+                return Err(McpRefusal::HeaderMismatch);
+            }
+            (Some(version), _) => version.to_owned(),
+            (None, offered) => offered.unwrap_or_default(),
         };
         Ok(Self {
             method,
@@ -242,6 +257,8 @@ struct Envelope {
     method: Option<String>,
     id: Option<Value>,
     params: Option<Params>,
+    /// Whether it also has a `result` or an `error`, as a response does.
+    answer: bool,
 }
 
 /// The fields of `params` that name the call.
@@ -287,8 +304,10 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
                             map.next_value_seed(ParamsSeed(self.0))?,
                         )
                 }
+                _ if lookalike(&key.0, &["jsonrpc", "method", "id", "params"]) => false,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
+                    envelope.answer |= key.0 == "result" || key.0 == "error";
                     seen.other(key.0)
                 }
             };
@@ -325,6 +344,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
                 "protocolVersion" => {
                     seen.first(2) && put(&mut params.protocol_version, map.next_value()?)
                 }
+                _ if lookalike(&key.0, &["name", "uri", "protocolVersion"]) => false,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     true
@@ -358,7 +378,7 @@ impl<'de> de::Deserialize<'de> for Key {
 #[derive(Default)]
 struct Seen {
     known: [bool; 4],
-    others: Vec<String>,
+    others: HashSet<String>,
 }
 
 impl Seen {
@@ -370,12 +390,16 @@ impl Seen {
     }
 
     fn other(&mut self, key: String) -> bool {
-        if self.others.contains(&key) {
-            return false;
-        }
-        self.others.push(key);
-        true
+        self.others.insert(key)
     }
+}
+
+/// Whether `key`, not one of `known` itself, could be read as one: a parser that matches keys
+/// without regard to case (Go's `encoding/json`, which also folds `ſ` to `s` and the Kelvin
+/// sign to `k`) would take `"Name"` for `name`, and a C string would end at a NUL. No key the
+/// protocol defines at these two levels is anything but ASCII, so any other key is refused.
+fn lookalike(key: &str, known: &[&str]) -> bool {
+    !key.is_ascii() || key.contains('\0') || known.iter().any(|k| k.eq_ignore_ascii_case(key))
 }
 
 fn put<T>(slot: &mut Option<T>, value: T) -> bool {

@@ -101,21 +101,52 @@ impl ToolFilter {
         } else {
             let mut message: Value =
                 serde_json::from_slice(body).map_err(|_| McpRefusal::BadResult)?;
-            filter_message(&mut message, &allows);
+            filter_message(&mut message, &allows)?;
             Ok(Bytes::from(message.to_string()))
         }
     }
 }
 
 /// Drops from a `tools/list` result each tool `allows` refuses; other messages are left as they
-/// are. A tool without a string name is dropped: nothing could decide it.
-pub fn filter_message(message: &mut Value, allows: &dyn Fn(&str) -> bool) {
-    if let Some(tools) = message
-        .get_mut("result")
-        .and_then(|result| result.get_mut("tools"))
-        .and_then(Value::as_array_mut)
+/// are, and each message of an array is filtered. A tool without a string name, or with a second
+/// key a case-blind parser would read as its name, is dropped: nothing could decide it.
+///
+/// # Errors
+/// [`McpRefusal::BadResult`] when a result's `tools` is not a list, or a key a case-blind
+/// parser would read as `tools` stands beside it: a list that cannot be filtered as the client
+/// will read it is not passed on.
+pub fn filter_message(
+    message: &mut Value,
+    allows: &dyn Fn(&str) -> bool,
+) -> Result<(), McpRefusal> {
+    if let Some(messages) = message.as_array_mut() {
+        return messages
+            .iter_mut()
+            .try_for_each(|message| filter_message(message, allows));
+    }
+    let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    if result
+        .keys()
+        .any(|key| key != "tools" && key.eq_ignore_ascii_case("tools"))
     {
-        tools.retain(|tool| tool.get("name").and_then(Value::as_str).is_some_and(allows));
+        return Err(McpRefusal::BadResult);
+    }
+    match result.get_mut("tools") {
+        None => Ok(()),
+        Some(Value::Array(tools)) => {
+            tools.retain(|tool| {
+                let unambiguous = tool.as_object().is_some_and(|tool| {
+                    !tool
+                        .keys()
+                        .any(|key| key != "name" && key.eq_ignore_ascii_case("name"))
+                });
+                unambiguous && tool.get("name").and_then(Value::as_str).is_some_and(allows)
+            });
+            Ok(())
+        }
+        Some(_) => Err(McpRefusal::BadResult),
     }
 }
 
@@ -123,11 +154,15 @@ pub fn filter_message(message: &mut Value, allows: &dyn Fn(&str) -> bool) {
 /// written back as one `data:` line; comments, ids and other fields are kept as they came.
 fn filter_events(body: &[u8], allows: &dyn Fn(&str) -> bool) -> Result<Bytes, McpRefusal> {
     let text = std::str::from_utf8(body).map_err(|_| McpRefusal::BadResult)?;
-    let normalized = text.replace("\r\n", "\n");
+    // Lines end in CRLF, LF or CR alone, and a stream may open with a BOM (the SSE format):
+    // read every spelling as a client would, so that no event is passed on unread.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let normalized = text.replace("\r\n", "\n").replace('\r', "\n");
     let mut out = String::with_capacity(normalized.len());
     for event in normalized.split_inclusive("\n\n") {
-        let (fields, data): (Vec<&str>, Vec<&str>) =
-            event.lines().partition(|line| !line.starts_with("data:"));
+        let (fields, data): (Vec<&str>, Vec<&str>) = event
+            .lines()
+            .partition(|line| *line != "data" && !line.starts_with("data:"));
         if data.is_empty() {
             out.push_str(event);
             continue;
@@ -135,7 +170,8 @@ fn filter_events(body: &[u8], allows: &dyn Fn(&str) -> bool) -> Result<Bytes, Mc
         let joined: Vec<&str> = data
             .iter()
             .map(|line| {
-                let value = line.trim_start_matches("data:");
+                // `data` alone is a data field with an empty value.
+                let value = line.strip_prefix("data:").unwrap_or_default();
                 value.strip_prefix(' ').unwrap_or(value)
             })
             .collect();
@@ -148,7 +184,7 @@ fn filter_events(body: &[u8], allows: &dyn Fn(&str) -> bool) -> Result<Bytes, Mc
         let Ok(mut message) = serde_json::from_str::<Value>(&joined) else {
             return Err(McpRefusal::BadResult);
         };
-        filter_message(&mut message, allows);
+        filter_message(&mut message, allows)?;
         for field in fields.iter().filter(|f| !f.is_empty()) {
             out.push_str(field);
             out.push('\n');

@@ -111,6 +111,66 @@ fn mcp_04_a_duplicate_method_or_name_is_refused_however_it_is_spelled() {
 }
 
 #[test]
+fn mcp_04_a_key_a_case_blind_parser_would_take_for_a_deciding_one_is_refused() {
+    // Go's encoding/json matches keys without regard to case and folds `ſ` and the Kelvin
+    // sign; the last match wins there, so each of these would run another call than decided.
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_ticket","Name":"delete_ticket"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call","params":{"name":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","PARAMS":{"name":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"paramſ":{"name":"b"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","nam\u0000e":"b"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","URI":"b"}}"#,
+    ] {
+        assert_eq!(parse(body), Err(McpRefusal::DuplicateKey), "{body}");
+    }
+    // Keys the protocol does define pass, whatever else they hold.
+    let call = parse(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"Name":"ü"},"_meta":{}}}"#,
+    );
+    assert_eq!(call.unwrap().name(), Some("a"));
+}
+
+#[test]
+fn a_call_that_names_nothing_or_is_also_a_response_is_refused() {
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["delete_ticket"]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"name":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"uri":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","result":{"tools":[]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","error":{"code":1,"message":"x"}}"#,
+    ] {
+        assert_eq!(parse(body), Err(McpRefusal::Invalid), "{body}");
+    }
+}
+
+#[test]
+fn mcp_01_an_initialize_whose_header_and_body_name_other_revisions_is_refused() {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05"}}"#;
+    let other = headers(&[("mcp-protocol-version", "2025-06-18")]);
+    assert_eq!(
+        McpCall::parse(body.as_bytes(), &other).err(),
+        Some(McpRefusal::HeaderMismatch)
+    );
+    let same = headers(&[("mcp-protocol-version", "2024-11-05")]);
+    let call = McpCall::parse(body.as_bytes(), &same).unwrap();
+    assert_eq!(call.facts().protocol_version, "2024-11-05");
+}
+
+#[test]
+fn a_body_of_sixty_thousand_distinct_keys_is_read() {
+    // Their duplicate check is a set: a list searched per key would take minutes here.
+    let keys: Vec<String> = (0..60_000).map(|i| format!("\"k{i}\":0")).collect();
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping",{}}}"#,
+        keys.join(",")
+    );
+    assert_eq!(parse(&body).unwrap().method(), "ping");
+}
+
+#[test]
 fn a_body_that_is_not_json_rpc_is_refused() {
     for (body, why) in [
         ("not json", McpRefusal::Parse),

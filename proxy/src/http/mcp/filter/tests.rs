@@ -236,12 +236,72 @@ fn mcp_06_a_result_that_is_not_what_it_says_is_never_passed_on_unfiltered() {
 fn a_tool_without_a_string_name_is_dropped_and_other_messages_are_untouched() {
     let mut list =
         json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":1},{"title":"x"},{"name":"ok"}]}});
-    filter_message(&mut list, &|_| true);
+    filter_message(&mut list, &|_| true).unwrap();
     assert_eq!(names(&list), ["ok"]);
     let mut error = json!({"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"nope"}});
     let before = error.clone();
-    filter_message(&mut error, &|_| false);
+    filter_message(&mut error, &|_| false).unwrap();
     assert_eq!(error, before);
+}
+
+#[test]
+fn mcp_06_every_spelling_of_an_sse_event_is_read_and_filtered() {
+    let (authorizer, _dir) = authorizer(READERS, InboundMode::Enforce);
+    let message = list_result(&TOOLS);
+    let reader = token(&["tickets.read"]);
+    for body in [
+        // CR alone ends lines too, a BOM may open the stream, and `data` alone is a field.
+        format!("event: message\rdata: {message}\r\r"),
+        format!("\u{feff}data: {message}\n\n"),
+        format!("id: 1\n\rdata: {message}\n\n"),
+        format!("data\ndata: {message}\n\n"),
+    ] {
+        let out = filter(Some(&reader))
+            .apply(
+                &authorizer,
+                &content_type("text/event-stream"),
+                body.as_bytes(),
+            )
+            .unwrap();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(
+            !text.contains("write_ticket"),
+            "{body:?} came out as {text:?}"
+        );
+        assert!(
+            text.contains("read_ticket"),
+            "{body:?} came out as {text:?}"
+        );
+    }
+}
+
+#[test]
+fn mcp_06_a_batch_of_results_is_filtered_and_a_list_a_client_could_read_otherwise_is_refused() {
+    let (authorizer, _dir) = authorizer(READERS, InboundMode::Enforce);
+    let json = content_type("application/json");
+    let reader = token(&["tickets.read"]);
+    let batch = format!("[{}]", list_result(&TOOLS));
+    let out = filter(Some(&reader))
+        .apply(&authorizer, &json, batch.as_bytes())
+        .unwrap();
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(names(&out[0]), ["read_ticket", "search_tickets"]);
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":{"name":"delete_ticket"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"Tools":[{"name":"delete_ticket"}]}}"#,
+    ] {
+        let refused = filter(Some(&reader)).apply(&authorizer, &json, body.as_bytes());
+        assert_eq!(refused.unwrap_err(), McpRefusal::BadResult, "{body}");
+    }
+    // A tool a case-blind client would read under another name is not listed.
+    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_ticket","Name":"delete_ticket"}]}}"#;
+    let out = filter(Some(&reader))
+        .apply(&authorizer, &json, body.as_bytes())
+        .unwrap();
+    assert_eq!(
+        names(&serde_json::from_slice(&out).unwrap()),
+        Vec::<String>::new()
+    );
 }
 
 /// A policy that lets exactly `allowed` be called, by name.
