@@ -13,6 +13,11 @@
 #            sealing the audit log costs
 #   before   with BEFORE_BIN=path/to/an/older/hopgate: the traced pair run by that binary, to
 #            compare two builds in one run
+#   mcp      the traced hopgate pair reading MCP (`mcp: { paths: [/mcp] }` on both sides): a 1 KiB
+#            JSON-RPC `tools/call` POSTed to /mcp with the 2026-07-28 headers, decided by its
+#            tool on both sides (the app answers a fixed JSON-RPC result)
+#   post     the traced hopgate pair with the same 1 KiB body POSTed to a plain path: the
+#            difference to `mcp` is what MCP awareness costs a call
 #   shared   the traced hopgate pair, every request sent with one `traceparent`: all of them one
 #            transaction, so A reuses its hop token (no signature per request, B meets a token it
 #            has seen). The load sends no `traceparent` otherwise, so each request of `hopgate`
@@ -87,6 +92,7 @@ hg_a=127.0.0.1:18291; hg_b=127.0.0.1:18292; admin_a=127.0.0.1:18293; admin_b=127
 ut_a=127.0.0.1:18296; ut_b=127.0.0.1:18297; admin_ut_a=127.0.0.1:18298; admin_ut_b=127.0.0.1:18299
 sl_a=127.0.0.1:18286; sl_b=127.0.0.1:18287; admin_sl_a=127.0.0.1:18288; admin_sl_b=127.0.0.1:18289
 bf_a=127.0.0.1:18276; bf_b=127.0.0.1:18277; admin_bf_a=127.0.0.1:18278; admin_bf_b=127.0.0.1:18279
+mc_a=127.0.0.1:18271; mc_b=127.0.0.1:18272; admin_mc_a=127.0.0.1:18273; admin_mc_b=127.0.0.1:18274
 host=b.bench
 
 id_a=spiffe://bench.local/ns/bench/sa/a
@@ -111,7 +117,12 @@ $2
 }
 NGINX
 }
-nginx_conf app "  server { listen $app; location / { root $work; try_files /1k =404; } }"
+# /post and /mcp answer a POST with a fixed body (the MCP one a JSON-RPC result), without
+# reading a file.
+result='{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}'
+nginx_conf app "  server { listen $app; location / { root $work; try_files /1k =404; }
+    location = /post { return 200 'ok'; }
+    location = /mcp { default_type application/json; return 200 '$result'; } }"
 # The reference pair: A originates mTLS with its client certificate (TLS 1.3, pooled keep-alive
 # connections); B requires and verifies it against the bundle. nginx cannot check a SPIFFE ID,
 # and an SVID has no DNS name, so A does not verify B's certificate: the reference does less
@@ -157,6 +168,20 @@ when { context.token.present && context.token has scope && context.token.scope.c
 @id("no-deep-chains")
 forbid (principal, action, resource) when { context.token has depth && context.token.depth > 4 };
 CEDAR
+# The MCP pair's own folder: a tool rule beside the plain one, so the other pairs' slices stay
+# as they were.
+mkdir -p "$work/policies-mcp"
+cp "$work/policies/schema.cedarschema" "$work/policies/bench.cedar" "$work/policies-mcp/"
+cat > "$work/policies-mcp/tools.cedar" <<CEDAR
+@id("a-reads-tickets-on-b")
+permit (principal == Hop::Workload::"$id_a", action == Hop::Action::"tools/call", resource == Hop::Workload::"$id_b")
+when { context has mcp && context.mcp has name && context.mcp.name == "read_ticket" &&
+       context.token.present && context.token has scope && context.token.scope.contains("bench.read") };
+CEDAR
+# A 1 KiB tools/call, and the same bytes for the plain POST.
+python3 -c 'import json; print(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+  "params": {"name": "read_ticket", "arguments": {"id": "T-1", "note": "x" * 900}}}), end="")' \
+  > "$work/call.json"
 pair() { # name a-listen b-listen a-admin b-admin otlp
   cat > "$work/$1-a.yaml" <<YAML
 identity:
@@ -187,6 +212,11 @@ pair hopgate "$hg_a" "$hg_b" "$admin_a" "$admin_b" ", otlp: { endpoint: \"http:/
 pair untraced "$ut_a" "$ut_b" "$admin_ut_a" "$admin_ut_b" ""
 pair before "$bf_a" "$bf_b" "$admin_bf_a" "$admin_bf_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }"
 pair sealed "$sl_a" "$sl_b" "$admin_sl_a" "$admin_sl_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }, audit: { sign: true }"
+pair mcp "$mc_a" "$mc_b" "$admin_mc_a" "$admin_mc_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }"
+for side in a b; do
+  sed -i 's|dir: policies|dir: policies-mcp|' "$work/mcp-$side.yaml"
+  echo "mcp: { paths: [/mcp] }" >> "$work/mcp-$side.yaml"
+done
 
 start() { # name command...
   local name=$1; shift
@@ -226,10 +256,13 @@ if [ -n "${BEFORE_BIN:-}" ]; then
 fi
 HOPGATE_LOG=warn start sealed_a "${wrap[@]}" "$bin" run -c "$work/sealed-a.yaml"
 HOPGATE_LOG=warn start sealed_b "${wrap[@]}" "$bin" run -c "$work/sealed-b.yaml"
+HOPGATE_LOG=warn start mcp_a "${wrap[@]}" "$bin" run -c "$work/mcp-a.yaml"
+HOPGATE_LOG=warn start mcp_b "${wrap[@]}" "$bin" run -c "$work/mcp-b.yaml"
 for _ in $(seq 1200); do
   curl -sf "http://$admin_a/ready" >/dev/null && curl -sf "http://$admin_b/ready" >/dev/null \
     && curl -sf "http://$admin_ut_a/ready" >/dev/null && curl -sf "http://$admin_ut_b/ready" >/dev/null \
     && curl -sf "http://$admin_sl_a/ready" >/dev/null && curl -sf "http://$admin_sl_b/ready" >/dev/null \
+    && curl -sf "http://$admin_mc_a/ready" >/dev/null && curl -sf "http://$admin_mc_b/ready" >/dev/null \
     && curl -sf "http://$app/" >/dev/null && break
   sleep 0.1
 done
@@ -250,6 +283,9 @@ check "nginx h2c" "http://$ngx_a_h2/" --http2-prior-knowledge
 check "hopgate h2c" "http://$hg_a/" -H "Host: $host" --http2-prior-knowledge
 check untraced "http://$ut_a/" -H "Host: $host"
 check sealed "http://$sl_a/" -H "Host: $host"
+check post "http://$hg_a/post" -H "Host: $host" --data-binary "@$work/call.json"
+check mcp "http://$mc_a/mcp" -H "Host: $host" -H "content-type: application/json" \
+  -H "mcp-method: tools/call" -H "mcp-name: read_ticket" --data-binary "@$work/call.json"
 [ -n "${BEFORE_BIN:-}" ] && check before "http://$bf_a/" -H "Host: $host"
 
 # The server processes of each configuration (their CPU time is charged to it).
@@ -258,36 +294,51 @@ procs_nginx() { echo "$(procs_direct) $pid_nginx_a $(pgrep -P "$pid_nginx_a" | t
 procs_hopgate() { echo "$(procs_direct) $pid_hopgate_a $pid_hopgate_b"; }
 procs_untraced() { echo "$(procs_direct) $pid_untraced_a $pid_untraced_b"; }
 procs_shared() { procs_hopgate; }
+procs_mcp() { echo "$(procs_direct) $pid_mcp_a $pid_mcp_b"; }
+procs_post() { procs_hopgate; }
 procs_sealed() { echo "$(procs_direct) $pid_sealed_a $pid_sealed_b"; }
 procs_before() { echo "$(procs_direct) $pid_before_a $pid_before_b"; }
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 tck=$(getconf CLK_TCK)
 
-url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate|shared) echo "http://$hg_a/";; untraced) echo "http://$ut_a/";; sealed) echo "http://$sl_a/";; before) echo "http://$bf_a/";; esac; }
+url_of() { case $1 in direct) echo "http://$app/";; nginx) echo "http://$ngx_a/";; hopgate|shared) echo "http://$hg_a/";; untraced) echo "http://$ut_a/";; sealed) echo "http://$sl_a/";; before) echo "http://$bf_a/";; post) echo "http://$hg_a/post";; mcp) echo "http://$mc_a/mcp";; esac; }
 # The headers a configuration's load sends: the route's host to a hopgate pair, and for `shared`
 # one `traceparent` on every request. $2 is how the tool names the authority (Host or :authority).
 hdrs_of() {
   case $1 in
     hopgate|untraced|sealed|before) printf '%s\n' -H "$2: $host";;
     shared) printf '%s\n' -H "$2: $host" -H "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";;
+    post) printf '%s\n' -H "$2: $host" -H "content-type: application/json";;
+    mcp) printf '%s\n' -H "$2: $host" -H "content-type: application/json" -H "mcp-method: tools/call" \
+      -H "mcp-name: read_ticket" -H "mcp-protocol-version: 2026-07-28";;
+  esac
+}
+# The body a configuration's load POSTs (h2load's -d), if any.
+body_of() { case $1 in post|mcp) printf '%s\n' -d "$work/call.json";; esac; }
+# wrk POSTs through a script.
+wrk_script() {
+  case $1 in post|mcp)
+    python3 -c 'import json, sys; print("wrk.method = \"POST\"\nwrk.body = " + json.dumps(open(sys.argv[1]).read()))' \
+      "$work/call.json" > "$work/post.lua"
+    printf '%s\n' -s "$work/post.lua";;
   esac
 }
 h2_url_of() { case $1 in nginx) echo "http://$ngx_a_h2/";; *) url_of "$1";; esac; }
 
 # Each run prints "rps p50_us p99_us requests".
 run_wrk() {
-  local h=(); mapfile -t h < <(hdrs_of "$1" Host)
-  $gen_cpu wrk -t1 -c"$conns" -d"${secs}s" --latency "${h[@]}" "$(url_of "$1")" | awk '
+  local h=() s=(); mapfile -t h < <(hdrs_of "$1" Host); mapfile -t s < <(wrk_script "$1")
+  $gen_cpu wrk -t1 -c"$conns" -d"${secs}s" --latency "${s[@]}" "${h[@]}" "$(url_of "$1")" | awk '
     function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1000000; return v }
     /^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) } /^Requests\/sec/ { rps = $2 }
     /requests in/ { n = $1 }
     END { printf "%s %s %s %s\n", rps, p50, p99, n }'
 }
 run_h2load() {
-  local h=(); mapfile -t h < <(hdrs_of "$1" :authority)
+  local h=() d=(); mapfile -t h < <(hdrs_of "$1" :authority); mapfile -t d < <(body_of "$1")
   # h2load reports request-time percentiles only per-run min/max/mean/sd; its mean is given as
   # p50 and its max as p99 here (labelled in the table).
-  $gen_cpu h2load -c"$conns" -m10 -D"$secs" --warm-up-time=1 "${h[@]}" "$(h2_url_of "$1")" 2>/dev/null | awk '
+  $gen_cpu h2load -c"$conns" -m10 -D"$secs" --warm-up-time=1 "${d[@]}" "${h[@]}" "$(h2_url_of "$1")" 2>/dev/null | awk '
     function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1000000; return v }
     /^finished in/ { rps = $4 } /^requests:/ { n = $8 } /^time for request:/ { mean = us($6); max = us($5) }
     END { printf "%s %s %s %s\n", rps, mean, max, n }'
@@ -310,12 +361,13 @@ if [ "$runs" = instr ]; then
   printf "%-10s %16s %16s\n" config "Ir/req A" "Ir/req B"
   for cfg in $CONFIGS; do
     url=$(url_of "$cfg")
-    pair=$cfg; [ "$cfg" = shared ] && pair=hopgate  # the same processes, another load
+    pair=$cfg; [ "$cfg" = shared ] || [ "$cfg" = post ] && pair=hopgate  # the same processes, another load
     a=$(eval echo "\$pid_${pair}_a"); b=$(eval echo "\$pid_${pair}_b")
     h=(); mapfile -t h < <(hdrs_of "$cfg" :authority)
-    h2load --h1 -n 500 -c "$conns" "${h[@]}" "$url" >/dev/null
+    d=(); mapfile -t d < <(body_of "$cfg")
+    h2load --h1 -n 500 -c "$conns" "${d[@]}" "${h[@]}" "$url" >/dev/null
     for p in $a $b; do callgrind_control -z "$p" >/dev/null 2>&1; done
-    out=$(h2load --h1 -n "$count" -c "$conns" "${h[@]}" "$url")
+    out=$(h2load --h1 -n "$count" -c "$conns" "${d[@]}" "${h[@]}" "$url")
     grep -q " $count succeeded" <<<"$out" \
       || { echo "the $cfg pair did not answer all $count requests:" >&2; echo "$out" >&2; exit 1; }
     for p in $a $b; do callgrind_control -d "$p" >/dev/null 2>&1; done
@@ -372,12 +424,13 @@ for line in open(sys.argv[1]):
     rows.setdefault((run, cfg), []).append((float(rps), float(p50), float(p99), float(cpu)))
 rss = {"nginx": f"{sys.argv[2]} / {sys.argv[3]}", "hopgate": f"{sys.argv[4]} / {sys.argv[5]}",
        "untraced": f"{sys.argv[6]} / {sys.argv[7]}", "direct": "-", "shared": "(as hopgate)",
-       "sealed": f"{sys.argv[8]} / {sys.argv[9]}", "before": f"{sys.argv[10]} / {sys.argv[11]}"}
+       "sealed": f"{sys.argv[8]} / {sys.argv[9]}", "before": f"{sys.argv[10]} / {sys.argv[11]}",
+       "post": "(as hopgate)", "mcp": "-"}
 med = lambda xs, i: statistics.median(x[i] for x in xs)
 label = {"wrk": "wrk h1", "h2load": "h2load h2 (mean / max)", "rate": "fixed rate"}
 print(f"{'run':24} {'config':8} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'CPU µs/req':>10}  peak RSS MiB (A / B)")
 for run in ("wrk", "h2load", "rate"):
-    for cfg in ("direct", "nginx", "before", "hopgate", "shared", "sealed", "untraced"):
+    for cfg in ("direct", "nginx", "before", "hopgate", "shared", "sealed", "untraced", "post", "mcp"):
         xs = rows.get((run, cfg))
         if not xs or med(xs, 0) == 0:  # the direct app speaks no h2c
             continue
@@ -394,6 +447,9 @@ for run in ("wrk", "h2load", "rate"):
     g = rows.get((run, "sealed"))
     if h and g:
         print(f"{'':24} {'sealing':8} {100*(1-med(g,0)/med(h,0)):8.1f}%  of the traced pair's req/s; +{med(g,3)-med(h,3):.1f} µs CPU per request")
+    m, q = rows.get((run, "mcp")), rows.get((run, "post"))
+    if m and q:
+        print(f"{'':24} {'mcp':8} {100*(1-med(m,0)/med(q,0)):8.1f}%  of the plain POST's req/s; {med(m,3)-med(q,3):+.1f} µs CPU per request")
     u = rows.get((run, "untraced"))
     if h and u and run != "rate":
         print(f"{'':24} {'tracing':8} {100*(1-med(h,0)/med(u,0)):8.1f}%  of the untraced pair's req/s; +{med(h,3)-med(u,3):.1f} µs CPU per request")
