@@ -13,6 +13,7 @@
 //! - a `Mcp-Method` or `Mcp-Name` header (MCP 2026-07-28) that disagrees with the body, or
 //!   that appears twice; a body without those headers is decided on the body alone.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt;
@@ -160,12 +161,12 @@ impl McpCall {
             None => None,
         };
         if let Some(header) = one_header(headers, &MCP_METHOD)?
-            && header != method
+            && unwrap_header(header)? != method
         {
             return Err(McpRefusal::HeaderMismatch);
         }
         if let Some(header) = one_header(headers, &MCP_NAME)?
-            && Some(header) != name.as_deref()
+            && Some(unwrap_header(header)?.as_ref()) != name.as_deref()
         {
             return Err(McpRefusal::HeaderMismatch);
         }
@@ -247,6 +248,25 @@ fn one_header<'h>(
     value
         .to_str()
         .map(Some)
+        .map_err(|_| McpRefusal::HeaderMismatch)
+}
+
+/// A header value as the client meant it: MCP sends a value that is not plain printable ASCII
+/// (a tool name in another script, edge whitespace) as `=?base64?<standard base64>?=`. A
+/// malformed one, non-canonical base64 or not UTF-8, matches nothing.
+fn unwrap_header(value: &str) -> Result<Cow<'_, str>, McpRefusal> {
+    use base64::Engine as _;
+    let Some(payload) = value
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    else {
+        return Ok(Cow::Borrowed(value));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .map_err(|_| McpRefusal::HeaderMismatch)?;
+    String::from_utf8(bytes)
+        .map(Cow::Owned)
         .map_err(|_| McpRefusal::HeaderMismatch)
 }
 

@@ -91,6 +91,29 @@ fn mcp_01_a_name_header_that_disagrees_with_the_body_is_refused() {
 }
 
 #[test]
+fn mcp_01_a_name_header_in_mcps_base64_form_is_compared_as_the_name_it_carries() {
+    let body =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tickets_für_alle"}}"#;
+    // base64 of the UTF-8 of `tickets_für_alle`, as the MCP SDKs send it.
+    let sent = headers(&[("mcp-name", "=?base64?dGlja2V0c19mw7xyX2FsbGU=?=")]);
+    let call = McpCall::parse(body.as_bytes(), &sent).unwrap();
+    assert_eq!(call.name(), Some("tickets_für_alle"));
+    for other in [
+        "=?base64?cmVhZF90aWNrZXQ=?=",        // read_ticket
+        "=?base64?dGlja2V0c19mw7xyX2FsbGU?=", // unpadded
+        "=?base64?not base64?=",
+        "=?base64?/w==?=", // not UTF-8
+    ] {
+        let sent = headers(&[("mcp-name", other)]);
+        assert_eq!(
+            McpCall::parse(body.as_bytes(), &sent).err(),
+            Some(McpRefusal::HeaderMismatch),
+            "{other}"
+        );
+    }
+}
+
+#[test]
 fn mcp_02_a_batch_is_refused() {
     assert_eq!(parse(&format!(" [{CALL},{CALL}]")), Err(McpRefusal::Batch));
     assert_eq!(parse("[]"), Err(McpRefusal::Batch));
