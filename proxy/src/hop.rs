@@ -4,10 +4,12 @@
 //!  request ─▶ caller's traceparent, read once ─▶ span ─▶ in-flight cap ─▶ audit buffer
 //!          ─▶ hygiene (hop-by-hop, path, authority) ─▶ HttpFacts, read once (authority, intent)
 //!          ─▶ Side::admit, head read only (inbound: the hop token; outbound: route + token)
+//!          ─▶ on `mcp.paths`: the JSON-RPC body read and parsed, its call in the facts (hop::mcp)
 //!          ─▶ Hop { peer, own, dest, target, request, token, trace } ─▶ Authorizer::decide
 //!          ─▶ decided here, once: span, policy metrics, the audit record's head
 //!          ─▶ Side::prepare (inbound: XFCC; outbound: credential out, token in)
 //!          ─▶ trailers off, traceparent on ─▶ Side::send ─▶ response hygiene
+//!          ─▶ inbound `tools/list`: the result read and filtered tool by tool (hop::mcp)
 //!  any error ─▶ the one error → response map, with the request's decision id
 //!  either way ─▶ one audit record, the span's status, the request metrics (hop::record)
 //! ```
