@@ -445,9 +445,10 @@ async fn admit<S: Side>(
         }
         None => {
             call = None;
-            // An MCP method is the action of MCP requests alone, which always carry
-            // `context.mcp`: a header cannot borrow the rules written for them (MCP-07).
-            if request.action.is_some_and(is_mcp_method) {
+            // Where MCP is read, an MCP method is the action of MCP requests alone, which always
+            // carry `context.mcp`: a header cannot borrow the rules written for them (MCP-07).
+            // Without an `mcp` section nothing is MCP, and any action name is the operator's.
+            if shared.authorizer.mcp().is_some() && request.action.is_some_and(is_mcp_method) {
                 let err = RequestError::BadRequest(
                     Malformed::Intent,
                     "an MCP method is the action of MCP requests only",

@@ -12,29 +12,20 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support::mcp_app::{
     AliceChain, Answer, McpApp, TOOLS, alice_chain, call, listed, mcp_headers, post,
+    read_tools_rule,
 };
-use crate::support::workload::{Reply, workload_id};
+use crate::support::workload::{Reply, Workloads, workload_id};
 
 const MCP: &str = "mcp:\n  paths: [/mcp]\n  max_body: 4KiB\n";
 
 /// crm's rules: anyone may open a session and list; only inference, acting for a person
 /// whose chain carries the read scope, may call the reading tools; plain HTTP is `call`.
 fn crm_policy() -> String {
-    let inference = workload_id("inference");
-    format!(
-        r#"@id("mcp-session") permit (principal, action in
+    let session = r#"@id("mcp-session") permit (principal, action in
   [Hop::Action::"initialize", Hop::Action::"ping", Hop::Action::"tools/list"], resource);
-@id("read-tools-for-people") permit (
-  principal == Hop::Workload::"{inference}", action == Hop::Action::"tools/call", resource)
-when {{
-  context has mcp && context.mcp has name &&
-  ["read_ticket", "search_tickets"].contains(context.mcp.name) &&
-  context.token has enduser && context.token.enduser &&
-  context.token has scope && context.token.scope.contains("tickets.read")
-}};
 @id("plain-http") permit (principal, action == Hop::Action::"call", resource);
-"#
-    )
+"#;
+    format!("{session}{}", read_tools_rule())
 }
 
 struct Mesh {
@@ -420,4 +411,34 @@ async fn mcp_06_a_tools_list_result_the_sidecar_cannot_read_is_a_502_never_passe
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.headers["content-encoding"], "br");
+}
+
+#[tokio::test]
+async fn without_an_mcp_section_an_action_with_a_slash_is_an_ordinary_action() {
+    // Nothing is MCP here, so `intent-action: tools/call` names an action like any other.
+    let mesh = Workloads::new();
+    let agent = workload_id("agent");
+    let crm = mesh
+        .workload("crm")
+        .policy("schema.cedarschema", crate::support::proxy::POLICY_SCHEMA)
+        .policy(
+            "crm.cedar",
+            &format!(
+                r#"permit (principal == Hop::Workload::"{agent}", action == Hop::Action::"tools/call", resource)
+                when {{ !(context has mcp) }};"#
+            ),
+        )
+        .start()
+        .await;
+    let caller = mesh
+        .workload("agent")
+        .client_only()
+        .route("crm.tools", &crm, &[])
+        .start()
+        .await;
+    let reply = caller
+        .call("crm.tools", "/tickets", &[("intent-action", "tools/call")])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(crm.app.received().len(), 1);
 }

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::mcp_app::{AliceChain, alice_chain};
+use crate::support::mcp_app::{AliceChain, alice_chain, read_tools_rule};
 use crate::support::workload::workload_id;
 
 const MCP: &str = "mcp:\n  paths: [/mcp]\n";
@@ -19,20 +19,13 @@ const MCP: &str = "mcp:\n  paths: [/mcp]\n";
 /// person whose chain carries the read scope; the session's GET stream and DELETE are `call`.
 fn crm_policy() -> String {
     let inference = workload_id("inference");
-    format!(
+    let session = format!(
         r#"@id("mcp-session") permit (principal == Hop::Workload::"{inference}", action in
   [Hop::Action::"initialize", Hop::Action::"notifications/initialized", Hop::Action::"ping",
    Hop::Action::"server/discover", Hop::Action::"tools/list", Hop::Action::"call"], resource);
-@id("read-tools-for-people") permit (
-  principal == Hop::Workload::"{inference}", action == Hop::Action::"tools/call", resource)
-when {{
-  context has mcp && context.mcp has name &&
-  ["read_ticket", "search_tickets"].contains(context.mcp.name) &&
-  context.token has enduser && context.token.enduser &&
-  context.token has scope && context.token.scope.contains("tickets.read")
-}};
 "#
-    )
+    );
+    format!("{session}{}", read_tools_rule())
 }
 
 /// The tools virtualenv's python; panics, saying how to make it, when it is not set.

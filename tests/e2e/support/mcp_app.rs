@@ -214,6 +214,23 @@ pub(crate) fn listed(reply: &Reply) -> Vec<String> {
         .collect()
 }
 
+/// crm's tool rule in the MCP tests: only inference, acting for a person whose chain carries
+/// the read scope, may call the reading tools. Each test adds the session methods it needs.
+pub(crate) fn read_tools_rule() -> String {
+    let inference = super::workload::workload_id("inference");
+    format!(
+        r#"@id("read-tools-for-people") permit (
+  principal == Hop::Workload::"{inference}", action == Hop::Action::"tools/call", resource)
+when {{
+  context has mcp && context.mcp has name &&
+  ["read_ticket", "search_tickets"].contains(context.mcp.name) &&
+  context.token has enduser && context.token.enduser &&
+  context.token has scope && context.token.scope.contains("tickets.read")
+}};
+"#
+    )
+}
+
 /// The chain the MCP tests run, each workload behind its own in-process hopgate: crm (its app
 /// an MCP server, its header-read time 1 s), inference routing to crm, and the agent routing to
 /// both; crm's and inference's sidecars read MCP, the agent's does not. `alice` is the hop token
