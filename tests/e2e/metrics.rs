@@ -21,6 +21,18 @@ fn request_series(metrics: &str) -> Vec<&str> {
 }
 
 /// A port nothing listens on: the app of a sidecar whose every request is a 502.
+/// One successful GET from each of `callers`, in order.
+async fn get_as(mesh: &Mesh, inbound: SocketAddr, callers: &[&str]) {
+    for name in callers {
+        let reply = mesh
+            .client(name, Proto::H1)
+            .get(inbound, "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{name}");
+    }
+}
+
 fn dead_app() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
@@ -75,14 +87,7 @@ async fn request_series_come_out_in_label_order_on_every_scrape() {
     let mesh = Mesh::new();
     let proxy = mesh.proxy(app.addr).start().await;
     // Callers arrive in an order that is not their IDs' order.
-    for name in ["zulu", "caller", "alpha"] {
-        let reply = mesh
-            .client(name, Proto::H1)
-            .get(proxy.inbound, "/", &[])
-            .await
-            .unwrap();
-        assert_eq!(reply.status, 200);
-    }
+    get_as(&mesh, proxy.inbound, &["zulu", "caller", "alpha"]).await;
     let (_, first) = proxy.admin_get("/metrics").await;
     let (_, second) = proxy.admin_get("/metrics").await;
     let series = request_series(&first);
@@ -118,14 +123,7 @@ async fn peers_past_the_identity_cap_are_counted_as_other() {
         .await;
     // The first request's caller and the sidecar's own ID take the two places; every later
     // caller is `other`.
-    for name in ["caller", "second", "third"] {
-        let reply = mesh
-            .client(name, Proto::H1)
-            .get(proxy.inbound, "/", &[])
-            .await
-            .unwrap();
-        assert_eq!(reply.status, 200);
-    }
+    get_as(&mesh, proxy.inbound, &["caller", "second", "third"]).await;
     let (_, metrics) = proxy.admin_get("/metrics").await;
     assert_eq!(
         requests_total(&metrics, &[("peer", "other"), ("dest", SERVER_ID)]),

@@ -253,9 +253,9 @@ fn policy_explain_decides_an_mcp_call_by_its_tool_on_the_configs_mcp_paths() {
     ));
     let claims =
         r#"{"sub":"alice","iss":"spiffe://demo.local/ns/ml/sa/inference","scope":"tickets.read"}"#;
-    let call = |path: &str, tool: &str| {
-        let (method, name) = ("mcp-method: tools/call", format!("mcp-name: {tool}"));
-        let args = [
+    // `policy explain` of a POST to `path` from inference for alice, with `headers`.
+    let explain = |path: &str, headers: &[&str]| {
+        let mut args = vec![
             "policy",
             "explain",
             "--config",
@@ -268,14 +268,17 @@ fn policy_explain_decides_an_mcp_call_by_its_tool_on_the_configs_mcp_paths() {
             "POST",
             "--path",
             path,
-            "--header",
-            method,
-            "--header",
-            &name,
             "--token-claims",
             claims,
         ];
+        for header in headers {
+            args.extend(["--header", header]);
+        }
         hopgate(&args)
+    };
+    let call = |path: &str, tool: &str| {
+        let name = format!("mcp-name: {tool}");
+        explain(path, &["mcp-method: tools/call", &name])
     };
     let read = call("/tools", "read_ticket");
     let text = stdout(&read);
@@ -287,21 +290,7 @@ fn policy_explain_decides_an_mcp_call_by_its_tool_on_the_configs_mcp_paths() {
     let plain = call("/mcp", "read_ticket");
     assert_eq!(plain.status.code(), Some(1), "{}", stdout(&plain));
     // On them, the method must be named.
-    let args = [
-        "policy",
-        "explain",
-        "--config",
-        path_arg(&config),
-        "--peer",
-        INFERENCE,
-        "--dest",
-        CRM,
-        "--method",
-        "POST",
-        "--path",
-        "/tools",
-    ];
-    let unnamed = hopgate(&args);
+    let unnamed = explain("/tools", &[]);
     assert_eq!(unnamed.status.code(), Some(78), "{}", stdout(&unnamed));
     assert!(
         stderr(&unnamed).contains("mcp-method"),

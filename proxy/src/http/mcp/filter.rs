@@ -57,11 +57,18 @@ impl ToolFilter {
     /// Whether `tools/call` of `tool` would be let through (an `audit_deny` is: audit mode
     /// enforces nothing).
     pub fn allows(&self, authorizer: &Authorizer, tool: &str) -> bool {
-        let intent: Vec<(&str, &str)> = self
-            .intent
+        self.allows_with(authorizer, &self.intent_refs(), tool)
+    }
+
+    /// The intent entries as the policy request borrows them; built once per list.
+    fn intent_refs(&self) -> Vec<(&str, &str)> {
+        self.intent
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+            .collect()
+    }
+
+    fn allows_with(&self, authorizer: &Authorizer, intent: &[(&str, &str)], tool: &str) -> bool {
         let request = HopRequest {
             peer: &self.peer,
             destination: &self.dest,
@@ -70,7 +77,7 @@ impl ToolFilter {
             method: &self.method,
             path: &self.path,
             host: &self.host,
-            intent: &intent,
+            intent,
             token: self.token.as_ref(),
             mcp: Some(McpFacts {
                 method: "tools/call",
@@ -95,7 +102,8 @@ impl ToolFilter {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let allows = |tool: &str| self.allows(authorizer, tool);
+        let intent = self.intent_refs();
+        let allows = |tool: &str| self.allows_with(authorizer, &intent, tool);
         if content_type.starts_with("text/event-stream") {
             filter_events(body, &allows)
         } else {
