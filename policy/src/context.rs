@@ -117,9 +117,9 @@ pub(crate) fn mcp_attr(name: &str) -> Option<(Kind, bool)> {
 }
 
 /// Whether an action is an MCP method: a JSON-RPC method of the protocol (`initialize`,
-/// `ping`, or a name with a `/`, such as `tools/call`). Only an MCP request is decided as one,
-/// and it always carries `context.mcp`; any other request naming one as its intent action is
-/// refused before the policy.
+/// `ping`, or a name with a `/`, such as `tools/call`). Where a sidecar reads MCP, only an MCP
+/// request is decided as one, and it always carries `context.mcp`; any other request naming
+/// one as its intent action is refused before the policy.
 pub fn is_mcp_method(action: &str) -> bool {
     matches!(action, "initialize" | "ping") || action.contains('/')
 }
