@@ -32,8 +32,10 @@ mod listener;
 mod mcp;
 mod policy;
 mod raw;
+mod revocations;
 mod size;
 pub mod spiffe;
+mod streams;
 mod telemetry;
 #[cfg(test)]
 mod test_support;
@@ -52,7 +54,11 @@ pub use listener::{
 };
 pub use mcp::McpConfig;
 pub use policy::{IntentConfig, PolicyConfig};
+pub use revocations::{
+    MAX_REVOCATIONS, Revocation, RevocationFacts, RevocationKey, Revocations, RevocationsError,
+};
 pub use spiffe::{MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain};
+pub use streams::StreamsConfig;
 pub use telemetry::{
     AuditConfig, LogFormat, MetricsConfig, OtlpCompression, OtlpConfig, OtlpProtocol, OtlpTls,
     TelemetryConfig, WhenFull,
@@ -255,7 +261,7 @@ impl Config {
             Duration::from_secs(30),
             Duration::ZERO..=Duration::from_secs(3600),
         );
-        let config = Self {
+        let mut config = Self {
             identity: identity?,
             inbound: inbound?,
             outbound: outbound?,
@@ -268,6 +274,9 @@ impl Config {
             shutdown_grace: shutdown_grace?,
         };
         config.check_listeners(check);
+        if let Some(outbound) = &mut config.outbound {
+            outbound.resolve_token_ttls(&config.token, check);
+        }
         Some(config)
     }
 

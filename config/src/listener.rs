@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::check::{Check, at};
-use crate::{Address, IdentityConfig, IdentitySource, TrustDomain, raw};
+use crate::{
+    Address, IdentityConfig, IdentitySource, StreamsConfig, TokenConfig, TrustDomain, raw,
+};
 
 mod route;
 
@@ -24,6 +26,7 @@ pub struct InboundConfig {
     allowed_trust_domains: Vec<TrustDomain>,
     timeouts: InboundTimeouts,
     limits: InboundLimits,
+    streams: StreamsConfig,
 }
 
 /// What the inbound side does with a policy deny.
@@ -114,6 +117,11 @@ impl InboundConfig {
         &self.limits
     }
 
+    /// Long-lived responses: re-authorization and age limit (`inbound.streams`).
+    pub fn streams(&self) -> &StreamsConfig {
+        &self.streams
+    }
+
     pub(crate) fn from_raw(
         raw: raw::Inbound,
         identity: Option<&IdentityConfig>,
@@ -124,6 +132,7 @@ impl InboundConfig {
         let allowed = allowed_trust_domains(raw.allowed_trust_domains, identity, check);
         let timeouts = InboundTimeouts::from_raw(raw.timeouts.unwrap_or_default(), check);
         let limits = InboundLimits::from_raw(raw.limits.unwrap_or_default(), check);
+        let streams = StreamsConfig::from_raw(raw.streams.unwrap_or_default(), check);
         Some(Self {
             listen: listen?,
             app: app?,
@@ -132,6 +141,7 @@ impl InboundConfig {
             allowed_trust_domains: allowed?,
             timeouts: timeouts?,
             limits: limits?,
+            streams: streams?,
         })
     }
 }
@@ -355,6 +365,14 @@ impl OutboundConfig {
             dns_refresh: dns_refresh?,
             routes: routes?,
         })
+    }
+
+    /// Gives each route its token lifetime once `token` is known: its own `token_ttl`, which
+    /// may not exceed `token.max_ttl`, or `token.ttl`.
+    pub(crate) fn resolve_token_ttls(&mut self, token: &TokenConfig, check: &mut Check) {
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            route.resolve_token_ttl(&format!("outbound.routes[{i}]"), token, check);
+        }
     }
 }
 

@@ -99,6 +99,8 @@ pub(crate) struct Inbound {
     pub(crate) timeouts: Option<InboundTimeouts>,
     /// Resource limits.
     pub(crate) limits: Option<InboundLimits>,
+    /// Long-lived responses (SSE, gRPC streams, chunked bodies).
+    pub(crate) streams: Option<InboundStreams>,
 }
 
 /// `inbound.timeouts`. Each is a duration from `1ms` to `24h`.
@@ -128,6 +130,17 @@ pub(crate) struct InboundLimits {
     /// HTTP/2 streams reset by the client but not yet handled (rapid-reset guard).
     /// 1 to 10000, default 20.
     pub(crate) max_pending_resets: Option<u64>,
+}
+
+/// `inbound.streams`: long-lived responses (SSE, gRPC streams, chunked bodies).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InboundStreams {
+    /// Decide open streams again on a policy, trust bundle or revocation change, and cut them
+    /// when their hop token expires. Default `true`.
+    pub(crate) reauthorize: Option<bool>,
+    /// The longest a stream may stay open. Duration, `0s` (no limit) to `720h`; default `0s`.
+    pub(crate) max_age: Option<String>,
 }
 
 /// `outbound`.
@@ -161,6 +174,9 @@ pub(crate) struct Route {
     pub(crate) identity: Option<String>,
     /// The most a hop token for this destination may carry. Default: none.
     pub(crate) scopes: Option<Vec<Option<String>>>,
+    /// Lifetime of the tokens minted for this destination, capped at the SVID's notAfter.
+    /// Duration, `1s` to `token.max_ttl`; default `token.ttl`.
+    pub(crate) token_ttl: Option<String>,
 }
 
 /// `policy`.
@@ -205,9 +221,12 @@ pub(crate) struct Mcp {
 pub(crate) struct Token {
     /// The header carrying the hop token; a lowercase header name. Default `hop-token`.
     pub(crate) header: Option<String>,
-    /// Lifetime of a minted token, capped at the SVID's notAfter. Duration, `1s` to `24h`;
-    /// default `60s`.
+    /// Lifetime of a minted token unless its route sets `token_ttl`, capped at the SVID's
+    /// notAfter. Duration, `1s` to `24h`; default `60s`.
     pub(crate) ttl: Option<String>,
+    /// The longest lifetime accepted inbound (`exp - iat`, plus `leeway`) and the longest a
+    /// route's `token_ttl` may be. Duration, `token.ttl` to `24h`; default `token.ttl`.
+    pub(crate) max_ttl: Option<String>,
     /// The most actors a chain may hold. 1 to 64, default 8.
     pub(crate) max_depth: Option<u64>,
     /// Clock skew allowed when checking `exp` and `nbf`. Duration, `0s` to `5m`; default `5s`.

@@ -127,8 +127,8 @@ fn unknown_keys_in_two_sections_are_all_reported() {
     assert_eq!(
         errors,
         [
-            "inbound.lisen: unknown key; expected one of `listen`, `app`, `mode`, `require_token`, `allowed_trust_domains`, `timeouts` or `limits`",
-            "token.tll: unknown key; expected one of `header`, `ttl`, `max_depth`, `leeway`, `relay_cache` or `origin`",
+            "inbound.lisen: unknown key; expected one of `listen`, `app`, `mode`, `require_token`, `allowed_trust_domains`, `timeouts`, `limits` or `streams`",
+            "token.tll: unknown key; expected one of `header`, `ttl`, `max_ttl`, `max_depth`, `leeway`, `relay_cache` or `origin`",
             "admn: unknown key; expected one of `identity`, `inbound`, `outbound`, `policy`, `intent`, `mcp`, `token`, `telemetry`, `admin` or `shutdown_grace`",
         ]
     );

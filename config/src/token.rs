@@ -1,19 +1,21 @@
 //! `token`: the hop token's header, lifetime and chain depth, and the issuers trusted to start a
 //! chain on behalf of an end user.
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::HeaderName;
 
 use crate::check::{Check, at, header_name};
-use crate::{IntentConfig, raw};
+use crate::{IntentConfig, duration, raw};
 
 /// Hop token settings (`token`).
 #[derive(Clone, Debug)]
 pub struct TokenConfig {
     header: HeaderName,
     ttl: Duration,
+    max_ttl: Duration,
     max_depth: usize,
     leeway: Duration,
     relay_cache: usize,
@@ -27,6 +29,13 @@ pub struct OriginIssuer {
     jwks_file: PathBuf,
     audience: String,
 }
+
+/// `token.ttl` when not set.
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+/// What `token.ttl`, `token.max_ttl` and `outbound.routes[].token_ttl` may be.
+pub(crate) const TTL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 
 /// Headers the proxy strips, rewrites or reads for something else; a hop token there would be
 /// lost or confused with it.
@@ -57,9 +66,17 @@ impl TokenConfig {
         &self.header
     }
 
-    /// Lifetime of a minted token (capped at the SVID's notAfter at mint time). Default 60s.
+    /// Lifetime of a minted token unless its route sets another ([`crate::Route::token_ttl`]),
+    /// capped at the SVID's notAfter at mint time. Default 60s.
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// The longest lifetime (`exp - iat`, plus [`Self::leeway`]) a token may have to be
+    /// accepted inbound, and the longest a route's `token_ttl` may be; at least [`Self::ttl`],
+    /// at most 24h. Default: [`Self::ttl`].
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
     }
 
     /// The most actors a chain may hold, 1 to 64. Default 8.
@@ -92,12 +109,8 @@ impl TokenConfig {
         check: &mut Check,
     ) -> Option<Self> {
         let header = Self::header_from_raw(raw.header, intent, check);
-        let ttl = check.duration(
-            raw.ttl,
-            "token.ttl",
-            Duration::from_secs(60),
-            Duration::from_secs(1)..=Duration::from_secs(24 * 3600),
-        );
+        let ttl = check.duration(raw.ttl, "token.ttl", DEFAULT_TTL, TTL_RANGE);
+        let max_ttl = Self::max_ttl_from_raw(raw.max_ttl, ttl, check);
         let max_depth = check.number(raw.max_depth, "token.max_depth", 8, 1..=64);
         let leeway = check.duration(
             raw.leeway,
@@ -112,11 +125,34 @@ impl TokenConfig {
         Some(Self {
             header: header?,
             ttl: ttl?,
+            max_ttl: max_ttl?,
             max_depth: max_depth?,
             leeway: leeway?,
             relay_cache: relay_cache?,
             origin_issuers: origin_issuers?,
         })
+    }
+
+    /// `token.max_ttl`: within [`TTL_RANGE`], and not below `token.ttl` (when that is valid);
+    /// absent, `token.ttl`.
+    fn max_ttl_from_raw(
+        raw: Option<String>,
+        ttl: Option<Duration>,
+        check: &mut Check,
+    ) -> Option<Duration> {
+        let path = "token.max_ttl";
+        let Some(value) = raw else { return ttl };
+        let shown = value.escape_debug().to_string();
+        let max_ttl = check.duration(Some(value), path, DEFAULT_TTL, TTL_RANGE)?;
+        match ttl.filter(|ttl| max_ttl < *ttl) {
+            None => Some(max_ttl),
+            Some(ttl) => {
+                let ttl = duration::format(ttl);
+                let problem = format!("`{shown}` is shorter than `token.ttl` (`{ttl}`)");
+                check.error(path, format!("{problem}; it must be at least that"));
+                None
+            }
+        }
     }
 
     fn header_from_raw(
@@ -214,6 +250,7 @@ mod tests {
         let token = config.token();
         assert_eq!(token.header(), "hop-token");
         assert_eq!(token.ttl(), Duration::from_secs(60));
+        assert_eq!(token.max_ttl(), Duration::from_secs(60));
         assert_eq!(token.max_depth(), 8);
         assert_eq!(token.leeway(), Duration::from_secs(5));
         assert_eq!(token.relay_cache(), 65_536);
@@ -276,6 +313,50 @@ mod tests {
                 "token.ttl: `25h` is too long; the most allowed is `24h`",
                 "token.max_depth: `0` is out of range; allowed are 1 to 64",
             ]
+        );
+    }
+
+    #[test]
+    fn max_ttl_defaults_to_the_ttl_and_may_be_longer() {
+        let fx = Fixture::new();
+        let token = |fields: &str| fx.load(&format!("{MINIMAL}token: {{ {fields} }}\n"));
+        let config = token("ttl: 30s");
+        assert_eq!(config.token().max_ttl(), Duration::from_secs(30));
+        let config = token("max_ttl: 1h");
+        assert_eq!(config.token().ttl(), Duration::from_secs(60));
+        assert_eq!(config.token().max_ttl(), Duration::from_secs(3600));
+        let config = token("ttl: 2m, max_ttl: 120s");
+        assert_eq!(config.token().max_ttl(), Duration::from_secs(120));
+        assert_eq!(
+            token("max_ttl: 24h").token().max_ttl(),
+            Duration::from_secs(24 * 3600)
+        );
+    }
+
+    #[test]
+    fn a_max_ttl_below_the_ttl_or_outside_1s_to_24h_is_refused() {
+        let fx = Fixture::new();
+        let errors = |fields: &str| fx.errors(&format!("{MINIMAL}token: {{ {fields} }}\n"));
+        assert_eq!(
+            errors("ttl: 2m, max_ttl: 90s"),
+            ["token.max_ttl: `90s` is shorter than `token.ttl` (`2m`); it must be at least that"]
+        );
+        assert_eq!(
+            errors("max_ttl: 30s"),
+            ["token.max_ttl: `30s` is shorter than `token.ttl` (`1m`); it must be at least that"]
+        );
+        assert_eq!(
+            errors("max_ttl: 25h"),
+            ["token.max_ttl: `25h` is too long; the most allowed is `24h`"]
+        );
+        assert_eq!(
+            errors("max_ttl: 0s"),
+            ["token.max_ttl: `0s` is too short; the least allowed is `1s`"]
+        );
+        // A bad ttl is reported once; max_ttl is then checked against its range alone.
+        assert_eq!(
+            errors("ttl: 0s, max_ttl: 1s"),
+            ["token.ttl: `0s` is too short; the least allowed is `1s`"]
         );
     }
 

@@ -1,8 +1,9 @@
 //! hopgate's Cedar authorization: load → validate → snapshot → authorize → reload.
 //!
 //! ```text
-//!  policies/ (schema.cedarschema, *.cedar, entities.json)
-//!      │ PolicySnapshot::load: parse, re-key by @id, strict validation, entities, slice index
+//!  policies/ (schema.cedarschema, *.cedar, entities.json, revocations.yaml)
+//!      │ PolicySnapshot::load: parse, re-key by @id, strict validation, entities, slice index,
+//!      │ revocations
 //!      ▼
 //!  PolicyStore ── ArcSwap<PolicySnapshot> ◀── reload / check (the proxy watches the folder)
 //!      │ current()
@@ -52,7 +53,7 @@ mod source;
 mod token;
 mod usage;
 
-pub use hopgate_config::SpiffeId;
+pub use hopgate_config::{Revocation, RevocationFacts, RevocationKey, Revocations, SpiffeId};
 
 pub use context::{Direction, HopRequest, McpFacts, is_mcp_method};
 pub use engine::{CedarRequest, Decision, DenyReason, Effect};

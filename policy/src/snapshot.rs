@@ -4,6 +4,7 @@
 //! read folder ─▶ schema (+ context-shape check) ─▶ policies (re-keyed by @id)
 //!   ─▶ strict validation against the schema (any error fails the load)
 //!   ─▶ entities.json (conformance-checked) + action entities ─▶ slice index
+//! revocations.yaml (optional) ─▶ indexed revocations
 //! ```
 //!
 //! A snapshot never changes after `load`; reloading builds a new one (see `reload.rs`).
@@ -16,6 +17,7 @@ use std::time::SystemTime;
 use cedar_policy::{
     Authorizer, PolicySet, Schema, SchemaFragment, ValidationMode, ValidationWarning, Validator,
 };
+use hopgate_config::Revocations;
 
 use crate::engine::{DecisionMemo, Engine, Scope};
 use crate::entities::{EntityCache, Names, cedar_message, load_static};
@@ -35,13 +37,15 @@ pub struct PolicySnapshot {
     policy_ids: Vec<String>,
     warnings: Vec<String>,
     impossible: Vec<String>,
+    revocations: Revocations,
 }
 
 // === impl PolicySnapshot ===
 
 impl PolicySnapshot {
-    /// Loads `dir`: `schema.cedarschema` (required), `entities.json` (optional) and every
-    /// `*.cedar` (sorted by name). `default_action` is the action of a hop without an
+    /// Loads `dir`: `schema.cedarschema` (required), `entities.json` (optional), every
+    /// `*.cedar` (sorted by name) and `revocations.yaml` (optional; absent, nothing is
+    /// revoked). `default_action` is the action of a hop without an
     /// `intent-action` header (`intent.default_action`).
     ///
     /// Validation is strict (`ValidationMode::Strict`): any validation error fails the load.
@@ -53,7 +57,8 @@ impl PolicySnapshot {
     /// - [`PolicyError::MissingSchema`]: no `schema.cedarschema`;
     /// - [`PolicyError::Invalid`]: schema syntax, context shape (see the crate docs), policy
     ///   syntax, templates, a duplicate policy id, non-canonical SPIFFE IDs in scopes (CED-05),
-    ///   strict validation, entities.json syntax or conformance. Every problem of every file,
+    ///   strict validation, entities.json syntax or conformance, any problem of
+    ///   revocations.yaml (an empty file too: RVK-05). Every problem of every file,
     ///   each naming its file (and `line:column` where there is one): the policies are
     ///   validated even when another file has a syntax error or an id is used twice.
     pub fn load(dir: &Path, default_action: &str) -> Result<Self, PolicyError> {
@@ -68,7 +73,8 @@ impl PolicySnapshot {
     ) -> Result<Self, PolicyError> {
         let mut warnings = Vec::new();
         // Every stage that can run does, so one load reports the problems of every file, in
-        // file order: the schema, the policy files by name (each in line order), entities.json.
+        // file order: the schema, the policy files by name (each in line order), entities.json,
+        // revocations.yaml.
         let mut problems = Vec::new();
         let (schema, info) = load_schema(&sources.schema, &mut warnings, &mut problems);
         let (parsed, mut policy_problems) = Parsed::parse(&sources.policies);
@@ -89,6 +95,7 @@ impl PolicySnapshot {
         policy_problems.sort_by(|a, b| (a.path(), a.position()).cmp(&(b.path(), b.position())));
         problems.extend(policy_problems);
         problems.extend(entity_problems);
+        let revocations = load_revocations(sources.revocations.as_ref(), &mut problems);
         let (Some(info), Some(entities), true) = (info, entities, problems.is_empty()) else {
             return Err(PolicyError::invalid(problems));
         };
@@ -127,6 +134,7 @@ impl PolicySnapshot {
             policy_ids: parsed.ids,
             warnings,
             impossible,
+            revocations,
         })
     }
 
@@ -179,6 +187,12 @@ impl PolicySnapshot {
         self.impossible.clone()
     }
 
+    /// The entries of `revocations.yaml`, read and validated with the policies; empty without
+    /// the file.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
     /// The action a hop without an `intent-action` header is evaluated as.
     pub fn default_action(&self) -> &str {
         &self.engine.default_action
@@ -191,6 +205,7 @@ impl fmt::Debug for PolicySnapshot {
             .field("digest", &self.digest)
             .field("policies", &self.policy_ids.len())
             .field("warnings", &self.warnings.len())
+            .field("revocations", &self.revocations.len())
             .finish_non_exhaustive()
     }
 }
@@ -226,6 +241,22 @@ fn load_schema(
         Err(found) => {
             problems.extend(found);
             (Some(schema), None)
+        }
+    }
+}
+
+/// The revocations file, or none without one; its problems join `problems`, each naming the
+/// file and the entry (`revocations.yaml: [3].until: ...`).
+fn load_revocations(file: Option<&SourceFile>, problems: &mut Vec<Problem>) -> Revocations {
+    let Some(file) = file else {
+        return Revocations::empty();
+    };
+    match Revocations::parse(&file.text, &file.path) {
+        Ok(revocations) => revocations,
+        Err(e) => {
+            let found = e.errors().iter();
+            problems.extend(found.map(|error| Problem::new(&file.path, error.to_string())));
+            Revocations::empty()
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Reading a policy folder: `schema.cedarschema` (required), `entities.json` (optional) and
-//! `*.cedar` (sorted by name), plus the digest of exactly what was read.
+//! Reading a policy folder: `schema.cedarschema` (required), `entities.json` (optional),
+//! `*.cedar` (sorted by name) and `revocations.yaml` (optional), plus the digest of exactly what
+//! was read.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,12 +15,16 @@ pub(crate) const SCHEMA_FILE: &str = "schema.cedarschema";
 /// The entities file's name.
 pub(crate) const ENTITIES_FILE: &str = "entities.json";
 
+/// The revocations file's name. Absent: nothing is revoked.
+pub(crate) const REVOCATIONS_FILE: &str = "revocations.yaml";
+
 /// Everything read from one policy folder.
 #[derive(Debug)]
 pub(crate) struct Sources {
     pub(crate) schema: SourceFile,
     pub(crate) entities: Option<SourceFile>,
     pub(crate) policies: Vec<SourceFile>,
+    pub(crate) revocations: Option<SourceFile>,
     /// SHA-256, hex, over every file above (name, length, contents), schema first.
     pub(crate) digest: String,
 }
@@ -39,6 +44,7 @@ impl Sources {
     pub(crate) fn read(dir: &Path) -> Result<Self, PolicyError> {
         let mut cedar_names = Vec::new();
         let mut has_entities = false;
+        let mut has_revocations = false;
         for entry in fs::read_dir(dir).map_err(|e| PolicyError::io(dir, e))? {
             let entry = entry.map_err(|e| PolicyError::io(dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -47,6 +53,8 @@ impl Sources {
             }
             if name == ENTITIES_FILE {
                 has_entities = true;
+            } else if name == REVOCATIONS_FILE {
+                has_revocations = true;
             } else if name.ends_with(".cedar") {
                 cedar_names.push(name);
             }
@@ -58,17 +66,24 @@ impl Sources {
             return Err(PolicyError::MissingSchema { path: schema_path });
         }
         let schema = SourceFile::read(schema_path)?;
-        let entities = match has_entities {
-            true => Some(SourceFile::read(dir.join(ENTITIES_FILE))?),
-            false => None,
+        let optional = |present: bool, name: &str| match present {
+            true => SourceFile::read(dir.join(name)).map(Some),
+            false => Ok(None),
         };
+        let entities = optional(has_entities, ENTITIES_FILE)?;
         let policies = cedar_names
             .into_iter()
             .map(|name| SourceFile::read(dir.join(name)))
             .collect::<Result<Vec<_>, _>>()?;
+        // Listed but unreadable (a dangling link, a folder) is an error, never "no revocations".
+        let revocations = optional(has_revocations, REVOCATIONS_FILE)?;
 
         let mut hasher = Sha256::new();
-        for file in std::iter::once(&schema).chain(&entities).chain(&policies) {
+        let files = std::iter::once(&schema)
+            .chain(&entities)
+            .chain(&policies)
+            .chain(&revocations);
+        for file in files {
             let name = file.path.file_name().unwrap_or_default().to_string_lossy();
             hasher.update(name.as_bytes());
             hasher.update([0]);
@@ -84,6 +99,7 @@ impl Sources {
             schema,
             entities,
             policies,
+            revocations,
             digest,
         })
     }

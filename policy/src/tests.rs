@@ -6,6 +6,7 @@ mod load;
 mod mcp;
 mod reload;
 mod render;
+mod revocations;
 mod slicing;
 mod token_context;
 

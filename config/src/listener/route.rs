@@ -1,9 +1,11 @@
 //! `outbound.routes`: which destinations the app may call, where they are, and who they must be.
 
 use std::net::Ipv6Addr;
+use std::time::Duration;
 
 use crate::check::{Check, at};
-use crate::{Address, SpiffeId, raw};
+use crate::token::{DEFAULT_TTL, TTL_RANGE};
+use crate::{Address, SpiffeId, TokenConfig, duration, raw};
 
 /// One destination (`outbound.routes[i]`).
 #[derive(Clone, Debug)]
@@ -13,6 +15,11 @@ pub struct Route {
     address: Address,
     identity: SpiffeId,
     scopes: Vec<String>,
+    /// `token_ttl` as written; `None`: `token.ttl`.
+    written_token_ttl: Option<Duration>,
+    /// The lifetime of its tokens, set from `written_token_ttl` or `token.ttl` once the `token`
+    /// section is known ([`Self::resolve_token_ttl`]).
+    token_ttl: Duration,
 }
 
 // === impl Route ===
@@ -44,6 +51,28 @@ impl Route {
     /// The most a hop token for this destination may carry; unique, in file order.
     pub fn scopes(&self) -> &[String] {
         &self.scopes
+    }
+
+    /// The lifetime of the hop tokens minted for this destination (capped at the SVID's
+    /// notAfter at mint time): its `token_ttl`, at most `token.max_ttl`, or else `token.ttl`.
+    /// A stream's authority ends with its token, so a route to long streams asks for more.
+    pub fn token_ttl(&self) -> Duration {
+        self.token_ttl
+    }
+
+    /// Sets [`Self::token_ttl`] from `token`: the route's own, which may not exceed
+    /// `token.max_ttl`, or `token.ttl`.
+    pub(crate) fn resolve_token_ttl(&mut self, path: &str, token: &TokenConfig, check: &mut Check) {
+        match self.written_token_ttl {
+            None => self.token_ttl = token.ttl(),
+            Some(ttl) if ttl > token.max_ttl() => {
+                let (ttl, max) = (duration::format(ttl), duration::format(token.max_ttl()));
+                let problem = format!("`{ttl}` is longer than `token.max_ttl` (`{max}`)");
+                let hint = "raise `token.max_ttl` to allow it";
+                check.error(at(path, "token_ttl"), format!("{problem}; {hint}"));
+            }
+            Some(ttl) => self.token_ttl = ttl,
+        }
     }
 
     /// Builds every route, then rejects a host or original destination used twice.
@@ -103,12 +132,21 @@ impl Route {
         let address = check.address(raw.address, &at(path, "address"));
         let identity = workload_id(raw.identity, &at(path, "identity"), check);
         let scopes = scopes(raw.scopes.unwrap_or_default(), &at(path, "scopes"), check);
+        let token_ttl = match raw.token_ttl {
+            None => Some(None),
+            Some(ttl) => check
+                .duration(Some(ttl), &at(path, "token_ttl"), Duration::ZERO, TTL_RANGE)
+                .map(Some),
+        };
         Some(Self {
             host: host?,
             original_dst: original_dst?,
             address: address?,
             identity: identity?,
             scopes: scopes?,
+            written_token_ttl: token_ttl?,
+            // Until resolved: what `token.ttl` is by default.
+            token_ttl: DEFAULT_TTL,
         })
     }
 }
@@ -236,6 +274,8 @@ fn split_port(host: &str) -> Option<(&str, Option<&str>)> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::check_host;
     use crate::test_support::{Fixture, IDENTITY};
 
@@ -356,6 +396,70 @@ mod tests {
                 "outbound.routes[0].scopes[1]: `read ticket` holds ` `; scopes are printable ASCII without spaces, `\"` or `\\`",
                 "outbound.routes[0].scopes[3]: `ok` is listed twice",
                 "outbound.routes[0].scopes[4]: `q\\\"` holds `\\\"`; scopes are printable ASCII without spaces, `\"` or `\\`",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_route_token_ttl_defaults_to_the_token_ttl() {
+        let fx = Fixture::new();
+        let ttl = |yaml: &str| fx.load(yaml).outbound().unwrap().routes()[0].token_ttl();
+        assert_eq!(ttl(&route(GOOD)), Duration::from_secs(60));
+        let token = "token: { ttl: 30s, max_ttl: 1h }\n";
+        assert_eq!(
+            ttl(&format!("{}{token}", route(GOOD))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            ttl(&format!(
+                "{}{token}",
+                route(&format!("{GOOD}, token_ttl: 10m"))
+            )),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            ttl(&format!(
+                "{}{token}",
+                route(&format!("{GOOD}, token_ttl: 1h"))
+            )),
+            Duration::from_secs(3600)
+        );
+        // Shorter than `token.ttl` is allowed too.
+        assert_eq!(
+            ttl(&route(&format!("{GOOD}, token_ttl: 5s"))),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn a_route_token_ttl_past_the_max_ttl_is_refused_naming_the_route() {
+        let fx = Fixture::new();
+        let id = "address: 127.0.0.1:1, identity: spiffe://example.org/x";
+        let yaml = format!(
+            "{IDENTITY}outbound:\n  listen: 127.0.0.1:15001\n  routes:\n    - {{ host: a, {id}, token_ttl: 1h }}\n    - {{ host: b, {id}, token_ttl: 61m }}\n    - {{ host: c, {id}, token_ttl: 0s }}\n    - {{ host: d, {id}, token_ttl: 25h }}\ntoken: {{ max_ttl: 1h }}\n"
+        );
+        // Checked against `token.max_ttl` once every route is valid: first the ranges.
+        assert_eq!(
+            fx.errors(&yaml),
+            [
+                "outbound.routes[2].token_ttl: `0s` is too short; the least allowed is `1s`",
+                "outbound.routes[3].token_ttl: `25h` is too long; the most allowed is `24h`",
+            ]
+        );
+        let yaml = format!(
+            "{IDENTITY}outbound:\n  listen: 127.0.0.1:15001\n  routes:\n    - {{ host: a, {id}, token_ttl: 1h }}\n    - {{ host: b, {id}, token_ttl: 61m }}\ntoken: {{ max_ttl: 1h }}\n"
+        );
+        assert_eq!(
+            fx.errors(&yaml),
+            [
+                "outbound.routes[1].token_ttl: `61m` is longer than `token.max_ttl` (`1h`); raise `token.max_ttl` to allow it"
+            ]
+        );
+        // Without `token.max_ttl`, it is `token.ttl`.
+        assert_eq!(
+            fx.errors(&route(&format!("{GOOD}, token_ttl: 2m"))),
+            [
+                "outbound.routes[0].token_ttl: `2m` is longer than `token.max_ttl` (`1m`); raise `token.max_ttl` to allow it"
             ]
         );
     }
