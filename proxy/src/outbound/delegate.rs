@@ -75,11 +75,12 @@ impl Delegator {
         }
     }
 
-    /// Verifies the app's credential in `headers` and mints a hop token for `route` with
-    /// `identity`, the snapshot in use, whose SVID the token's `cnf` names: only a connection made
-    /// with that snapshot may carry it. `intent` is the request's intent headers (the `tctx` of
-    /// a new transaction); `trace` the trace id of the app's `traceparent`, which says whether
-    /// an origin request joins a transaction or starts one. The head is not changed:
+    /// Verifies the app's credential in `headers` and mints a hop token for `route`, living
+    /// its `token_ttl`, with `identity`, the snapshot in use, whose SVID the token's `cnf`
+    /// names: only a connection made with that snapshot may carry it. `intent` is the request's
+    /// intent headers (the `tctx` of a new transaction); `trace` the trace id of the app's
+    /// `traceparent`, which says whether an origin request joins a transaction or starts one.
+    /// The head is not changed:
     /// [`Delegator::swap`] puts the token in once the egress decision allowed it.
     ///
     /// # Errors
@@ -119,15 +120,16 @@ impl Delegator {
             None => transaction_context(intent),
             Some(_) => None,
         };
+        let request = MintRequest {
+            aud: route.identity(),
+            parent: parent.as_ref(),
+            origin: origin.as_ref(),
+            route_scopes: route.scopes(),
+            tctx,
+            trace,
+        };
         let token = minter
-            .mint(MintRequest {
-                aud: route.identity(),
-                parent: parent.as_ref(),
-                origin: origin.as_ref(),
-                route_scopes: route.scopes(),
-                tctx,
-                trace,
-            })
+            .mint_with_ttl(request, route.token_ttl())
             .map_err(|err| {
                 tracing::warn!(route.identity = %route.identity(), error = %err, "cannot mint a hop token");
                 RequestError::Internal("hop token could not be minted")
@@ -189,4 +191,66 @@ fn is_bearer(value: &str) -> bool {
     value
         .split_once(' ')
         .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::HeaderMap;
+
+    use super::Delegator;
+    use crate::hop::test_support::Fixture;
+    use crate::identity::Derived;
+    use crate::token::{OriginVerifier, RelayCache};
+
+    const AGENT: &str = "spiffe://example.org/ns/agents/sa/agent";
+    const INFERENCE: &str = "spiffe://example.org/ns/ml/sa/inference";
+
+    #[test]
+    fn a_routes_token_ttl_sets_the_lifetime_of_the_tokens_minted_for_it() {
+        // Two routes to one destination: `live.ml` for long streams, `plain.ml` on `token.ttl`.
+        let route = |host: &str, extra: &str| {
+            format!(
+                "    - {{ host: {host}, address: 127.0.0.1:9, identity: {INFERENCE}{extra} }}\n"
+            )
+        };
+        let fx = Fixture::new(
+            AGENT,
+            &format!(
+                "outbound:\n  listen: 127.0.0.1:0\n  routes:\n{}{}token: {{ ttl: 60s, max_ttl: 1h }}\n",
+                route("live.ml", ", token_ttl: 10m"),
+                route("plain.ml", ""),
+            ),
+            None,
+        );
+        let (token, routes) = (fx.config.token(), fx.config.outbound().unwrap().routes());
+        let identity = fx.identity(Derived {
+            allowed: fx.config.identity().trust_domains(),
+            limits: fx.limits(),
+            mint_ttl: Some(token.ttl()),
+            routes: routes.iter().map(|r| r.identity().clone()).collect(),
+        });
+        let delegator = Delegator::new(
+            token,
+            OriginVerifier::load(token.origin_issuers(), token.leeway()).unwrap(),
+            Arc::new(RelayCache::new(16, token.leeway())),
+            Arc::clone(&fx.metrics),
+        );
+        // One transaction (one trace) for both: a token for one route is never reused for the
+        // other, whose lifetime differs.
+        let lifetime = |route| {
+            let snapshot = identity.snapshot().unwrap();
+            let minted = delegator
+                .delegate(&HeaderMap::new(), &[], route, snapshot, Some([7; 16]))
+                .unwrap();
+            assert!(!minted.token.is_reused());
+            let claims = minted.token.claims();
+            claims.exp() - claims.iat()
+        };
+        assert_eq!(lifetime(&routes[0]), 600);
+        assert_eq!(lifetime(&routes[1]), 60);
+        // The receiver's limit is `token.max_ttl`.
+        assert_eq!(fx.limits().ttl.as_secs(), 3600);
+    }
 }

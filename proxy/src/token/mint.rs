@@ -29,13 +29,16 @@ const CACHE_CAPACITY: usize = 1024;
 pub(crate) type MintedCache = Bounded<MintKey, MintedToken>;
 
 /// What makes a minted token reusable: the same transaction (the same parent, or the same
-/// origin credential, transaction context and trace), destination and scope.
+/// origin credential, transaction context and trace), destination, scope and lifetime asked
+/// for (two routes to one destination may ask for different ones).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct MintKey {
     /// SHA-256 of the parent token, or of the origin credential, `tctx` and trace id.
     pub(crate) context: [u8; 32],
     pub(crate) aud: String,
     pub(crate) scope: String,
+    /// The lifetime asked for, in seconds.
+    pub(crate) ttl: u64,
 }
 
 /// Mints hop tokens as one workload.
@@ -88,8 +91,8 @@ pub struct MintedToken {
 // === impl Minter ===
 
 impl Minter {
-    /// A minter signing with `svid`'s key, for tokens living at most `ttl` (and never past the
-    /// SVID's notAfter).
+    /// A minter signing with `svid`'s key, for tokens living at most `ttl` (`token.ttl`) unless
+    /// a call asks for another ([`Self::mint_with_ttl`]), and never past the SVID's notAfter.
     ///
     /// # Errors
     /// [`TokenError::NoLeaf`], [`TokenError::ChainTooLong`] for a chain longer than an `x5c` may
@@ -130,7 +133,31 @@ impl Minter {
         self.mint_at(request, SystemTime::now())
     }
 
-    /// Mints the token for `request.aud` (docs/tokens.md, "Minting (outbound)"):
+    /// [`Self::mint_with_ttl_at`] now: the token for a route with a `token_ttl` of its own.
+    ///
+    /// # Errors
+    /// As [`Self::mint_at`].
+    pub fn mint_with_ttl(
+        &self,
+        request: MintRequest<'_>,
+        ttl: Duration,
+    ) -> Result<MintedToken, TokenError> {
+        self.mint_with_ttl_at(request, ttl, SystemTime::now())
+    }
+
+    /// [`Self::mint_with_ttl_at`] with this minter's TTL (`token.ttl`).
+    ///
+    /// # Errors
+    /// As [`Self::mint_with_ttl_at`].
+    pub fn mint_at(
+        &self,
+        request: MintRequest<'_>,
+        now: SystemTime,
+    ) -> Result<MintedToken, TokenError> {
+        self.mint_with_ttl_at(request, self.ttl, now)
+    }
+
+    /// Mints the token for `request.aud`, living `ttl` (docs/tokens.md, "Minting (outbound)"):
     ///
     /// - relaying a parent: `sub`, `txn`, `tctx` copied; `scope` = parent ∩ route;
     ///   `act` = `{sub: self, act: parent's act}` (or `{sub: self}` when the parent has none);
@@ -139,33 +166,37 @@ impl Minter {
     ///   `{sub: self}`, a new `txn`;
     /// - otherwise: `sub` = self, `scope` = the route's, no `act`, a new `txn`.
     ///
-    /// `iat` = `nbf` = now, `exp` ≤ now + TTL and ≤ the SVID's notAfter. A token is reused only
-    /// within its transaction (docs/tokens.md, "One txn per transaction"): minted from the same
-    /// parent, or at the origin from the same origin credential (or none), `tctx` and trace, for
-    /// the same destination and scope, while more than half its lifetime is left. An origin
-    /// request without a trace is a transaction of its own: a new `txn` and `jti`, every time.
+    /// `iat` = `nbf` = now, `exp` ≤ now + `ttl` and ≤ the SVID's notAfter. A token is reused
+    /// only within its transaction (docs/tokens.md, "One txn per transaction"): minted from the
+    /// same parent, or at the origin from the same origin credential (or none), `tctx` and
+    /// trace, for the same destination, scope and `ttl`, while more than half its lifetime is
+    /// left. An origin request without a trace is a transaction of its own: a new `txn` and
+    /// `jti`, every time.
     ///
     /// # Errors
     /// [`TokenError::Clock`], [`TokenError::NoLifetime`] when the SVID or the parent expires
     /// now, [`TokenError::Random`], [`TokenError::Serialize`], [`TokenError::Signing`].
-    pub fn mint_at(
+    pub fn mint_with_ttl_at(
         &self,
         request: MintRequest<'_>,
+        ttl: Duration,
         now: SystemTime,
     ) -> Result<MintedToken, TokenError> {
         let now = unix_secs(now).ok_or(TokenError::Clock)?;
+        let ttl = ttl.as_secs();
         let basis = self.basis(request)?;
         let key = basis.context.map(|context| MintKey {
             context,
             aud: basis.aud.clone(),
             scope: basis.scope.clone(),
+            ttl,
         });
         if let Some(mut hit) = key.as_ref().and_then(|key| self.cache.get(key, now)) {
             hit.reused = true;
             return Ok(hit);
         }
         let exp = now
-            .saturating_add(self.ttl.as_secs())
+            .saturating_add(ttl)
             .min(self.not_after)
             .min(basis.parent_exp.unwrap_or(u64::MAX));
         if exp <= now {

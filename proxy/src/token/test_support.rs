@@ -115,10 +115,15 @@ pub(crate) fn limits() -> Limits {
 
 /// A verifier for tokens to `own`, trusting the trust domains of `cas`.
 pub(crate) fn verifier(own: &str, cas: &[&TestCa]) -> TokenVerifier {
+    verifier_with(own, cas, limits())
+}
+
+/// [`verifier`] keeping `limits` instead of the defaults.
+pub(crate) fn verifier_with(own: &str, cas: &[&TestCa], limits: Limits) -> TokenVerifier {
     let bundles = TestCa::bundles(cas);
     let tds: Vec<TrustDomain> = cas.iter().map(|ca| ca.td()).collect();
     let chains = SpiffeClientVerifier::new(&bundles, &tds).unwrap();
-    TokenVerifier::new(id(own), Arc::new(chains), limits())
+    TokenVerifier::new(id(own), Arc::new(chains), limits)
 }
 
 pub(crate) fn id(s: &str) -> SpiffeId {

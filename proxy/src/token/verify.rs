@@ -32,10 +32,11 @@ const DEFAULT_CHAIN_CACHE_CAPACITY: usize = 1024;
 /// The longest a validated chain is trusted without validating it again, in seconds.
 const CHAIN_CACHE_SECS: u64 = 300;
 
-/// The limits a hop token must keep (`token.ttl`, `token.leeway`, `token.max_depth`).
+/// The limits a hop token must keep (`token.max_ttl`, `token.leeway`, `token.max_depth`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// The longest `exp - iat` accepted (plus `leeway`).
+    /// The longest `exp - iat` accepted (plus `leeway`): `token.max_ttl` (by default
+    /// `token.ttl`), so that routes elsewhere may mint longer-lived tokens for long streams.
     pub ttl: Duration,
     /// Clock skew allowed on `exp`, `nbf` and `iat`.
     pub leeway: Duration,
@@ -91,7 +92,7 @@ struct Verified {
 impl From<&TokenConfig> for Limits {
     fn from(config: &TokenConfig) -> Self {
         Self {
-            ttl: config.ttl(),
+            ttl: config.max_ttl(),
             leeway: config.leeway(),
             max_depth: config.max_depth(),
         }
@@ -148,10 +149,10 @@ impl TokenVerifier {
     /// [`RejectReason::Chain`] (the leaf's ID is not `iss`), [`RejectReason::Audience`] (`aud`
     /// is not us),
     /// [`RejectReason::Expired`], [`RejectReason::NotYetValid`] (`nbf` or `iat` ahead),
-    /// [`RejectReason::Lifetime`] (`exp - iat` over the TTL, not positive, or past the leaf's
-    /// notAfter), [`RejectReason::Actor`] (outermost `act.sub` is not `iss`; without `act`,
-    /// `sub` is not `iss`), [`RejectReason::Binding`] (`iss` is not `peer`, or `cnf.x5t#S256`
-    /// is not the hash of `peer`'s certificate).
+    /// [`RejectReason::Lifetime`] (`exp - iat` over `token.max_ttl`, not positive, or past the
+    /// leaf's notAfter), [`RejectReason::Actor`] (outermost `act.sub` is not `iss`; without
+    /// `act`, `sub` is not `iss`), [`RejectReason::Binding`] (`iss` is not `peer`, or
+    /// `cnf.x5t#S256` is not the hash of `peer`'s certificate).
     pub fn verify_inbound(
         &self,
         compact: &str,
@@ -376,7 +377,8 @@ impl TokenVerifier {
         Ok(())
     }
 
-    /// `exp - iat` within the TTL (JWT-27) and `exp` within the signer's notAfter (JWT-20).
+    /// `exp - iat` within `token.max_ttl` (JWT-27) and `exp` within the signer's notAfter
+    /// (JWT-20).
     fn check_lifetime(&self, claims: &Claims, leaf_not_after: u64) -> Result<(), RejectReason> {
         let max = self
             .limits

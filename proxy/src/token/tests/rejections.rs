@@ -12,7 +12,7 @@ use super::{Mesh, request, spiffe};
 use crate::test_util::pki::Ca;
 use crate::token::test_support::{
     AGENT, CRM, INFERENCE, TestCa, claims_for, forge, forge_with_key, header_for,
-    header_with_chain, leaf_hash, now, present, secs, with_signature,
+    header_with_chain, leaf_hash, now, present, secs, verifier_with, with_signature,
 };
 use crate::token::{RejectReason, VerifiedClaims, sha256};
 
@@ -152,6 +152,36 @@ fn a_lifetime_over_the_ttl_or_not_positive_is_refused_jwt_27() {
         c["exp"] = json!(now);
     });
     assert_eq!(backwards, Some(RejectReason::Lifetime));
+}
+
+#[test]
+fn a_lifetime_between_ttl_and_max_ttl_is_accepted_only_where_max_ttl_allows_it_jwt_27() {
+    // A receiver with `token.ttl: 60s, max_ttl: 10m` (a route's `token_ttl` for long streams)
+    // accepts up to 10m + leeway; one on the defaults (max_ttl = ttl = 60s) refuses the same.
+    let fx = crate::hop::test_support::Fixture::new(
+        CRM,
+        "outbound:\n  listen: 127.0.0.1:0\ntoken: { ttl: 60s, max_ttl: 10m }\n",
+        None,
+    );
+    let (at, mesh) = (now(), Mesh::new());
+    let streaming = verifier_with(CRM, &[&mesh.ca], fx.limits());
+    let token = |lifetime: u64| {
+        let mut claims = claims_for(&mesh.agent, CRM, at);
+        claims["exp"] = json!(secs(at) + lifetime);
+        forge(&mesh.agent, &header_for(&mesh.agent), &claims)
+    };
+    for lifetime in [300, 605] {
+        let verdict = present(&streaming, &token(lifetime), &mesh.agent, at);
+        assert_eq!(verdict.err(), None, "{lifetime}s");
+        let verdict = present(&mesh.verifier(CRM), &token(lifetime), &mesh.agent, at);
+        assert_eq!(verdict.err(), Some(RejectReason::Lifetime), "{lifetime}s");
+    }
+    let verdict = present(&streaming, &token(606), &mesh.agent, at);
+    assert_eq!(
+        verdict.err(),
+        Some(RejectReason::Lifetime),
+        "max_ttl + leeway + 1s"
+    );
 }
 
 #[test]
