@@ -13,7 +13,7 @@
 //! its JWKS file) issues alice's token; the policies are the shipped `examples/policies`. Each
 //! sidecar is a full [`Proxy`] (inbound, outbound, Cedar, tokens, audit into memory, spans into a
 //! shared in-memory collector and, with `--otlp`, to a collector); crm's app is also an MCP tool
-//! server on `/mcp`, and crm's and inference's sidecars read MCP (`mcp.paths`). The five steps
+//! server on `/mcp`, and crm's and inference's sidecars read MCP (`mcp.paths`). The six steps
 //! print what was called, the decisions, the hop-token chain and the span tree, and the command
 //! exits 0 only when every step behaved as expected:
 //!
@@ -22,7 +22,9 @@
 //! 3. crm's token, replayed by the support agent, is rejected: it is bound to inference;
 //! 4. inference asking crm to write for alice is denied: her scope covers reading only;
 //! 5. inference, an MCP client of crm's tools for alice, is listed only the tools its chain may
-//!    call, and calling one it may not is a JSON-RPC error with the decision id.
+//!    call, and calling one it may not is a JSON-RPC error with the decision id;
+//! 6. of two SSE streams from inference to the agent, the one whose transaction is revoked is
+//!    cut within a second, and the other goes on.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -58,6 +60,7 @@ use crate::token_cmd::render_tree;
 mod app;
 mod mcp;
 mod mesh;
+mod stream;
 
 use app::{App, DemoIdp, Reply, Role, get, json_response, post};
 use mcp::Answered;
@@ -120,6 +123,7 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
         step3(&mesh).await,
         step4(&mesh).await,
         step5(&mesh).await,
+        stream::step6(&mesh).await,
     ];
     let trail = audit_trail(&mesh, txn.as_deref());
     println!();

@@ -232,7 +232,7 @@ impl AdminState {
         let Some(policies) = &self.policies else {
             return json_response(
                 StatusCode::OK,
-                &json!({"policy": "identity_only", "policy_ids": []}),
+                &json!({"policy": "identity_only", "policy_ids": [], "revocations": 0}),
             );
         };
         let snapshot = policies.current();
@@ -244,6 +244,7 @@ impl AdminState {
                 "digest": snapshot.digest(),
                 "loaded_at": rfc3339(snapshot.loaded_at()),
                 "policy_ids": snapshot.policy_ids(),
+                "revocations": snapshot.revocations().len(),
                 "warnings": snapshot.warnings(),
                 "last_reload": {
                     "at": rfc3339(last.at()),

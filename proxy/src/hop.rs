@@ -24,16 +24,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hopgate_config::{InboundLimits, InboundTimeouts, SpiffeId};
-use hopgate_policy::{Direction as PolicyDirection, HopRequest, TokenFacts, is_mcp_method};
+use hopgate_policy::{
+    Direction as PolicyDirection, HopRequest, PolicySnapshot, TokenFacts, is_mcp_method,
+};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::http::authorize::{Authorizer, HttpFacts};
+use crate::http::authorize::{Authorizer, HttpFacts, Verdict};
 use crate::http::mcp::{McpCall, ToolFilter};
 use crate::http::{
     Body, Malformed, RequestError, WithoutTrailers, full_body, headers, path, stream_body,
+};
+use crate::streams::{
+    CutReason, Guarded, OpenFacts, OpenMcp, OpenToken, PeerChain, Registration, Streams,
 };
 use crate::telemetry::audit::{AuditSink, AuditToken};
 use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
@@ -71,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) body_read: Duration,
     /// How long a `tools/list` result to filter may take (`inbound.timeouts.app_response`).
     pub(crate) result_read: Duration,
+    /// The requests open on this side, re-decided when what admitted them changes.
+    pub(crate) streams: Arc<Streams>,
 }
 
 // === impl Shared ===
@@ -84,6 +91,7 @@ impl Shared {
         telemetry: HopTelemetry,
         timeouts: &InboundTimeouts,
         limits: &InboundLimits,
+        streams: Streams,
     ) -> Self {
         let max_in_flight = limits
             .max_connections()
@@ -95,6 +103,7 @@ impl Shared {
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             body_read: timeouts.header_read(),
             result_read: timeouts.app_response(),
+            streams: Arc::new(streams),
         }
     }
 }
@@ -164,6 +173,24 @@ pub(crate) trait Side: Sync {
     /// where the caller is the local app.
     fn peer<'a>(&'a self, _conn: &'a Self::Conn) -> Option<&'a SpiffeId> {
         None
+    }
+
+    /// The peer's verified chain, for an open request's re-verification (inbound); `None`
+    /// outbound.
+    fn peer_chain(&self, _conn: &Self::Conn) -> Option<PeerChain> {
+        None
+    }
+}
+
+/// Every side's open requests are looked after by a sweeper of its own (streams.rs).
+impl<S: Side + Send> crate::streams::Owner for S {
+    fn authorizer(&self) -> &Authorizer {
+        &self.shared().authorizer
+    }
+
+    fn records(&self) -> (&ProxyMetrics, &AuditSink) {
+        let telemetry = &self.shared().telemetry;
+        (&telemetry.metrics, &telemetry.audit)
     }
 }
 
@@ -240,7 +267,7 @@ pub(crate) enum HopToken<'a> {
 
 // === impl HopToken ===
 
-impl HopToken<'_> {
+impl<'a> HopToken<'a> {
     fn facts(self) -> TokenFacts {
         match self {
             Self::Verified(token) => token.facts(),
@@ -248,17 +275,26 @@ impl HopToken<'_> {
         }
     }
 
-    fn jti(&self) -> &str {
+    fn jti(self) -> &'a str {
         match self {
             Self::Verified(token) => token.jti(),
             Self::Minted(token) => token.claims().jti(),
         }
     }
 
-    fn prv(&self) -> Option<&str> {
+    fn prv(self) -> Option<&'a str> {
         match self {
             Self::Verified(token) => token.prv(),
             Self::Minted(token) => token.claims().prv(),
+        }
+    }
+
+    fn expires_at(&self) -> std::time::SystemTime {
+        match self {
+            Self::Verified(token) => token.expires_at(),
+            Self::Minted(token) => {
+                std::time::UNIX_EPOCH + Duration::from_secs(token.claims().exp())
+            }
         }
     }
 
@@ -320,6 +356,8 @@ struct Admitted<A> {
     body: Body,
     /// A `tools/list` whose result is filtered on the way back (inbound, MCP-06).
     filter: Option<ToolFilter>,
+    /// What it was admitted on, to register it as open, and the policy snapshot that decided.
+    open: Option<(OpenFacts, Option<Arc<PolicySnapshot>>)>,
     /// Held until the response head is back.
     _permit: OwnedSemaphorePermit,
 }
@@ -344,6 +382,7 @@ async fn run<S: Side>(
         label,
         body,
         filter,
+        open,
         _permit,
     } = match admitted {
         Ok(admitted) => admitted,
@@ -360,7 +399,17 @@ async fn run<S: Side>(
     // The next hop's (or the app's) spans become children of this one.
     shared.telemetry.tracing.inject(span, &mut parts.headers);
     let req = Request::from_parts(parts, body);
-    let rsp = match side.send(&admission, req).await {
+    let registration = open.map(|(facts, decided_on)| register(shared, facts, decided_on));
+    let sent = match &registration {
+        // A request cut while its response head is awaited is answered as a new one refused
+        // for the same reason would be.
+        Some(registration) => tokio::select! {
+            reason = registration.open().cut_signal() => Err(cut_error(reason)),
+            rsp = side.send(&admission, req) => rsp,
+        },
+        None => side.send(&admission, req).await,
+    };
+    let rsp = match sent {
         Ok(rsp) => rsp,
         Err(err) => return (Err(err), record),
     };
@@ -368,17 +417,65 @@ async fn run<S: Side>(
     // The other end's hop-by-hop fields stop here too; a framing field it wrongly nominated is
     // kept, since hyper re-frames the body anyway.
     let _ = headers::strip_hop_by_hop(&mut parts.headers);
+    let status = parts.status.as_u16();
     let body = match filter {
         // Every success is read: a list could come back under any 2xx.
         Some(filter) if parts.status.is_success() => {
             match mcp::filter_result(shared, &filter, &mut parts.headers, body).await {
-                Ok(body) => body,
+                Ok(body) => guarded(registration, status, body),
                 Err(err) => return (Err(err), record),
             }
         }
-        _ => stream_body(body),
+        _ => guarded(registration, status, body),
     };
     (Ok((Response::from_parts(parts, body), label)), record)
+}
+
+/// The response body, cut with its request when it is open in the registry.
+fn guarded<B>(registration: Option<Registration>, status: u16, body: B) -> Body
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::http::BoxError>,
+{
+    match registration {
+        Some(registration) => {
+            registration.set_status(status);
+            stream_body(Guarded::new(body, registration))
+        }
+        None => stream_body(body),
+    }
+}
+
+/// Registers an admitted request as open. One decided on a snapshot that was replaced before
+/// it got here is decided again by the sweeper: no reload slips between its decision and its
+/// registration.
+fn register(
+    shared: &Shared,
+    facts: OpenFacts,
+    decided_on: Option<Arc<PolicySnapshot>>,
+) -> Registration {
+    let registration = shared.streams.register(facts);
+    if let Some(decided_on) = decided_on
+        && shared
+            .authorizer
+            .policy_snapshot()
+            .is_none_or(|current| !Arc::ptr_eq(&current, &decided_on))
+    {
+        registration.decided_on_stale_policy();
+    }
+    registration
+}
+
+/// The refusal of a request cut before its response head: what a new request refused for the
+/// same reason gets.
+fn cut_error(reason: CutReason) -> RequestError {
+    match reason {
+        CutReason::Revoked => RequestError::Unauthenticated("revoked"),
+        CutReason::Trust => RequestError::Unauthenticated("trust"),
+        CutReason::TokenExpired => RequestError::Unauthenticated("expired"),
+        CutReason::Policy => RequestError::Forbidden,
+        CutReason::MaxAge => RequestError::UpstreamTimeout,
+    }
 }
 
 /// Everything before the request is sent: capacity, hygiene, the facts parsed once, the side's
@@ -480,13 +577,44 @@ async fn admit<S: Side>(
     };
     span.record_authority(hop.target);
     let direction = policy_direction(S::DIRECTION);
-    let verdict = shared.authorizer.decide(&hop.request(direction));
+    // One snapshot of the policy folder per request: its revocations, then its policies. A
+    // revoked transaction, token, user or workload is refused before any policy is asked.
+    let folder = shared.authorizer.policy_snapshot();
+    let revocable = hop
+        .token
+        .and_then(|(token, facts)| Some((facts?, token.jti())));
+    let revoked = folder.as_ref().and_then(|folder| {
+        crate::streams::revoked(
+            folder.revocations(),
+            hop.principal().as_str(),
+            revocable,
+            std::time::SystemTime::now(),
+        )
+    });
+    if let Some(revocation) = revoked {
+        tracing::info!(peer.id = %hop.principal(), revocation = revocation.reason(), "request revoked");
+        let verdict = Verdict {
+            label: DecisionLabel::Unauthenticated,
+            decision: None,
+            evaluation: Duration::ZERO,
+        };
+        let (_, record) = Record::decided(shared, verdict, &hop, direction, span);
+        return (Err(RequestError::Unauthenticated("revoked")), record);
+    }
+    let verdict = shared
+        .authorizer
+        .decide_on(folder.as_ref(), &hop.request(direction));
+    let decided_on = folder;
     let (label, mut record) = Record::decided(shared, verdict, &hop, direction, span);
     let mut filter = None;
     if let Some(call) = &call {
         record = record.mcp(call.id().clone());
         filter = mcp::tool_filter::<S>(shared, call, &hop.request(direction), &request);
     }
+    let open = (label != DecisionLabel::Deny && shared.streams.enabled()).then(|| {
+        let facts = open_facts(side, conn, parts, &parties, &request, facts, &record);
+        (facts, decided_on)
+    });
     let admitted = match label {
         DecisionLabel::Deny => Err(RequestError::Forbidden),
         label => Ok(Admitted {
@@ -494,10 +622,61 @@ async fn admit<S: Side>(
             label,
             body,
             filter,
+            open,
             _permit: permit,
         }),
     };
     (admitted, record)
+}
+
+/// Owned copies of what a request was admitted on, for the registry of open requests.
+fn open_facts<S: Side>(
+    side: &S,
+    conn: &S::Conn,
+    parts: &Parts,
+    parties: &Parties<'_>,
+    request: &HttpFacts<'_>,
+    facts: Option<TokenFacts>,
+    record: &Record,
+) -> OpenFacts {
+    let token = parties.token.map(|token| {
+        let audit = token.audit();
+        OpenToken {
+            jti: audit.jti.into(),
+            hash: *audit.hash,
+            prv: audit.prv.map(Into::into),
+            depth: audit.depth,
+            expires_at: token.expires_at(),
+            facts: facts.unwrap_or_else(|| token.facts()),
+        }
+    });
+    let (decision_id, trace_id) = record.ids();
+    OpenFacts {
+        direction: policy_direction(S::DIRECTION),
+        peer: parties.peer.cloned(),
+        own: parties.own.clone(),
+        dest: parties.dest.clone(),
+        method: parts.method.clone(),
+        path: request.path.into(),
+        host: request.authority.map(Into::into),
+        action: request.action.map(Into::into),
+        intent: request
+            .intent
+            .iter()
+            .map(|(name, value)| ((*name).into(), (*value).into()))
+            .collect(),
+        mcp: request.mcp.map(|mcp| OpenMcp {
+            method: mcp.method.into(),
+            name: mcp.name.map(Into::into),
+            protocol_version: mcp.protocol_version.into(),
+        }),
+        token,
+        route: parties.route.map(Into::into),
+        client_addr: parties.client_addr,
+        trace_id,
+        decision_id,
+        peer_chain: side.peer_chain(conn),
+    }
 }
 
 /// Refusals of the head as it came: the side's own, hop-by-hop fields, the path, the authority.

@@ -21,6 +21,7 @@
 //! back. hopgate never falls back to an older identity.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -46,6 +47,9 @@ pub struct IdentityStore {
     metrics: Arc<ProxyMetrics>,
     // INVARIANT: `None` only for a Workload API source whose SVID was withdrawn or expired.
     published: ArcSwapOption<IdentitySnapshot>,
+    /// Counts the snapshots published: a peer chain verified under an older one is verified
+    /// again (open streams, and new requests on connections made before it).
+    generation: AtomicU64,
     last_reload: ArcSwap<ReloadStatus>,
     // INVARIANT: held for the whole of a reload, so two reloads (watcher, SIGHUP) cannot
     // publish out of order. Holds the digest of the bytes the last attempt read, for `check`.
@@ -149,6 +153,7 @@ impl IdentityStore {
             derived,
             metrics,
             published: ArcSwapOption::from_pointee(first),
+            generation: AtomicU64::new(0),
             last_reload: ArcSwap::from_pointee(ReloadStatus::now(ReloadOutcome::Applied)),
             reloading: Mutex::new(digest),
         })
@@ -158,6 +163,13 @@ impl IdentityStore {
     /// from it. `None` while the Workload API has withdrawn this workload's SVID: refuse then.
     pub fn snapshot(&self) -> Option<Arc<IdentitySnapshot>> {
         self.published.load_full()
+    }
+
+    /// How many snapshots were published after the first. Read it before the snapshot: a
+    /// chain verified under the snapshot then counts as verified under this generation or a
+    /// later one, never an earlier one.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// `files` or `workload_api`.
@@ -216,6 +228,7 @@ impl IdentityStore {
                 self.metrics.set_svid_expiry(svid.not_after());
                 self.count(ReloadResult::Ok, UpdateResult::Ok);
                 self.published.store(Some(Arc::new(published)));
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 self.last_reload
                     .store(Arc::new(ReloadStatus::now(ReloadOutcome::Applied)));
                 Ok(())

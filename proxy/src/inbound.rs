@@ -25,6 +25,7 @@ use crate::http::{Body, RequestError};
 use crate::identity::IdentityStore;
 use crate::listener::Listener;
 use crate::shutdown;
+use crate::streams::{PeerChain, Streams};
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::trace::HopSpan;
 use crate::telemetry::traceparent::CallerTrace;
@@ -67,13 +68,14 @@ impl Inbound {
     ///
     /// # Errors
     /// The bind error.
-    pub fn bind(
+    pub(crate) fn bind(
         config: &InboundConfig,
         dns_refresh: Duration,
         identity: Arc<IdentityStore>,
         authenticator: Authenticator,
         authorizer: Authorizer,
         telemetry: HopTelemetry,
+        streams: Streams,
     ) -> io::Result<Self> {
         let limits = config.limits();
         let timeouts = config.timeouts();
@@ -89,7 +91,7 @@ impl Inbound {
             server: ConnectionServer::new(timeouts, limits),
             handshake_timeout: timeouts.header_read(),
             side: Arc::new(InboundSide {
-                shared: Shared::new(authorizer, telemetry, timeouts, limits),
+                shared: Shared::new(authorizer, telemetry, timeouts, limits, streams),
                 identity,
                 authenticator,
                 app_client,
@@ -108,6 +110,7 @@ impl Inbound {
     /// Accepts and serves connections until shutdown is signaled; the listener closes on return
     /// while spawned connections drain on their own.
     pub async fn serve(self, mut drain: shutdown::Watch) {
+        crate::streams::watch(&self.side, &self.side.shared.streams, &drain);
         loop {
             let accepted = tokio::select! {
                 () = drain.signaled() => return,
@@ -150,8 +153,13 @@ impl hop::Side for InboundSide {
         _trace: Option<&CallerTrace>,
         _span: &HopSpan,
     ) -> Result<Option<VerifiedClaims>, RequestError> {
-        // The newest snapshot, per request: new bundles judge the next token's `x5c` at once.
+        // The newest snapshot, per request: new bundles judge the next token's `x5c` at once,
+        // and the connection's own chain once per update (RVK-03).
+        let generation = self.identity.generation();
         let snapshot = self.identity.snapshot().ok_or(RequestError::NoIdentity)?;
+        if !peer.still_trusted(generation, &snapshot) {
+            return Err(RequestError::Unauthenticated("trust"));
+        }
         self.authenticator
             .authenticate(&parts.headers, &peer.identity, &snapshot)
     }
@@ -197,5 +205,9 @@ impl hop::Side for InboundSide {
 
     fn peer<'a>(&'a self, peer: &'a Peer) -> Option<&'a SpiffeId> {
         Some(peer.identity.id())
+    }
+
+    fn peer_chain(&self, peer: &Peer) -> Option<PeerChain> {
+        Some(peer.open_chain())
     }
 }

@@ -16,9 +16,11 @@ use std::time::Duration;
 
 use hopgate_config::{
     Config, DEFAULT_DNS_REFRESH, IdentitySource, InboundConfig, InboundMode, OutboundConfig,
+    StreamsConfig,
 };
 use hopgate_policy::{PolicyError, PolicyStore, ReloadOutcome};
 use thiserror::Error;
+use tokio::sync::Notify;
 
 pub mod admin;
 pub mod connection;
@@ -30,6 +32,7 @@ pub mod inbound;
 pub mod listener;
 pub mod outbound;
 pub mod shutdown;
+mod streams;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
@@ -44,6 +47,7 @@ use crate::http::authorize::Authorizer;
 use crate::identity::{Derived, IdentityError, IdentityStore};
 use crate::inbound::{Authenticator, Inbound};
 use crate::outbound::{Delegator, Outbound};
+use crate::streams::Streams;
 use crate::telemetry::CurrentSvid;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{ProxyMetrics, ReloadResult};
@@ -238,19 +242,28 @@ impl Proxy {
         if matches!(audit, AuditSink::Stdout) && config.telemetry().audit().sign() {
             seal_with(&identity)?;
         }
+        // Each side's sweeper of open requests, woken by a policy reload (streams.rs).
+        let wake = [Arc::new(Notify::new()), Arc::new(Notify::new())];
         let (policies, policy_watcher) = match config.policy() {
             Some(policy) => {
                 let store = PolicyStore::load(policy.dir(), config.intent().default_action())?;
+                metrics.set_revocations_loaded(store.current().revocations().len());
                 let counted = Arc::clone(&metrics);
                 let dir = policy.dir().to_owned();
+                let sweepers = wake.clone();
                 store.set_reload_hook(Box::new(move |outcome| match outcome {
                     ReloadOutcome::Applied(snapshot) => {
                         tracing::info!(
                             policy.dir = %dir.display(),
                             policy.digest = snapshot.digest(),
+                            revocations = snapshot.revocations().len(),
                             "policies reloaded"
                         );
                         counted.record_policy_reload(ReloadResult::Ok);
+                        counted.set_revocations_loaded(snapshot.revocations().len());
+                        for sweeper in &sweepers {
+                            sweeper.notify_one();
+                        }
                     }
                     ReloadOutcome::Failed(error) => {
                         tracing::warn!(
@@ -299,6 +312,13 @@ impl Proxy {
                 let dns_refresh = config
                     .outbound()
                     .map_or(DEFAULT_DNS_REFRESH, OutboundConfig::dns_refresh);
+                let [wake, _] = &wake;
+                let streams = Streams::new(
+                    cfg.streams(),
+                    config.token().leeway(),
+                    Arc::clone(&identity),
+                    Arc::clone(wake),
+                );
                 let inbound = Inbound::bind(
                     cfg,
                     dns_refresh,
@@ -306,6 +326,7 @@ impl Proxy {
                     authenticator,
                     authorizer,
                     telemetry.clone(),
+                    streams,
                 )
                 .map_err(|source| StartupError::Bind {
                     what: "inbound",
@@ -339,8 +360,18 @@ impl Proxy {
                 let mode = config
                     .inbound()
                     .map_or(InboundMode::Enforce, InboundConfig::mode);
-                let authorizer =
-                    Authorizer::new(egress, mode, config.intent()).with_mcp(config.mcp());
+                // Revocations hold on both sides, with or without the egress check.
+                let authorizer = Authorizer::new(egress, mode, config.intent())
+                    .with_mcp(config.mcp())
+                    .with_revocations(policies.clone());
+                let [_, wake] = &wake;
+                let defaults = StreamsConfig::default();
+                let streams = Streams::new(
+                    config.inbound().map_or(&defaults, InboundConfig::streams),
+                    config.token().leeway(),
+                    Arc::clone(&identity),
+                    Arc::clone(wake),
+                );
                 let outbound = Outbound::bind(
                     cfg,
                     config.inbound(),
@@ -348,6 +379,7 @@ impl Proxy {
                     delegator,
                     authorizer,
                     telemetry.clone(),
+                    streams,
                 )
                 .map_err(|source| StartupError::Bind {
                     what: "outbound",

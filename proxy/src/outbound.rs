@@ -35,6 +35,7 @@ use crate::http::{Body, Malformed, RequestError};
 use crate::identity::IdentityStore;
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
+use crate::streams::Streams;
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::trace::HopSpan;
 use crate::telemetry::traceparent::CallerTrace;
@@ -104,13 +105,14 @@ impl Outbound {
     ///
     /// # Errors
     /// The bind error.
-    pub fn bind(
+    pub(crate) fn bind(
         config: &OutboundConfig,
         inbound: Option<&InboundConfig>,
         identity: Arc<IdentityStore>,
         delegator: Delegator,
         authorizer: Authorizer,
         telemetry: HopTelemetry,
+        streams: Streams,
     ) -> io::Result<Self> {
         let defaults = (InboundTimeouts::default(), InboundLimits::default());
         let (timeouts, limits) =
@@ -134,7 +136,7 @@ impl Outbound {
             server: ConnectionServer::new(timeouts, limits),
             transparent: config.transparent(),
             side: Arc::new(OutboundSide {
-                shared: Shared::new(authorizer, telemetry, timeouts, limits),
+                shared: Shared::new(authorizer, telemetry, timeouts, limits, streams),
                 identity,
                 routes,
                 delegator,
@@ -152,6 +154,7 @@ impl Outbound {
 
     /// Accepts and serves connections until shutdown is signaled.
     pub async fn serve(self, mut drain: shutdown::Watch) {
+        crate::streams::watch(&self.side, &self.side.shared.streams, &drain);
         loop {
             let accepted = tokio::select! {
                 () = drain.signaled() => return,

@@ -90,7 +90,7 @@
 //!   reach the check.
 //! - JWT-39 (two tokens in one request), JWT-40 (`jti` replay), TXN-01/02/07/08/10: header
 //!   handling belongs to the HTTP layer; hop tokens are audience- and peer-bound and live at most
-//!   `token.ttl`, so no `jti` replay cache is kept (a replay by another peer fails `binding`).
+//!   `token.max_ttl`, so no `jti` replay cache is kept (a replay by another peer fails `binding`).
 //! - ACT-09 (`may_act`): hop tokens carry no `may_act`; who may act is Cedar's decision.
 //! - ACT-13: there is no requested scope; the route's `scopes` are intersected, never added.
 //! - ACT-14, HDR-07: the origin `Authorization` header is removed by the outbound stack.
@@ -149,7 +149,8 @@ pub enum RejectReason {
     Expired,
     /// `nbf` or `iat` is in the future, beyond the leeway.
     NotYetValid,
-    /// `exp - iat` exceeds the TTL, is not positive, or `exp` is past the signer's notAfter.
+    /// `exp - iat` exceeds `token.max_ttl`, is not positive, or `exp` is past the signer's
+    /// notAfter.
     Lifetime,
     /// The `act` chain is malformed, or its outermost `sub` is not `iss` (or, without `act`,
     /// `sub` is not `iss`).

@@ -164,8 +164,12 @@ fn request(hop: &Hop) -> String {
     line
 }
 
-/// What a record decided: its effect, and its reason when it is not `allow`.
+/// What a record decided: its effect, and its reason when it is not `allow`; for the second
+/// record of a stream cut after it was admitted, the cut and why.
 fn decided(record: &Record) -> String {
+    if record.str("event") == Some("stream_closed") {
+        return format!("cut ({})", record.str("reason").unwrap_or("no reason"));
+    }
     let effect = record.str("effect").unwrap_or("(no effect)");
     if effect == "allow" {
         effect.to_owned()

@@ -33,9 +33,16 @@ impl App {
             while let Ok((stream, _)) = listener.accept().await {
                 let app = Arc::clone(&serving);
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let app = Arc::clone(&app);
-                        async move { Ok::<_, Infallible>(app.handle(req).await) }
+                        async move {
+                            // inference's `/stream` answers as it goes (step 6).
+                            if app.role == Role::Inference && req.uri().path() == "/stream" {
+                                app.record_token(&req);
+                                return Ok::<_, Infallible>(stream::sse());
+                            }
+                            Ok(app.handle(req).await.map(|body| body.boxed()))
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -44,6 +51,12 @@ impl App {
             }
         });
         Ok(app)
+    }
+
+    fn record_token(&self, req: &Request<Incoming>) {
+        if let Some(token) = req.headers().get("hop-token").and_then(|v| v.to_str().ok()) {
+            lock(&self.tokens).push(token.to_owned());
+        }
     }
 
     pub(super) fn last_token(&self) -> Option<String> {
@@ -55,9 +68,7 @@ impl App {
     /// (on `/crm-tools`, as an MCP client of crm's tools); crm answers with a ticket, and on
     /// `/mcp` as an MCP tool server.
     pub(super) async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        if let Some(token) = req.headers().get("hop-token").and_then(|v| v.to_str().ok()) {
-            lock(&self.tokens).push(token.to_owned());
-        }
+        self.record_token(&req);
         if self.role == Role::Crm && req.uri().path() == "/mcp" {
             return mcp::serve(req).await;
         }

@@ -239,6 +239,11 @@ impl Mesh {
                     }
                 });
                 let why = match (action.as_deref(), effect) {
+                    _ if field(&record, "event").as_str() == Some("stream_closed") => format!(
+                        "open stream cut: {} ({} ms after it was admitted)",
+                        field(&record, "reason").as_str().unwrap_or(""),
+                        field(&record, "duration_us").as_u64().unwrap_or(0) / 1000
+                    ),
                     (None, _) => match field(&record, "reason").as_str() {
                         Some(reason) => format!("refused before any policy: {reason}"),
                         None => "no policy on this side (policy.outbound is off)".to_owned(),

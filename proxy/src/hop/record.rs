@@ -81,6 +81,7 @@ impl Record {
         let trace_id = trace_id(span, trace);
         let known = side.known(conn);
         let draft = AuditHead {
+            event: None,
             decision_id: &decision_id,
             mode: shared.authorizer.mode(),
             direction: super::policy_direction(S::DIRECTION),
@@ -154,6 +155,7 @@ impl Record {
             decision.map_or(&[], |d| d.policies()),
         );
         let draft = AuditHead {
+            event: None,
             decision_id: &decision_id,
             mode: shared.authorizer.mode(),
             direction,
@@ -185,6 +187,11 @@ impl Record {
             mcp_id: None,
         };
         (verdict.label, record)
+    }
+
+    /// The request's decision id and trace id, for the record of a later cut.
+    pub(super) fn ids(&self) -> (Arc<str>, Option<TraceIdHex>) {
+        (Arc::clone(&self.decision_id), self.trace_id)
     }
 
     /// Marks the record as an MCP request's, whose failure is answered in JSON-RPC with `id`.

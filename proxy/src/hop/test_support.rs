@@ -9,6 +9,7 @@ use hopgate_policy::PolicyStore;
 use crate::hop::{HopTelemetry, Shared};
 use crate::http::authorize::Authorizer;
 use crate::identity::{Derived, IdentityStore};
+use crate::streams::Streams;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::ProxyMetrics;
 use crate::telemetry::trace::Tracing;
@@ -87,6 +88,7 @@ impl Fixture {
         &self,
         mode: InboundMode,
         limits: &hopgate_config::InboundLimits,
+        identity: &Arc<IdentityStore>,
     ) -> Shared {
         let policies = self
             .config
@@ -102,6 +104,14 @@ impl Fixture {
             telemetry,
             &hopgate_config::InboundTimeouts::default(),
             limits,
+            Streams::new(
+                self.config
+                    .inbound()
+                    .map_or(&hopgate_config::StreamsConfig::default(), |i| i.streams()),
+                self.config.token().leeway(),
+                Arc::clone(identity),
+                Arc::default(),
+            ),
         )
     }
 }

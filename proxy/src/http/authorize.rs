@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hopgate_config::{InboundMode, IntentConfig, McpConfig, SpiffeId};
-use hopgate_policy::{Decision, Direction, Effect, HopRequest, McpFacts, PolicyStore, TokenFacts};
+use hopgate_policy::{
+    Decision, Direction, Effect, HopRequest, McpFacts, PolicySnapshot, PolicyStore, TokenFacts,
+};
 use http::request::Parts;
 
 use super::{RequestError, headers, intent};
@@ -51,6 +53,9 @@ pub struct Verdict {
 #[derive(Debug)]
 pub struct Authorizer {
     policies: Option<Arc<PolicyStore>>,
+    /// The policy folder, for its revocations: the same store as `policies` where they are
+    /// enforced.
+    folder: Option<Arc<PolicyStore>>,
     mode: InboundMode,
     intent_prefix: String,
     mcp: Option<McpConfig>,
@@ -112,6 +117,7 @@ impl Authorizer {
         intent: &IntentConfig,
     ) -> Self {
         Self {
+            folder: policies.clone(),
             policies,
             mode,
             intent_prefix: intent.header_prefix().to_owned(),
@@ -158,8 +164,12 @@ impl Authorizer {
                 evaluation: Duration::ZERO,
             };
         };
+        self.verdict(policies.current(), request)
+    }
+
+    fn verdict(&self, snapshot: Arc<PolicySnapshot>, request: &HopRequest<'_>) -> Verdict {
         let start = Instant::now();
-        let decision = policies.current().authorize(request);
+        let decision = snapshot.authorize(request);
         let evaluation = start.elapsed();
         let label = match (decision.effect(), self.mode) {
             (Effect::Allow, _) => DecisionLabel::Allow,
@@ -171,5 +181,32 @@ impl Authorizer {
             decision: Some(decision),
             evaluation,
         }
+    }
+
+    /// The snapshot of the policy folder in use, for its revocations and, where policies are
+    /// enforced, its policies: load it once per request. `None` without a `policy` section.
+    pub(crate) fn policy_snapshot(&self) -> Option<Arc<PolicySnapshot>> {
+        self.folder.as_ref().map(|folder| folder.current())
+    }
+
+    /// [`decide`](Self::decide) on `snapshot`, the one [`policy_snapshot`](Self::policy_snapshot)
+    /// gave for this request (its revocations were checked on it too).
+    pub(crate) fn decide_on(
+        &self,
+        snapshot: Option<&Arc<PolicySnapshot>>,
+        request: &HopRequest<'_>,
+    ) -> Verdict {
+        match (&self.policies, snapshot) {
+            (Some(_), Some(snapshot)) => self.verdict(Arc::clone(snapshot), request),
+            _ => self.decide(request),
+        }
+    }
+
+    /// Also refuses what `revocations.yaml` in `folder` revokes, where `folder`'s policies are
+    /// not enforced on this side (the outbound side without `policy.outbound`).
+    #[must_use]
+    pub fn with_revocations(mut self, folder: Option<Arc<PolicyStore>>) -> Self {
+        self.folder = folder;
+        self
     }
 }

@@ -66,6 +66,8 @@ pub struct IdentitySnapshot {
     identity: Arc<Identity>,
     server_config: Arc<ServerConfig>,
     tokens: TokenVerifier,
+    /// The handshake's SVID rules, for chains judged outside it (an open stream's peer).
+    peers: Arc<SpiffeClientVerifier>,
     minter: Option<Minter>,
     clients: Vec<Arc<ClientConfig>>,
 }
@@ -87,7 +89,11 @@ impl IdentitySnapshot {
         let server_config = inbound_server_config(&identity, &allowed)?;
         // The same SVID rules as the handshake, for certificates outside it (a hop token's x5c).
         let chains = Arc::new(SpiffeClientVerifier::new(identity.bundles(), &allowed)?);
-        let tokens = TokenVerifier::new(identity.svid().id().clone(), chains, derived.limits);
+        let tokens = TokenVerifier::new(
+            identity.svid().id().clone(),
+            Arc::clone(&chains),
+            derived.limits,
+        );
         let minter = derived
             .mint_ttl
             .map(|ttl| Minter::new(identity.svid(), ttl))
@@ -102,6 +108,7 @@ impl IdentitySnapshot {
             identity: Arc::new(identity),
             server_config,
             tokens,
+            peers: chains,
             minter,
             clients,
         })
@@ -126,6 +133,11 @@ impl IdentitySnapshot {
     /// The inbound server config: take it once per accepted connection.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.server_config)
+    }
+
+    /// The inbound handshake's SVID rules under this snapshot's bundles and trust domains.
+    pub(crate) fn peer_verifier(&self) -> &SpiffeClientVerifier {
+        &self.peers
     }
 
     /// The hop token verifier: this workload as audience, this snapshot's bundles for `x5c`.

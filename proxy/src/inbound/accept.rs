@@ -5,16 +5,21 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use std::time::SystemTime;
 
+use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 use super::{InboundSide, client_cert};
 use crate::connection::ConnectionServer;
 use crate::hop;
+use crate::identity::IdentitySnapshot;
 use crate::listener::Accepted;
 use crate::shutdown;
+use crate::streams::PeerChain;
 use crate::tls::HandshakeFailureReason;
 use crate::tls::{PeerIdentity, classify_handshake_error};
 
@@ -28,6 +33,47 @@ pub(super) struct Peer {
     pub(super) remote: SocketAddr,
     /// Its IP, formatted once, for the spans' `client.address`.
     pub(super) client_ip: Box<str>,
+    /// The chain it presented, leaf first, verified under identity generation
+    /// `verified_under` (or a later one): verified again when the bundles change.
+    pub(super) chain: PeerChain,
+    pub(super) verified_under: AtomicU64,
+}
+
+// === impl Peer ===
+
+impl Peer {
+    /// Whether the connection's peer still passes: its leaf has not expired, and its chain
+    /// verifies under the identity of `generation` (`snapshot`), which is checked once per
+    /// identity update rather than per request. A connection made before a bundle change does
+    /// not outlive the trust it was made under.
+    pub(super) fn still_trusted(&self, generation: u64, snapshot: &IdentitySnapshot) -> bool {
+        if SystemTime::now() >= self.chain.not_after {
+            return false;
+        }
+        if self.verified_under.load(Ordering::Acquire) >= generation {
+            return true;
+        }
+        let Some((leaf, intermediates)) = self.chain.certs.split_first() else {
+            return false;
+        };
+        let verified = snapshot
+            .peer_verifier()
+            .verify_svid(leaf, intermediates, UnixTime::now())
+            .is_ok_and(|id| id == *self.identity.id());
+        if verified {
+            self.verified_under.fetch_max(generation, Ordering::AcqRel);
+        }
+        verified
+    }
+
+    /// The chain as an open request keeps it.
+    pub(super) fn open_chain(&self) -> PeerChain {
+        PeerChain {
+            certs: Arc::clone(&self.chain.certs),
+            not_after: self.chain.not_after,
+            generation: self.verified_under.load(Ordering::Acquire),
+        }
+    }
 }
 
 /// One accepted TCP connection on its way through the handshake to HTTP.
@@ -60,6 +106,7 @@ impl Connection {
         // The config is taken per connection, so a rotated SVID or bundle applies to the next
         // handshake while established connections keep the one they proved themselves with.
         // Both ends of the connection are named from that one snapshot.
+        let generation = self.side.identity.generation();
         let Some(snapshot) = self.side.identity.snapshot() else {
             // The Workload API withdrew this workload's SVID: there is nothing to present, and
             // no fallback. Refused before the handshake.
@@ -83,6 +130,12 @@ impl Connection {
                 return;
             }
         };
+        let certs: Arc<[CertificateDer<'static>]> = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default();
         let Some(peer) = PeerIdentity::from_server_connection(tls.get_ref().1) else {
             // The verifier admitted the chain, so this cannot happen; refuse rather than guess.
             metrics.record_handshake_failure(HandshakeFailureReason::InvalidSvid);
@@ -98,12 +151,19 @@ impl Connection {
             tracing::warn!(client.addr = %remote, "peer identity does not fit a header");
             return;
         };
+        let chain = PeerChain {
+            certs,
+            not_after: peer.not_after(),
+            generation,
+        };
         let peer = Arc::new(Peer {
             identity: peer,
             own,
             xfcc,
             remote,
             client_ip: crate::telemetry::trace::client_ip(remote),
+            chain,
+            verified_under: AtomicU64::new(generation),
         });
         let side = self.side;
         let service = hyper::service::service_fn(move |req| {

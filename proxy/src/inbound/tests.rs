@@ -58,7 +58,7 @@ impl Stack {
         });
         let timeouts = inbound.timeouts();
         let side = Arc::new(InboundSide {
-            shared: fx.shared(inbound.mode(), inbound.limits()),
+            shared: fx.shared(inbound.mode(), inbound.limits(), &identity),
             identity,
             authenticator: Authenticator::new(
                 fx.config.token(),

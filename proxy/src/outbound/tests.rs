@@ -61,7 +61,7 @@ impl Stack {
         let (timeouts, limits) = (InboundTimeouts::default(), Default::default());
         let token = fx.config.token();
         let side = Arc::new(OutboundSide {
-            shared: fx.shared(InboundMode::Enforce, &limits),
+            shared: fx.shared(InboundMode::Enforce, &limits, &identity),
             identity,
             routes: destinations(outbound, &timeouts),
             delegator: Delegator::new(

@@ -39,6 +39,9 @@ pub enum AuditSink {
 /// token. A fact the request never reached is `None` (written as `null`).
 #[derive(Debug)]
 pub struct AuditHead<'a> {
+    /// What the record is of, when it is not the request itself: `stream_closed` for an open
+    /// request cut later (a second record with the same decision id).
+    pub event: Option<&'a str>,
     /// The request's decision id: the policy decision's, or one of its own.
     pub decision_id: &'a str,
     /// Whether a deny was enforced or only recorded.
@@ -117,6 +120,8 @@ struct Head<'a> {
     timestamp: String,
     level: &'static str,
     target: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a str>,
     decision_id: &'a str,
     mode: &'static str,
     direction: &'static str,
@@ -173,6 +178,7 @@ impl AuditHead<'_> {
             timestamp: crate::time::rfc3339(SystemTime::now()),
             level: "INFO",
             target: "hopgate::audit",
+            event: self.event,
             decision_id: self.decision_id,
             mode: match self.mode {
                 InboundMode::Enforce => "enforce",
@@ -293,6 +299,7 @@ mod tests {
 
     fn head<'a>(token: Option<AuditToken<'a>>, policies: &'a [String]) -> AuditHead<'a> {
         AuditHead {
+            event: None,
             decision_id: "6f1c0d2e-0000-4000-8000-000000000000",
             mode: InboundMode::Enforce,
             direction: Direction::Inbound,

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::fmt::Write as _;
+use std::time::SystemTime;
 
 use hopgate_config::SpiffeId;
 use sha2::{Digest, Sha256};
@@ -17,6 +18,7 @@ use crate::tls::svid_profile::{self, Usage};
 pub struct PeerIdentity {
     id: SpiffeId,
     cert_sha256: [u8; 32],
+    not_after: SystemTime,
 }
 
 // === impl PeerIdentity ===
@@ -38,7 +40,13 @@ impl PeerIdentity {
         Some(Self {
             id: facts.id,
             cert_sha256: Sha256::digest(leaf).into(),
+            not_after: facts.not_after,
         })
+    }
+
+    /// The leaf's notAfter: the connection's authority ends there.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
     }
 
     /// The peer's SPIFFE ID.
