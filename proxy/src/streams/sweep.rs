@@ -40,7 +40,11 @@ pub(crate) fn watch<S: Owner + 'static>(
     drain: &shutdown::Watch,
 ) {
     if streams.enabled() {
-        tokio::spawn(run(Arc::downgrade(side), Arc::clone(streams), drain.clone()));
+        tokio::spawn(run(
+            Arc::downgrade(side),
+            Arc::clone(streams),
+            drain.clone(),
+        ));
     }
 }
 
