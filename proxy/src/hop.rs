@@ -556,10 +556,15 @@ async fn admit<S: Side>(
         }
     };
     let parties = side.parties(conn, &admission);
-    // The token's facts are built only for a reader: a policy or a span.
+    // One snapshot of the policy folder per request: its revocations, then its policies.
+    let folder = shared.authorizer.policy_snapshot();
+    let revocations = folder
+        .as_ref()
+        .is_some_and(|folder| !folder.revocations().is_empty());
+    // The token's facts are built only for a reader: a policy, a revocation list or a span.
     let facts = parties
         .token
-        .filter(|_| shared.authorizer.has_policies() || span.is_enabled())
+        .filter(|_| shared.authorizer.has_policies() || revocations || span.is_enabled())
         .map(HopToken::facts);
     if let (Some(token), Some(facts)) = (&parties.token, &facts) {
         span.record_token(facts, token.jti(), token.prv());
@@ -577,9 +582,7 @@ async fn admit<S: Side>(
     };
     span.record_authority(hop.target);
     let direction = policy_direction(S::DIRECTION);
-    // One snapshot of the policy folder per request: its revocations, then its policies. A
-    // revoked transaction, token, user or workload is refused before any policy is asked.
-    let folder = shared.authorizer.policy_snapshot();
+    // A revoked transaction, token, user or workload is refused before any policy is asked.
     let revocable = hop
         .token
         .and_then(|(token, facts)| Some((facts?, token.jti())));
