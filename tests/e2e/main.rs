@@ -23,6 +23,8 @@ mod path_swaps;
 mod reload;
 mod rotation;
 mod shutdown;
+mod streams;
+mod streams_grpc;
 mod support;
 mod svid_matrix;
 

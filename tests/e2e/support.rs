@@ -8,6 +8,7 @@ pub(crate) mod otlp;
 pub(crate) mod pki;
 pub(crate) mod proxy;
 pub(crate) mod sidecar;
+pub(crate) mod stream_app;
 pub(crate) mod upstream;
 pub(crate) mod workload;
 pub(crate) mod workload_api;
