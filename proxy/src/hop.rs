@@ -586,7 +586,7 @@ async fn admit<S: Side>(
     let revocable = hop
         .token
         .and_then(|(token, facts)| Some((facts?, token.jti())));
-    let revoked = folder.as_ref().and_then(|folder| {
+    let revoked = folder.as_ref().filter(|_| revocations).and_then(|folder| {
         crate::streams::revoked(
             folder.revocations(),
             hop.principal().as_str(),
