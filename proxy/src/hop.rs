@@ -32,14 +32,12 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::http::authorize::{Authorizer, HttpFacts, Verdict};
+use crate::http::authorize::{Authorizer, HttpFacts};
 use crate::http::mcp::{McpCall, ToolFilter};
 use crate::http::{
     Body, Malformed, RequestError, WithoutTrailers, full_body, headers, path, stream_body,
 };
-use crate::streams::{
-    CutReason, Guarded, OpenFacts, OpenMcp, OpenToken, PeerChain, Registration, Streams,
-};
+use crate::streams::{OpenFacts, PeerChain, Streams};
 use crate::telemetry::audit::{AuditSink, AuditToken};
 use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
 use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
@@ -47,6 +45,7 @@ use crate::telemetry::traceparent::CallerTrace;
 use crate::token::{MintedToken, VerifiedClaims};
 
 mod mcp;
+mod open;
 mod record;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -179,18 +178,6 @@ pub(crate) trait Side: Sync {
     /// outbound.
     fn peer_chain(&self, _conn: &Self::Conn) -> Option<PeerChain> {
         None
-    }
-}
-
-/// Every side's open requests are looked after by a sweeper of its own (streams.rs).
-impl<S: Side + Send> crate::streams::Owner for S {
-    fn authorizer(&self) -> &Authorizer {
-        &self.shared().authorizer
-    }
-
-    fn records(&self) -> (&ProxyMetrics, &AuditSink) {
-        let telemetry = &self.shared().telemetry;
-        (&telemetry.metrics, &telemetry.audit)
     }
 }
 
@@ -399,12 +386,12 @@ async fn run<S: Side>(
     // The next hop's (or the app's) spans become children of this one.
     shared.telemetry.tracing.inject(span, &mut parts.headers);
     let req = Request::from_parts(parts, body);
-    let registration = open.map(|(facts, decided_on)| register(shared, facts, decided_on));
+    let registration = open.map(|(facts, decided_on)| open::register(shared, facts, decided_on));
     let sent = match &registration {
         // A request cut while its response head is awaited is answered as a new one refused
         // for the same reason would be.
         Some(registration) => tokio::select! {
-            reason = registration.open().cut_signal() => Err(cut_error(reason)),
+            reason = registration.open().cut_signal() => Err(open::cut_error(reason)),
             rsp = side.send(&admission, req) => rsp,
         },
         None => side.send(&admission, req).await,
@@ -422,60 +409,13 @@ async fn run<S: Side>(
         // Every success is read: a list could come back under any 2xx.
         Some(filter) if parts.status.is_success() => {
             match mcp::filter_result(shared, &filter, &mut parts.headers, body).await {
-                Ok(body) => guarded(registration, status, body),
+                Ok(body) => open::guarded(registration, status, body),
                 Err(err) => return (Err(err), record),
             }
         }
-        _ => guarded(registration, status, body),
+        _ => open::guarded(registration, status, body),
     };
     (Ok((Response::from_parts(parts, body), label)), record)
-}
-
-/// The response body, cut with its request when it is open in the registry.
-fn guarded<B>(registration: Option<Registration>, status: u16, body: B) -> Body
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<crate::http::BoxError>,
-{
-    match registration {
-        Some(registration) => {
-            registration.set_status(status);
-            stream_body(Guarded::new(body, registration))
-        }
-        None => stream_body(body),
-    }
-}
-
-/// Registers an admitted request as open. One decided on a snapshot that was replaced before
-/// it got here is decided again by the sweeper: no reload slips between its decision and its
-/// registration.
-fn register(
-    shared: &Shared,
-    facts: OpenFacts,
-    decided_on: Option<Arc<PolicySnapshot>>,
-) -> Registration {
-    let registration = shared.streams.register(facts);
-    if let Some(decided_on) = decided_on
-        && shared
-            .authorizer
-            .policy_snapshot()
-            .is_none_or(|current| !Arc::ptr_eq(&current, &decided_on))
-    {
-        registration.decided_on_stale_policy();
-    }
-    registration
-}
-
-/// The refusal of a request cut before its response head: what a new request refused for the
-/// same reason gets.
-fn cut_error(reason: CutReason) -> RequestError {
-    match reason {
-        CutReason::Revoked => RequestError::Unauthenticated("revoked"),
-        CutReason::Trust => RequestError::Unauthenticated("trust"),
-        CutReason::TokenExpired => RequestError::Unauthenticated("expired"),
-        CutReason::Policy => RequestError::Forbidden,
-        CutReason::MaxAge => RequestError::UpstreamTimeout,
-    }
 }
 
 /// Everything before the request is sent: capacity, hygiene, the facts parsed once, the side's
@@ -583,25 +523,9 @@ async fn admit<S: Side>(
     span.record_authority(hop.target);
     let direction = policy_direction(S::DIRECTION);
     // A revoked transaction, token, user or workload is refused before any policy is asked.
-    let revocable = hop
-        .token
-        .and_then(|(token, facts)| Some((facts?, token.jti())));
-    let revoked = folder.as_ref().filter(|_| revocations).and_then(|folder| {
-        crate::streams::revoked(
-            folder.revocations(),
-            hop.principal().as_str(),
-            revocable,
-            std::time::SystemTime::now(),
-        )
-    });
-    if let Some(revocation) = revoked {
-        tracing::info!(peer.id = %hop.principal(), revocation = revocation.reason(), "request revoked");
-        let verdict = Verdict {
-            label: DecisionLabel::Unauthenticated,
-            decision: None,
-            evaluation: Duration::ZERO,
-        };
-        let (_, record) = Record::decided(shared, verdict, &hop, direction, span);
+    if revocations
+        && let Some(record) = open::revoked(shared, folder.as_deref(), &hop, direction, span)
+    {
         return (Err(RequestError::Unauthenticated("revoked")), record);
     }
     let verdict = shared
@@ -615,7 +539,7 @@ async fn admit<S: Side>(
         filter = mcp::tool_filter::<S>(shared, call, &hop.request(direction), &request);
     }
     let open = (label != DecisionLabel::Deny && shared.streams.enabled()).then(|| {
-        let facts = open_facts(side, conn, parts, &parties, &request, facts, &record);
+        let facts = open::facts(side, conn, parts, &parties, &request, facts, &record);
         (facts, decided_on)
     });
     let admitted = match label {
@@ -630,56 +554,6 @@ async fn admit<S: Side>(
         }),
     };
     (admitted, record)
-}
-
-/// Owned copies of what a request was admitted on, for the registry of open requests.
-fn open_facts<S: Side>(
-    side: &S,
-    conn: &S::Conn,
-    parts: &Parts,
-    parties: &Parties<'_>,
-    request: &HttpFacts<'_>,
-    facts: Option<TokenFacts>,
-    record: &Record,
-) -> OpenFacts {
-    let token = parties.token.map(|token| {
-        let audit = token.audit();
-        OpenToken {
-            jti: audit.jti.into(),
-            hash: *audit.hash,
-            prv: audit.prv.map(Into::into),
-            depth: audit.depth,
-            expires_at: token.expires_at(),
-            facts: facts.unwrap_or_else(|| token.facts()),
-        }
-    });
-    let (decision_id, trace_id) = record.ids();
-    OpenFacts {
-        direction: policy_direction(S::DIRECTION),
-        peer: parties.peer.cloned(),
-        own: parties.own.clone(),
-        dest: parties.dest.clone(),
-        method: parts.method.clone(),
-        path: request.path.into(),
-        host: request.authority.map(Into::into),
-        action: request.action.map(Into::into),
-        intent: request
-            .intent
-            .iter()
-            .map(|(name, value)| ((*name).into(), (*value).into()))
-            .collect(),
-        mcp: request.mcp.map(|mcp| OpenMcp {
-            method: mcp.method.into(),
-            name: mcp.name.map(Into::into),
-            protocol_version: mcp.protocol_version.into(),
-        }),
-        token,
-        route: parties.route.map(Into::into),
-        client_addr: parties.client_addr,
-        trace_id,
-        decision_id,
-        peer_chain: side.peer_chain(conn),
-    }
 }
 
 /// Refusals of the head as it came: the side's own, hop-by-hop fields, the path, the authority.
