@@ -4,7 +4,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use hopgate_config::{SpiffeId, StreamsConfig};
+use hopgate_config::SpiffeId;
 use hopgate_policy::{Direction, TokenFacts};
 use http_body::Body as _;
 use http_body_util::{BodyExt as _, StreamBody};
@@ -159,18 +159,14 @@ async fn max_age_comes_first_when_it_is_earlier_than_the_token() {
 
 #[tokio::test]
 async fn without_reauthorization_only_the_age_limit_is_kept() {
-    let streams = streams("  streams: { reauthorize: false }\n");
+    let unlimited = streams("  streams: { reauthorize: false }\n");
     assert!(
-        !streams.enabled(),
+        !unlimited.enabled(),
         "nothing to cut for: nothing is registered"
     );
-    let streams = streams_with_age();
-    let registration = streams.register(facts(Some(SystemTime::now() + Duration::from_secs(1))));
+    let aged = streams("  streams: { reauthorize: false, max_age: 1h }\n");
+    let registration = aged.register(facts(Some(SystemTime::now() + Duration::from_secs(1))));
     assert_eq!(registration.open.deadline.unwrap().1, CutReason::MaxAge);
-}
-
-fn streams_with_age() -> Arc<Streams> {
-    streams("  streams: { reauthorize: false, max_age: 1h }\n")
 }
 
 #[test]
@@ -189,7 +185,6 @@ fn cut_reasons_are_the_documented_codes() {
         codes,
         ["revoked", "policy", "trust", "token_expired", "max_age"]
     );
-    let _ = StreamsConfig::default();
 }
 
 #[tokio::test]
