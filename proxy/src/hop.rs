@@ -279,9 +279,7 @@ impl<'a> HopToken<'a> {
     fn expires_at(&self) -> std::time::SystemTime {
         match self {
             Self::Verified(token) => token.expires_at(),
-            Self::Minted(token) => {
-                std::time::UNIX_EPOCH + Duration::from_secs(token.claims().exp())
-            }
+            Self::Minted(token) => crate::token::from_unix_secs(token.claims().exp()),
         }
     }
 
