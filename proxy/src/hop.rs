@@ -24,9 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hopgate_config::{InboundLimits, InboundTimeouts, SpiffeId};
-use hopgate_policy::{
-    Direction as PolicyDirection, HopRequest, PolicySnapshot, TokenFacts, is_mcp_method,
-};
+use hopgate_policy::{Direction as PolicyDirection, HopRequest, TokenFacts, is_mcp_method};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -37,7 +35,7 @@ use crate::http::mcp::{McpCall, ToolFilter};
 use crate::http::{
     Body, Malformed, RequestError, WithoutTrailers, full_body, headers, path, stream_body,
 };
-use crate::streams::{OpenFacts, PeerChain, Streams};
+use crate::streams::{OpenParties, Streams};
 use crate::telemetry::audit::{AuditSink, AuditToken};
 use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
 use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
@@ -174,11 +172,14 @@ pub(crate) trait Side: Sync {
         None
     }
 
-    /// The peer's verified chain, for an open request's re-verification (inbound); `None`
-    /// outbound.
-    fn peer_chain(&self, _conn: &Self::Conn) -> Option<PeerChain> {
-        None
-    }
+    /// The parties an open request of `conn` is kept with, shared by the requests of its
+    /// connection (inbound) or route (outbound), and the identity generation its peer's chain
+    /// was last verified under (0 outbound, which keeps no chain).
+    fn open_parties(
+        &self,
+        conn: &Self::Conn,
+        admission: &Self::Admission,
+    ) -> (Arc<OpenParties>, u64);
 }
 
 /// The parties of one hop, as a side's admission found them.
@@ -329,7 +330,7 @@ pub(crate) async fn serve<S: Side>(
         req.version(),
     );
     side.on_start(conn, &span);
-    let (result, record) = run(side, conn, req, trace.as_ref(), &span).await;
+    let (result, record) = run(side, conn, req, trace.as_ref(), &span, start).await;
     record.finish(side, conn, result, &span, start)
 }
 
@@ -341,8 +342,8 @@ struct Admitted<A> {
     body: Body,
     /// A `tools/list` whose result is filtered on the way back (inbound, MCP-06).
     filter: Option<ToolFilter>,
-    /// What it was admitted on, to register it as open, and the policy snapshot that decided.
-    open: Option<(OpenFacts, Option<Arc<PolicySnapshot>>)>,
+    /// What it was admitted on, to register it as open.
+    open: Option<open::Admitted>,
     /// Held until the response head is back.
     _permit: OwnedSemaphorePermit,
 }
@@ -355,13 +356,14 @@ async fn run<S: Side>(
     req: Request<Incoming>,
     trace: Option<&CallerTrace>,
     span: &HopSpan,
+    start: Instant,
 ) -> (
     Result<(Response<Body>, DecisionLabel), RequestError>,
     Record,
 ) {
     let shared = side.shared();
     let (mut parts, body) = req.into_parts();
-    let (admitted, record) = admit(side, conn, &mut parts, body, trace, span).await;
+    let (admitted, record) = admit(side, conn, &mut parts, body, trace, span, start).await;
     let Admitted {
         admission,
         label,
@@ -384,13 +386,15 @@ async fn run<S: Side>(
     // The next hop's (or the app's) spans become children of this one.
     shared.telemetry.tracing.inject(span, &mut parts.headers);
     let req = Request::from_parts(parts, body);
-    let registration = open.map(|(facts, decided_on)| open::register(shared, facts, decided_on));
+    let registration = open.map(|open| open.register(shared));
     let sent = match &registration {
         // A request cut while its response head is awaited is answered as a new one refused
-        // for the same reason would be.
+        // for the same reason would be. The send is polled first: the cut is only waited on
+        // while the head is not back.
         Some(registration) => tokio::select! {
-            reason = registration.open().cut_signal() => Err(open::cut_error(reason)),
+            biased;
             rsp = side.send(&admission, req) => rsp,
+            reason = registration.open().cut_signal() => Err(open::cut_error(reason)),
         },
         None => side.send(&admission, req).await,
     };
@@ -427,6 +431,7 @@ async fn admit<S: Side>(
     body: Incoming,
     trace: Option<&CallerTrace>,
     span: &HopSpan,
+    start: Instant,
 ) -> (Result<Admitted<S::Admission>, RequestError>, Record) {
     let shared = side.shared();
     let refused = |err: RequestError, parts: &Parts, request: Option<&HttpFacts<'_>>| {
@@ -537,8 +542,13 @@ async fn admit<S: Side>(
         filter = mcp::tool_filter::<S>(shared, call, &hop.request(direction), &request);
     }
     let open = (label != DecisionLabel::Deny && shared.streams.enabled()).then(|| {
-        let facts = open::facts(side, conn, parts, &parties, &request, facts, &record);
-        (facts, decided_on)
+        let (kept, generation) = side.open_parties(conn, &admission);
+        let facts = open::facts::<S>(kept, parts, &parties, &request, facts, &record);
+        open::Admitted {
+            // Its age counts from its arrival.
+            open: shared.streams.open(facts, generation, start),
+            decided_on,
+        }
     });
     let admitted = match label {
         DecisionLabel::Deny => Err(RequestError::Forbidden),

@@ -25,7 +25,7 @@ use crate::http::{Body, RequestError};
 use crate::identity::IdentityStore;
 use crate::listener::Listener;
 use crate::shutdown;
-use crate::streams::{PeerChain, Streams};
+use crate::streams::{OpenParties, Streams};
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::trace::HopSpan;
 use crate::telemetry::traceparent::CallerTrace;
@@ -207,7 +207,11 @@ impl hop::Side for InboundSide {
         Some(peer.identity.id())
     }
 
-    fn peer_chain(&self, peer: &Peer) -> Option<PeerChain> {
-        Some(peer.open_chain())
+    fn open_parties(
+        &self,
+        peer: &Peer,
+        _token: &Option<VerifiedClaims>,
+    ) -> (Arc<OpenParties>, u64) {
+        peer.open_parties()
     }
 }

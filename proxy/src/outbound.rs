@@ -18,7 +18,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hopgate_config::{InboundConfig, InboundLimits, InboundTimeouts, OutboundConfig, Route};
 use http::request::Parts;
@@ -35,7 +35,7 @@ use crate::http::{Body, Malformed, RequestError};
 use crate::identity::IdentityStore;
 use crate::listener::{Accepted, Listener};
 use crate::shutdown;
-use crate::streams::Streams;
+use crate::streams::{OpenParties, Streams};
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::trace::HopSpan;
 use crate::telemetry::traceparent::CallerTrace;
@@ -96,6 +96,9 @@ struct Destination {
     /// The route's `original_dst`, resolved when it is a name (transparent mode only).
     original: Option<Resolved>,
     upstream: Upstream,
+    /// What its open requests are kept with, made by the first and shared by the next ones
+    /// sent under the same SVID.
+    open: Mutex<Option<Arc<OpenParties>>>,
 }
 
 // === impl Outbound ===
@@ -183,6 +186,28 @@ impl Outbound {
     }
 }
 
+// === impl Destination ===
+
+impl Destination {
+    /// The parties of an open request sent on this route by `own`.
+    fn open_parties(&self, own: &hopgate_config::SpiffeId) -> Arc<OpenParties> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*open {
+            Some(parties) if parties.own == *own => Arc::clone(parties),
+            _ => {
+                let parties = Arc::new(OpenParties {
+                    peer: None,
+                    own: own.clone(),
+                    dest: Some(self.route.identity().clone()),
+                    peer_chain: None,
+                });
+                *open = Some(Arc::clone(&parties));
+                parties
+            }
+        }
+    }
+}
+
 /// Every route with its pooled client, in configuration order.
 fn destinations(config: &OutboundConfig, timeouts: &InboundTimeouts) -> Vec<Arc<Destination>> {
     config
@@ -203,6 +228,7 @@ fn destinations(config: &OutboundConfig, timeouts: &InboundTimeouts) -> Vec<Arc<
                     timeouts.app_connect(),
                     timeouts.app_response(),
                 ),
+                open: Mutex::default(),
             })
         })
         .collect()
@@ -317,6 +343,13 @@ impl hop::Side for OutboundSide {
             resource: None,
             client_addr: conn.remote,
         }
+    }
+
+    fn open_parties(&self, _conn: &AppConn, out: &Outgoing) -> (Arc<OpenParties>, u64) {
+        (
+            out.destination.open_parties(out.delegation.identity.id()),
+            0,
+        )
     }
 
     /// Only the minted token crosses the hop.

@@ -23,13 +23,14 @@
 //! turns into `RST_STREAM(CANCEL)` on HTTP/2 (other streams on the connection go on) and into a
 //! connection close mid-body on HTTP/1.1, so the client never takes a cut body for a whole one.
 //!
-//! Registering costs one map insert under a mutex and the copies of the facts; the registry is
-//! bounded by the connections and streams the listener admits
-//! (`max_connections × max_concurrent_streams`, the in-flight cap's figure), since every entry
-//! is one open HTTP stream.
+//! Most requests end before anything changes, so registering is kept cheap: the request's text
+//! is copied into one buffer, the connection's (or route's) parties are shared, no clock is read
+//! (deadlines are compared by the sweep), the entry goes into a slab slot under a mutex, and an
+//! ended entry is written over by the next request rather than freed. The registry is bounded by
+//! the connections and streams the listener admits (`max_connections ×
+//! max_concurrent_streams`, the in-flight cap's figure), since every entry is one open HTTP
+//! stream.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -38,25 +39,25 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use hopgate_config::{SpiffeId, StreamsConfig};
-use hopgate_policy::{Direction, TokenFacts};
-use http::Method;
+use hopgate_config::StreamsConfig;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use rustls_pki_types::CertificateDer;
 use tokio::sync::Notify;
 
 use crate::http::BoxError;
 use crate::identity::IdentityStore;
-use crate::telemetry::traceparent::TraceIdHex;
 
+mod facts;
 mod judge;
 mod record;
 mod sweep;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use facts::{OpenFacts, OpenParties, OpenText, OpenToken, PeerChain, Piece};
 pub(crate) use judge::revoked;
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) use sweep::sweep;
 pub(crate) use sweep::{Owner, watch};
 
 /// How often open requests are looked at while any is open: deadlines are met within this, and
@@ -106,8 +107,48 @@ impl CutReason {
     }
 }
 
-/// The open requests by registration number.
-type OpenMap = HashMap<u64, Arc<Open>, foldhash::fast::FixedState>;
+/// The open requests, each in a slot of its own until it ends. A slab, not a map: requests
+/// come and go all the time, and a hash map's deleted entries would have it rehash again and
+/// again.
+#[derive(Debug, Default)]
+struct OpenSlots {
+    slots: Vec<Option<Arc<Open>>>,
+    /// The empty slots, reused before the slab grows.
+    free: Vec<usize>,
+    len: usize,
+    /// Entries of ended requests, kept to be written over by the next ones: a request's entry
+    /// is allocated on one worker thread and often freed on another, which keeps the allocator
+    /// off its fast path.
+    spare: Vec<Arc<Open>>,
+}
+
+/// How many ended entries are kept for reuse.
+const SPARE: usize = 64;
+
+impl OpenSlots {
+    fn insert(&mut self, open: Arc<Open>) -> usize {
+        self.len += 1;
+        if let Some(slot) = self.free.pop()
+            && let Some(empty) = self.slots.get_mut(slot)
+        {
+            *empty = Some(open);
+            return slot;
+        }
+        self.slots.push(Some(open));
+        self.slots.len() - 1
+    }
+
+    fn remove(&mut self, slot: usize) -> Option<Arc<Open>> {
+        let taken = self.slots.get_mut(slot)?.take()?;
+        self.len -= 1;
+        self.free.push(slot);
+        Some(taken)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<Open>> {
+        self.slots.iter().flatten()
+    }
+}
 
 /// The registry of one side's open requests.
 #[derive(Debug)]
@@ -116,8 +157,7 @@ pub(crate) struct Streams {
     max_age: Option<Duration>,
     leeway: Duration,
     identity: Arc<IdentityStore>,
-    open: Mutex<OpenMap>,
-    next_id: AtomicU64,
+    open: Mutex<OpenSlots>,
     /// Set while the sweeper waits for the first registration; a registration then wakes it.
     parked: AtomicBool,
     /// Wakes the sweeper: a registration while it is parked, or a policy reload.
@@ -129,8 +169,7 @@ pub(crate) struct Streams {
 pub(crate) struct Open {
     pub(crate) facts: OpenFacts,
     admitted: Instant,
-    /// The earliest of its deadlines, and the reason it would be cut for then.
-    deadline: Option<(Instant, CutReason)>,
+    deadlines: Deadlines,
     cut: AtomicU8,
     waker: AtomicWaker,
     /// The response's status once its head went out; 0 before.
@@ -142,63 +181,11 @@ pub(crate) struct Open {
     policy_stale: AtomicBool,
 }
 
-/// The facts a request was admitted on, owned, so it can be decided again.
-#[derive(Debug)]
-pub(crate) struct OpenFacts {
-    pub(crate) direction: Direction,
-    /// The mTLS peer (inbound); `None` outbound, where the caller is this workload.
-    pub(crate) peer: Option<SpiffeId>,
-    pub(crate) own: SpiffeId,
-    pub(crate) dest: SpiffeId,
-    pub(crate) method: Method,
-    pub(crate) path: Box<str>,
-    pub(crate) host: Option<Box<str>>,
-    pub(crate) action: Option<Box<str>>,
-    pub(crate) intent: Vec<(Box<str>, Box<str>)>,
-    pub(crate) mcp: Option<OpenMcp>,
-    pub(crate) token: Option<OpenToken>,
-    pub(crate) route: Option<Box<str>>,
-    pub(crate) client_addr: Option<SocketAddr>,
-    pub(crate) trace_id: Option<TraceIdHex>,
-    /// The request's decision id: the cut's audit record names the request it ends.
-    pub(crate) decision_id: Arc<str>,
-    /// The peer's certificate chain, leaf first (inbound), re-verified when bundles change.
-    pub(crate) peer_chain: Option<PeerChain>,
-}
-
-/// The MCP call of a request on an MCP path.
-#[derive(Debug)]
-pub(crate) struct OpenMcp {
-    pub(crate) method: Box<str>,
-    pub(crate) name: Option<Box<str>>,
-    pub(crate) protocol_version: Box<str>,
-}
-
-/// The hop token a request was admitted with (inbound) or sent with (outbound).
-#[derive(Debug)]
-pub(crate) struct OpenToken {
-    pub(crate) facts: TokenFacts,
-    pub(crate) jti: Box<str>,
-    pub(crate) hash: [u8; 32],
-    pub(crate) prv: Option<Box<str>>,
-    pub(crate) depth: usize,
-    pub(crate) expires_at: SystemTime,
-}
-
-/// An inbound connection's verified chain and its leaf's notAfter.
-#[derive(Clone, Debug)]
-pub(crate) struct PeerChain {
-    pub(crate) certs: Arc<[CertificateDer<'static>]>,
-    pub(crate) not_after: SystemTime,
-    /// The identity generation it was verified under (see `IdentityStore::generation`).
-    pub(crate) generation: u64,
-}
-
 /// Keeps a request in the registry; dropping it takes the request out.
 #[derive(Debug)]
 pub(crate) struct Registration {
     streams: Arc<Streams>,
-    id: u64,
+    slot: usize,
     open: Arc<Open>,
 }
 
@@ -219,7 +206,6 @@ impl Streams {
             leeway,
             identity,
             open: Mutex::default(),
-            next_id: AtomicU64::new(0),
             parked: AtomicBool::new(false),
             wake,
         }
@@ -231,76 +217,92 @@ impl Streams {
         self.reauthorize || self.max_age.is_some()
     }
 
-    /// Registers an admitted request until the returned guard is dropped.
-    pub(crate) fn register(self: &Arc<Self>, facts: OpenFacts) -> Registration {
-        let admitted = Instant::now();
-        let deadline = self.deadline(&facts, admitted);
-        let chain_generation = facts.peer_chain.as_ref().map_or(0, |c| c.generation);
-        let open = Arc::new(Open {
+    /// The entry of a request admitted at `admitted`, whose peer's chain (inbound) was last
+    /// verified under identity generation `chain_generation`: made where the facts are, so only
+    /// a pointer travels on to [`register`](Self::register).
+    pub(crate) fn open(
+        &self,
+        facts: OpenFacts,
+        chain_generation: u64,
+        admitted: Instant,
+    ) -> Arc<Open> {
+        let deadlines = self.deadlines(&facts, admitted);
+        let open = Open {
             facts,
             admitted,
-            deadline,
+            deadlines,
             cut: AtomicU8::new(0),
             waker: AtomicWaker::new(),
             status: AtomicU16::new(0),
             chain_generation: AtomicU64::new(chain_generation),
             policy_stale: AtomicBool::new(false),
-        });
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, Arc::clone(&open));
+        };
+        let spare = self.lock().spare.pop();
+        if let Some(mut spare) = spare
+            && let Some(entry) = Arc::get_mut(&mut spare)
+        {
+            *entry = open;
+            return spare;
+        }
+        Arc::new(open)
+    }
+
+    /// Registers `open` until the returned guard is dropped.
+    pub(crate) fn register(self: &Arc<Self>, open: Arc<Open>) -> Registration {
+        let slot = self.lock().insert(Arc::clone(&open));
         if self.parked.load(Ordering::Acquire) {
             self.wake.notify_one();
         }
         Registration {
             streams: Arc::clone(self),
-            id,
+            slot,
             open,
         }
     }
 
-    /// The earliest moment `facts` stop passing on their own: the token's `exp` + leeway, the
-    /// peer SVID's notAfter (both only when re-authorizing), the age limit.
-    fn deadline(&self, facts: &OpenFacts, admitted: Instant) -> Option<(Instant, CutReason)> {
-        let now = SystemTime::now();
-        let after = |at: SystemTime| admitted + at.duration_since(now).unwrap_or(Duration::ZERO);
-        let mut earliest: Option<(Instant, CutReason)> = None;
-        let mut consider = |at: Instant, reason: CutReason| {
-            if earliest.is_none_or(|(first, _)| at < first) {
-                earliest = Some((at, reason));
-            }
-        };
+    /// When `facts` stop passing on their own: the token's `exp` + leeway and the peer SVID's
+    /// notAfter (only when re-authorizing), the age limit. No clock is read: the sweep compares.
+    fn deadlines(&self, facts: &OpenFacts, admitted: Instant) -> Deadlines {
+        let mut wall: Option<(SystemTime, CutReason)> = None;
         if self.reauthorize {
-            if let Some(token) = &facts.token {
-                consider(
-                    after(token.expires_at + self.leeway),
-                    CutReason::TokenExpired,
-                );
-            }
-            if let Some(chain) = &facts.peer_chain {
-                consider(after(chain.not_after), CutReason::Trust);
+            let token = facts
+                .token
+                .as_ref()
+                .map(|token| (token.expires_at + self.leeway, CutReason::TokenExpired));
+            let chain = facts
+                .parties
+                .peer_chain
+                .as_ref()
+                .map(|chain| (chain.not_after, CutReason::Trust));
+            for deadline in [token, chain].into_iter().flatten() {
+                if wall.is_none_or(|(first, _)| deadline.0 < first) {
+                    wall = Some(deadline);
+                }
             }
         }
-        if let Some(max_age) = self.max_age {
-            consider(admitted + max_age, CutReason::MaxAge);
+        Deadlines {
+            wall,
+            age: self
+                .max_age
+                .and_then(|max_age| admitted.checked_add(max_age)),
         }
-        earliest
     }
 
     /// How many requests are open.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().len
     }
 
     /// The open requests not yet cut that `wanted` picks, for a re-decision outside the lock.
     fn pick(&self, wanted: impl Fn(&Open) -> bool) -> Vec<Arc<Open>> {
         self.lock()
-            .values()
+            .iter()
             .filter(|open| open.cut_reason().is_none() && wanted(open))
             .cloned()
             .collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, OpenMap> {
+    fn lock(&self) -> MutexGuard<'_, OpenSlots> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -339,6 +341,35 @@ impl Open {
     /// Resolves once it is cut: for the wait on a response head.
     pub(crate) fn cut_signal(&self) -> CutSignal<'_> {
         CutSignal { open: self }
+    }
+}
+
+/// When an open request stops passing on its own.
+#[derive(Clone, Copy, Debug)]
+struct Deadlines {
+    /// The earliest on the wall clock (the token's `exp` + leeway, the peer SVID's notAfter),
+    /// and the reason it would be cut for then.
+    wall: Option<(SystemTime, CutReason)>,
+    /// `inbound.streams.max_age` past its admission.
+    age: Option<Instant>,
+}
+
+// === impl Deadlines ===
+
+impl Deadlines {
+    /// The reason it is cut for at `now` (`wall` on the wall clock), if a deadline has passed:
+    /// the one that passed first, when both have.
+    fn due(&self, now: Instant, wall: SystemTime) -> Option<CutReason> {
+        let by_wall = self
+            .wall
+            .and_then(|(at, reason)| Some((wall.duration_since(at).ok()?, reason)));
+        let by_age = self
+            .age
+            .and_then(|at| Some((now.checked_duration_since(at)?, CutReason::MaxAge)));
+        match (by_wall, by_age) {
+            (Some(wall), Some(age)) => Some(if wall.0 >= age.0 { wall.1 } else { age.1 }),
+            (wall, age) => wall.or(age).map(|(_, reason)| reason),
+        }
     }
 }
 
@@ -386,7 +417,14 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.streams.lock().remove(&self.id);
+        // The waker would keep the request's task alive while the entry waits to be reused.
+        drop(self.open.waker.take());
+        let mut slots = self.streams.lock();
+        drop(slots.remove(self.slot));
+        // Kept only when nothing else holds it (a sweep may): the next `open` writes over it.
+        if slots.spare.len() < SPARE && Arc::strong_count(&self.open) == 1 {
+            slots.spare.push(Arc::clone(&self.open));
+        }
     }
 }
 
@@ -427,13 +465,17 @@ where
         if open.cut_reason().is_some() {
             return Poll::Ready(Some(Err(cancel())));
         }
-        open.waker.register(cx.waker());
-        if open.cut_reason().is_some() {
-            return Poll::Ready(Some(Err(cancel())));
+        let frame = this.inner.poll_frame(cx);
+        if frame.is_pending() {
+            // Waiting on the app: a cut must wake the body too. Registered only now, so a body
+            // whose frames are ready never pays for it; checked again after, so a cut between
+            // the two is not missed.
+            open.waker.register(cx.waker());
+            if open.cut_reason().is_some() {
+                return Poll::Ready(Some(Err(cancel())));
+            }
         }
-        this.inner
-            .poll_frame(cx)
-            .map(|frame| frame.map(|frame| frame.map_err(Into::into)))
+        frame.map(|frame| frame.map(|frame| frame.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -9,10 +9,12 @@ use hopgate_policy::{Direction as PolicyDirection, PolicySnapshot, TokenFacts};
 use http::request::Parts;
 
 use super::record::Record;
-use super::{Hop, Parties, Shared, Side, policy_direction};
+use super::{Hop, HopToken, Parties, Shared, Side, policy_direction};
 use crate::http::authorize::{Authorizer, HttpFacts, Verdict};
 use crate::http::{Body, RequestError, stream_body};
-use crate::streams::{CutReason, Guarded, OpenFacts, OpenMcp, OpenToken, Registration};
+use crate::streams::{
+    CutReason, Guarded, Open, OpenFacts, OpenParties, OpenText, OpenToken, Registration,
+};
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{DecisionLabel, ProxyMetrics};
 use crate::telemetry::trace::HopSpan;
@@ -71,24 +73,28 @@ where
     }
 }
 
-/// Registers an admitted request as open. One decided on a snapshot that was replaced before
-/// it got here is decided again by the sweeper: no reload slips between its decision and its
-/// registration.
-pub(super) fn register(
-    shared: &Shared,
-    facts: OpenFacts,
-    decided_on: Option<Arc<PolicySnapshot>>,
-) -> Registration {
-    let registration = shared.streams.register(facts);
-    if let Some(decided_on) = decided_on
-        && shared
-            .authorizer
-            .policy_snapshot()
-            .is_none_or(|current| !Arc::ptr_eq(&current, &decided_on))
-    {
-        registration.decided_on_stale_policy();
+/// What an admitted request is registered as open with.
+pub(super) struct Admitted {
+    pub(super) open: Arc<Open>,
+    /// The policy snapshot that decided it.
+    pub(super) decided_on: Option<Arc<PolicySnapshot>>,
+}
+
+impl Admitted {
+    /// Registers it. One decided on a snapshot that was replaced before it got here is decided
+    /// again by the sweeper: no reload slips between its decision and its registration.
+    pub(super) fn register(self, shared: &Shared) -> Registration {
+        let registration = shared.streams.register(self.open);
+        if let Some(decided_on) = self.decided_on
+            && shared
+                .authorizer
+                .policy_snapshot()
+                .is_none_or(|current| !Arc::ptr_eq(&current, &decided_on))
+        {
+            registration.decided_on_stale_policy();
+        }
+        registration
     }
-    registration
 }
 
 /// The refusal of a request cut before its response head: what a new request refused for the
@@ -103,52 +109,51 @@ pub(super) fn cut_error(reason: CutReason) -> RequestError {
     }
 }
 
-/// Owned copies of what a request was admitted on, for the registry of open requests.
+/// Owned copies of what a request was admitted on, for the registry of open requests: its
+/// text in one allocation, its connection's or route's `parties` shared.
 pub(super) fn facts<S: Side>(
-    side: &S,
-    conn: &S::Conn,
+    parties: Arc<OpenParties>,
     parts: &Parts,
-    parties: &Parties<'_>,
+    hop: &Parties<'_>,
     request: &HttpFacts<'_>,
     facts: Option<TokenFacts>,
     record: &Record,
 ) -> OpenFacts {
-    let token = parties.token.map(|token| {
-        let audit = token.audit();
-        OpenToken {
-            jti: audit.jti.into(),
+    let audit = hop.token.as_ref().map(HopToken::audit);
+    let mcp = request.mcp;
+    let text = OpenText::new(
+        [
+            Some(request.path),
+            request.authority,
+            request.action,
+            mcp.map(|mcp| mcp.method),
+            mcp.and_then(|mcp| mcp.name),
+            mcp.map(|mcp| mcp.protocol_version),
+            hop.route,
+            audit.as_ref().map(|audit| audit.jti),
+            audit.as_ref().and_then(|audit| audit.prv),
+        ],
+        &request.intent,
+    );
+    let token = hop
+        .token
+        .as_ref()
+        .zip(audit)
+        .map(|(token, audit)| OpenToken {
             hash: *audit.hash,
-            prv: audit.prv.map(Into::into),
             depth: audit.depth,
             expires_at: token.expires_at(),
             facts: facts.unwrap_or_else(|| token.facts()),
-        }
-    });
+        });
     let (decision_id, trace_id) = record.ids();
     OpenFacts {
         direction: policy_direction(S::DIRECTION),
-        peer: parties.peer.cloned(),
-        own: parties.own.clone(),
-        dest: parties.dest.clone(),
+        parties,
         method: parts.method.clone(),
-        path: request.path.into(),
-        host: request.authority.map(Into::into),
-        action: request.action.map(Into::into),
-        intent: request
-            .intent
-            .iter()
-            .map(|(name, value)| ((*name).into(), (*value).into()))
-            .collect(),
-        mcp: request.mcp.map(|mcp| OpenMcp {
-            method: mcp.method.into(),
-            name: mcp.name.map(Into::into),
-            protocol_version: mcp.protocol_version.into(),
-        }),
+        text,
         token,
-        route: parties.route.map(Into::into),
-        client_addr: parties.client_addr,
+        client_addr: hop.client_addr,
         trace_id,
         decision_id,
-        peer_chain: side.peer_chain(conn),
     }
 }

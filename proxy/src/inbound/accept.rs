@@ -19,7 +19,7 @@ use crate::hop;
 use crate::identity::IdentitySnapshot;
 use crate::listener::Accepted;
 use crate::shutdown;
-use crate::streams::PeerChain;
+use crate::streams::{OpenParties, PeerChain};
 use crate::tls::HandshakeFailureReason;
 use crate::tls::{PeerIdentity, classify_handshake_error};
 
@@ -33,9 +33,10 @@ pub(super) struct Peer {
     pub(super) remote: SocketAddr,
     /// Its IP, formatted once, for the spans' `client.address`.
     pub(super) client_ip: Box<str>,
-    /// The chain it presented, leaf first, verified under identity generation
-    /// `verified_under` (or a later one): verified again when the bundles change.
-    pub(super) chain: PeerChain,
+    /// What its open requests are kept with, among it the chain it presented, leaf first,
+    /// verified under identity generation `verified_under` (or a later one): verified again
+    /// when the bundles change.
+    pub(super) open: Arc<OpenParties>,
     pub(super) verified_under: AtomicU64,
 }
 
@@ -47,13 +48,16 @@ impl Peer {
     /// identity update rather than per request. A connection made before a bundle change does
     /// not outlive the trust it was made under.
     pub(super) fn still_trusted(&self, generation: u64, snapshot: &IdentitySnapshot) -> bool {
-        if SystemTime::now() >= self.chain.not_after {
+        let Some(chain) = &self.open.peer_chain else {
+            return false;
+        };
+        if SystemTime::now() >= chain.not_after {
             return false;
         }
         if self.verified_under.load(Ordering::Acquire) >= generation {
             return true;
         }
-        let Some((leaf, intermediates)) = self.chain.certs.split_first() else {
+        let Some((leaf, intermediates)) = chain.certs.split_first() else {
             return false;
         };
         let verified = snapshot
@@ -66,13 +70,13 @@ impl Peer {
         verified
     }
 
-    /// The chain as an open request keeps it.
-    pub(super) fn open_chain(&self) -> PeerChain {
-        PeerChain {
-            certs: Arc::clone(&self.chain.certs),
-            not_after: self.chain.not_after,
-            generation: self.verified_under.load(Ordering::Acquire),
-        }
+    /// What an open request on the connection is kept with, and the identity generation its
+    /// chain was last verified under.
+    pub(super) fn open_parties(&self) -> (Arc<OpenParties>, u64) {
+        (
+            Arc::clone(&self.open),
+            self.verified_under.load(Ordering::Acquire),
+        )
     }
 }
 
@@ -151,18 +155,22 @@ impl Connection {
             tracing::warn!(client.addr = %remote, "peer identity does not fit a header");
             return;
         };
-        let chain = PeerChain {
-            certs,
-            not_after: peer.not_after(),
-            generation,
-        };
+        let open = Arc::new(OpenParties {
+            peer: Some(peer.id().clone()),
+            own: own.clone(),
+            dest: None,
+            peer_chain: Some(PeerChain {
+                certs,
+                not_after: peer.not_after(),
+            }),
+        });
         let peer = Arc::new(Peer {
             identity: peer,
             own,
             xfcc,
             remote,
             client_ip: crate::telemetry::trace::client_ip(remote),
-            chain,
+            open,
             verified_under: AtomicU64::new(generation),
         });
         let side = self.side;

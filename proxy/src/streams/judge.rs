@@ -5,12 +5,12 @@ use std::time::SystemTime;
 
 use hopgate_config::InboundMode;
 use hopgate_policy::{
-    Decision, Effect, HopRequest, McpFacts, PolicySnapshot, Revocation, RevocationFacts,
-    Revocations, TokenFacts,
+    Decision, Effect, HopRequest, PolicySnapshot, Revocation, RevocationFacts, Revocations,
+    TokenFacts,
 };
 use rustls_pki_types::UnixTime;
 
-use super::{CutReason, OpenFacts};
+use super::{CutReason, OpenFacts, Piece};
 use crate::identity::IdentitySnapshot;
 
 /// What an open request is judged against in one sweep. A part left `None` did not change
@@ -41,8 +41,9 @@ impl Judge<'_> {
     /// Revocations first (they name the request itself), then the policy, then trust.
     pub(super) fn judge(&self, facts: &OpenFacts) -> Option<Verdict> {
         if let Some(policy) = self.policy {
-            let principal = facts.peer.as_ref().unwrap_or(&facts.own).as_str();
-            let token = facts.token.as_ref().map(|t| (&t.facts, &*t.jti));
+            let principal = facts.principal().as_str();
+            let jti = facts.text.get(Piece::Jti).unwrap_or_default();
+            let token = facts.token.as_ref().map(|t| (&t.facts, jti));
             if revoked(policy.revocations(), principal, token, self.now).is_some() {
                 return Some(Verdict {
                     reason: CutReason::Revoked,
@@ -51,7 +52,7 @@ impl Judge<'_> {
             }
             let decision = self
                 .cedar
-                .then(|| policy.authorize(&request(facts, &intent(facts))));
+                .then(|| policy.authorize(&request(facts, &facts.text.intent())));
             if let Some(decision) = decision
                 && decision.effect() == Effect::Deny
                 && self.mode == InboundMode::Enforce
@@ -62,7 +63,7 @@ impl Judge<'_> {
                 });
             }
         }
-        if let (Some(identity), Some(chain)) = (self.identity, &facts.peer_chain) {
+        if let (Some(identity), Some(chain)) = (self.identity, &facts.parties.peer_chain) {
             let (leaf, intermediates) = chain.certs.split_first()?;
             let now = UnixTime::since_unix_epoch(
                 self.now
@@ -117,30 +118,17 @@ pub(crate) fn revoked<'r>(
     })
 }
 
-/// The intent entries as the policy request borrows them.
-fn intent(facts: &OpenFacts) -> Vec<(&str, &str)> {
-    facts
-        .intent
-        .iter()
-        .map(|(name, value)| (&**name, &**value))
-        .collect()
-}
-
 /// The hop request a new request with these facts would be decided on.
 fn request<'a>(facts: &'a OpenFacts, intent: &'a [(&'a str, &'a str)]) -> HopRequest<'a> {
-    let mcp = facts.mcp.as_ref().map(|mcp| McpFacts {
-        method: &mcp.method,
-        name: mcp.name.as_deref(),
-        protocol_version: &mcp.protocol_version,
-    });
+    let mcp = facts.mcp();
     HopRequest {
-        peer: facts.peer.as_ref().unwrap_or(&facts.own),
-        destination: &facts.dest,
+        peer: facts.principal(),
+        destination: facts.dest(),
         direction: facts.direction,
-        action: mcp.map(|mcp| mcp.method).or(facts.action.as_deref()),
+        action: mcp.map(|mcp| mcp.method).or(facts.text.get(Piece::Action)),
         method: facts.method.as_str(),
-        path: &facts.path,
-        host: facts.host.as_deref().unwrap_or_default(),
+        path: facts.path(),
+        host: facts.text.get(Piece::Host).unwrap_or_default(),
         intent,
         token: facts.token.as_ref().map(|token| &token.facts),
         mcp,

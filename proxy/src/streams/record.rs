@@ -4,7 +4,7 @@
 use hopgate_config::InboundMode;
 use hopgate_policy::Decision;
 
-use super::{CutReason, Open};
+use super::{CutReason, Open, Piece};
 use crate::telemetry::audit::{AuditEnd, AuditHead, AuditSink, AuditToken};
 use crate::telemetry::metrics::ProxyMetrics;
 use crate::telemetry::stdout::Kept;
@@ -20,7 +20,7 @@ pub(super) fn cut(
     audit: &AuditSink,
 ) {
     let facts = &open.facts;
-    let principal = facts.peer.as_ref().unwrap_or(&facts.own);
+    let principal = facts.principal();
     tracing::info!(
         direction = facts.direction.as_str(),
         peer.id = %principal,
@@ -33,16 +33,11 @@ pub(super) fn cut(
     metrics.record_stream_closed(reason.as_str());
     let token = facts.token.as_ref().map(|token| AuditToken {
         txn: token.facts.txn.as_deref().unwrap_or_default(),
-        jti: &token.jti,
+        jti: facts.text.get(Piece::Jti).unwrap_or_default(),
         hash: &token.hash,
-        prv: token.prv.as_deref(),
+        prv: facts.text.get(Piece::Prv),
         sub: &token.facts.sub,
         depth: token.depth,
-    });
-    let mcp = facts.mcp.as_ref().map(|mcp| hopgate_policy::McpFacts {
-        method: &mcp.method,
-        name: mcp.name.as_deref(),
-        protocol_version: &mcp.protocol_version,
     });
     let head = AuditHead {
         event: Some("stream_closed"),
@@ -51,17 +46,17 @@ pub(super) fn cut(
         direction: facts.direction,
         principal: Some(principal.as_str()),
         action: decision.map(Decision::action),
-        resource: Some(facts.dest.as_str()),
+        resource: Some(facts.dest().as_str()),
         policies: decision.map_or(&[], Decision::policies),
         errors: decision.map_or(&[], Decision::errors),
         method: facts.method.as_str(),
-        path: &facts.path,
-        host: facts.host.as_deref(),
+        path: facts.path(),
+        host: facts.text.get(Piece::Host),
         client_addr: facts.client_addr,
-        route: facts.route.as_deref(),
+        route: facts.text.get(Piece::Route),
         trace_id: facts.trace_id.as_ref().map(TraceIdHex::as_str),
         token,
-        mcp,
+        mcp: facts.mcp(),
     };
     let end = AuditEnd {
         effect: effect(reason),

@@ -98,18 +98,18 @@ pub(crate) async fn sweep<S: Owner>(
     let generation = streams.identity.generation();
     let identity = streams.identity.snapshot();
     let reauthorize = streams.reauthorize;
+    let wall = SystemTime::now();
     let picked = streams.pick(|open| {
-        open.deadline.is_some_and(|(at, _)| at <= now)
+        open.deadlines.due(now, wall).is_some()
             || reauthorize
                 && (policy_changed
                     || open.policy_stale.load(Ordering::Acquire)
-                    || open.facts.peer_chain.is_some()
+                    || open.facts.parties.peer_chain.is_some()
                         && open.chain_generation.load(Ordering::Acquire) < generation)
     });
     seen.clone_from(&policy);
-    let wall = SystemTime::now();
     for (n, open) in picked.iter().enumerate() {
-        if let Some((reason, decision)) = verdict(open, now, |open| {
+        if let Some((reason, decision)) = verdict(open, now, wall, |open| {
             let stale = open.policy_stale.swap(false, Ordering::AcqRel);
             let chain_stale = open.chain_generation.load(Ordering::Acquire) < generation;
             let judge = Judge {
@@ -147,11 +147,12 @@ pub(crate) async fn sweep<S: Owner>(
 fn verdict(
     open: &Open,
     now: Instant,
+    wall: SystemTime,
     decide: impl FnOnce(&Open) -> Option<(super::CutReason, Option<hopgate_policy::Decision>)>,
 ) -> Option<(super::CutReason, Option<hopgate_policy::Decision>)> {
-    match open.deadline {
-        Some((at, reason)) if at <= now => Some((reason, None)),
-        _ => decide(open),
+    match open.deadlines.due(now, wall) {
+        Some(reason) => Some((reason, None)),
+        None => decide(open),
     }
 }
 
