@@ -12,7 +12,8 @@
 #   sealed   the traced hopgate pair with `telemetry.audit.sign: true`: the difference is what
 #            sealing the audit log costs
 #   before   with BEFORE_BIN=path/to/an/older/hopgate: the traced pair run by that binary, to
-#            compare two builds in one run
+#            compare two builds in one run (BEFORE_STREAMS=off: its inbound side keeps no registry
+#            of open requests, to measure the registry with BEFORE_BIN set to the same binary)
 #   mcp      the traced hopgate pair reading MCP (`mcp: { paths: [/mcp] }` on both sides): a 1 KiB
 #            JSON-RPC `tools/call` POSTed to /mcp with the 2026-07-28 headers, decided by its
 #            tool on both sides (the app answers a fixed JSON-RPC result)
@@ -211,6 +212,11 @@ YAML
 pair hopgate "$hg_a" "$hg_b" "$admin_a" "$admin_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }"
 pair untraced "$ut_a" "$ut_b" "$admin_ut_a" "$admin_ut_b" ""
 pair before "$bf_a" "$bf_b" "$admin_bf_a" "$admin_bf_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }"
+# BEFORE_STREAMS=off: the before pair's inbound side keeps no registry of open requests, so
+# BEFORE_BIN=the same binary measures what the registry costs B.
+if [ "${BEFORE_STREAMS:-on}" = off ]; then
+  sed -i 's/^  require_token: true$/  require_token: true\n  streams: { reauthorize: false }/' "$work/before-b.yaml"
+fi
 pair sealed "$sl_a" "$sl_b" "$admin_sl_a" "$admin_sl_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }, audit: { sign: true }"
 pair mcp "$mc_a" "$mc_b" "$admin_mc_a" "$admin_mc_b" ", otlp: { endpoint: \"http://$receiver\", protocol: http }"
 for side in a b; do

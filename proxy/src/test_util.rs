@@ -1,5 +1,6 @@
 //! Test support shared by hopgate's unit tests, its integration tests and its benches (the
-//! `test-util` feature): the one PKI builder. Nothing here is part of the sidecar.
+//! `test-util` feature): the one PKI builder, and the open-request registry driven from a bench.
+//! Nothing here is part of the sidecar.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,3 +12,4 @@
 )]
 
 pub mod pki;
+pub mod streams;
