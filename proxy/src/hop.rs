@@ -33,7 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::http::authorize::{Authorizer, HttpFacts};
 use crate::http::mcp::{McpCall, ToolFilter};
 use crate::http::{
-    Body, Malformed, RequestError, WithoutTrailers, full_body, headers, path, stream_body,
+    Body, BodyFailure, Malformed, RequestError, WithoutTrailers, full_body, headers, stream_body,
 };
 use crate::streams::{OpenParties, Streams};
 use crate::telemetry::audit::{AuditSink, AuditToken};
@@ -42,6 +42,7 @@ use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
 use crate::telemetry::traceparent::CallerTrace;
 use crate::token::{MintedToken, VerifiedClaims};
 
+mod hygiene;
 mod mcp;
 mod open;
 mod record;
@@ -342,6 +343,8 @@ struct Admitted<A> {
     body: Body,
     /// A `tools/list` whose result is filtered on the way back (inbound, MCP-06).
     filter: Option<ToolFilter>,
+    /// Whether the caller's body failed: a send that fails for it is the caller's fault.
+    body_failure: BodyFailure,
     /// What it was admitted on, to register it as open.
     open: Option<open::Admitted>,
     /// Held until the response head is back.
@@ -369,6 +372,7 @@ async fn run<S: Side>(
         label,
         body,
         filter,
+        body_failure,
         open,
         _permit,
     } = match admitted {
@@ -400,6 +404,11 @@ async fn run<S: Side>(
     };
     let rsp = match sent {
         Ok(rsp) => rsp,
+        // A malformed chunk or a caller gone mid-body is answered 400, not blamed upstream.
+        Err(_) if body_failure.failed() => {
+            let err = RequestError::BadRequest(Malformed::Body, "the request body broke off");
+            return (Err(err), record);
+        }
         Err(err) => return (Err(err), record),
     };
     let (mut parts, body) = rsp.into_parts();
@@ -446,12 +455,13 @@ async fn admit<S: Side>(
     if shared.telemetry.audit.refusing() {
         return refused(RequestError::AuditUnavailable, parts, None);
     }
-    if let Err(err) = hygiene(side, parts) {
+    if let Err(err) = hygiene::check(side, parts) {
         return refused(err, parts, None);
     }
     let parts = &*parts;
     // Declared before the facts, which borrow it.
     let call: Option<McpCall>;
+    let mut body_failure = BodyFailure::default();
     let mut request = match HttpFacts::from_parts(parts, shared.authorizer.intent_prefix()) {
         Ok(request) => request,
         Err(err) => return refused(err, parts, None),
@@ -495,7 +505,9 @@ async fn admit<S: Side>(
                 );
                 return refused(err, parts, Some(&request));
             }
-            stream_body(WithoutTrailers::new(body))
+            let (body, failure) = WithoutTrailers::watched(body);
+            body_failure = failure;
+            stream_body(body)
         }
     };
     let parties = side.parties(conn, &admission);
@@ -557,28 +569,12 @@ async fn admit<S: Side>(
             label,
             body,
             filter,
+            body_failure,
             open,
             _permit: permit,
         }),
     };
     (admitted, record)
-}
-
-/// Refusals of the head as it came: the side's own, hop-by-hop fields, the path, the authority.
-fn hygiene<S: Side>(side: &S, parts: &mut Parts) -> Result<(), RequestError> {
-    side.screen(parts)?;
-    // Connection-scoped fields describe the caller's hop, not the request (RFC 9110 §7.6.1).
-    headers::strip_hop_by_hop(&mut parts.headers).map_err(|_| {
-        RequestError::BadRequest(
-            Malformed::Connection,
-            "connection header nominates a framing field",
-        )
-    })?;
-    // The policy reads the path's bytes and one authority; a path the app could resolve
-    // differently, or a request naming two hosts, is refused (PATH-03, SMG-17 in
-    // docs/security.md).
-    path::check(parts.uri.path()).map_err(|e| RequestError::BadRequest(Malformed::Path, e))?;
-    headers::check_authority(parts).map_err(|e| RequestError::BadRequest(Malformed::Host, e))
 }
 
 /// The side as the policy engine names it.

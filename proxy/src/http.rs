@@ -4,6 +4,8 @@
 //! (the hop token, XFCC, the app) and `outbound/` (the credential swap, the destination).
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -44,18 +46,47 @@ pin_project! {
     /// A request body with its trailers dropped (SMG-16 in docs/security.md).
     ///
     /// A caller could otherwise send `x-forwarded-client-cert` or the hop-token header as a
-    /// trailer, after the head was cleaned, and an HTTP/1.1 upstream would receive it.
+    /// trailer, after the head was cleaned, and an HTTP/1.1 upstream would receive it. It also
+    /// notes when the caller's body fails (a malformed chunk, a connection gone mid-body), so a
+    /// send that fails for it is answered 400, not blamed on the upstream.
     #[derive(Debug)]
     pub struct WithoutTrailers<B> {
         #[pin]
         inner: B,
+        failed: Option<Arc<AtomicBool>>,
+    }
+}
+
+/// Whether a request body read through [`WithoutTrailers::watched`] failed.
+#[derive(Clone, Debug, Default)]
+pub struct BodyFailure(Option<Arc<AtomicBool>>);
+
+impl BodyFailure {
+    /// Whether the caller's body failed.
+    pub fn failed(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|failed| failed.load(Ordering::Acquire))
     }
 }
 
 impl<B> WithoutTrailers<B> {
     /// Wraps `inner`.
     pub fn new(inner: B) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            failed: None,
+        }
+    }
+}
+
+impl<B: http_body::Body> WithoutTrailers<B> {
+    /// Wraps `inner`, and tells whether it failed. A body that has ended already (a `GET`)
+    /// cannot fail and is not watched.
+    pub fn watched(inner: B) -> (Self, BodyFailure) {
+        let failed = (!inner.is_end_stream()).then(Arc::default);
+        let failure = BodyFailure(failed.clone());
+        (Self { inner, failed }, failure)
     }
 }
 
@@ -67,10 +98,17 @@ impl<B: http_body::Body> http_body::Body for WithoutTrailers<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut inner = self.project().inner;
+        let this = self.project();
+        let mut inner = this.inner;
         loop {
             match inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {}
+                Poll::Ready(Some(Err(err))) => {
+                    if let Some(failed) = this.failed {
+                        failed.store(true, Ordering::Release);
+                    }
+                    return Poll::Ready(Some(Err(err)));
+                }
                 other => return other,
             }
         }

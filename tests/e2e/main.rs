@@ -13,6 +13,7 @@ mod curl;
 mod demo_export;
 mod dns;
 mod folded_headers;
+mod framing;
 mod inbound;
 mod mcp;
 mod metrics;

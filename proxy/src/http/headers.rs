@@ -3,9 +3,9 @@
 //! A proxy must parse `Connection`, remove every field it nominates, then remove the fixed set of
 //! hop-by-hop fields. This runs on requests (client → app) and on responses (app → client).
 
-use http::header::{CONNECTION, HOST, HeaderName, TE};
+use http::header::{CONNECTION, HOST, HeaderName, TE, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::{HeaderMap, Uri};
+use http::{HeaderMap, Uri, Version};
 
 /// Fields that describe one connection, never the message: removed both ways.
 const HOP_BY_HOP: [&str; 7] = [
@@ -98,8 +98,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Result<(), HopByHopError> {
     result
 }
 
-/// Checks that the request names one authority (SMG-17, PATH-03 in docs/security.md): at most
-/// one `Host`, readable, and equal to the request target's authority when both are present (an
+/// Checks how an HTTP/1.1 request's body is framed (SMG-05 in docs/security.md): a
+/// `Transfer-Encoding` must be exactly one `chunked`, on one line or across several. Chunked
+/// applied twice is forbidden (RFC 9112 §7), and any other coding would reach the app still
+/// applied once hopgate has removed the field. Runs before the hop-by-hop fields are stripped.
+///
+/// # Errors
+/// A short reason for the 400.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut codings = 0usize;
+    for value in headers.get_all(TRANSFER_ENCODING) {
+        let value = value
+            .to_str()
+            .map_err(|_| "transfer-encoding is not visible ASCII")?;
+        for coding in value.split(',').map(str::trim) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err("transfer-encoding other than chunked");
+            }
+            codings += 1;
+        }
+    }
+    if codings > 1 {
+        return Err("chunked applied more than once");
+    }
+    Ok(())
+}
+
+/// Checks that the request names one authority (SMG-17, PATH-03 in docs/security.md): one
+/// `Host` on HTTP/1.1 and at most one otherwise, readable, and equal to the request target's authority when both are present (an
 /// absolute-form HTTP/1.1 target, or `:authority` on HTTP/2). Otherwise the policy and the app
 /// could each pick a different one.
 ///
@@ -112,6 +138,11 @@ pub fn check_authority(parts: &Parts) -> Result<(), &'static str> {
         return Err("more than one host header");
     }
     let Some(host) = host else {
+        // RFC 9112 §3.2: an HTTP/1.1 request without `Host` is refused, or the app would be
+        // handed an authority the caller never named. HTTP/2 names it in `:authority`.
+        if parts.version == Version::HTTP_11 {
+            return Err("an HTTP/1.1 request without a host header");
+        }
         return Ok(());
     };
     let host = host
@@ -228,21 +259,64 @@ mod tests {
     #[test]
     fn one_consistent_authority_passes_and_ambiguous_ones_do_not() {
         // SMG-17
-        let parts = |uri: &str, hosts: &[&'static str]| {
-            let mut req = http::Request::get(uri);
+        let parts_of = |version: Version, uri: &str, hosts: &[&'static str]| {
+            let mut req = http::Request::get(uri).version(version);
             for host in hosts {
                 req = req.header(HOST, *host);
             }
             req.body(()).unwrap().into_parts().0
         };
+        let parts = |uri: &str, hosts: &[&'static str]| parts_of(Version::HTTP_11, uri, hosts);
         assert_eq!(check_authority(&parts("/", &["a.test"])), Ok(()));
-        assert_eq!(check_authority(&parts("https://a.test/", &[])), Ok(()));
+        // HTTP/2 names the authority in `:authority`; HTTP/1.1 must send `Host` even then.
+        let h2 = parts_of(Version::HTTP_2, "https://a.test/", &[]);
+        assert_eq!(check_authority(&h2), Ok(()));
+        assert!(check_authority(&parts("https://a.test/", &[])).is_err());
+        assert!(check_authority(&parts("/", &[])).is_err());
+        let h10 = parts_of(Version::HTTP_10, "/", &[]);
+        assert_eq!(
+            check_authority(&h10),
+            Ok(()),
+            "HTTP/1.0 has no Host to require"
+        );
         assert_eq!(
             check_authority(&parts("https://a.test/", &["A.test"])),
             Ok(())
         );
         assert!(check_authority(&parts("/", &["a.test", "b.test"])).is_err());
         assert!(check_authority(&parts("https://a.test/", &["b.test"])).is_err());
+    }
+
+    #[test]
+    fn only_one_chunked_coding_frames_a_body_smg_05_smg_06() {
+        assert_eq!(check_framing(&headers(&[])), Ok(()));
+        assert_eq!(
+            check_framing(&headers(&[("transfer-encoding", "chunked")])),
+            Ok(())
+        );
+        assert_eq!(
+            check_framing(&headers(&[("transfer-encoding", "Chunked")])),
+            Ok(())
+        );
+        for bad in [
+            &[("transfer-encoding", "chunked, chunked")][..],
+            &[("transfer-encoding", "chunked,chunked")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[
+                ("transfer-encoding", "gzip"),
+                ("transfer-encoding", "chunked"),
+            ],
+            &[("transfer-encoding", "chunked, identity")],
+            &[("transfer-encoding", "xchunked")],
+            &[("transfer-encoding", "gzip")],
+            &[("transfer-encoding", "")],
+        ] {
+            assert!(check_framing(&headers(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub enum Malformed {
     Intent,
     /// `method`: a method hopgate does not proxy (`CONNECT`).
     Method,
+    /// `framing`: a `Transfer-Encoding` other than one `chunked` (SMG-05).
+    Framing,
+    /// `body`: a request body that is not well framed (a malformed chunk) or broke off.
+    Body,
 }
 
 // === impl Malformed ===
@@ -87,6 +91,8 @@ impl Malformed {
             Self::Connection => "connection",
             Self::Intent => "intent",
             Self::Method => "method",
+            Self::Framing => "framing",
+            Self::Body => "body",
         }
     }
 }
