@@ -28,6 +28,7 @@ const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 pub struct ConnectionServer {
     builder: auto::Builder<TokioExecutor>,
     idle_timeout: Duration,
+    header_read: Duration,
 }
 
 pin_project! {
@@ -70,13 +71,22 @@ impl ConnectionServer {
         Self {
             builder,
             idle_timeout: timeouts.idle(),
+            header_read: timeouts.header_read(),
         }
     }
 
-    /// Serves `io` until the client closes, the connection idles out or shutdown is signaled;
-    /// on shutdown, in-flight requests finish first (HTTP/2 sends GOAWAY).
-    pub async fn serve<I, S>(&self, io: I, service: S, mut drain: shutdown::Watch)
-    where
+    /// Serves `io`, accepted at `accepted`, until the client closes, the connection idles out
+    /// or shutdown is signaled; on shutdown, in-flight requests finish first (HTTP/2 sends
+    /// GOAWAY). A connection whose first request head is not in within `header_read` of its
+    /// accept (the TLS handshake counts) is dropped (DOS-01): hyper's own header timeout only
+    /// starts once HTTP/1.1 bytes arrive, and nothing bounds HTTP/2 heads.
+    pub async fn serve<I, S>(
+        &self,
+        io: I,
+        service: S,
+        mut drain: shutdown::Watch,
+        accepted: tokio::time::Instant,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: hyper::service::Service<
                 Request<Incoming>,
@@ -91,8 +101,16 @@ impl ConnectionServer {
             inner: io,
             active: Arc::clone(&active),
         });
+        let headed = Arc::new(AtomicBool::new(false));
+        let service = Headed {
+            inner: service,
+            headed: Arc::clone(&headed),
+        };
         let conn = self.builder.serve_connection(io, service);
         tokio::pin!(conn);
+        let first_head = tokio::time::sleep_until(accepted + self.header_read);
+        tokio::pin!(first_head);
+        let mut waiting_for_head = true;
         let mut idle = tokio::time::interval(self.idle_timeout);
         idle.tick().await;
         let mut closing = false;
@@ -112,6 +130,14 @@ impl ConnectionServer {
                     tracing::debug!("dropping a connection that did not close when idle");
                     return;
                 }
+                () = &mut first_head, if waiting_for_head => {
+                    // The head may have come in while the deadline ran: looked at only now.
+                    waiting_for_head = false;
+                    if !headed.load(Ordering::Relaxed) {
+                        tracing::debug!("dropping a connection that sent no request head in time");
+                        return;
+                    }
+                }
                 () = drain.signaled(), if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
@@ -129,6 +155,27 @@ impl ConnectionServer {
                 }
             }
         }
+    }
+}
+
+/// A service that notes its first call: a whole request head has arrived.
+#[derive(Debug)]
+struct Headed<S> {
+    inner: S,
+    headed: Arc<AtomicBool>,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for Headed<S>
+where
+    S: hyper::service::Service<Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.headed.store(true, Ordering::Relaxed);
+        self.inner.call(req)
     }
 }
 

@@ -246,6 +246,7 @@ async fn serve_io<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let accepted = tokio::time::Instant::now();
     let client_ip = remote.map(crate::telemetry::trace::client_ip);
     let conn = Arc::new(AppConn {
         target,
@@ -257,7 +258,7 @@ async fn serve_io<IO>(
         let conn = Arc::clone(&conn);
         async move { Ok::<_, Infallible>(hop::serve(&*side, &*conn, req).await) }
     });
-    server.serve(stream, service, drain).await;
+    server.serve(stream, service, drain, accepted).await;
 }
 
 // === impl OutboundSide ===

@@ -24,6 +24,7 @@ mod path_swaps;
 mod reload;
 mod rotation;
 mod shutdown;
+mod slow_heads;
 mod streams;
 mod streams_grpc;
 mod support;

@@ -106,6 +106,8 @@ impl Connection {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // `header_read` runs from here to the first request head, the handshake included.
+        let accepted = tokio::time::Instant::now();
         let metrics = &self.side.shared.telemetry.metrics;
         // The config is taken per connection, so a rotated SVID or bundle applies to the next
         // handshake while established connections keep the one they proved themselves with.
@@ -179,6 +181,6 @@ impl Connection {
             let peer = Arc::clone(&peer);
             async move { Ok::<_, Infallible>(hop::serve(&*side, &*peer, req).await) }
         });
-        self.server.serve(tls, service, drain).await;
+        self.server.serve(tls, service, drain, accepted).await;
     }
 }

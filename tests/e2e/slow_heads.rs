@@ -1,0 +1,119 @@
+//! `inbound.timeouts.header_read` bounds the whole time from accept to a complete request head
+//! (DOS-01, docs/security.md, "Resource limits and timeouts"): the TLS handshake, then the wait
+//! for a first head, whether the connection then speaks HTTP/1.1, HTTP/2 or nothing at all. A
+//! connection that only holds a slot is gone well before `idle`.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::support::client::Proto;
+use crate::support::proxy::Mesh;
+use crate::support::upstream::Upstream;
+use crate::support::workload::Workloads;
+
+const TIMEOUTS: &str = "  timeouts: { header_read: 500ms, idle: 30s }\n";
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame: a client that then never sends
+/// a request.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test]
+async fn a_tls_connection_that_sends_no_request_is_closed_at_header_read_dos_01() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh.proxy(app.addr).inbound_yaml(TIMEOUTS).start().await;
+    for proto in [Proto::H1, Proto::H2] {
+        let start = Instant::now();
+        let tls = mesh
+            .client("caller", proto)
+            .connect(proxy.inbound)
+            .await
+            .unwrap();
+        let closed_after = closed(tls, start).await;
+        assert!(
+            closed_after < Duration::from_secs(5),
+            "{proto:?}: {closed_after:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_never_sends_a_head_is_closed_at_header_read_dos_01() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh.proxy(app.addr).inbound_yaml(TIMEOUTS).start().await;
+    let start = Instant::now();
+    let mut tls = mesh
+        .client("caller", Proto::H2)
+        .connect(proxy.inbound)
+        .await
+        .unwrap();
+    tls.write_all(H2_PREFACE).await.unwrap();
+    let closed_after = closed(tls, start).await;
+    assert!(closed_after < Duration::from_secs(5), "{closed_after:?}");
+}
+
+#[tokio::test]
+async fn an_app_connection_to_the_outbound_side_that_sends_nothing_is_closed_dos_01() {
+    let mesh = Workloads::new();
+    let agent = mesh.workload("agent").inbound_yaml(TIMEOUTS).start().await;
+    let start = Instant::now();
+    let tcp = tokio::net::TcpStream::connect(agent.outbound)
+        .await
+        .unwrap();
+    let closed_after = closed(tcp, start).await;
+    assert!(closed_after < Duration::from_secs(5), "{closed_after:?}");
+}
+
+#[tokio::test]
+async fn a_connection_that_sent_its_head_in_time_is_not_cut_by_header_read() {
+    let mesh = Workloads::new();
+    let server = mesh.workload("server").inbound_yaml(TIMEOUTS).start().await;
+    let agent = mesh
+        .workload("agent")
+        .inbound_yaml(TIMEOUTS)
+        .route("server.svc", &server, &["generate"])
+        .start()
+        .await;
+    let mut tcp = tokio::net::TcpStream::connect(agent.outbound)
+        .await
+        .unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: server.svc\r\n\r\n";
+    // Each head within header_read of the last response (hyper bounds a kept-alive wait for the
+    // next HTTP/1.1 head by it too), the second one past header_read since the accept.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tcp.write_all(request).await.unwrap();
+        let reply = read_some(&mut tcp).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+}
+
+// === helpers ===
+
+/// How long after `start` the other end closed `stream` (reading until EOF or an error).
+async fn closed<S: AsyncRead + Unpin>(mut stream: S, start: Instant) -> Duration {
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return start.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the connection was still open after 20 s")
+}
+
+/// What the server sent next, as text.
+async fn read_some(tcp: &mut tokio::net::TcpStream) -> String {
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("a response within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
