@@ -121,6 +121,12 @@ impl McpCall {
     /// # Errors
     /// Why the call cannot be decided as one unambiguous JSON-RPC message.
     pub fn parse(body: &[u8], headers: &HeaderMap) -> Result<Self, McpRefusal> {
+        // JSON is UTF-8 (RFC 8259 §8.1). serde_json skips the members it ignores without
+        // looking at their bytes, so a body with invalid UTF-8 there would pass here and be
+        // refused, or read with the bytes replaced, by the app's parser.
+        if std::str::from_utf8(body).is_err() {
+            return Err(McpRefusal::Parse);
+        }
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         if first == Some(&b'[') {
             return Err(McpRefusal::Batch);

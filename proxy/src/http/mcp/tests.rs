@@ -257,3 +257,14 @@ async fn mcp_03_a_body_sent_too_slowly_is_refused_at_the_timeout() {
     let got = read_body(stalled.boxed(), 1024, Duration::from_secs(3)).await;
     assert_eq!(got, Err(McpRefusal::SlowBody));
 }
+
+#[test]
+fn a_body_that_is_not_utf8_is_not_json_even_in_a_member_nobody_reads() {
+    // Found by the mcp_body fuzz target: serde_json skips ignored members without checking
+    // their bytes, so this passed, where a strict parser refuses it (RFC 8259 §8.1).
+    let body = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\",\"x\":\"\xff\"}";
+    assert_eq!(
+        McpCall::parse(body, &HeaderMap::new()),
+        Err(McpRefusal::Parse)
+    );
+}
