@@ -25,6 +25,9 @@ use tokio::sync::Notify;
 pub mod admin;
 pub mod connection;
 mod dns;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hop;
 pub mod http;
 pub mod identity;
