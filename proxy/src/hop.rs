@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) body_read: Duration,
     /// How long a `tools/list` result to filter may take (`inbound.timeouts.app_response`).
     pub(crate) result_read: Duration,
+    /// How long a request body may stall before it is cut (`inbound.timeouts.idle`, DOS-02).
+    pub(crate) body_idle: Duration,
     /// The requests open on this side, re-decided when what admitted them changes.
     pub(crate) streams: Arc<Streams>,
 }
@@ -101,6 +103,7 @@ impl Shared {
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             body_read: timeouts.header_read(),
             result_read: timeouts.app_response(),
+            body_idle: timeouts.idle(),
             streams: Arc::new(streams),
         }
     }
@@ -505,7 +508,7 @@ async fn admit<S: Side>(
                 );
                 return refused(err, parts, Some(&request));
             }
-            let (body, failure) = WithoutTrailers::watched(body);
+            let (body, failure) = WithoutTrailers::watched(body, shared.body_idle);
             body_failure = failure;
             stream_body(body)
         }

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::Frame;
@@ -54,8 +55,17 @@ pin_project! {
         #[pin]
         inner: B,
         failed: Option<Arc<AtomicBool>>,
+        // How long the body may stall (DOS-02), and the timer while it does.
+        idle: Option<Duration>,
+        #[pin]
+        stall: Option<tokio::time::Sleep>,
     }
 }
+
+/// The error of a request body that stalled for `inbound.timeouts.idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled for the idle timeout")]
+pub struct BodyStalled;
 
 /// Whether a request body read through [`WithoutTrailers::watched`] failed.
 #[derive(Clone, Debug, Default)]
@@ -76,40 +86,78 @@ impl<B> WithoutTrailers<B> {
         Self {
             inner,
             failed: None,
+            idle: None,
+            stall: None,
         }
     }
 }
 
 impl<B: http_body::Body> WithoutTrailers<B> {
-    /// Wraps `inner`, and tells whether it failed. A body that has ended already (a `GET`)
-    /// cannot fail and is not watched.
-    pub fn watched(inner: B) -> (Self, BodyFailure) {
+    /// Wraps `inner`, tells whether it failed, and cuts it once it stalls for `idle` (DOS-02):
+    /// the next hop then sees a reset, never a body that looks complete. A body that has ended
+    /// already (a `GET`) cannot fail and is not watched.
+    pub fn watched(inner: B, idle: Duration) -> (Self, BodyFailure) {
         let failed = (!inner.is_end_stream()).then(Arc::default);
         let failure = BodyFailure(failed.clone());
-        (Self { inner, failed }, failure)
+        let idle = failed.as_ref().map(|_| idle);
+        let body = Self {
+            inner,
+            failed,
+            idle,
+            stall: None,
+        };
+        (body, failure)
     }
 }
 
-impl<B: http_body::Body> http_body::Body for WithoutTrailers<B> {
+impl<B> http_body::Body for WithoutTrailers<B>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let mut inner = this.inner;
+        let mut this = self.project();
         loop {
-            match inner.as_mut().poll_frame(cx) {
+            match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {}
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Bytes moved: a stall starts over.
+                    this.stall.set(None);
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 Poll::Ready(Some(Err(err))) => {
                     if let Some(failed) = this.failed {
                         failed.store(true, Ordering::Release);
                     }
-                    return Poll::Ready(Some(Err(err)));
+                    return Poll::Ready(Some(Err(err.into())));
                 }
-                other => return other,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    let Some(idle) = *this.idle else {
+                        return Poll::Pending;
+                    };
+                    if this.stall.is_none() {
+                        this.stall.set(Some(tokio::time::sleep(idle)));
+                    }
+                    let stalled = this
+                        .stall
+                        .as_mut()
+                        .as_pin_mut()
+                        .is_some_and(|stall| stall.poll(cx).is_ready());
+                    if !stalled {
+                        return Poll::Pending;
+                    }
+                    if let Some(failed) = this.failed {
+                        failed.store(true, Ordering::Release);
+                    }
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled))));
+                }
             }
         }
     }

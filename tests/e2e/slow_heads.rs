@@ -117,3 +117,42 @@ async fn read_some(tcp: &mut tokio::net::TcpStream) -> String {
         .unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
+
+#[tokio::test]
+async fn a_request_body_that_stalls_is_cut_after_idle_and_answered_400_dos_02() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh
+        .proxy(app.addr)
+        .inbound_yaml("  timeouts: { idle: 1s }\n")
+        .start()
+        .await;
+    let mut tls = mesh
+        .client("caller", Proto::H1)
+        .connect(proxy.inbound)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    // 100 of the 1,000 bytes announced, then nothing.
+    let head = "POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\n";
+    tls.write_all(format!("{head}{}", "x".repeat(100)).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let answered_after = start.elapsed();
+    // One idle period of stall, give or take the app's own reading; the connection's idle
+    // check alone took up to three.
+    assert!(
+        answered_after < Duration::from_millis(2500),
+        "{answered_after:?}"
+    );
+    // The caller's fault, not the app's: hopgate's own 400, not the app's answer to a body it
+    // saw end in a reset.
+    assert!(reply.contains("bad_request"), "{reply}");
+}
