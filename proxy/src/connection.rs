@@ -2,10 +2,11 @@
 //! limits that keep a misbehaving client from holding resources (docs/security.md, "Resource
 //! limits and timeouts").
 
+use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -91,7 +92,7 @@ impl ConnectionServer {
         S: hyper::service::Service<
                 Request<Incoming>,
                 Response = Response<Body>,
-                Error = std::convert::Infallible,
+                Error = Infallible,
             > + Send
             + 'static,
         S::Future: Send + 'static,
@@ -101,10 +102,10 @@ impl ConnectionServer {
             inner: io,
             active: Arc::clone(&active),
         });
-        let headed = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Requests::default());
         let service = Headed {
             inner: service,
-            headed: Arc::clone(&headed),
+            requests: Arc::clone(&requests),
         };
         let conn = self.builder.serve_connection(io, service);
         tokio::pin!(conn);
@@ -133,7 +134,7 @@ impl ConnectionServer {
                 () = &mut first_head, if waiting_for_head => {
                     // The head may have come in while the deadline ran: looked at only now.
                     waiting_for_head = false;
-                    if !headed.load(Ordering::Relaxed) {
+                    if !requests.headed.load(Ordering::Relaxed) {
                         tracing::debug!("dropping a connection that sent no request head in time");
                         return;
                     }
@@ -143,8 +144,12 @@ impl ConnectionServer {
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = idle.tick(), if !closing => {
-                    // No bytes moved for a whole interval: the connection is idle (DOS-02).
-                    if !active.swap(false, Ordering::Relaxed) {
+                    // No bytes moved for a whole interval (DOS-02), or no request was open or
+                    // started in it: HTTP/2 PINGs alone do not keep a connection alive.
+                    let moved = active.swap(false, Ordering::Relaxed);
+                    let started = requests.started.swap(false, Ordering::Relaxed);
+                    let open = requests.open.load(Ordering::Relaxed) > 0;
+                    if !moved || !(started || open) {
                         tracing::debug!("closing idle connection");
                         closing = true;
                         conn.as_mut().graceful_shutdown();
@@ -158,24 +163,105 @@ impl ConnectionServer {
     }
 }
 
-/// A service that notes its first call: a whole request head has arrived.
+/// What a connection's requests tell its idle checks.
+#[derive(Debug, Default)]
+struct Requests {
+    /// A whole request head has arrived.
+    headed: AtomicBool,
+    /// A request started since the last idle check.
+    started: AtomicBool,
+    /// Requests whose response has not ended.
+    open: AtomicUsize,
+}
+
+/// Holds a request open in [`Requests`] until its response (or its refusal) ends.
+#[derive(Debug)]
+struct OpenRequest(Arc<Requests>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A service that counts its calls into [`Requests`].
 #[derive(Debug)]
 struct Headed<S> {
     inner: S,
-    headed: Arc<AtomicBool>,
+    requests: Arc<Requests>,
 }
 
-impl<S> hyper::service::Service<Request<Incoming>> for Headed<S>
+impl<S, B> hyper::service::Service<Request<Incoming>> for Headed<S>
 where
-    S: hyper::service::Service<Request<Incoming>>,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
 {
-    type Response = S::Response;
+    type Response = Response<Held<B>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Counted<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.headed.store(true, Ordering::Relaxed);
-        self.inner.call(req)
+        let requests = &self.requests;
+        requests.headed.store(true, Ordering::Relaxed);
+        requests.started.store(true, Ordering::Relaxed);
+        requests.open.fetch_add(1, Ordering::Relaxed);
+        Counted {
+            inner: self.inner.call(req),
+            open: Some(OpenRequest(Arc::clone(requests))),
+        }
+    }
+}
+
+pin_project! {
+    /// A request's response future, then its body, holding the request open.
+    struct Counted<F> {
+        #[pin]
+        inner: F,
+        open: Option<OpenRequest>,
+    }
+}
+
+impl<F, B, E> Future for Counted<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<Held<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(result) = this.inner.poll(cx) else {
+            return Poll::Pending;
+        };
+        let open = this.open.take();
+        Poll::Ready(result.map(|rsp| rsp.map(|inner| Held { inner, _open: open })))
+    }
+}
+
+pin_project! {
+    /// A response body that holds its request open until it is dropped.
+    struct Held<B> {
+        #[pin]
+        inner: B,
+        _open: Option<OpenRequest>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -156,3 +156,44 @@ async fn a_request_body_that_stalls_is_cut_after_idle_and_answered_400_dos_02() 
     // saw end in a reset.
     assert!(reply.contains("bad_request"), "{reply}");
 }
+
+#[tokio::test]
+async fn an_http2_connection_with_no_streams_is_idle_even_while_it_pings_dos_02() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh
+        .proxy(app.addr)
+        .inbound_yaml("  timeouts: { idle: 1s }\n")
+        .start()
+        .await;
+    let tls = mesh
+        .client("caller", Proto::H2)
+        .connect(proxy.inbound)
+        .await
+        .unwrap();
+    let (send, mut connection) = h2::client::handshake(tls).await.unwrap();
+    let mut pings = connection.ping_pong().unwrap();
+    let driver = tokio::spawn(connection);
+    // One request, so the connection is past its first head, then PINGs only.
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::get("https://app/").body(()).unwrap();
+    let (response, _) = send.send_request(request, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    let start = Instant::now();
+    let pinging = async {
+        while pings.ping(h2::Ping::opaque()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), pinging)
+        .await
+        .expect("a connection with no streams stayed open while it pinged");
+    // Two idle checks at most, and the GOAWAY's grace.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(send);
+    let _ = driver.await;
+}
