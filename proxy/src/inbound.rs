@@ -140,7 +140,7 @@ impl hop::Side for InboundSide {
 
     /// The handshake proved who calls whom before the first byte of the request.
     fn on_start(&self, peer: &Peer, span: &HopSpan) {
-        span.record_hop(peer.identity.id(), &peer.own);
+        span.record_hop(peer.identity.id(), peer.own());
         span.record_client(&peer.client_ip);
     }
 
@@ -167,8 +167,8 @@ impl hop::Side for InboundSide {
     fn parties<'a>(&'a self, peer: &'a Peer, token: &'a Option<VerifiedClaims>) -> Parties<'a> {
         Parties {
             peer: Some(peer.identity.id()),
-            own: &peer.own,
-            dest: &peer.own,
+            own: peer.own(),
+            dest: peer.own(),
             authority: None,
             token: token.as_ref().map(HopToken::Verified),
             route: None,
@@ -179,7 +179,7 @@ impl hop::Side for InboundSide {
     fn known(&self, peer: &Peer) -> Known {
         Known {
             principal: Some(peer.identity.id().clone()),
-            resource: Some(peer.own.clone()),
+            resource: Some(peer.own().clone()),
             client_addr: Some(peer.remote),
         }
     }

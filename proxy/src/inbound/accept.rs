@@ -27,15 +27,14 @@ use crate::tls::{PeerIdentity, classify_handshake_error};
 #[derive(Debug)]
 pub(super) struct Peer {
     pub(super) identity: PeerIdentity,
-    pub(super) own: hopgate_config::SpiffeId,
     pub(super) xfcc: http::HeaderValue,
     /// The peer's socket address, for the audit record.
     pub(super) remote: SocketAddr,
     /// Its IP, formatted once, for the spans' `client.address`.
     pub(super) client_ip: Box<str>,
-    /// What its open requests are kept with, among it the chain it presented, leaf first,
-    /// verified under identity generation `verified_under` (or a later one): verified again
-    /// when the bundles change.
+    /// Both ends' SPIFFE IDs (this workload's as of the handshake) and the chain the peer
+    /// presented, leaf first, verified under identity generation `verified_under` (or a later
+    /// one): verified again when the bundles change. Its open requests are kept with it.
     pub(super) open: Arc<OpenParties>,
     pub(super) verified_under: AtomicU64,
 }
@@ -43,6 +42,11 @@ pub(super) struct Peer {
 // === impl Peer ===
 
 impl Peer {
+    /// This workload, as of the handshake.
+    pub(super) fn own(&self) -> &hopgate_config::SpiffeId {
+        &self.open.own
+    }
+
     /// Whether the connection's peer still passes: its leaf has not expired, and its chain
     /// verifies under the identity of `generation` (`snapshot`), which is checked once per
     /// identity update rather than per request. A connection made before a bundle change does
@@ -159,7 +163,7 @@ impl Connection {
         };
         let open = Arc::new(OpenParties {
             peer: Some(peer.id().clone()),
-            own: own.clone(),
+            own,
             dest: None,
             peer_chain: Some(PeerChain {
                 certs,
@@ -168,7 +172,6 @@ impl Connection {
         });
         let peer = Arc::new(Peer {
             identity: peer,
-            own,
             xfcc,
             remote,
             client_ip: crate::telemetry::trace::client_ip(remote),
