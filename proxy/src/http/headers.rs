@@ -317,6 +317,15 @@ mod tests {
         ] {
             assert!(check_framing(&headers(bad)).is_err(), "{bad:?}");
         }
+        let mut opaque = HeaderMap::new();
+        opaque.insert(
+            TRANSFER_ENCODING,
+            HeaderValue::from_bytes(b"chunked\xff").unwrap(),
+        );
+        assert_eq!(
+            check_framing(&opaque),
+            Err("transfer-encoding is not visible ASCII")
+        );
     }
 
     #[test]
