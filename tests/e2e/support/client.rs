@@ -137,15 +137,25 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        let rsp = self.send(path, headers).await.unwrap();
+        self.try_get(path, headers).await.unwrap()
+    }
+
+    /// As [`get`](Self::get), but a request reset on its way (a stream cut by a reload) is an
+    /// error to look at, not a panic.
+    pub(crate) async fn try_get(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> hyper::Result<Reply> {
+        let rsp = self.send(path, headers).await?;
         let status = rsp.status();
         let headers = rsp.headers().clone();
-        let body = rsp.into_body().collect().await.unwrap().to_bytes();
-        Reply {
+        let body = rsp.into_body().collect().await?.to_bytes();
+        Ok(Reply {
             status,
             headers,
             body,
-        }
+        })
     }
 
     /// Sends a GET and returns the response with its body unread (for streaming tests).
