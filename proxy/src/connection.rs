@@ -19,6 +19,7 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::http::Body;
+use crate::listener::HeadWatch;
 use crate::shutdown;
 
 /// Far enough away to never fire (a year).
@@ -80,13 +81,15 @@ impl ConnectionServer {
     /// or shutdown is signaled; on shutdown, in-flight requests finish first (HTTP/2 sends
     /// GOAWAY). A connection whose first request head is not in within `header_read` of its
     /// accept (the TLS handshake counts) is dropped (DOS-01): hyper's own header timeout only
-    /// starts once HTTP/1.1 bytes arrive, and nothing bounds HTTP/2 heads.
+    /// starts once HTTP/1.1 bytes arrive, and nothing bounds HTTP/2 heads. The first head is
+    /// reported to `head`, so that the connection keeps its place at the cap (DOS-04).
     pub async fn serve<I, S>(
         &self,
         io: I,
         service: S,
         mut drain: shutdown::Watch,
         accepted: tokio::time::Instant,
+        head: HeadWatch,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: hyper::service::Service<
@@ -102,7 +105,10 @@ impl ConnectionServer {
             inner: io,
             active: Arc::clone(&active),
         });
-        let requests = Arc::new(Requests::default());
+        let requests = Arc::new(Requests {
+            head,
+            ..Requests::default()
+        });
         let service = Headed {
             inner: service,
             requests: Arc::clone(&requests),
@@ -168,6 +174,8 @@ impl ConnectionServer {
 struct Requests {
     /// A whole request head has arrived.
     headed: AtomicBool,
+    /// Told of the first head.
+    head: HeadWatch,
     /// A request started since the last idle check.
     started: AtomicBool,
     /// Requests whose response has not ended.
@@ -201,7 +209,10 @@ where
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let requests = &self.requests;
-        requests.headed.store(true, Ordering::Relaxed);
+        if !requests.headed.load(Ordering::Relaxed) {
+            requests.headed.store(true, Ordering::Relaxed);
+            requests.head.headed();
+        }
         requests.started.store(true, Ordering::Relaxed);
         requests.open.fetch_add(1, Ordering::Relaxed);
         Counted {

@@ -33,7 +33,7 @@ use crate::hop::{self, HopTelemetry, HopToken, Known, Parties, Shared};
 use crate::http::authorize::{Authorizer, HttpFacts};
 use crate::http::{Body, Malformed, RequestError};
 use crate::identity::IdentityStore;
-use crate::listener::{Accepted, Listener};
+use crate::listener::{Accepted, HeadWatch, Listener};
 use crate::shutdown;
 use crate::streams::{OpenParties, Streams};
 use crate::telemetry::metrics::Direction;
@@ -167,6 +167,7 @@ impl Outbound {
                 stream,
                 remote,
                 permit,
+                head,
             } = accepted;
             let (side, server, drain) =
                 (Arc::clone(&self.side), self.server.clone(), drain.clone());
@@ -179,7 +180,23 @@ impl Outbound {
                 } else {
                     Target::ByAuthority
                 };
-                serve_io(side, server, stream, target, Some(remote), drain).await;
+                // At the cap, a connection without a request head yet may be told to give its
+                // place to a new one (DOS-04).
+                let serve = serve_io(
+                    side,
+                    server,
+                    stream,
+                    target,
+                    Some(remote),
+                    drain,
+                    head.clone(),
+                );
+                tokio::select! {
+                    () = serve => {}
+                    () = head.evicted() => {
+                        tracing::debug!(client.addr = %remote, "connection closed at the cap: no request head yet");
+                    }
+                }
                 drop(permit);
             });
         }
@@ -243,6 +260,7 @@ async fn serve_io<IO>(
     target: Target,
     remote: Option<SocketAddr>,
     drain: shutdown::Watch,
+    head: HeadWatch,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -258,7 +276,7 @@ async fn serve_io<IO>(
         let conn = Arc::clone(&conn);
         async move { Ok::<_, Infallible>(hop::serve(&*side, &*conn, req).await) }
     });
-    server.serve(stream, service, drain, accepted).await;
+    server.serve(stream, service, drain, accepted, head).await;
 }
 
 // === impl OutboundSide ===

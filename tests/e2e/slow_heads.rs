@@ -1,7 +1,8 @@
 //! `inbound.timeouts.header_read` bounds the whole time from accept to a complete request head
 //! (DOS-01, docs/security.md, "Resource limits and timeouts"): the TLS handshake, then the wait
 //! for a first head, whether the connection then speaks HTTP/1.1, HTTP/2 or nothing at all. A
-//! connection that only holds a slot is gone well before `idle`.
+//! connection that only holds a slot is gone well before `idle`, and at the connection cap it
+//! gives its place to a new connection sooner still (DOS-04).
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,102 @@ async fn a_connection_that_sent_its_head_in_time_is_not_cut_by_header_read() {
         let reply = read_some(&mut tcp).await;
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     }
+}
+
+/// A cap of two places, and a `header_read` long enough that only eviction frees one.
+const CAPPED: &str =
+    "  timeouts: { header_read: 30s, idle: 30s }\n  limits: { max_connections: 2 }\n";
+
+#[tokio::test]
+async fn inbound_at_the_cap_gives_a_headless_connection_s_place_to_a_new_one_dos_04() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh.proxy(app.addr).inbound_yaml(CAPPED).start().await;
+    let client = mesh.client("caller", Proto::H1);
+    // One place taken by a connection that has sent a request, one by a TCP connection that
+    // never starts TLS.
+    let mut served = client.open(proxy.inbound).await.unwrap();
+    assert_eq!(served.get("/first", &[]).await.status, 200);
+    let start = Instant::now();
+    let silent = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    // A new caller gets in, in the silent connection's place...
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get(proxy.inbound, "/new", &[]),
+    )
+    .await
+    .expect("the new connection was not served at the cap")
+    .unwrap();
+    assert_eq!(reply.status, 200);
+    let closed_after = closed(silent, start).await;
+    assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
+    // ...and the connection that had sent a head kept its own.
+    assert_eq!(served.get("/again", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn outbound_at_the_cap_gives_a_headless_connection_s_place_to_a_new_one_dos_04() {
+    let mesh = Workloads::new();
+    let server = mesh.workload("server").start().await;
+    let agent = mesh
+        .workload("agent")
+        .inbound_yaml(CAPPED)
+        .route("server.svc", &server, &["generate"])
+        .start()
+        .await;
+    let request = b"GET / HTTP/1.1\r\nHost: server.svc\r\n\r\n";
+    let mut served = tokio::net::TcpStream::connect(agent.outbound)
+        .await
+        .unwrap();
+    served.write_all(request).await.unwrap();
+    let reply = read_some(&mut served).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let start = Instant::now();
+    // Two silent connections for one place: the older one goes first.
+    let older = tokio::net::TcpStream::connect(agent.outbound)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut newer = tokio::net::TcpStream::connect(agent.outbound)
+        .await
+        .unwrap();
+    let closed_after = closed(older, start).await;
+    assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
+    // The newer one holds the place it was given, and is served when it speaks.
+    newer.write_all(request).await.unwrap();
+    let reply = read_some(&mut newer).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    served.write_all(request).await.unwrap();
+    let reply = read_some(&mut served).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+#[tokio::test]
+async fn at_the_cap_connections_that_sent_a_head_are_never_closed_for_a_new_one_dos_04() {
+    let app = Upstream::start().await;
+    let mesh = Mesh::new();
+    let proxy = mesh.proxy(app.addr).inbound_yaml(CAPPED).start().await;
+    let client = mesh.client("caller", Proto::H2);
+    let mut first = client.open(proxy.inbound).await.unwrap();
+    let mut second = client.open(proxy.inbound).await.unwrap();
+    assert_eq!(first.get("/", &[]).await.status, 200);
+    assert_eq!(second.get("/", &[]).await.status, 200);
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        let addr = proxy.inbound;
+        async move { client.get(addr, "/third", &[]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a third connection was served");
+    assert_eq!(first.get("/", &[]).await.status, 200);
+    assert_eq!(second.get("/", &[]).await.status, 200);
+    drop(first);
+    let reply = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting connection was not served once a place freed up")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status, 200);
 }
 
 // === helpers ===

@@ -17,7 +17,7 @@ use super::{InboundSide, client_cert};
 use crate::connection::ConnectionServer;
 use crate::hop;
 use crate::identity::IdentitySnapshot;
-use crate::listener::Accepted;
+use crate::listener::{Accepted, HeadWatch};
 use crate::shutdown;
 use crate::streams::{OpenParties, PeerChain};
 use crate::tls::HandshakeFailureReason;
@@ -99,15 +99,28 @@ impl Connection {
             stream,
             remote,
             permit,
+            head,
         } = accepted;
-        self.serve_io(stream, remote, drain).await;
+        // A connection still without a request head may be told to give its place at the cap
+        // (DOS-04); once it has sent one, `evicted` never completes.
+        tokio::select! {
+            () = self.serve_io(stream, remote, drain, head.clone()) => {}
+            () = head.evicted() => {
+                tracing::debug!(client.addr = %remote, "connection closed at the cap: no request head yet");
+            }
+        }
         drop(permit);
     }
 
     /// The handshake and HTTP over any byte stream: a TCP socket, or an in-memory pipe in the
     /// stack tests.
-    pub(super) async fn serve_io<IO>(self, stream: IO, remote: SocketAddr, drain: shutdown::Watch)
-    where
+    pub(super) async fn serve_io<IO>(
+        self,
+        stream: IO,
+        remote: SocketAddr,
+        drain: shutdown::Watch,
+        head: HeadWatch,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         // `header_read` runs from here to the first request head, the handshake included.
@@ -184,6 +197,6 @@ impl Connection {
             let peer = Arc::clone(&peer);
             async move { Ok::<_, Infallible>(hop::serve(&*side, &*peer, req).await) }
         });
-        self.server.serve(tls, service, drain, accepted).await;
+        self.server.serve(tls, service, drain, accepted, head).await;
     }
 }

@@ -18,6 +18,7 @@ use super::{App, Authenticator, InboundSide};
 use crate::connection::ConnectionServer;
 use crate::hop::test_support::{Cedar, Fixture};
 use crate::identity::Derived;
+use crate::listener::HeadWatch;
 use crate::shutdown;
 use crate::telemetry::audit::AuditSink;
 use crate::tls::outbound_client_config;
@@ -95,7 +96,12 @@ impl Stack {
             handshake_timeout: std::time::Duration::from_secs(5),
         };
         let remote = SocketAddr::from(([127, 0, 0, 1], 40000));
-        tokio::spawn(conn.serve_io(server_io, remote, self.drain.1.clone()));
+        tokio::spawn(conn.serve_io(
+            server_io,
+            remote,
+            self.drain.1.clone(),
+            HeadWatch::default(),
+        ));
         let (caller, _dir) = identity_under(&self.fx.ca, CALLER);
         let config = outbound_client_config(&caller, SpiffeId::parse(SERVER).unwrap()).unwrap();
         let mut config = Arc::unwrap_or_clone(config);

@@ -15,6 +15,7 @@ use super::{Delegator, OutboundSide, destinations, serve_io};
 use crate::connection::ConnectionServer;
 use crate::hop::test_support::{Cedar, Fixture};
 use crate::identity::Derived;
+use crate::listener::HeadWatch;
 use crate::shutdown;
 use crate::telemetry::audit::AuditSink;
 use crate::token::OriginVerifier;
@@ -89,6 +90,7 @@ impl Stack {
             Target::ByAuthority,
             None,
             self.drain.1.clone(),
+            HeadWatch::default(),
         ));
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(app_io))
             .await
