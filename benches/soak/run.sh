@@ -190,14 +190,17 @@ nginx -c "$work/app.conf" > "$out/app.log" 2>&1 &
 pids+=($!)
 # A sidecar's stdout: the audit records are counted (OUT/audit-<side>.count, at exit), the log
 # lines kept (OUT/hopgate-<side>.log). $! is the sidecar itself, not the filter.
+declare -A pid
 for side in a b; do
   HOPGATE_LOG=${HOPGATE_LOG:-info} "$bin" run -c "$work/hopgate-$side.yaml" \
     > >(awk -v count="$out/audit-$side.count" '
           /"target":"hopgate::audit"/ { n++; next } { print; fflush() }
           END { print n + 0 > count }' > "$out/hopgate-$side.log") 2>&1 &
   pids+=($!)
-  eval "pid_$side=$!"
+  pid[$side]=$!
 done
+[ "$(cat "/proc/${pid[a]}/comm")$(cat "/proc/${pid[b]}/comm")" = hopgatehopgate ] \
+  || { echo "error: the sidecars' pids are not hopgate's" >&2; exit 1; }
 for _ in $(seq 300); do
   curl -sf "http://$admin_a/ready" >/dev/null && curl -sf "http://$admin_b/ready" >/dev/null \
     && curl -sf "http://$app/" >/dev/null && break
@@ -210,11 +213,11 @@ curl -sf -H "Host: $host" "http://$hg_a/" -o /dev/null || {
 } >&2
 
 admin_of() { case $1 in a) echo "$admin_a";; b) echo "$admin_b";; esac; }
-pid_of() { case $1 in a) echo "$pid_a";; b) echo "$pid_b";; esac; }
 id_of() { case $1 in a) echo "$id_a";; b) echo "$id_b";; esac; }
 get() { curl -sf --max-time 5 "http://$(admin_of "$1")$2"; } # side path
-now() { date +%s.%N; }
-log() { printf '%s [%6.1fs] %s\n' "$(date -u +%H:%M:%S)" "$(echo "$(now) - $t0" | bc)" "$*" >&2; }
+ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); } # now, in milliseconds
+elapsed() { echo $(($(ms) - t0)); }                          # since the load started, ms
+log() { local e; e=$(elapsed); printf '%s [%4d.%ds] %s\n' "$(date -u +%H:%M:%S)" $((e / 1000)) $((e % 1000 / 100)) "$*" >&2; }
 # Polls until `cond` (a function of the side) holds for both sides, for up to 15 s: past the
 # event (~100 ms for policies, ~250 ms for identity) and past the 10 s safety net.
 wait_both() { # cond
@@ -238,13 +241,13 @@ policy_changed() { # side: a new digest, and the reload that brought it went wel
 }
 reload() {
   local side n=$((reloads + 1))
-  for side in a b; do digest_was[$side]=$(get "$side" /policy | jq -r .digest); done
+  for side in a b; do digest_was[$side]=$(get "$side" /policy | jq -r .digest) || digest_was[$side]=none; done
   mkdir -p "$work/staging"
   policy "$n" > "$work/staging/bench.cedar"
   mv "$work/staging/bench.cedar" "$work/policies/bench.cedar"
   reloads=$n
   if wait_both policy_changed; then
-    local da db; da=$(get a /policy | jq -r .digest); db=$(get b /policy | jq -r .digest)
+    local da db; da=$(get a /policy | jq -r .digest) || true; db=$(get b /policy | jq -r .digest) || true
     if [ "$da" = "$db" ]; then
       reloads_ok=$((reloads_ok + 1)); log "reload $n confirmed (digest ${da:0:12})"
     else
@@ -274,7 +277,7 @@ identity_changed() { # side: a new notAfter, and the update that brought it went
 rotate() {
   local side n=$((rotations + 1))
   for side in a b; do
-    not_after_was[$side]=$(get "$side" /identity | jq .not_after_unix)
+    not_after_was[$side]=$(get "$side" /identity | jq .not_after_unix) || not_after_was[$side]=0
     rm -rf "$work/stage-$side"
     $bin dev-ca issue "$work/ca" "$(id_of "$side")" --out "$work/stage-$side" >/dev/null
     serial_new[$side]=$(openssl x509 -in "$work/stage-$side/svid.pem" -noout -serial | cut -d= -f2)
@@ -297,13 +300,13 @@ rotate() {
 # --- Samples.
 echo "elapsed_s,a_rss_kb,a_fds,b_rss_kb,b_fds" > "$out/samples.csv"
 sample() {
-  local row side pid rss fds
-  row=$(printf '%.0f' "$(echo "$(now) - $t0" | bc)")
+  local row side p rss fds
+  row=$(($(elapsed) / 1000))
   for side in a b; do
-    pid=$(pid_of "$side")
-    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) \
-      || { failures+=("sidecar $side (pid $pid) is gone"); return 1; }
-    fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+    p=${pid[$side]}
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null) \
+      || { failures+=("sidecar $side (pid $p) is gone"); return 1; }
+    fds=$(find "/proc/$p/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
     row+=",$rss,$fds"
   done
   echo "$row" >> "$out/samples.csv"
@@ -315,20 +318,22 @@ oha --no-tui -z "${duration}s" -q "$rate" -c "$conns" --http-version 1.1 -w \
   -H "Host: $host" --output-format json "http://$hg_a/" > "$out/oha.json" 2> "$out/oha.err" &
 oha_pid=$!
 pids+=("$oha_pid")
-t0=$(now)
-next_sample=0; next_reload=$reload_every; next_rotate=$rotate_every; alive=1
+t0=$(ms)
+# Deadlines in ms since t0, each advanced by its period (events never drift with the work
+# they do). No reload or rotation in the last 5 s: the load would end before it is confirmed.
+next_sample=0; next_reload=$((reload_every * 1000)); next_rotate=$((rotate_every * 1000))
+last_event=$(((duration - 5) * 1000)); alive=1
 while kill -0 "$oha_pid" 2>/dev/null; do
-  el=$(echo "$(now) - $t0" | bc)
-  if [ "$alive" = 1 ] && (( $(echo "$el >= $next_sample" | bc) )); then
+  el=$(elapsed)
+  if [ "$alive" = 1 ] && [ "$el" -ge "$next_sample" ]; then
     sample || { alive=0; log "a sidecar died"; }
-    next_sample=$((next_sample + sample_every))
+    next_sample=$((next_sample + sample_every * 1000))
   fi
-  # No reload or rotation in the last 5 s: the load would end before it is confirmed.
-  if [ "$alive" = 1 ] && (( $(echo "$el >= $next_rotate && $el < $duration - 5" | bc) )); then
-    rotate; next_rotate=$((next_rotate + rotate_every))
+  if [ "$alive" = 1 ] && [ "$el" -ge "$next_rotate" ] && [ "$el" -lt "$last_event" ]; then
+    rotate; next_rotate=$((next_rotate + rotate_every * 1000))
   fi
-  if [ "$alive" = 1 ] && (( $(echo "$el >= $next_reload && $el < $duration - 5" | bc) )); then
-    reload; next_reload=$((next_reload + reload_every))
+  if [ "$alive" = 1 ] && [ "$el" -ge "$next_reload" ] && [ "$el" -lt "$last_event" ]; then
+    reload; next_reload=$((next_reload + reload_every * 1000))
   fi
   sleep 0.2
 done
@@ -340,7 +345,7 @@ for side in a b; do
   get "$side" /metrics > "$out/metrics-$side.txt" || failures+=("sidecar $side: no /metrics at the end")
 done
 metric() { # side name filter: the sum of a metric's series whose labels match filter
-  awk -v name="$1" -v f="$3" '$1 ~ "^" name "({|$)" && $1 ~ f { s += $2 } END { print s + 0 }' "$out/metrics-$2.txt" 2>/dev/null
+  awk -v name="$1" -v f="$3" '$1 ~ "^" name "([{]|$)" && $1 ~ f { s += $2 } END { print s + 0 }' "$out/metrics-$2.txt" 2>/dev/null
 }
 a_200=$(metric hopgate_requests_total a 'code="200"'); a_all=$(metric hopgate_requests_total a '')
 b_200=$(metric hopgate_requests_total b 'code="200"'); b_all=$(metric hopgate_requests_total b '')
@@ -349,8 +354,8 @@ pol_err=$(( $(metric hopgate_policy_reloads_total a 'result="error"') + $(metric
 dropped="A $(metric hopgate_telemetry_spans_dropped_total a ''), B $(metric hopgate_telemetry_spans_dropped_total b '')"
 [ "$id_err" = 0 ] || failures+=("$id_err identity reload error(s) counted by the sidecars")
 [ "$pol_err" = 0 ] || failures+=("$pol_err policy reload error(s) counted by the sidecars")
-kill -0 "$pid_a" 2>/dev/null || failures+=("sidecar a is gone at the end")
-kill -0 "$pid_b" 2>/dev/null || failures+=("sidecar b is gone at the end")
+kill -0 "${pid[a]}" 2>/dev/null || failures+=("sidecar a is gone at the end")
+kill -0 "${pid[b]}" 2>/dev/null || failures+=("sidecar b is gone at the end")
 
 printf '%s\n' "${failures[@]}" > "$work/failures"
 python3 - "$out/oha.json" "$out/samples.csv" "$work/failures" "$rate" "$duration" "$baseline" \

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,9 +18,12 @@ use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use self::heads::FrameHeads;
 use crate::http::Body;
 use crate::listener::HeadWatch;
 use crate::shutdown;
+
+mod heads;
 
 /// Far enough away to never fire (a year).
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -34,13 +37,30 @@ pub struct ConnectionServer {
 }
 
 pin_project! {
-    /// An I/O stream that notes when bytes move, for the idle timeout.
+    /// An I/O stream that notes when bytes move, for the idle timeout, and when an HTTP/2
+    /// request head is left incomplete, for `header_read`.
     #[derive(Debug)]
     struct Activity<T> {
         #[pin]
         inner: T,
-        active: Arc<AtomicBool>,
+        progress: Arc<Progress>,
+        heads: FrameHeads,
+        // The value last stored in `progress.head_since`, not to touch it for nothing.
+        head_open: bool,
     }
+}
+
+/// What a connection's bytes tell its checks.
+#[derive(Debug)]
+struct Progress {
+    /// Bytes moved since the last idle check.
+    active: AtomicBool,
+    /// When an HTTP/2 header block that is still incomplete started to arrive, in nanoseconds
+    /// after `origin`, plus one; 0 while none is.
+    head_since: AtomicU64,
+    /// Told when `head_since` is set.
+    head_open: tokio::sync::Notify,
+    origin: tokio::time::Instant,
 }
 
 // === impl ConnectionServer ===
@@ -100,10 +120,17 @@ impl ConnectionServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let active = Arc::new(AtomicBool::new(true));
+        let progress = Arc::new(Progress {
+            active: AtomicBool::new(true),
+            head_since: AtomicU64::new(0),
+            head_open: tokio::sync::Notify::new(),
+            origin: accepted,
+        });
         let io = TokioIo::new(Activity {
             inner: io,
-            active: Arc::clone(&active),
+            progress: Arc::clone(&progress),
+            heads: FrameHeads::default(),
+            head_open: false,
         });
         let requests = Arc::new(Requests {
             head,
@@ -121,6 +148,11 @@ impl ConnectionServer {
         let mut idle = tokio::time::interval(self.idle_timeout);
         idle.tick().await;
         let mut closing = false;
+        // Armed while an HTTP/2 header block is incomplete: a later request's head gets
+        // `header_read` too.
+        let late_head = tokio::time::sleep(FOREVER);
+        tokio::pin!(late_head);
+        let mut head_watched = false;
         // Armed when an idle connection is asked to close: one that still does not finish (a
         // stream that never ends) is dropped after one more idle period.
         let hard_stop = tokio::time::sleep(FOREVER);
@@ -145,6 +177,23 @@ impl ConnectionServer {
                         return;
                     }
                 }
+                () = progress.head_open.notified(), if !head_watched => {
+                    if let Some(since) = progress.head_started() {
+                        head_watched = true;
+                        late_head.as_mut().reset(since + self.header_read);
+                    }
+                }
+                () = &mut late_head, if head_watched => {
+                    // Looked at only now: the head may have completed meanwhile.
+                    match progress.head_started() {
+                        None => head_watched = false,
+                        Some(since) if since.elapsed() >= self.header_read => {
+                            tracing::debug!("dropping a connection whose request head did not arrive in time");
+                            return;
+                        }
+                        Some(since) => late_head.as_mut().reset(since + self.header_read),
+                    }
+                }
                 () = drain.signaled(), if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
@@ -152,7 +201,7 @@ impl ConnectionServer {
                 _ = idle.tick(), if !closing => {
                     // No bytes moved for a whole interval (DOS-02), or no request was open or
                     // started in it: HTTP/2 PINGs alone do not keep a connection alive.
-                    let moved = active.swap(false, Ordering::Relaxed);
+                    let moved = progress.active.swap(false, Ordering::Relaxed);
                     let started = requests.started.swap(false, Ordering::Relaxed);
                     let open = requests.open.load(Ordering::Relaxed) > 0;
                     if !moved || !(started || open) {
@@ -276,6 +325,32 @@ impl<B: http_body::Body> http_body::Body for Held<B> {
     }
 }
 
+// === impl Progress ===
+
+impl Progress {
+    /// An HTTP/2 header block was left incomplete by a read (`true`), or completed (`false`).
+    fn head_in_progress(&self, open: bool) {
+        if open {
+            let since = self.origin.elapsed().as_nanos();
+            let since = u64::try_from(since)
+                .unwrap_or(u64::MAX - 1)
+                .saturating_add(1);
+            self.head_since.store(since, Ordering::Relaxed);
+            self.head_open.notify_one();
+        } else {
+            self.head_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// When the incomplete header block started to arrive, if one is.
+    fn head_started(&self) -> Option<tokio::time::Instant> {
+        match self.head_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(self.origin + Duration::from_nanos(since - 1)),
+        }
+    }
+}
+
 // === impl Activity ===
 
 impl<T: AsyncRead> AsyncRead for Activity<T> {
@@ -287,8 +362,13 @@ impl<T: AsyncRead> AsyncRead for Activity<T> {
         let this = self.project();
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
-        if buf.filled().len() != before {
-            this.active.store(true, Ordering::Relaxed);
+        if let Some(read) = buf.filled().get(before..).filter(|read| !read.is_empty()) {
+            this.progress.active.store(true, Ordering::Relaxed);
+            let open = this.heads.feed(read);
+            if open != *this.head_open {
+                *this.head_open = open;
+                this.progress.head_in_progress(open);
+            }
         }
         res
     }
@@ -303,7 +383,7 @@ impl<T: AsyncWrite> AsyncWrite for Activity<T> {
         let this = self.project();
         let res = this.inner.poll_write(cx, buf);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.active.store(true, Ordering::Relaxed);
+            this.progress.active.store(true, Ordering::Relaxed);
         }
         res
     }
@@ -316,7 +396,7 @@ impl<T: AsyncWrite> AsyncWrite for Activity<T> {
         let this = self.project();
         let res = this.inner.poll_write_vectored(cx, bufs);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.active.store(true, Ordering::Relaxed);
+            this.progress.active.store(true, Ordering::Relaxed);
         }
         res
     }

@@ -187,6 +187,41 @@ async fn at_the_cap_connections_that_sent_a_head_are_never_closed_for_a_new_one_
     assert_eq!(reply.status, 200);
 }
 
+#[tokio::test]
+async fn an_http2_head_dripped_on_a_later_stream_is_cut_at_header_read_on_both_sides_dos_01() {
+    let mesh = Workloads::new();
+    let server = mesh.workload("server").inbound_yaml(TIMEOUTS).start().await;
+    let agent = mesh
+        .workload("agent")
+        .inbound_yaml(TIMEOUTS)
+        .route("server.svc", &server, &["generate"])
+        .start()
+        .await;
+    // The app's h2c connection to the outbound side...
+    let tcp = tokio::net::TcpStream::connect(agent.outbound)
+        .await
+        .unwrap();
+    let closed_after = drip_second_head(tcp, b"\x86", "server.svc").await;
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "outbound: {closed_after:?}"
+    );
+    // ...and a peer's TLS connection to the inbound side.
+    let app = Upstream::start().await;
+    let inbound = Mesh::new();
+    let proxy = inbound.proxy(app.addr).inbound_yaml(TIMEOUTS).start().await;
+    let tls = inbound
+        .client("caller", Proto::H2)
+        .connect(proxy.inbound)
+        .await
+        .unwrap();
+    let closed_after = drip_second_head(tls, b"\x87", "hopgate.test").await;
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "inbound: {closed_after:?}"
+    );
+}
+
 // === helpers ===
 
 /// How long after `start` the other end closed `stream` (reading until EOF or an error).
@@ -293,4 +328,48 @@ async fn an_http2_connection_with_no_streams_is_idle_even_while_it_pings_dos_02(
     );
     drop(send);
     let _ = driver.await;
+}
+
+/// Sends a whole GET on stream 1, then the head of a GET on stream 3 a byte every 100 ms:
+/// how long after the drip began the server closed the connection. `scheme` is the HPACK byte
+/// of `:scheme`.
+async fn drip_second_head<S>(stream: S, scheme: &[u8], authority: &str) -> Duration
+where
+    S: AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // :method GET, :path /, :scheme, then :authority as a literal without indexing.
+    let mut block = vec![0x82, 0x84];
+    block.extend_from_slice(scheme);
+    block.extend([0x01, u8::try_from(authority.len()).unwrap()]);
+    block.extend_from_slice(authority.as_bytes());
+    let headers = |stream_id: u8| {
+        let len = u8::try_from(block.len()).unwrap();
+        // HEADERS, END_STREAM | END_HEADERS.
+        let mut frame = vec![0, 0, len, 0x1, 0x5, 0, 0, 0, stream_id];
+        frame.extend_from_slice(&block);
+        frame
+    };
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut first = H2_PREFACE.to_vec();
+    first.extend(headers(1));
+    wr.write_all(&first).await.unwrap();
+    let mut buf = [0u8; 4096];
+    // The response to the first request (and the server's SETTINGS) comes back.
+    let n = tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf))
+        .await
+        .expect("an answer to the first request")
+        .unwrap();
+    assert!(n > 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let second = headers(3);
+    tokio::spawn(async move {
+        for byte in second {
+            if wr.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    closed(rd, start).await
 }
