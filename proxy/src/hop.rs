@@ -36,11 +36,10 @@ use crate::http::{
     Body, BodyFailure, Malformed, RequestError, WithoutTrailers, full_body, headers, stream_body,
 };
 use crate::streams::{OpenParties, Streams};
-use crate::telemetry::audit::{AuditSink, AuditToken};
+use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
 use crate::telemetry::trace::{HopSpan, SpanKind, Tracing};
 use crate::telemetry::traceparent::CallerTrace;
-use crate::token::{MintedToken, VerifiedClaims};
 
 mod hygiene;
 mod mcp;
@@ -48,9 +47,11 @@ mod open;
 mod record;
 #[cfg(test)]
 pub(crate) mod test_support;
+mod token;
 
 pub(crate) use record::Known;
 use record::Record;
+pub(crate) use token::HopToken;
 
 /// Where a side's requests are recorded: spans, metrics and audit records.
 #[derive(Clone, Debug)]
@@ -248,69 +249,6 @@ impl Hop<'_> {
     }
 }
 
-/// The hop token of a hop, whichever way it came.
-#[derive(Clone, Copy)]
-pub(crate) enum HopToken<'a> {
-    /// Verified against the connection it arrived on.
-    Verified(&'a VerifiedClaims),
-    /// Minted for the next hop.
-    Minted(&'a MintedToken),
-}
-
-// === impl HopToken ===
-
-impl<'a> HopToken<'a> {
-    fn facts(self) -> TokenFacts {
-        match self {
-            Self::Verified(token) => token.facts(),
-            Self::Minted(token) => token.facts(),
-        }
-    }
-
-    fn jti(self) -> &'a str {
-        match self {
-            Self::Verified(token) => token.jti(),
-            Self::Minted(token) => token.claims().jti(),
-        }
-    }
-
-    fn prv(self) -> Option<&'a str> {
-        match self {
-            Self::Verified(token) => token.prv(),
-            Self::Minted(token) => token.claims().prv(),
-        }
-    }
-
-    fn expires_at(&self) -> std::time::SystemTime {
-        match self {
-            Self::Verified(token) => token.expires_at(),
-            Self::Minted(token) => crate::token::from_unix_secs(token.claims().exp()),
-        }
-    }
-
-    /// What the audit record says of the token.
-    fn audit(&self) -> AuditToken<'_> {
-        match self {
-            Self::Verified(token) => AuditToken {
-                txn: token.txn(),
-                jti: token.jti(),
-                hash: token.hash(),
-                prv: token.prv(),
-                sub: token.sub(),
-                depth: token.actors().len(),
-            },
-            Self::Minted(token) => AuditToken {
-                txn: token.claims().txn(),
-                jti: token.claims().jti(),
-                hash: token.hash(),
-                prv: token.claims().prv(),
-                sub: token.claims().sub(),
-                depth: token.depth(),
-            },
-        }
-    }
-}
-
 /// Serves one request on `side`: the whole pipeline, one response, recorded once.
 pub(crate) async fn serve<S: Side>(
     side: &S,
@@ -334,8 +272,20 @@ pub(crate) async fn serve<S: Side>(
         req.version(),
     );
     side.on_start(conn, &span);
+    let version = req.version();
     let (result, record) = run(side, conn, req, trace.as_ref(), &span, start).await;
-    record.finish(side, conn, result, &span, start)
+    // After a refused HTTP/1.x head, whatever follows on the connection is not trusted to be
+    // framed as the caller meant: it is closed, not read as a next request (SMG-19).
+    let close =
+        version < http::Version::HTTP_2 && matches!(result, Err(RequestError::BadRequest(..)));
+    let mut rsp = record.finish(side, conn, result, &span, start);
+    if close {
+        rsp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    rsp
 }
 
 /// What a request admitted by [`admit`] carries on to its sending.

@@ -11,7 +11,7 @@ use crate::http::{Malformed, RequestError, headers, path};
 pub(super) fn check<S: Side>(side: &S, parts: &mut Parts) -> Result<(), RequestError> {
     side.screen(parts)?;
     // Read before the framing fields are stripped: the app must get the body as it was framed.
-    headers::check_framing(&parts.headers)
+    headers::check_framing(&parts.method, &parts.headers)
         .map_err(|e| RequestError::BadRequest(Malformed::Framing, e))?;
     // Connection-scoped fields describe the caller's hop, not the request (RFC 9110 §7.6.1).
     headers::strip_hop_by_hop(&mut parts.headers).map_err(|_| {

@@ -3,12 +3,12 @@
 //! A proxy must parse `Connection`, remove every field it nominates, then remove the fixed set of
 //! hop-by-hop fields. This runs on requests (client → app) and on responses (app → client).
 
-use http::header::{CONNECTION, HOST, HeaderName, TE, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName, TE, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::{HeaderMap, Uri, Version};
+use http::{HeaderMap, Method, Uri, Version};
 
 /// Fields that describe one connection, never the message: removed both ways.
-const HOP_BY_HOP: [&str; 7] = [
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "proxy-connection",
     "keep-alive",
@@ -16,11 +16,22 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
     "proxy-authorization",
     "proxy-authenticate",
+    // Connection-specific by RFC 7540 §3.2.1: it only ever asked for an h2c upgrade (SMG-21).
+    "http2-settings",
 ];
 
 /// Fields `Connection` must never nominate: dropping them would change how the message is
 /// framed or routed (SMG-22).
 const NOT_NOMINABLE: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+
+/// Framing fields an app reading `_` as `-` would take a differently spelled field for
+/// (SMG-09): such a spelling is refused, never forwarded.
+const FRAMING_FOLDS: [&str; 4] = [
+    "transfer-encoding",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+];
 
 /// Why a request's connection-level headers cannot be forwarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,20 +50,21 @@ pub enum HopByHopError {
 pub(crate) fn strip_folded_spellings(headers: &mut HeaderMap, names: &[&HeaderName]) {
     let folds = |name: &HeaderName| {
         let name = name.as_str();
-        name.contains('_')
-            && names.iter().any(|target| {
-                let target = target.as_str();
-                name.len() == target.len()
-                    && name
-                        .bytes()
-                        .zip(target.bytes())
-                        .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
-            })
+        name.contains('_') && names.iter().any(|target| folds_into(name, target.as_str()))
     };
     let spoofs: Vec<HeaderName> = headers.keys().filter(|n| folds(n)).cloned().collect();
     for name in spoofs {
         headers.remove(name);
     }
+}
+
+/// Whether `name` (lowercase) is `target` once each `_` in it is read as `-`.
+fn folds_into(name: &str, target: &str) -> bool {
+    name.len() == target.len()
+        && name
+            .bytes()
+            .zip(target.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
 }
 
 /// Removes every hop-by-hop field from `headers`.
@@ -98,14 +110,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Result<(), HopByHopError> {
     result
 }
 
-/// Checks how an HTTP/1.1 request's body is framed (SMG-05 in docs/security.md): a
-/// `Transfer-Encoding` must be exactly one `chunked`, on one line or across several. Chunked
-/// applied twice is forbidden (RFC 9112 §7), and any other coding would reach the app still
-/// applied once hopgate has removed the field. Runs before the hop-by-hop fields are stripped.
+/// Checks how a request's body is framed (SMG-01..SMG-06, SMG-09, SMG-14 in
+/// docs/security.md), before the hop-by-hop fields are stripped, so that the length of the body
+/// has exactly one reading:
+/// - a `Transfer-Encoding` must be exactly one `chunked`, on one line or across several:
+///   chunked applied twice is forbidden (RFC 9112 §7), and any other coding would reach the app
+///   still applied once hopgate has removed the field;
+/// - not both `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3 lets a server pick one;
+///   hopgate refuses to), and at most one `Content-Length`, even with the same value twice;
+/// - no GET or HEAD with a body: an app that does not expect one could read it as its next
+///   request on the connection hopgate reuses;
+/// - no field that an app reading `_` as `-` would take for a framing field.
 ///
 /// # Errors
 /// A short reason for the 400.
-pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+pub fn check_framing(method: &Method, headers: &HeaderMap) -> Result<(), &'static str> {
     let mut codings = 0usize;
     for value in headers.get_all(TRANSFER_ENCODING) {
         let value = value
@@ -120,6 +139,24 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
     }
     if codings > 1 {
         return Err("chunked applied more than once");
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let length = lengths.next();
+    if lengths.next().is_some() {
+        return Err("more than one content-length");
+    }
+    if codings > 0 && length.is_some() {
+        return Err("both transfer-encoding and content-length");
+    }
+    let has_body = codings > 0 || length.is_some_and(|length| length.as_bytes() != b"0");
+    if has_body && (method == Method::GET || method == Method::HEAD) {
+        return Err("a GET or HEAD request with a body");
+    }
+    if headers.keys().any(|name| {
+        let name = name.as_str();
+        name.contains('_') && FRAMING_FOLDS.iter().any(|target| folds_into(name, target))
+    }) {
+        return Err("a field name that folds into a framing field");
     }
     Ok(())
 }
@@ -148,12 +185,23 @@ pub fn check_authority(parts: &Parts) -> Result<(), &'static str> {
     let host = host
         .to_str()
         .map_err(|_| "host header is not visible ASCII")?;
+    if !is_host(host) {
+        return Err("host header is not a host and port");
+    }
     match parts.uri.authority() {
         Some(authority) if !authority.as_str().eq_ignore_ascii_case(host) => {
             Err("host header differs from the request target's authority")
         }
         _ => Ok(()),
     }
+}
+
+/// Whether `host` can be a `Host` value (RFC 9110 §7.2: `uri-host [ ":" port ]`): empty, or
+/// made of the characters of a registered name, an IP literal and a port. No user info, no
+/// space, nothing an app could split differently.
+fn is_host(host: &str) -> bool {
+    host.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }
 
 /// The authority a request names: `Host`, else the request target's (absolute-form, or
@@ -285,6 +333,60 @@ mod tests {
         );
         assert!(check_authority(&parts("/", &["a.test", "b.test"])).is_err());
         assert!(check_authority(&parts("https://a.test/", &["b.test"])).is_err());
+    }
+
+    fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+        super::check_framing(&Method::POST, headers)
+    }
+
+    #[test]
+    fn a_body_length_must_have_one_reading_smg_01_to_smg_03() {
+        assert_eq!(check_framing(&headers(&[("content-length", "5")])), Ok(()));
+        for bad in [
+            &[("transfer-encoding", "chunked"), ("content-length", "5")][..],
+            &[("content-length", "5"), ("content-length", "5")],
+            &[("content-length", "5"), ("content-length", "6")],
+        ] {
+            assert!(check_framing(&headers(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_get_or_head_with_a_body_is_refused_but_an_empty_length_is_not_smg_14() {
+        let get = |pairs| super::check_framing(&Method::GET, &headers(pairs));
+        assert_eq!(get(&[("content-length", "0")]), Ok(()));
+        assert!(get(&[("content-length", "5")]).is_err());
+        assert!(get(&[("transfer-encoding", "chunked")]).is_err());
+        let head = super::check_framing(&Method::HEAD, &headers(&[("content-length", "1")]));
+        assert!(head.is_err());
+        let delete = super::check_framing(&Method::DELETE, &headers(&[("content-length", "1")]));
+        assert_eq!(delete, Ok(()));
+    }
+
+    #[test]
+    fn a_field_that_folds_into_a_framing_field_is_refused_smg_09() {
+        for name in [
+            "transfer_encoding",
+            "content_length",
+            "keep_alive",
+            "proxy_connection",
+        ] {
+            assert!(
+                check_framing(&headers(&[(name, "chunked")])).is_err(),
+                "{name}"
+            );
+        }
+        assert_eq!(check_framing(&headers(&[("x_custom", "1")])), Ok(()));
+    }
+
+    #[test]
+    fn a_host_that_is_not_a_host_and_port_is_refused_smg_17() {
+        for good in ["a.test", "a.test:8080", "[::1]:443", "10.0.0.1", ""] {
+            assert!(is_host(good), "{good}");
+        }
+        for bad in ["a b", "user@a.test", "a.test/x", "a\\b", "a\"b"] {
+            assert!(!is_host(bad), "{bad}");
+        }
     }
 
     #[test]
