@@ -14,6 +14,8 @@ mod demo_export;
 mod dns;
 mod folded_headers;
 mod framing;
+mod h1_matrix;
+mod h2_matrix;
 mod inbound;
 mod mcp;
 mod metrics;
