@@ -23,7 +23,7 @@ use bytes::Bytes;
 use hopgate_policy::McpFacts;
 use http::{HeaderMap, HeaderName};
 use http_body_util::BodyExt as _;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::Value;
 
 /// The method header of MCP 2026-07-28.
@@ -332,7 +332,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
                 }
                 _ if lookalike(&key.0, &["jsonrpc", "method", "id", "params"]) => false,
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Checked>()?;
                     envelope.answer |= key.0 == "result" || key.0 == "error";
                     seen.other(key.0)
                 }
@@ -372,7 +372,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
                 }
                 _ if lookalike(&key.0, &["name", "uri", "protocolVersion"]) => false,
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Checked>()?;
                     true
                 }
             };
@@ -385,8 +385,63 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
 
     /// By-position params name nothing the policy reads.
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Params, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Checked>()?.is_some() {}
         Ok(Params::default())
+    }
+}
+
+/// A JSON value nobody reads, read in full all the same: serde's `IgnoredAny` lets serde_json
+/// skip it unchecked, so a number out of range (`1e400`) or a lone surrogate (`"\ud800"`) in a
+/// member hopgate does not use would pass, and the body the app parses would not be the JSON
+/// hopgate accepted (RFC 8259 §6, §8.2). Strings are decoded into serde_json's scratch buffer
+/// and numbers parsed; nothing is kept. Nesting is bounded by serde_json's recursion limit.
+struct Checked;
+
+impl<'de> de::Deserialize<'de> for Checked {
+    fn deserialize<D: de::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(Self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Self;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<Self>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        while map.next_entry::<Self, Self>()?.is_some() {}
+        Ok(self)
     }
 }
 

@@ -67,6 +67,8 @@ fn hex(b: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -111,6 +113,103 @@ mod tests {
             "admin",
         ] {
             assert!(check(path).is_err(), "{path}");
+        }
+    }
+
+    /// Decodes every `%XX` once, as an app might; `None` for a `%` that does not start a
+    /// complete escape (the `request_path` fuzz target's oracle).
+    fn decode_once(path: &str) -> Option<Vec<u8>> {
+        let bytes = path.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            if b == b'%' {
+                let digits = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                if !digits.bytes().all(|d| d.is_ascii_hexdigit()) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(digits, 16).ok()?);
+                i += 3;
+            } else {
+                out.push(b);
+                i += 1;
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether `path` has an empty segment before its last, or a `.` or `..` segment.
+    fn has_a_segment_that_resolves(path: &[u8]) -> bool {
+        let segments: Vec<&[u8]> = path.split(|b| *b == b'/').skip(1).collect();
+        segments.iter().enumerate().any(|(i, segment)| {
+            (segment.is_empty() && i + 1 != segments.len()) || *segment == b"." || *segment == b".."
+        })
+    }
+
+    /// What the `request_path` fuzz target asserts of a path the check lets through: it means
+    /// what its bytes say, before and after decoding every escape once.
+    fn assert_passed_path_is_plain(path: &str) -> Result<(), TestCaseError> {
+        if check(path).is_err() {
+            return Ok(());
+        }
+        prop_assert!(path.starts_with('/'), "not origin-form: {:?}", path);
+        prop_assert!(!path.contains(['\\', ';']), "{:?}", path);
+        prop_assert!(
+            !has_a_segment_that_resolves(path.as_bytes()),
+            "as sent: {:?}",
+            path
+        );
+        let decoded = decode_once(path);
+        prop_assert!(decoded.is_some(), "an incomplete escape passed: {:?}", path);
+        let decoded = decoded.unwrap_or_default();
+        for byte in [b'/', b'\\', 0] {
+            prop_assert_eq!(
+                decoded.iter().filter(|b| **b == byte).count(),
+                path.bytes().filter(|b| *b == byte).count(),
+                "decoding adds a {:?}: {:?}",
+                char::from(byte),
+                path
+            );
+        }
+        prop_assert!(
+            !has_a_segment_that_resolves(&decoded),
+            "decoded: {:?}",
+            path
+        );
+        Ok(())
+    }
+
+    /// Path-shaped input: segments of the bytes that matter to the check, and escapes of
+    /// every byte, well-formed or cut short.
+    fn near_valid_path() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => "[a-zA-Z0-9~_.-]{1,4}",
+            2 => Just("/".to_owned()),
+            1 => prop::sample::select(vec![".", "..", ";", "\\", "%", "//", ":", "é"])
+                .prop_map(str::to_owned),
+            3 => any::<u8>().prop_map(|b| format!("%{b:02X}")),
+            2 => any::<u8>().prop_map(|b| format!("%{b:02x}")),
+            1 => "%[0-9a-zA-Z]?",
+        ];
+        (any::<bool>(), prop::collection::vec(piece, 0..12)).prop_map(|(slash, pieces)| {
+            let path = pieces.concat();
+            if slash { format!("/{path}") } else { path }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_request_path_check_never_panics_on_arbitrary_strings(path in any::<String>()) {
+            assert_passed_path_is_plain(&path)?;
+        }
+
+        #[test]
+        fn the_request_path_check_never_panics_on_path_shaped_strings_and_passes_only_plain_paths(
+            path in near_valid_path(),
+        ) {
+            assert_passed_path_is_plain(&path)?;
         }
     }
 }

@@ -189,7 +189,9 @@ fn hex_u64(digits: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
-    use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TraceState};
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use proptest::prelude::*;
 
@@ -356,6 +358,23 @@ mod tests {
         fn no_input_is_accepted_that_the_sdk_refuses(value in "[0-9a-fA-F+ -]{0,70}") {
             if ours(&value).is_some() {
                 prop_assert_eq!(ours(&value), sdk(&value));
+            }
+        }
+
+        /// Whatever the bytes, the parser returns; what it reads is the trimmed value's
+        /// version-00 fields, with neither id all zeros (the `traceparent` fuzz target's check).
+        #[test]
+        fn the_traceparent_parser_never_panics_on_arbitrary_bytes(
+            value in prop::collection::vec(any::<u8>(), 0..80),
+        ) {
+            if let Some((trace, span, _)) = parse(&value) {
+                let sent = value.trim_ascii();
+                prop_assert!(sent.len() >= 55, "{:?}", sent);
+                let hex = TraceIdHex::new(trace);
+                prop_assert_eq!(Some(hex.as_str().as_bytes()), sent.get(3..35));
+                let parent = span.to_string();
+                prop_assert_eq!(Some(parent.as_bytes()), sent.get(36..52));
+                prop_assert!(trace != TraceId::INVALID && span != SpanId::INVALID);
             }
         }
     }

@@ -6,6 +6,8 @@ use serde_json::json;
 
 use super::*;
 
+mod never_panics;
+
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {

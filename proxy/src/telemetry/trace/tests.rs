@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use opentelemetry::trace::{SpanId, TraceId};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::TestRunner;
 
 use super::{HopSpan, SpanCollector, SpanKind, TraceIdHex, Tracing};
 use crate::telemetry::metrics::ProxyMetrics;
@@ -237,4 +240,161 @@ async fn server_address_and_port_come_from_the_authority_and_client_address_from
             Some("192.0.2.7".to_owned().into())
         );
     }
+}
+
+// === the `traceparent` fuzz target's properties, as proptests ===
+
+/// What the `traceparent` fuzz target asserts of a caller's `traceparent` and `tracestate` as
+/// an inbound request carries them on: nothing panics; a trace id read is the `traceparent`'s
+/// 32 digits and not all zeros; the span continues that trace (else starts one) and the next
+/// hop's `traceparent` names it; a `tracestate` goes on only for a continued trace, at most
+/// 512 bytes; the span's remote parent is the caller's parent id.
+fn assert_the_trace_context_is_carried_on(
+    tracing: &Tracing,
+    collector: &SpanCollector,
+    traceparent: &[u8],
+    tracestate: Option<&[u8]>,
+) -> Result<(), TestCaseError> {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_bytes(traceparent) {
+        headers.insert("traceparent", value);
+    }
+    if let Some(Ok(value)) = tracestate.map(HeaderValue::from_bytes) {
+        headers.insert("tracestate", value);
+    }
+    let sent = headers
+        .get("traceparent")
+        .map(|v| v.as_bytes().trim_ascii().to_vec());
+    let trace_of = |headers: &HeaderMap| CallerTrace::from_headers(headers).map(|c| c.trace_id());
+
+    let caller = trace_of(&headers);
+    if let Some(trace_id) = &caller {
+        let sent = sent.as_deref().unwrap_or_default();
+        prop_assert!(sent.len() >= 55, "{:?}", sent);
+        prop_assert_eq!(Some(trace_id.as_str().as_bytes()), sent.get(3..35));
+        prop_assert!(trace_id.as_str().bytes().any(|b| b != b'0'));
+    }
+
+    let span = span(tracing, SpanKind::Inbound, &headers);
+    tracing.inject(&span, &mut headers);
+    let trace_id = span.trace_id();
+    prop_assert!(trace_id.is_some(), "tracing is on: the span has a trace id");
+    if let Some(caller) = &caller {
+        prop_assert_eq!(
+            trace_id.as_ref(),
+            Some(caller),
+            "the caller's trace is continued"
+        );
+    }
+    let next = headers.get("traceparent").map(HeaderValue::len);
+    prop_assert_eq!(next, Some(55), "a traceparent for the next hop");
+    prop_assert_eq!(trace_of(&headers), trace_id);
+    if let Some(state) = headers.get("tracestate") {
+        prop_assert!(caller.is_some(), "a tracestate sent on for a new trace");
+        prop_assert!(!state.is_empty() && state.len() <= 512, "{:?}", state);
+    }
+    drop(span);
+    let spans = collector.spans();
+    collector.clear();
+    prop_assert!(spans.len() <= 1, "one request, one span: {}", spans.len());
+    if let (Some(ended), Some(sent), Some(trace_id)) = (spans.first(), &sent, &trace_id)
+        && caller.is_some()
+    {
+        prop_assert!(ended.parent_span_is_remote);
+        let parent = ended.parent_span_id.to_string();
+        prop_assert_eq!(Some(parent.as_bytes()), sent.get(36..52));
+        prop_assert_eq!(ended.span_context.trace_id().to_string(), trace_id.as_str());
+    }
+    Ok(())
+}
+
+/// Runs `cases` cases of `(traceparent, tracestate)` through one tracing setup.
+fn check_trace_contexts(cases: u32, strategy: impl Strategy<Value = (Vec<u8>, Option<Vec<u8>>)>) {
+    let collector = SpanCollector::new();
+    let tracing = tracing(&collector);
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(cases));
+    runner
+        .run(&strategy, |(traceparent, tracestate)| {
+            assert_the_trace_context_is_carried_on(
+                &tracing,
+                &collector,
+                &traceparent,
+                tracestate.as_deref(),
+            )
+        })
+        .unwrap();
+}
+
+/// A `tracestate` list member, of the W3C grammar or near it: a key (maybe with a tenant, maybe
+/// with bytes the grammar refuses), `=`, a value, with optional whitespace.
+fn tracestate_member() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        6 => "[a-z][a-z0-9_*/-]{0,12}",
+        2 => "[a-z0-9][a-z0-9_*/-]{0,8}@[a-z][a-z0-9_*/-]{0,6}",
+        1 => "[ -~]{0,6}",
+        1 => Just("k".repeat(257)),
+    ];
+    let value = prop_oneof![
+        6 => "[!-+--<>-~]{1,16}",
+        1 => "[ -~]{0,8}",
+        1 => Just("v".repeat(257)),
+    ];
+    let space = || prop_oneof![8 => Just(String::new()), 1 => " {1,2}"];
+    (key, value, space(), space())
+        .prop_map(|(key, value, before, after)| format!("{before}{key}={value}{after}"))
+}
+
+/// A valid `traceparent`, maybe with one byte changed, another version or a suffix.
+fn traceparent_near_valid() -> impl Strategy<Value = String> {
+    let well_formed = (
+        prop_oneof![6 => Just("00"), 1 => prop::sample::select(vec!["01", "cc", "ff", "0A"])],
+        prop_oneof![4 => "[0-9a-f]{32}", 1 => Just("0".repeat(32))],
+        prop_oneof![4 => "[0-9a-f]{16}", 1 => Just("0".repeat(16))],
+        "[0-9a-f]{2}",
+        prop_oneof![6 => Just(""), 1 => prop::sample::select(vec!["-", "-x", "x", " ", "\t"])],
+    )
+        .prop_map(|(version, trace, span, flags, tail)| {
+            format!("{version}-{trace}-{span}-{flags}{tail}")
+        });
+    (
+        well_formed,
+        prop::option::weighted(0.2, (any::<Index>(), 0x20..0x7fu8)),
+    )
+        .prop_map(|(value, change)| {
+            let mut bytes = value.into_bytes();
+            if let Some((at, byte)) = change {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+}
+
+#[test]
+fn the_trace_context_reader_never_panics_on_arbitrary_bytes() {
+    // The fuzz target's input: the `traceparent`, then maybe `\n` and the `tracestate`.
+    let bytes = prop::collection::vec(any::<u8>(), 0..700).prop_map(|data| {
+        let mut parts = data.splitn(2, |b| *b == b'\n');
+        let traceparent = parts.next().unwrap_or_default().to_vec();
+        (traceparent, parts.next().map(<[u8]>::to_vec))
+    });
+    check_trace_contexts(256, bytes);
+}
+
+#[test]
+fn the_trace_context_reader_never_panics_on_a_near_valid_traceparent_and_tracestate() {
+    let tracestate = prop_oneof![
+        6 => prop_oneof![4 => 0..6usize, 1 => 6..40usize]
+            .prop_flat_map(|count| prop::collection::vec(tracestate_member(), count))
+            .prop_map(|members| members.join(",")),
+        1 => "[ -~]{0,100}",
+    ];
+    let context = (
+        traceparent_near_valid(),
+        prop::option::weighted(0.9, tracestate),
+    )
+        .prop_map(|(traceparent, tracestate)| {
+            (traceparent.into_bytes(), tracestate.map(String::into_bytes))
+        });
+    check_trace_contexts(256, context);
 }

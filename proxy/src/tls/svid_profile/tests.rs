@@ -1,3 +1,7 @@
+use std::sync::LazyLock;
+
+use proptest::prelude::*;
+use proptest::sample::Index;
 use rcgen::{CustomExtension, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
 
 use super::*;
@@ -232,4 +236,151 @@ fn each_error_counts_under_its_handshake_failure_reason() {
         SvidError::UriSanCount(2).failure_reason(),
         HandshakeFailureReason::InvalidSvid
     );
+}
+
+// === the `svid_profile` fuzz target's properties, as proptests ===
+
+/// What the `svid_profile` fuzz target asserts of any bytes: no check panics; an accepted leaf
+/// names one canonical SPIFFE ID with a path; our own SVID's check accepts exactly what both
+/// the client and the server check accept, with the same ID; and no certificate is both an
+/// acceptable leaf and an acceptable signing certificate.
+fn assert_the_profile_checks_agree(der: &[u8]) -> Result<(), TestCaseError> {
+    let facts = |leaf: SvidLeaf| (leaf.id, leaf.not_before, leaf.not_after);
+    let client = check_leaf(der, Usage::ClientAuth).map(facts);
+    let server = check_leaf(der, Usage::ServerAuth).map(facts);
+    let own = check_leaf(der, Usage::Both).map(facts);
+    for (id, _, _) in [&client, &server, &own].into_iter().flatten() {
+        prop_assert!(!id.is_root(), "a workload SVID names a path: {}", id);
+        let reparsed = SpiffeId::parse(id.as_str());
+        prop_assert_eq!(reparsed.as_ref(), Ok(id));
+    }
+    prop_assert_eq!(
+        own.is_ok(),
+        client.is_ok() && server.is_ok(),
+        "own: {:?}, client: {:?}, server: {:?}",
+        own,
+        client,
+        server
+    );
+    if let (Ok(own), Ok(client), Ok(server)) = (&own, &client, &server) {
+        prop_assert!(own == client && own == server);
+    }
+    let leaf_ok = client.is_ok() || server.is_ok();
+    let domain = match [&client, &server].into_iter().flatten().next() {
+        Some((id, _, _)) => id.trust_domain(),
+        None => TrustDomain::parse("example.org").unwrap(),
+    };
+    let signing = check_signing_cert(der, &domain);
+    prop_assert!(
+        !(leaf_ok && signing.is_ok()),
+        "accepted both as a leaf and as a signing certificate"
+    );
+    let errors = [&client, &server, &own]
+        .into_iter()
+        .filter_map(|r| r.as_ref().err())
+        .chain(signing.as_ref().err());
+    for err in errors {
+        let _ = (err.to_string(), err.failure_reason());
+    }
+    Ok(())
+}
+
+/// Valid DER to perturb: leaves of several shapes, and signing certificates.
+static VALID_DER: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
+    vec![
+        leaf_der(|_| {}),
+        leaf_der(|p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth]),
+        leaf_der(|p| {
+            p.extended_key_usages.clear();
+            p.subject_alt_names
+                .push(SanType::DnsName("api.example.org".try_into().unwrap()));
+        }),
+        ca_der("spiffe://example.org", |_| {}),
+        ca_der("https://ca.example.org/", |_| {}),
+    ]
+});
+
+/// One change to a certificate's bytes.
+#[derive(Clone, Debug)]
+enum Edit {
+    /// XORs one byte.
+    Flip(Index, u8),
+    /// Sets one byte (a tag or a length, as often as not).
+    Set(Index, u8),
+    /// Inserts bytes.
+    Insert(Index, Vec<u8>),
+    /// Removes up to this many bytes.
+    Remove(Index, usize),
+    /// Cuts the certificate short.
+    Truncate(Index),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        4 => (any::<Index>(), 1..=255u8).prop_map(|(at, bits)| Edit::Flip(at, bits)),
+        2 => (any::<Index>(), any::<u8>()).prop_map(|(at, byte)| Edit::Set(at, byte)),
+        1 => (any::<Index>(), prop::collection::vec(any::<u8>(), 1..8))
+            .prop_map(|(at, bytes)| Edit::Insert(at, bytes)),
+        1 => (any::<Index>(), 1..8usize).prop_map(|(at, len)| Edit::Remove(at, len)),
+        1 => any::<Index>().prop_map(Edit::Truncate),
+    ]
+}
+
+/// A valid certificate with a few edits.
+fn near_valid_der() -> impl Strategy<Value = Vec<u8>> {
+    (0..VALID_DER.len(), prop::collection::vec(edit(), 1..4)).prop_map(|(which, edits)| {
+        let mut der = VALID_DER[which].clone();
+        for edit in edits {
+            let len = der.len();
+            if len == 0 {
+                break;
+            }
+            match edit {
+                Edit::Flip(at, bits) => der[at.index(len)] ^= bits,
+                Edit::Set(at, byte) => der[at.index(len)] = byte,
+                Edit::Insert(at, bytes) => {
+                    let at = at.index(len + 1);
+                    der.splice(at..at, bytes);
+                }
+                Edit::Remove(at, count) => {
+                    let at = at.index(len);
+                    der.drain(at..(at + count).min(len));
+                }
+                Edit::Truncate(at) => der.truncate(at.index(len)),
+            }
+        }
+        der
+    })
+}
+
+#[test]
+fn the_valid_examples_pass_as_what_they_are() {
+    // Else the near-valid proptest below would start from certificates the checks refuse.
+    let td = TrustDomain::parse("example.org").unwrap();
+    for (i, der) in VALID_DER.iter().enumerate() {
+        let leaf = check_leaf(der, Usage::ClientAuth).is_ok();
+        let signing = check_signing_cert(der, &td).is_ok();
+        assert!(
+            leaf != signing,
+            "example {i}: leaf {leaf}, signing {signing}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_svid_profile_checks_never_panic_on_arbitrary_bytes(
+        der in prop::collection::vec(any::<u8>(), 0..1024),
+    ) {
+        assert_the_profile_checks_agree(&der)?;
+    }
+
+    #[test]
+    fn the_svid_profile_checks_never_panic_on_a_perturbed_valid_certificate(
+        der in near_valid_der(),
+    ) {
+        assert_the_profile_checks_agree(&der)?;
+    }
 }

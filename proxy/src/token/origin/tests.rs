@@ -1,4 +1,5 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::PublicKeyComponents;
@@ -8,6 +9,8 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use proptest::prelude::*;
+use proptest::sample::Index;
 use serde_json::json;
 
 use super::*;
@@ -380,4 +383,208 @@ fn issuers_load_from_a_validated_config() {
     assert!(!verifier.is_empty());
     let token = idp.sign("ES256", &header("ES256", "ec"), &claims());
     assert_eq!(verifier.verify(&token, now()).unwrap().sub(), "alice");
+}
+
+// === the `jwks` fuzz target's properties, as proptests ===
+
+/// Compact JWS of `iss`, `aud`, `sub` and a far `exp` under each algorithm, with and without
+/// `kid: k1`, each with a signature of its algorithm's size that no key made: whatever key a
+/// JWKS holds, one of these meets its signature check.
+static UNSIGNED: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let payload = URL_SAFE_NO_PAD.encode(
+        json!({"iss": ISS, "aud": AUD, "sub": "alice", "exp": 4_102_444_800u64}).to_string(),
+    );
+    let mut tokens = Vec::new();
+    for (alg, len) in [("ES256", 64), ("RS256", 256), ("PS256", 256)] {
+        for header in [json!({"alg": alg, "kid": "k1"}), json!({"alg": alg})] {
+            let header = URL_SAFE_NO_PAD.encode(header.to_string());
+            let sig = URL_SAFE_NO_PAD.encode(vec![1u8; len]);
+            tokens.push(format!("{header}.{payload}.{sig}"));
+        }
+    }
+    tokens
+});
+
+/// Valid JWKS documents to perturb: one key of each kind named `k1`, and all three together.
+static VALID_JWKS: LazyLock<Vec<Value>> = LazyLock::new(|| {
+    let idp = Idp::new();
+    vec![
+        json!({"keys": [idp.ec_jwk("k1")]}),
+        json!({"keys": [idp.rsa_jwk("k1", None)]}),
+        json!({"keys": [idp.rsa_jwk("k1", Some("PS256"))]}),
+        json!({"keys": [idp.ec_jwk("k1"), idp.rsa_jwk("k2", Some("RS256")), idp.rsa_jwk("k3", Some("PS256"))]}),
+    ]
+});
+
+/// What the `jwks` fuzz target asserts of any file: it loads, with a key, and verifies no
+/// token nobody signed; or it is refused as a JWKS problem, never as unreadable.
+fn assert_loads_usably_or_is_refused_as_a_jwks(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, bytes).unwrap();
+    let loaded = OriginVerifier::from_files(
+        std::iter::once((ISS, Path::new(&path), AUD)),
+        Duration::ZERO,
+    );
+    match loaded {
+        Ok(verifier) => {
+            prop_assert!(!verifier.is_empty(), "a loaded JWKS configures its issuer");
+            for token in UNSIGNED.iter() {
+                prop_assert!(
+                    verifier.verify(token, SystemTime::UNIX_EPOCH).is_err(),
+                    "a token nobody signed verified: {}",
+                    token
+                );
+            }
+        }
+        Err(err @ TokenError::Jwks { .. }) => {
+            let _ = err.to_string();
+        }
+        Err(other) => prop_assert!(false, "a readable JWKS file refused as: {}", other),
+    }
+    Ok(())
+}
+
+/// A JWK member's replacement: JSON of each type, the names the parser matches on, and
+/// base64url of key-sized bytes (32 for a P-256 coordinate, about 256 for an RSA modulus).
+fn member_value() -> impl Strategy<Value = Value> {
+    let names = vec![
+        "EC", "RSA", "OKP", "oct", "P-256", "P-384", "ES256", "RS256", "PS256", "HS256", "none",
+        "sig", "enc", "k1", "k2", "", "AA", "AQAB", "====",
+    ];
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        prop::sample::select(names).prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+        prop_oneof![0..8usize, Just(31usize), Just(32), Just(33), 250..=260usize]
+            .prop_flat_map(|n| prop::collection::vec(any::<u8>(), n))
+            .prop_map(|bytes| Value::from(URL_SAFE_NO_PAD.encode(bytes))),
+        Just(json!([])),
+        Just(json!({})),
+        Just(json!([{}])),
+    ]
+}
+
+/// One change to a JWKS document.
+#[derive(Clone, Debug)]
+enum Edit {
+    /// Sets (or adds) a member of a key, or of the document when `key` is `None`.
+    Set(Option<Index>, &'static str, Value),
+    /// Removes a member of a key.
+    Remove(Index, &'static str),
+    /// Appends a copy of a key (a repeated `kid`).
+    Repeat(Index),
+    /// Replaces a key with a value that may not be an object.
+    Replace(Index, Value),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let member = prop::sample::select(vec![
+        "kty", "crv", "alg", "use", "kid", "x", "y", "n", "e", "keys", "d",
+    ]);
+    prop_oneof![
+        4 => (any::<Option<Index>>(), member.clone(), member_value())
+            .prop_map(|(key, name, value)| Edit::Set(key, name, value)),
+        2 => (any::<Index>(), member).prop_map(|(key, name)| Edit::Remove(key, name)),
+        1 => any::<Index>().prop_map(Edit::Repeat),
+        1 => (any::<Index>(), member_value()).prop_map(|(key, value)| Edit::Replace(key, value)),
+    ]
+}
+
+/// A valid JWKS document with some edits, serialised, then maybe cut short or with a few
+/// bytes flipped.
+fn near_valid_jwks() -> impl Strategy<Value = Vec<u8>> {
+    (
+        0..VALID_JWKS.len(),
+        prop::collection::vec(edit(), 0..4),
+        any::<Option<Index>>(),
+        prop::collection::vec((any::<Index>(), 1..=255u8), 0..3),
+    )
+        .prop_map(|(which, edits, cut, flips)| {
+            let mut jwks = VALID_JWKS[which].clone();
+            for edit in edits {
+                let Some(Value::Array(keys)) = jwks.get_mut("keys") else {
+                    if let Edit::Set(None, name, value) = edit {
+                        jwks[name] = value;
+                    }
+                    continue;
+                };
+                let Some(last) = keys.len().checked_sub(1) else {
+                    continue;
+                };
+                let pick = |key: &Index| key.index(last + 1);
+                match edit {
+                    Edit::Set(None, name, value) => jwks[name] = value,
+                    Edit::Set(Some(key), name, value) => {
+                        if let Some(jwk) = keys[pick(&key)].as_object_mut() {
+                            jwk.insert(name.to_owned(), value);
+                        }
+                    }
+                    Edit::Remove(key, name) => {
+                        if let Some(jwk) = keys[pick(&key)].as_object_mut() {
+                            jwk.remove(name);
+                        }
+                    }
+                    Edit::Repeat(key) => keys.push(keys[pick(&key)].clone()),
+                    Edit::Replace(key, value) => keys[pick(&key)] = value,
+                }
+            }
+            let mut bytes = jwks.to_string().into_bytes();
+            if let Some(cut) = cut
+                && cut.index(4) == 0
+            {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            if !bytes.is_empty() {
+                for (at, bits) in flips {
+                    let at = at.index(bytes.len());
+                    bytes[at] ^= bits;
+                }
+            }
+            bytes
+        })
+}
+
+#[test]
+fn the_unsigned_tokens_reach_the_signature_check_of_each_valid_jwks() {
+    // Else the proptests below would check less than they say.
+    for jwks in VALID_JWKS.iter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, jwks.to_string()).unwrap();
+        let verifier =
+            OriginVerifier::from_files(std::iter::once((ISS, path.as_path(), AUD)), Duration::ZERO)
+                .unwrap();
+        let reasons: Vec<_> = UNSIGNED
+            .iter()
+            .map(|token| verifier.verify(token, SystemTime::UNIX_EPOCH).err())
+            .collect();
+        assert!(
+            reasons.contains(&Some(RejectReason::Signature)),
+            "{jwks}: {reasons:?}"
+        );
+        assert!(reasons.iter().all(Option::is_some), "{jwks}: {reasons:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_jwks_parser_never_panics_on_arbitrary_bytes(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+    ) {
+        assert_loads_usably_or_is_refused_as_a_jwks(&bytes)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn the_jwks_parser_never_panics_on_a_perturbed_valid_jwks(bytes in near_valid_jwks()) {
+        assert_loads_usably_or_is_refused_as_a_jwks(&bytes)?;
+    }
 }

@@ -14,6 +14,8 @@ use crate::telemetry::seal::{Batch, Chain};
 use crate::test_util::pki::Ca;
 use crate::tls::Identity;
 
+mod never_panics;
+
 const ID: &str = "spiffe://example.org/ns/ml/sa/inference";
 
 /// A log written as the sidecar writes one: records, log lines and seals by a [`Chain`] whose
