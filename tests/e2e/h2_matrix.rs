@@ -208,11 +208,8 @@ async fn inbound_and_outbound_never_tunnel_an_h2c_upgrade_over_h2_smg_21() {
         println!("{} / http2-settings alone: {outcome:?}", side.name);
         assert_eq!(outcome, Outcome::Status(200), "{}", side.name);
         let seen = side.then_the_app_saw(&["/settings"]).await;
-        // Not in the hop-by-hop list of docs/security.md and not a malformed field on HTTP/2
-        // (RFC 9113 §8.2.2): passed on or stripped, it is inert without `Upgrade`.
-        let mut at_app = view(&seen[0].headers);
-        at_app.remove("http2-settings");
-        assert_eq!(at_app, side.base_view(), "{}", side.name);
+        // Connection-specific (RFC 7540 §3.2.1), so hop-by-hop: stripped like `Upgrade`.
+        assert_eq!(view(&seen[0].headers), side.base_view(), "{}", side.name);
     }
 }
 
