@@ -3,7 +3,8 @@
 # committed seeds, and prints per target the executions, the coverage and the crashes. Exits 1
 # when any target crashed (a panic, a timeout, an out-of-memory) or could not run.
 #
-#   fuzz/run.sh SECONDS        e.g. fuzz/run.sh 10 (CI's smoke), fuzz/run.sh 600 (a long run)
+#   fuzz/run.sh SECONDS [TARGET...]   e.g. fuzz/run.sh 10 (CI's smoke), fuzz/run.sh 600 (a long
+#                                     run), fuzz/run.sh 600 jwks mcp_body (those two only)
 #
 # Each target starts from the seeds in corpus/<target>/ with a descriptive name, copied into a
 # scratch corpus (target/run-corpus/<target>/, emptied first) that libFuzzer grows: committed
@@ -14,11 +15,12 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 SECONDS   (fuzz every target for SECONDS each)" >&2
+  echo "usage: $0 SECONDS [TARGET...]   (fuzz every target, or those named, for SECONDS each)" >&2
   exit 2
 }
-[[ $# -eq 1 && $1 =~ ^[1-9][0-9]*$ ]] || usage
+[[ $# -ge 1 && $1 =~ ^[1-9][0-9]*$ ]] || usage
 secs=$1
+shift
 
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
@@ -28,6 +30,12 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # Build every target once, so each target's SECONDS are spent fuzzing.
 cargo fuzz build
 targets=$(cargo fuzz list)
+if [[ $# -gt 0 ]]; then
+  for wanted in "$@"; do
+    grep -qx -- "$wanted" <<<"$targets" || { echo "no fuzz target named $wanted" >&2; usage; }
+  done
+  targets="$*"
+fi
 scratch=target/run-corpus
 logs=target/run-logs
 mkdir -p "$scratch" "$logs"
