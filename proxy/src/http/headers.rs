@@ -201,8 +201,11 @@ pub fn check_authority(parts: &Parts) -> Result<(), &'static str> {
 /// made of the characters of a registered name, an IP literal and a port. No user info, no
 /// space, nothing an app could split differently.
 fn is_host(host: &str) -> bool {
-    host.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+    host.bytes().all(|b| {
+        matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~'
+            | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            | b'%' | b':' | b'[' | b']')
+    })
 }
 
 /// The authority a request names: `Host`, else the request target's (absolute-form, or
