@@ -24,7 +24,9 @@
 # At the end: a summary (also OUT/summary.txt). It fails (exit 1) on any non-200 response or
 # oha error, fewer than 90% of RATE × DURATION requests sent, a reload or rotation not
 # confirmed, a reload error counted by either sidecar, a sidecar that died, last RSS more than
-# 20% above the RSS at BASELINE, or last fds more than 10 above the fds at BASELINE.
+# 20% above the RSS at BASELINE, or last fds more than 10 above the fds at BASELINE. BASELINE
+# is past warm-up: B's relay set fills after token.relay_cache / RATE seconds (65,536 / 500 =
+# 131 s) and takes its final size then; growth after that is what a leak looks like.
 #
 # Not a CI test: it runs for half an hour. The PKI, the nginx app, the policies, the pair's
 # configs and the OTLP receiver are copied from benches/load/run.sh (which runs everything at
@@ -33,7 +35,7 @@
 # Usage: bash benches/soak/run.sh
 #        DURATION=30m  how long the load runs (s, m or h; default 30m)
 #        RATE=500      requests per second        CONNS=4        oha's connections
-#        RELOAD_EVERY=30s  ROTATE_EVERY=2m  SAMPLE_EVERY=10s  BASELINE=2m (the flatness reference)
+#        RELOAD_EVERY=30s  ROTATE_EVERY=2m  SAMPLE_EVERY=10s  BASELINE=5m (the flatness reference)
 #        OUT=DIR       where samples.csv, oha.json, summary.txt and the logs go (default: a new
 #                      folder under /tmp, kept and printed)
 #        HOPGATE_LOG   the sidecars' log filter (default info: the reload lines are kept; the
@@ -54,7 +56,7 @@ duration=$(secs_of "${DURATION:-30m}")
 reload_every=$(secs_of "${RELOAD_EVERY:-30s}")
 rotate_every=$(secs_of "${ROTATE_EVERY:-2m}")
 sample_every=$(secs_of "${SAMPLE_EVERY:-10s}")
-baseline=$(secs_of "${BASELINE:-2m}")
+baseline=$(secs_of "${BASELINE:-5m}")
 rate=${RATE:-500}
 conns=${CONNS:-4}
 
