@@ -35,6 +35,21 @@ pub struct Accepted {
     pub head: HeadWatch,
 }
 
+/// How long a connection has to send its first request head before a new connection may take
+/// its place at the cap: enough for a head already sent to be read under load, far less than
+/// `header_read`.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// What [`Headless::evict_oldest`] did.
+enum Eviction {
+    /// The oldest connection without a head was told to close.
+    Done,
+    /// The oldest one may be told at this instant.
+    At(Instant),
+    /// Every connection has sent a head.
+    Nobody,
+}
+
 /// A connection's link to its listener until its first request head is in: at the connection
 /// cap, the oldest connection still without a head gives its place to a new one (DOS-04). A
 /// connection that has sent a head keeps its place. The default watches nothing (a connection
@@ -120,18 +135,7 @@ impl Listener {
                             continue;
                         }
                     };
-                    if self.headless.evict_oldest() {
-                        tracing::debug!(client.addr = %conn.1, "at the connection cap: a connection without a request head gave its place");
-                    }
-                    // The evicted connection's place frees up as soon as its task sees the
-                    // eviction; with none evicted (they all sent a head meanwhile), this one
-                    // connection waits for a place, accepted.
-                    let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
-                        // The semaphore is never closed; if it were, waiting is all that is left.
-                        std::future::pending::<()>().await;
-                        continue;
-                    };
-                    (permit, conn)
+                    (self.place_for(conn.1).await, conn)
                 }
             };
             // Small request/response exchanges must not wait for Nagle.
@@ -142,6 +146,36 @@ impl Listener {
                 permit,
                 head: self.headless.register(),
             };
+        }
+    }
+}
+
+impl Listener {
+    /// A place for a connection accepted at the cap: the oldest connection still without a
+    /// request head gives its own, once it has had [`EVICTABLE_AFTER`] to send one (a burst of
+    /// new connections must not close those whose head is only waiting to be read); else the
+    /// next place to free up.
+    async fn place_for(&self, remote: SocketAddr) -> OwnedSemaphorePermit {
+        loop {
+            let wait = match self.headless.evict_oldest(EVICTABLE_AFTER) {
+                Eviction::Done => {
+                    tracing::debug!(client.addr = %remote, "at the connection cap: a connection without a request head gave its place");
+                    None
+                }
+                Eviction::At(when) => Some(when),
+                Eviction::Nobody => None,
+            };
+            let sleep = tokio::time::sleep_until(wait.unwrap_or_else(Instant::now));
+            tokio::select! {
+                permit = Arc::clone(&self.permits).acquire_owned() => {
+                    if let Ok(permit) = permit {
+                        return permit;
+                    }
+                    // The semaphore is never closed; if it were, waiting is all that is left.
+                    std::future::pending::<()>().await;
+                }
+                () = sleep, if wait.is_some() => {}
+            }
         }
     }
 }
@@ -206,21 +240,29 @@ impl Headless {
         self.lock().remove(&id);
     }
 
-    /// Tells the connection accepted longest ago that has not sent a head to close; false when
-    /// there is none. A scan, but only at the cap, and the map holds only head-less connections.
-    fn evict_oldest(&self) -> bool {
+    /// Tells the connection accepted longest ago that has not sent a head to close, if it was
+    /// accepted at least `after` ago. A scan, but only at the cap, and the map holds only
+    /// head-less connections.
+    fn evict_oldest(&self, after: Duration) -> Eviction {
         let mut waiting = self.lock();
         let oldest = waiting
             .iter()
             .min_by_key(|(_, (accepted, _))| *accepted)
-            .map(|(id, _)| *id);
-        let Some((_, claim)) = oldest.and_then(|id| waiting.remove(&id)) else {
-            return false;
+            .map(|(id, (accepted, _))| (*id, *accepted));
+        let Some((id, accepted)) = oldest else {
+            return Eviction::Nobody;
         };
-        drop(waiting);
-        // `notify_one` keeps the wake-up for a task that is not waiting yet.
-        claim.upgrade().inspect(|claim| claim.evict.notify_one());
-        true
+        if accepted.elapsed() < after {
+            return Eviction::At(accepted + after);
+        }
+        if let Some((_, claim)) = waiting.remove(&id) {
+            drop(waiting);
+            // `notify_one` keeps the wake-up for a task that is not waiting yet.
+            if let Some(claim) = claim.upgrade() {
+                claim.evict.notify_one();
+            }
+        }
+        Eviction::Done
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, Weak<Claim>)>> {

@@ -222,6 +222,39 @@ async fn an_http2_head_dripped_on_a_later_stream_is_cut_at_header_read_on_both_s
     );
 }
 
+#[tokio::test]
+async fn at_the_cap_a_new_connection_does_not_close_one_that_sends_its_head_within_a_second_dos_04()
+{
+    let mesh = Workloads::new();
+    let server = mesh.workload("server").start().await;
+    let agent = mesh
+        .workload("agent")
+        .inbound_yaml(
+            "  timeouts: { header_read: 30s, idle: 30s }\n  limits: { max_connections: 1 }\n",
+        )
+        .route("server.svc", &server, &["generate"])
+        .start()
+        .await;
+    let request = b"GET / HTTP/1.1\r\nHost: server.svc\r\n\r\n";
+    let mut first = tokio::net::TcpStream::connect(agent.outbound)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A burst at the cap: the newcomer is held, not given the first one's place at once...
+    let mut second = tokio::net::TcpStream::connect(agent.outbound)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so the first connection's head, sent after the newcomer came, is served.
+    first.write_all(request).await.unwrap();
+    let reply = read_some(&mut first).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(first);
+    second.write_all(request).await.unwrap();
+    let reply = read_some(&mut second).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
 // === helpers ===
 
 /// How long after `start` the other end closed `stream` (reading until EOF or an error).
