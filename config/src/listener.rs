@@ -319,7 +319,7 @@ impl Default for InboundLimits {
             max_connections: 10_000,
             max_concurrent_streams: 100,
             max_header_bytes: 65_536,
-            max_pending_resets: 20,
+            max_pending_resets: 100,
         }
     }
 }
@@ -409,7 +409,7 @@ mod tests {
                 l.max_header_bytes(),
                 l.max_pending_resets()
             ),
-            (10_000, 100, 65_536, 20)
+            (10_000, 100, 65_536, 100)
         );
         assert!(config.outbound().is_none());
     }
