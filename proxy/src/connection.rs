@@ -45,8 +45,10 @@ pin_project! {
         inner: T,
         progress: Arc<Progress>,
         heads: FrameHeads,
-        // The value last stored in `progress.head_since`, not to touch it for nothing.
+        // The state last told to `progress`, not to touch it for nothing: whether a header
+        // block was open after the last read, and which.
         head_open: bool,
+        head_block: u32,
     }
 }
 
@@ -131,6 +133,7 @@ impl ConnectionServer {
             progress: Arc::clone(&progress),
             heads: FrameHeads::default(),
             head_open: false,
+            head_block: 0,
         });
         let requests = Arc::new(Requests {
             head,
@@ -365,8 +368,11 @@ impl<T: AsyncRead> AsyncRead for Activity<T> {
         if let Some(read) = buf.filled().get(before..).filter(|read| !read.is_empty()) {
             this.progress.active.store(true, Ordering::Relaxed);
             let open = this.heads.feed(read);
-            if open != *this.head_open {
+            // A read that completed one head and left the next one open starts a new clock.
+            let block = this.heads.block();
+            if open != *this.head_open || (open && block != *this.head_block) {
                 *this.head_open = open;
+                *this.head_block = block;
                 this.progress.head_in_progress(open);
             }
         }

@@ -255,6 +255,52 @@ async fn at_the_cap_a_new_connection_does_not_close_one_that_sends_its_head_with
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
 
+#[tokio::test]
+async fn http2_heads_each_split_across_two_reads_are_each_timed_on_their_own_dos_01() {
+    let mesh = Workloads::new();
+    let server = mesh.workload("server").inbound_yaml(TIMEOUTS).start().await;
+    let agent = mesh
+        .workload("agent")
+        .inbound_yaml(TIMEOUTS)
+        .route("server.svc", &server, &["generate"])
+        .start()
+        .await;
+    let tcp = tokio::net::TcpStream::connect(agent.outbound)
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tcp);
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return start.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    });
+    // Every read ends inside a head for 1.5 s, three times `header_read`, but each head is
+    // complete 100 ms after its first byte.
+    wr.write_all(H2_PREFACE).await.unwrap();
+    let mut rest: Vec<u8> = Vec::new();
+    for stream in (1u8..=29).step_by(2) {
+        let head = get_headers(stream, b"\x86", "server.svc");
+        let (first, second) = head.split_at(12);
+        let mut write = std::mem::take(&mut rest);
+        write.extend_from_slice(first);
+        wr.write_all(&write).await.unwrap();
+        rest = second.to_vec();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wr.write_all(&rest).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !reader.is_finished(),
+        "closed after {:?}",
+        reader.await.unwrap()
+    );
+}
+
 // === helpers ===
 
 /// How long after `start` the other end closed `stream` (reading until EOF or an error).
@@ -370,18 +416,7 @@ async fn drip_second_head<S>(stream: S, scheme: &[u8], authority: &str) -> Durat
 where
     S: AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    // :method GET, :path /, :scheme, then :authority as a literal without indexing.
-    let mut block = vec![0x82, 0x84];
-    block.extend_from_slice(scheme);
-    block.extend([0x01, u8::try_from(authority.len()).unwrap()]);
-    block.extend_from_slice(authority.as_bytes());
-    let headers = |stream_id: u8| {
-        let len = u8::try_from(block.len()).unwrap();
-        // HEADERS, END_STREAM | END_HEADERS.
-        let mut frame = vec![0, 0, len, 0x1, 0x5, 0, 0, 0, stream_id];
-        frame.extend_from_slice(&block);
-        frame
-    };
+    let headers = |stream_id: u8| get_headers(stream_id, scheme, authority);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut first = H2_PREFACE.to_vec();
     first.extend(headers(1));
@@ -405,4 +440,17 @@ where
         }
     });
     closed(rd, start).await
+}
+
+/// A HEADERS frame (END_STREAM, END_HEADERS) for a GET / on `stream_id`: `:method`, `:path`,
+/// `scheme` (its HPACK byte), then `:authority` as a literal without indexing.
+fn get_headers(stream_id: u8, scheme: &[u8], authority: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x84];
+    block.extend_from_slice(scheme);
+    block.extend([0x01, u8::try_from(authority.len()).unwrap()]);
+    block.extend_from_slice(authority.as_bytes());
+    let len = u8::try_from(block.len()).unwrap();
+    let mut frame = vec![0, 0, len, 0x1, 0x5, 0, 0, 0, stream_id];
+    frame.extend_from_slice(&block);
+    frame
 }

@@ -22,6 +22,8 @@ pub(super) struct FrameHeads {
     at: At,
     /// A header block has started and its END_HEADERS frame has not been read in full.
     in_block: bool,
+    /// How many header blocks have started (wrapping): tells one open block from the next.
+    blocks: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +44,7 @@ impl Default for FrameHeads {
         Self {
             at: At::Preface(0),
             in_block: false,
+            blocks: 0,
         }
     }
 }
@@ -103,6 +106,12 @@ impl FrameHeads {
         self.in_block
     }
 
+    /// Which header block is the latest to have started: a block left open by two reads is
+    /// the same block only if this did not change between them.
+    pub(super) fn block(&self) -> u32 {
+        self.blocks
+    }
+
     /// A whole frame header has been read.
     fn frame(&mut self, header: &[u8; 9]) {
         let [l0, l1, l2, kind, flags, ..] = *header;
@@ -111,6 +120,7 @@ impl FrameHeads {
         let ends_block = match kind {
             HEADERS => {
                 self.in_block = true;
+                self.blocks = self.blocks.wrapping_add(1);
                 ends
             }
             CONTINUATION => self.in_block && ends,
@@ -184,6 +194,19 @@ mod tests {
         assert!(heads.feed(&connection(&[frame(HEADERS, 0, &[0x82; 8])])));
         assert!(heads.feed(&frame(CONTINUATION, 0, &[0x84; 8])));
         assert!(!heads.feed(&frame(CONTINUATION, END_HEADERS, &[0x86; 8])));
+    }
+
+    #[test]
+    fn a_read_that_ends_one_block_and_leaves_the_next_open_names_a_new_block_dos_01() {
+        let mut heads = FrameHeads::default();
+        let first = frame(HEADERS, END_HEADERS, &[0x82; 20]);
+        let second = frame(HEADERS, END_HEADERS, &[0x82; 20]);
+        assert!(heads.feed(&connection(&[first[..12].to_vec()])));
+        let open = heads.block();
+        let mut read = first[12..].to_vec();
+        read.extend_from_slice(&second[..12]);
+        assert!(heads.feed(&read));
+        assert_ne!(heads.block(), open, "still open, but another block");
     }
 
     #[test]
