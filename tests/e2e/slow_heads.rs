@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use crate::support::client::Proto;
 use crate::support::proxy::Mesh;
 use crate::support::upstream::Upstream;
-use crate::support::workload::Workloads;
+use crate::support::workload::{Workload, Workloads};
 
 const TIMEOUTS: &str = "  timeouts: { header_read: 500ms, idle: 30s }\n";
 
@@ -69,14 +69,7 @@ async fn an_app_connection_to_the_outbound_side_that_sends_nothing_is_closed_dos
 
 #[tokio::test]
 async fn a_connection_that_sent_its_head_in_time_is_not_cut_by_header_read() {
-    let mesh = Workloads::new();
-    let server = mesh.workload("server").inbound_yaml(TIMEOUTS).start().await;
-    let agent = mesh
-        .workload("agent")
-        .inbound_yaml(TIMEOUTS)
-        .route("server.svc", &server, &["generate"])
-        .start()
-        .await;
+    let (_mesh, _server, agent) = server_and_agent(TIMEOUTS, TIMEOUTS).await;
     let mut tcp = tokio::net::TcpStream::connect(agent.outbound)
         .await
         .unwrap();
@@ -124,14 +117,7 @@ async fn inbound_at_the_cap_gives_a_headless_connection_s_place_to_a_new_one_dos
 
 #[tokio::test]
 async fn outbound_at_the_cap_gives_a_headless_connection_s_place_to_a_new_one_dos_04() {
-    let mesh = Workloads::new();
-    let server = mesh.workload("server").start().await;
-    let agent = mesh
-        .workload("agent")
-        .inbound_yaml(CAPPED)
-        .route("server.svc", &server, &["generate"])
-        .start()
-        .await;
+    let (_mesh, _server, agent) = server_and_agent("", CAPPED).await;
     let request = b"GET / HTTP/1.1\r\nHost: server.svc\r\n\r\n";
     let mut served = tokio::net::TcpStream::connect(agent.outbound)
         .await
@@ -189,14 +175,7 @@ async fn at_the_cap_connections_that_sent_a_head_are_never_closed_for_a_new_one_
 
 #[tokio::test]
 async fn an_http2_head_dripped_on_a_later_stream_is_cut_at_header_read_on_both_sides_dos_01() {
-    let mesh = Workloads::new();
-    let server = mesh.workload("server").inbound_yaml(TIMEOUTS).start().await;
-    let agent = mesh
-        .workload("agent")
-        .inbound_yaml(TIMEOUTS)
-        .route("server.svc", &server, &["generate"])
-        .start()
-        .await;
+    let (_mesh, _server, agent) = server_and_agent(TIMEOUTS, TIMEOUTS).await;
     // The app's h2c connection to the outbound side...
     let tcp = tokio::net::TcpStream::connect(agent.outbound)
         .await
@@ -225,16 +204,11 @@ async fn an_http2_head_dripped_on_a_later_stream_is_cut_at_header_read_on_both_s
 #[tokio::test]
 async fn at_the_cap_a_new_connection_does_not_close_one_that_sends_its_head_within_a_second_dos_04()
 {
-    let mesh = Workloads::new();
-    let server = mesh.workload("server").start().await;
-    let agent = mesh
-        .workload("agent")
-        .inbound_yaml(
-            "  timeouts: { header_read: 30s, idle: 30s }\n  limits: { max_connections: 1 }\n",
-        )
-        .route("server.svc", &server, &["generate"])
-        .start()
-        .await;
+    let (_mesh, _server, agent) = server_and_agent(
+        "",
+        "  timeouts: { header_read: 30s, idle: 30s }\n  limits: { max_connections: 1 }\n",
+    )
+    .await;
     let request = b"GET / HTTP/1.1\r\nHost: server.svc\r\n\r\n";
     let mut first = tokio::net::TcpStream::connect(agent.outbound)
         .await
@@ -257,14 +231,7 @@ async fn at_the_cap_a_new_connection_does_not_close_one_that_sends_its_head_with
 
 #[tokio::test]
 async fn http2_heads_each_split_across_two_reads_are_each_timed_on_their_own_dos_01() {
-    let mesh = Workloads::new();
-    let server = mesh.workload("server").inbound_yaml(TIMEOUTS).start().await;
-    let agent = mesh
-        .workload("agent")
-        .inbound_yaml(TIMEOUTS)
-        .route("server.svc", &server, &["generate"])
-        .start()
-        .await;
+    let (_mesh, _server, agent) = server_and_agent(TIMEOUTS, TIMEOUTS).await;
     let tcp = tokio::net::TcpStream::connect(agent.outbound)
         .await
         .unwrap();
@@ -453,4 +420,22 @@ fn get_headers(stream_id: u8, scheme: &[u8], authority: &str) -> Vec<u8> {
     let mut frame = vec![0, 0, len, 0x1, 0x5, 0, 0, 0, stream_id];
     frame.extend_from_slice(&block);
     frame
+}
+
+/// A server workload with `server_yaml` in its inbound section, and an agent with
+/// `agent_yaml` and a route `server.svc` to it; the mesh holds their files.
+async fn server_and_agent(server_yaml: &str, agent_yaml: &str) -> (Workloads, Workload, Workload) {
+    let mesh = Workloads::new();
+    let server = mesh
+        .workload("server")
+        .inbound_yaml(server_yaml)
+        .start()
+        .await;
+    let agent = mesh
+        .workload("agent")
+        .inbound_yaml(agent_yaml)
+        .route("server.svc", &server, &["generate"])
+        .start()
+        .await;
+    (mesh, server, agent)
 }
