@@ -148,9 +148,7 @@ impl Listener {
             };
         }
     }
-}
 
-impl Listener {
     /// A place for a connection accepted at the cap: the oldest connection still without a
     /// request head gives its own, once it has had [`EVICTABLE_AFTER`] to send one (a burst of
     /// new connections must not close those whose head is only waiting to be read); else the
