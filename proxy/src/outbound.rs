@@ -41,6 +41,7 @@ use crate::telemetry::trace::HopSpan;
 use crate::telemetry::traceparent::CallerTrace;
 
 mod delegate;
+mod linger;
 mod route;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@
 
 mod admin;
 mod caller_rotation;
+mod cancel_burst;
 mod curl;
 mod demo_export;
 mod dns;

@@ -54,8 +54,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::linger::{Handed, Linger};
 use crate::dns::Resolved;
-use crate::http::{Body, RequestError};
+use crate::http::{Body, RequestError, stream_body};
 use crate::identity::IdentitySnapshot;
 use crate::tls::describe_tls_error;
 
@@ -208,10 +209,19 @@ impl Upstream {
         // One authority, in the URI: a `Host` beside it would name the host twice on HTTP/2.
         parts.headers.remove(HOST);
         parts.version = Version::HTTP_11;
-        let req = Request::from_parts(parts, body);
         let pool = self.pool_for(identity)?;
-        let client = pool.client().await?;
-        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
+        let (client, protocol) = pool.client().await?;
+        // Dropped before its head (the caller went away), an HTTP/2 call whose stream is open
+        // lingers, so that callers leaving together do not trip the destination's rapid-reset
+        // guard (DOS-07). An HTTP/1.1 destination has no such guard: its call is cut at once.
+        let (req, opened) = if protocol == Protocol::H2 {
+            let (body, opened) = Handed::new(body);
+            (Request::from_parts(parts, stream_body(body)), Some(opened))
+        } else {
+            (Request::from_parts(parts, body), None)
+        };
+        let mut call = Linger::new(client.request(req), opened);
+        match tokio::time::timeout(self.response_timeout, &mut call).await {
             Ok(Ok(rsp)) => Ok(rsp),
             Ok(Err(err)) => {
                 if err.is_connect() {
@@ -219,7 +229,10 @@ impl Upstream {
                 }
                 Err(RequestError::UpstreamConnect(Box::new(err)))
             }
-            Err(_) => Err(RequestError::UpstreamTimeout),
+            Err(_) => {
+                call.abandon();
+                Err(RequestError::UpstreamTimeout)
+            }
         }
     }
 
@@ -294,11 +307,12 @@ impl Pool {
         })
     }
 
-    /// The client for the destination's protocol, probing it first when unknown.
-    async fn client(&self) -> Result<&Client<MtlsConnector, Body>, RequestError> {
+    /// The client for the destination's protocol, and the protocol, probing it first when
+    /// unknown.
+    async fn client(&self) -> Result<(&Client<MtlsConnector, Body>, Protocol), RequestError> {
         let known = |protocol| match protocol {
-            Protocol::H2 => Some(&self.h2),
-            Protocol::Http1 => Some(&self.http1),
+            Protocol::H2 => Some((&self.h2, protocol)),
+            Protocol::Http1 => Some((&self.http1, protocol)),
             Protocol::Unknown => None,
         };
         if let Some(client) = known(self.protocol.load()) {
@@ -320,7 +334,7 @@ impl Pool {
             Protocol::Http1
         };
         self.protocol.store(protocol);
-        Ok(known(protocol).unwrap_or(&self.http1))
+        Ok(known(protocol).unwrap_or((&self.http1, Protocol::Http1)))
     }
 }
 
