@@ -123,11 +123,12 @@ async fn fetch(a: SocketAddr, path: &'static str) -> Result<(u16, String), Strin
     ))
 }
 
-/// `a` → gate → `b`, with `b` closing a connection past `max_pending_resets` (5) resets.
-async fn pair(mesh: &Workloads) -> (Workload, Workload, Gate) {
+/// `a` → gate → `b`, with `b` closing a connection past `max_pending_resets` (5) resets, and
+/// `limits` (indented YAML lines) among its other `inbound.limits`.
+async fn pair(mesh: &Workloads, limits: &str) -> (Workload, Workload, Gate) {
     let b = mesh
         .workload("b")
-        .inbound_yaml("  limits:\n    max_pending_resets: 5\n")
+        .inbound_yaml(&format!("  limits:\n    max_pending_resets: 5\n{limits}"))
         .start()
         .await;
     let gate = Gate::start(b.inbound.unwrap()).await;
@@ -146,25 +147,10 @@ async fn pair(mesh: &Workloads) -> (Workload, Workload, Gate) {
     (a, b, gate)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dos_07_callers_cancelling_together_leave_the_pooled_hop_connection_serving() {
-    let mesh = Workloads::new();
-    let (a, b, gate) = pair(&mesh).await;
-    // A long response on the pooled connection: 20 chunks, 100 ms apart.
-    let long = tokio::spawn(fetch(a.outbound, "/stream/20"));
-    eventually(
-        Duration::from_secs(5),
-        "the long request reached b's app",
-        || {
-            let seen = b.app.received().iter().any(|r| r.path == "/stream/20");
-            async move { seen.then_some(()) }
-        },
-    )
-    .await;
-    // The protocol probe's connection, and the pooled one.
-    let connections = gate.accepted.load(Ordering::SeqCst);
-
-    // Twenty more on one HTTP/2 connection to a, held at the gate on their way to b.
+/// Twenty calls of `/stream/50` on one HTTP/2 connection to `a`, held at the gate on their way
+/// to b; then their caller goes away, so a cancels all twenty before b has read any of them; then
+/// the gate opens, within half a second of the cancel.
+async fn cancelled_burst(a: &Workload, gate: &Gate) {
     gate.open.send_replace(false);
     let io = TokioIo::new(TcpStream::connect(a.outbound).await.unwrap());
     let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -180,10 +166,10 @@ async fn dos_07_callers_cancelling_together_leave_the_pooled_hop_connection_serv
         calls.spawn(async move { sender.send_request(req).await });
     }
     let heads = gate.settled().await;
-    // Their caller goes away: a cancels all twenty before b has read any of them.
     calls.abort_all();
     conn.abort();
     drop(sender);
+    // What a sends now (the resets, without lingering) joins the heads at the gate.
     for _ in 0..10 {
         if gate.held() > heads {
             break;
@@ -191,10 +177,51 @@ async fn dos_07_callers_cancelling_together_leave_the_pooled_hop_connection_serv
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     gate.open.send_replace(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dos_07_callers_cancelling_together_leave_the_pooled_hop_connection_serving() {
+    let mesh = Workloads::new();
+    let (a, b, gate) = pair(&mesh, "").await;
+    // A long response on the pooled connection: 20 chunks, 100 ms apart.
+    let long = tokio::spawn(fetch(a.outbound, "/stream/20"));
+    eventually(
+        Duration::from_secs(5),
+        "the long request reached b's app",
+        || {
+            let seen = b.app.received().iter().any(|r| r.path == "/stream/20");
+            async move { seen.then_some(()) }
+        },
+    )
+    .await;
+    // The protocol probe's connection, and the pooled one.
+    let connections = gate.accepted.load(Ordering::SeqCst);
+
+    cancelled_burst(&a, &gate).await;
 
     let (status, body) = long.await.unwrap().expect("the long response is whole");
     assert_eq!(status, 200);
     assert!(body.ends_with("chunk 19\n"), "{body}");
+    let (status, _) = fetch(a.outbound, "/after").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        gate.accepted.load(Ordering::SeqCst),
+        connections,
+        "the hop connection was not replaced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dos_07_callers_leaving_while_their_calls_wait_for_a_stream_spare_the_hop_connection() {
+    let mesh = Workloads::new();
+    // b takes two streams at a time on a connection: eighteen of the twenty wait in a, and h2
+    // would send the HEADERS of those it holds with their resets right behind.
+    let (a, _b, gate) = pair(&mesh, "    max_concurrent_streams: 2\n").await;
+    assert_eq!(fetch(a.outbound, "/warm").await.unwrap().0, 200);
+    let connections = gate.accepted.load(Ordering::SeqCst);
+
+    cancelled_burst(&a, &gate).await;
+
     let (status, _) = fetch(a.outbound, "/after").await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(

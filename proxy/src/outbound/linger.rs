@@ -14,24 +14,19 @@
 //! stream it accepted, which no guard counts) or for [`LINGER`], whichever comes first. The
 //! destination and its app go on with the request for at most that long after the caller left.
 //!
-//! Only a call whose stream is open lingers: one still queued for a stream (the connection at
-//! the destination's `SETTINGS_MAX_CONCURRENT_STREAMS`, or still connecting) is dropped at once,
-//! and hyper then never opens it. Kept, it would be opened later only to be reset when its
-//! linger ends, and a thousand of those ending together are the very burst this avoids. hyper
-//! takes a request's body up (drops it, or starts reading it) when it opens the stream, so the
-//! body says which: [`Handed`]. At most [`MAX_LINGERING`] calls linger at once in the process;
-//! past that a dropped call is reset at once. A call hopgate gives up on itself (its response
+//! A call hyper has not yet sent lingers too: still queued for a stream (the connection at the
+//! destination's `SETTINGS_MAX_CONCURRENT_STREAMS`), it is opened, taken up and answered in
+//! turn like any other, where dropping it could still cost a burst: h2 keeps a queued stream's
+//! HEADERS and sends the reset right after them, and a thousand of those in one write are just
+//! what the guard counts. At most [`MAX_LINGERING`] calls linger at once in the process; past
+//! that a dropped call is reset at once. A call hopgate gives up on itself (its response
 //! timeout) is reset at once.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
-
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 
 /// How long an abandoned call may wait for its response head.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
@@ -49,23 +44,8 @@ where
 {
     /// `None` once it has completed or been abandoned.
     call: Option<F>,
-    /// Set once the call's stream is open; `None` for a call that never lingers.
-    opened: Option<Arc<AtomicBool>>,
-}
-
-pin_project! {
-    /// A request body that notes when hyper takes it up, which is when it opens the stream.
-    pub(crate) struct Handed<B> {
-        #[pin]
-        inner: B,
-        opened: Arc<AtomicBool>,
-    }
-
-    impl<B> PinnedDrop for Handed<B> {
-        fn drop(this: Pin<&mut Self>) {
-            this.opened.store(true, Ordering::Release);
-        }
-    }
+    /// Whether it lingers when dropped, or is reset at once.
+    lingers: bool,
 }
 
 /// One of the [`MAX_LINGERING`] places, given back when dropped.
@@ -78,11 +58,11 @@ where
     F: Future + Send + Unpin + 'static,
     F::Output: Send + 'static,
 {
-    /// `call`, lingering when dropped once `opened` is set (see [`Handed`]); never without it.
-    pub(crate) fn new(call: F, opened: Option<Arc<AtomicBool>>) -> Self {
+    /// `call`, lingering when dropped if `lingers`.
+    pub(crate) fn new(call: F, lingers: bool) -> Self {
         Self {
             call: Some(call),
-            opened,
+            lingers,
         }
     }
 
@@ -116,12 +96,7 @@ where
     F::Output: Send + 'static,
 {
     fn drop(&mut self) {
-        let opened = |flag: &Arc<AtomicBool>| flag.load(Ordering::Acquire);
-        let Some(call) = self
-            .call
-            .take()
-            .filter(|_| self.opened.as_ref().is_some_and(opened))
-        else {
+        let Some(call) = self.call.take().filter(|_| self.lingers) else {
             return;
         };
         // Outside a runtime (it is shutting down) the call is simply reset.
@@ -136,42 +111,6 @@ where
             // The response, if it comes, is dropped unread.
             let _ = tokio::time::timeout(LINGER, call).await;
         });
-    }
-}
-
-// === impl Handed ===
-
-impl<B> Handed<B> {
-    /// `inner`, and the flag set when hyper takes it up.
-    pub(crate) fn new(inner: B) -> (Self, Arc<AtomicBool>) {
-        let opened = Arc::new(AtomicBool::new(false));
-        let body = Self {
-            inner,
-            opened: Arc::clone(&opened),
-        };
-        (body, opened)
-    }
-}
-
-impl<B: Body> Body for Handed<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let this = self.project();
-        this.opened.store(true, Ordering::Release);
-        this.inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -197,7 +136,8 @@ impl Drop for Place {
 mod tests {
     use super::*;
 
-    use http_body_util::{BodyExt, Empty, Full};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
 
     /// A call that completes when `done` is sent, noting whether it was still held then.
     fn call(
@@ -215,15 +155,11 @@ mod tests {
         (done, call)
     }
 
-    fn opened(yes: bool) -> Option<Arc<AtomicBool>> {
-        Some(Arc::new(AtomicBool::new(yes)))
-    }
-
     #[tokio::test(start_paused = true)]
-    async fn a_dropped_call_whose_stream_is_open_goes_on_until_its_head_arrives() {
+    async fn a_dropped_call_goes_on_until_its_head_arrives() {
         let held = Arc::new(AtomicBool::new(false));
         let (done, fut) = call(&held);
-        let mut linger = Linger::new(fut, opened(true));
+        let mut linger = Linger::new(fut, true);
         assert!(futures_util::poll!(&mut linger).is_pending());
         drop(linger);
         done.send(()).unwrap();
@@ -239,25 +175,17 @@ mod tests {
     async fn a_dropped_call_is_reset_when_its_linger_ends() {
         let held = Arc::new(AtomicBool::new(false));
         let (done, fut) = call(&held);
-        drop(Linger::new(fut, opened(true)));
+        drop(Linger::new(fut, true));
         tokio::time::sleep(LINGER + Duration::from_millis(1)).await;
         assert!(done.send(()).is_err(), "the call was dropped");
         assert!(!held.load(Ordering::SeqCst));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_dropped_call_still_queued_for_a_stream_is_dropped_at_once() {
+    async fn a_call_that_does_not_linger_is_reset_when_dropped() {
         let held = Arc::new(AtomicBool::new(false));
         let (done, fut) = call(&held);
-        drop(Linger::new(fut, opened(false)));
-        assert!(done.send(()).is_err(), "the call was dropped");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_call_without_a_flag_never_lingers() {
-        let held = Arc::new(AtomicBool::new(false));
-        let (done, fut) = call(&held);
-        drop(Linger::new(fut, None));
+        drop(Linger::new(fut, false));
         assert!(done.send(()).is_err(), "the call was dropped");
     }
 
@@ -265,22 +193,7 @@ mod tests {
     async fn an_abandoned_call_is_reset_at_once() {
         let held = Arc::new(AtomicBool::new(false));
         let (done, fut) = call(&held);
-        Linger::new(fut, opened(true)).abandon();
+        Linger::new(fut, true).abandon();
         assert!(done.send(()).is_err(), "the call was dropped");
-    }
-
-    #[tokio::test]
-    async fn a_handed_body_is_marked_opened_when_read_or_dropped() {
-        let (body, flag) = Handed::new(Full::new(bytes::Bytes::from_static(b"x")));
-        assert!(!flag.load(Ordering::SeqCst));
-        assert!(!body.is_end_stream());
-        let mut body = std::pin::pin!(body);
-        let _ = body.frame().await;
-        assert!(flag.load(Ordering::SeqCst), "read");
-
-        let (body, flag) = Handed::new(Empty::<bytes::Bytes>::new());
-        assert!(body.is_end_stream());
-        drop(body);
-        assert!(flag.load(Ordering::SeqCst), "dropped");
     }
 }

@@ -54,9 +54,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::linger::{Handed, Linger};
+use super::linger::Linger;
 use crate::dns::Resolved;
-use crate::http::{Body, RequestError, stream_body};
+use crate::http::{Body, RequestError};
 use crate::identity::IdentitySnapshot;
 use crate::tls::describe_tls_error;
 
@@ -211,16 +211,11 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         let pool = self.pool_for(identity)?;
         let (client, protocol) = pool.client().await?;
-        // Dropped before its head (the caller went away), an HTTP/2 call whose stream is open
-        // lingers, so that callers leaving together do not trip the destination's rapid-reset
-        // guard (DOS-07). An HTTP/1.1 destination has no such guard: its call is cut at once.
-        let (req, opened) = if protocol == Protocol::H2 {
-            let (body, opened) = Handed::new(body);
-            (Request::from_parts(parts, stream_body(body)), Some(opened))
-        } else {
-            (Request::from_parts(parts, body), None)
-        };
-        let mut call = Linger::new(client.request(req), opened);
+        // Dropped before its head (the caller went away), an HTTP/2 call lingers, so that
+        // callers leaving together do not trip the destination's rapid-reset guard (DOS-07).
+        // An HTTP/1.1 destination has no such guard: its call is cut at once.
+        let req = Request::from_parts(parts, body);
+        let mut call = Linger::new(client.request(req), protocol == Protocol::H2);
         match tokio::time::timeout(self.response_timeout, &mut call).await {
             Ok(Ok(rsp)) => Ok(rsp),
             Ok(Err(err)) => {
