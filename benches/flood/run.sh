@@ -57,6 +57,7 @@
 #        STREAMS=1000  STREAM_CONNS=10   the streams flood
 #        PROBE_RATE=20 NEWCONN_RATE=5    the probes' req/s
 #        RSS_LIMIT_MIB=512  OUT=DIR (default: a new folder under /tmp, kept and printed)
+#        LOG_FILTER=...  the sidecars' HOPGATE_LOG (default: warnings, and the debug lines above)
 #        SIDECAR_WRAP="env MALLOC_ARENA_MAX=1"  a command prefix for the sidecars (diagnostics:
 #                      an allocator by LD_PRELOAD, say; it must exec, so the pid stays hopgate's)
 # Needs: nginx, curl, h2load (installed from Debian when missing), oha (installed with
@@ -186,7 +187,7 @@ YAML
 
 # A sidecar's stdout: audit records are counted (OUT/audit-<name>.count, at exit), the rest
 # kept; the debug lines of the listener and of the two accept loops say who gave its place.
-log_filter="warn,hopgate_proxy::hop=info,hopgate_proxy::connection=debug,hopgate_proxy::listener=debug,hopgate_proxy::outbound=debug,hopgate_proxy::inbound::accept=debug"
+log_filter=${LOG_FILTER:-"warn,hopgate_proxy::hop=info,hopgate_proxy::connection=debug,hopgate_proxy::listener=debug,hopgate_proxy::outbound=debug,hopgate_proxy::inbound::accept=debug"}
 start_sidecar() { # name
   (cd "$work" && HOPGATE_LOG=$log_filter exec $srv_cpu ${SIDECAR_WRAP:-} "$bin" run -c "$1.yaml") \
     > >(awk -v count="$out/audit-$1.count" '

@@ -32,9 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::authorize::{Authorizer, HttpFacts};
 use crate::http::mcp::{McpCall, ToolFilter};
-use crate::http::{
-    Body, BodyFailure, Malformed, RequestError, WithoutTrailers, full_body, headers, stream_body,
-};
+use crate::http::{Body, BodyFailure, Malformed, RequestError, forwarded, full_body, headers};
 use crate::streams::{OpenParties, Streams};
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::{DecisionLabel, Direction, ProxyMetrics};
@@ -458,9 +456,9 @@ async fn admit<S: Side>(
                 );
                 return refused(err, parts, Some(&request));
             }
-            let (body, failure) = WithoutTrailers::watched(body, shared.body_idle);
+            let (body, failure) = forwarded(body, shared.body_idle);
             body_failure = failure;
-            stream_body(body)
+            body
         }
     };
     let parties = side.parties(conn, &admission);

@@ -43,6 +43,27 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// The body to forward for a caller's request `body`: an empty one when the caller has sent it
+/// in full already (a `GET`'s), and the caller's own, watched ([`WithoutTrailers::watched`]),
+/// when it is still coming.
+///
+/// A body sent in full is no longer tied to the caller's connection. Forwarded as it is, it
+/// would be asked again when the upstream stream opens, maybe after the caller has gone (a
+/// call that waited for a stream, or lingered: `outbound/linger.rs`): by then hyper's body of a
+/// reset stream says it has not ended, so the request would go out as HEADERS without
+/// END_STREAM followed by a reset, the burst a destination's rapid-reset guard counts (DOS-07).
+pub fn forwarded<B>(body: B, idle: Duration) -> (Body, BodyFailure)
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if body.is_end_stream() {
+        return (full_body(Bytes::new()), BodyFailure::default());
+    }
+    let (body, failure) = WithoutTrailers::watched(body, idle);
+    (stream_body(body), failure)
+}
+
 pin_project! {
     /// A request body with its trailers dropped (SMG-16 in docs/security.md).
     ///
@@ -168,5 +189,52 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that has ended, until `reset` says its stream was reset: then it has not, and
+    /// reading it fails (hyper's body of a reset HTTP/2 stream).
+    struct Resettable(Arc<AtomicBool>);
+
+    impl http_body::Body for Resettable {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.0.load(Ordering::SeqCst) {
+                return Poll::Ready(Some(Err("stream reset".into())));
+            }
+            Poll::Ready(None)
+        }
+
+        fn is_end_stream(&self) -> bool {
+            !self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn dos_07_a_body_sent_in_full_is_forwarded_ended_whatever_becomes_of_the_caller() {
+        let reset = Arc::new(AtomicBool::new(false));
+        let (mut body, failure) = forwarded(Resettable(Arc::clone(&reset)), Duration::from_secs(1));
+        reset.store(true, Ordering::SeqCst);
+        assert!(http_body::Body::is_end_stream(&body));
+        assert!(body.frame().await.is_none(), "no error, no data");
+        assert!(!failure.failed());
+    }
+
+    #[tokio::test]
+    async fn a_body_still_coming_is_forwarded_as_the_callers_and_its_failure_is_told() {
+        let reset = Arc::new(AtomicBool::new(true));
+        let (mut body, failure) = forwarded(Resettable(reset), Duration::from_secs(1));
+        assert!(!http_body::Body::is_end_stream(&body));
+        assert!(body.frame().await.is_some_and(|frame| frame.is_err()));
+        assert!(failure.failed());
     }
 }
