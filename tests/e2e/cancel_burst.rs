@@ -88,10 +88,11 @@ impl Gate {
         self.held.load(Ordering::SeqCst)
     }
 
-    /// Waits until the bytes held have stopped growing, and returns how many there are.
+    /// Waits (at most 5 s) until the bytes held have stopped growing, and returns how many
+    /// there are.
     async fn settled(&self) -> usize {
         let mut last = self.held();
-        loop {
+        for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let now = self.held();
             if now == last && now > 0 {
@@ -99,6 +100,7 @@ impl Gate {
             }
             last = now;
         }
+        panic!("a's bytes to b did not settle at the gate ({last} held)");
     }
 }
 
