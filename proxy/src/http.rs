@@ -58,7 +58,8 @@ where
     B::Error: Into<BoxError>,
 {
     if body.is_end_stream() {
-        return (full_body(Bytes::new()), BodyFailure::default());
+        // Boxes a zero-sized `Empty`: no allocation.
+        return (Body::default(), BodyFailure::default());
     }
     let (body, failure) = WithoutTrailers::watched(body, idle);
     (stream_body(body), failure)

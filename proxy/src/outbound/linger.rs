@@ -29,10 +29,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 /// How long an abandoned call may wait for its response head.
-pub(crate) const LINGER: Duration = Duration::from_secs(1);
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Abandoned calls lingering at once, in the whole process.
-pub(crate) const MAX_LINGERING: usize = 4096;
+const MAX_LINGERING: usize = 4096;
 
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
